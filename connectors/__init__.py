@@ -1,0 +1,1 @@
+"""Connectors to the outside world: config sheets, HTTP, email, chat webhooks."""

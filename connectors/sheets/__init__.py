@@ -1,0 +1,22 @@
+"""Config-sheet backends. Pick one with :func:`open_sheet`; the engine sees only
+:class:`~connectors.sheets.base.SheetBackend`."""
+
+from connectors.sheets.base import (
+    CellValue,
+    ColumnSpec,
+    InitReport,
+    SheetBackend,
+    TabSpec,
+    TabWrite,
+)
+from connectors.sheets.factory import open_sheet
+
+__all__ = [
+    "CellValue",
+    "ColumnSpec",
+    "InitReport",
+    "SheetBackend",
+    "TabSpec",
+    "TabWrite",
+    "open_sheet",
+]

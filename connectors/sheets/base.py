@@ -1,0 +1,89 @@
+"""The one interface every config-sheet backend implements.
+
+Backends move plain rows of cells; turning rows into a configuration happens once, in
+``sheetops.config``. A backend knows nothing about jobs, runs or the outbox.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+CellValue = str | int | float | bool | None
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """A column of a tab: its header, the note shown on the header cell, and its input rule."""
+
+    name: str
+    note: str
+    choices: tuple[str, ...] = ()  # a dropdown of allowed values
+    checkbox: bool = False  # TRUE/FALSE validation
+
+
+@dataclass(frozen=True)
+class TabSpec:
+    """What ``sheetops init`` creates for a tab: header row, notes, validations, examples."""
+
+    name: str
+    columns: tuple[ColumnSpec, ...]
+    examples: tuple[tuple[CellValue, ...], ...] = ()
+    system: bool = False  # written by sheetops, never edited by hand
+
+    @property
+    def headers(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+
+@dataclass(frozen=True)
+class TabWrite:
+    """Cell values to put into a tab, starting at ``start_row`` (1-based), column A.
+
+    Values are written RAW: a string starting with ``=`` stays text. Rows shorter than
+    ``width`` are padded with blanks, so a write also clears what was there before.
+    """
+
+    tab: str
+    rows: list[list[CellValue]]
+    start_row: int = 1
+    width: int = 0
+
+    @property
+    def padded(self) -> list[list[CellValue]]:
+        width = max([self.width, *(len(r) for r in self.rows)]) if self.rows else self.width
+        return [list(r) + [""] * (width - len(r)) for r in self.rows]
+
+
+@dataclass
+class InitReport:
+    """What ``ensure_tabs`` did: tabs created, tabs left alone because they existed."""
+
+    created: list[str] = field(default_factory=list)
+    existing: list[str] = field(default_factory=list)
+
+
+@runtime_checkable
+class SheetBackend(Protocol):
+    """A spreadsheet that holds the config tabs and receives the status tabs."""
+
+    #: Where the sheet lives, for people: a file path or a spreadsheet URL.
+    location: str
+
+    def read_tabs(self, names: Sequence[str]) -> dict[str, list[list[str]]]:
+        """Return the rows of each named tab that exists (one request for all of them).
+
+        Cells come back as display strings (booleans as ``TRUE``/``FALSE``); trailing
+        empty cells and rows are trimmed. A missing tab is absent from the result.
+        """
+        ...
+
+    def write_batch(self, writes: Sequence[TabWrite]) -> None:
+        """Apply all writes in one request; create or grow a tab first when needed."""
+        ...
+
+    def ensure_tabs(self, specs: Sequence[TabSpec]) -> InitReport:
+        """Create the tabs that are missing (header, notes, validations, frozen header,
+        example rows). Existing tabs and their rows are not touched."""
+        ...

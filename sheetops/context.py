@@ -1,0 +1,154 @@
+"""What an automation sees: the run context ``ctx`` handed to ``fn(ctx)``."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sheetops import templates
+from sheetops.errors import PermanentError
+from sheetops.ratelimit import RateLimitSpec
+from sheetops.templates import Rendered, TemplateSpec
+
+SECRET_PREFIX = "secret:"
+
+
+@dataclass(frozen=True)
+class AttemptRequest:
+    """One attempt of one run, as shipped to a worker (plain, picklable values only)."""
+
+    run_id: str
+    job: str
+    automation: str
+    attempt: int
+    params: dict[str, Any]
+    timeout_s: float
+    dry_run: bool = False
+    template: TemplateSpec | None = None
+    rate_limit: RateLimitSpec | None = None
+    trigger: str = "schedule"
+
+
+@dataclass(frozen=True)
+class RecordFailure:
+    """A record the automation could not process; the run goes on with the others."""
+
+    record_key: str
+    error_type: str
+    message: str
+    stage: str = "run"
+
+
+@dataclass
+class AttemptResult:
+    """What came back from one attempt."""
+
+    run_id: str
+    job: str
+    attempt: int
+    started_at: float
+    finished_at: float
+    ok: bool
+    result: dict[str, Any] = field(default_factory=dict)
+    error_type: str = ""
+    error_message: str = ""
+    traceback: str = ""
+    permanent: bool = False
+    timed_out: bool = False
+    record_failures: list[RecordFailure] = field(default_factory=list)
+
+
+def resolve_secrets(value: Any, environ: dict[str, str] | None = None) -> Any:
+    """Replace ``"secret:NAME"`` strings (at any depth) with the environment's ``NAME``."""
+    environ = os.environ if environ is None else environ
+    if isinstance(value, str) and value.startswith(SECRET_PREFIX):
+        name = value[len(SECRET_PREFIX):].strip()
+        if name not in environ:
+            raise PermanentError(f"secret {name!r} is not set in the environment")
+        return environ[name]
+    if isinstance(value, dict):
+        return {k: resolve_secrets(v, environ) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve_secrets(v, environ) for v in value]
+    return value
+
+
+def secret_values(value: Any, environ: dict[str, str] | None = None) -> set[str]:
+    """The secret values ``value`` refers to, so they can be masked in any output."""
+    environ = os.environ if environ is None else environ
+    found: set[str] = set()
+    if isinstance(value, str) and value.startswith(SECRET_PREFIX):
+        secret = environ.get(value[len(SECRET_PREFIX):].strip(), "")
+        if len(secret) >= 4:
+            found.add(secret)
+    elif isinstance(value, dict):
+        for v in value.values():
+            found |= secret_values(v, environ)
+    elif isinstance(value, list):
+        for v in value:
+            found |= secret_values(v, environ)
+    return found
+
+
+def mask(text: str, secrets: set[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+class RunContext:
+    """The ``ctx`` an automation receives.
+
+    ``params`` has secrets resolved; ``render`` fills the row's template;
+    ``throttle`` waits for the row's rate limit; ``record_failure`` reports one bad
+    record without failing the run.
+    """
+
+    def __init__(self, request: AttemptRequest,
+                 throttle: Callable[[RateLimitSpec, str], float] | None = None,
+                 logger: logging.Logger | None = None) -> None:
+        self.request = request
+        self.job = request.job
+        self.run_id = request.run_id
+        self.attempt = request.attempt
+        self.dry_run = request.dry_run
+        self.trigger = request.trigger
+        self.params: dict[str, Any] = resolve_secrets(dict(request.params))
+        self.log = logging.LoggerAdapter(
+            logger or logging.getLogger(f"sheetops.automation.{request.automation}"),
+            {"job": request.job, "run_id": request.run_id, "attempt": request.attempt})
+        self._throttle = throttle
+        self.record_failures: list[RecordFailure] = []
+
+    @property
+    def template(self) -> TemplateSpec | None:
+        return self.request.template
+
+    def render(self, **variables: Any) -> Rendered:
+        """Render the row's template with ``variables`` (sandboxed Jinja2)."""
+        if self.request.template is None:
+            raise PermanentError(f"job {self.job!r} has no template; set its template "
+                                 "column to a name from the Templates tab")
+        return templates.render(self.request.template, variables)
+
+    def throttle(self) -> float:
+        """Wait until the row's rate limit allows one more call; return seconds waited."""
+        if self.request.rate_limit is None or self._throttle is None:
+            return 0.0
+        return self._throttle(self.request.rate_limit, self.job)
+
+    def secret(self, name: str) -> str:
+        return resolve_secrets(SECRET_PREFIX + name)
+
+    def record_failure(self, record_key: Any, error: BaseException | str,
+                       stage: str = "run") -> None:
+        """Note that one record failed; it is counted in ``records_failed`` and listed
+        on the Errors tab with its key, and the run carries on."""
+        if isinstance(error, BaseException):
+            etype, message = type(error).__name__, str(error)
+        else:
+            etype, message = "RecordError", str(error)
+        self.record_failures.append(RecordFailure(str(record_key), etype, message, stage))

@@ -1,0 +1,75 @@
+"""Infrastructure settings from the environment / ``.env`` (prefix ``SHEETOPS_``).
+
+Behaviour lives in the sheet's Settings tab; this class holds only what must be known
+before the sheet can be read: where the sheet and store are, which executor runs work,
+where secrets come from. Unknown ``SHEETOPS_*`` variables are reported, never ignored
+silently.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SHEETOPS_", env_file=".env",
+                                      extra="ignore")
+
+    sheet: str = ""
+    store_url: str = ""
+    executor: str = "local"
+    workers: int = Field(default=0, description="worker processes; 0 = number of CPUs")
+    broker_url: str = ""
+    automations: str = ""
+    google_credentials: str = ""
+    sheets_emulator: str = ""
+    sheets_reads_per_minute: int = 60
+    sheets_writes_per_minute: int = 60
+    sheets_timeout_s: float = 30.0
+    sheets_max_retries: int = 6
+    log_format: str = "text"
+    log_level: str = "INFO"
+    metrics_port: int = 0
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 25
+    smtp_user: str = ""
+    smtp_password: SecretStr = SecretStr("")
+    smtp_starttls: bool = False
+    smtp_sender: str = "sheetops@localhost"
+    dashboard_password: SecretStr = SecretStr("")
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = 8501
+    require_services: bool = False
+
+    def resolved_store_url(self, sheet: str | None = None) -> str:
+        """The store URL, defaulting to a SQLite file beside a workbook (or in the cwd)."""
+        if self.store_url:
+            return self.store_url
+        sheet = sheet if sheet is not None else self.sheet
+        if sheet.lower().endswith(".xlsx"):
+            path = Path(sheet).resolve().with_suffix(".sheetops.db")
+        else:
+            path = Path.cwd() / "sheetops.db"
+        return f"sqlite:///{path}"
+
+
+KNOWN = {f"SHEETOPS_{name.upper()}" for name in Settings.model_fields}
+
+
+def unknown_env_vars(environ: dict[str, str] | None = None) -> list[str]:
+    """``SHEETOPS_*`` variables that no setting reads (likely typos)."""
+    environ = os.environ if environ is None else environ
+    return sorted(k for k in environ if k.startswith("SHEETOPS_") and k not in KNOWN)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    for name in unknown_env_vars():
+        warnings.warn(f"{name} is not a sheetops setting and is ignored", stacklevel=2)
+    return Settings()

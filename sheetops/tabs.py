@@ -1,0 +1,199 @@
+"""The config spreadsheet's tabs and columns: one definition used by ``init``, the
+parser, the status writer and the docs.
+
+Column notes are what an editor sees when hovering a header cell, so they say what to
+type and give an example.
+"""
+
+from __future__ import annotations
+
+from connectors.sheets.base import ColumnSpec, TabSpec
+
+C = ColumnSpec
+
+JOBS = "Jobs"
+RATE_LIMITS = "RateLimits"
+TEMPLATES = "Templates"
+SETTINGS = "Settings"
+ALERTS = "Alerts"
+STATUS = "Status"
+RUNS = "Runs"
+ERRORS = "Errors"
+VALIDATION = "Validation"
+
+CONFIG_TABS = (JOBS, RATE_LIMITS, TEMPLATES, SETTINGS, ALERTS)
+SYSTEM_TABS = (STATUS, RUNS, ERRORS, VALIDATION)
+
+JOB_COLUMNS: tuple[ColumnSpec, ...] = (
+    C("job", "Unique id of the job, e.g. nightly-crm-sync. Letters, digits, - _ ."),
+    C("automation", "Name of a registered automation (pick from the list). Never an "
+                    "import path."),
+    C("schedule", "When it runs: 5-field cron (0 6 * * 1-5), every 10m / every 30s / "
+                  "every 2h, @hourly, @daily, or manual."),
+    C("timezone", "IANA timezone for the schedule, e.g. Europe/Berlin. Empty: Settings "
+                  "timezone."),
+    C("enabled", "TRUE to run it, FALSE to pause it (yes/no and 1/0 work too).",
+      checkbox=True),
+    C("params", 'JSON object handed to the automation, e.g. {"url": "https://..."}. '
+                'Secrets by name only: "secret:SMTP_PASSWORD".'),
+    C("rate_limit", "Name of a row in RateLimits that throttles this job (optional)."),
+    C("template", "Name of a row in Templates the automation renders (optional)."),
+    C("max_attempts", "Attempts before the run fails (default 3). 1 = no retry."),
+    C("backoff_initial_s", "Seconds before the first retry, doubling each time (default 1)."),
+    C("backoff_max_s", "Longest wait between retries in seconds (default 300)."),
+    C("timeout_s", "Seconds one attempt may take before it is stopped (default 600)."),
+    C("concurrency", "How many runs of this job may run at once (default 1)."),
+    C("catch_up", "After sheetops was down: skip missed runs, run once, or run all "
+                  "(default once).", choices=("skip", "once", "all")),
+    C("owner", "Who to ask about this job (free text)."),
+    C("notes", "Anything else (free text, ignored by sheetops)."),
+)
+
+RATE_LIMIT_COLUMNS = (
+    C("name", "Name jobs use in their rate_limit column."),
+    C("rate", "How many per period: 100/minute, 10 per second, 5000/day."),
+    C("scope", "global = shared by every job naming it (default); job = each job "
+               "gets its own budget.", choices=("global", "job")),
+)
+
+TEMPLATE_COLUMNS = (
+    C("name", "Name jobs use in their template column."),
+    C("subject", "Subject line (Jinja2), e.g. Report for {{ customer }}."),
+    C("body", "Body text (Jinja2, sandboxed): {{ name }}, {% for x in items %}…"),
+    C("format", "text or html (default text).", choices=("text", "html")),
+)
+
+SETTINGS_COLUMNS = (
+    C("key", "A setting name; see config_sheets/README.md for the list."),
+    C("value", "Its value."),
+)
+
+ALERT_COLUMNS = (
+    C("name", "Name of the alert rule."),
+    C("job", "Job id it watches, or * for every job."),
+    C("metric", "failure_rate, consecutive_failures, duration_p95_s, queue_depth or "
+                "no_success_for_s.",
+      choices=("failure_rate", "consecutive_failures", "duration_p95_s", "queue_depth",
+               "no_success_for_s")),
+    C("threshold", "Fires when the metric is at or above this number (failure_rate: "
+                   "0.5 = 50%)."),
+    C("window", "Time window the metric looks at, e.g. 15m, 1h, 1d (default 1h)."),
+    C("channel", "Where to send it: email:ops@example.com, slack:NAME or webhook:NAME "
+                 "(URL from env SHEETOPS_WEBHOOK_NAME)."),
+    C("enabled", "TRUE to evaluate this rule.", checkbox=True),
+)
+
+STATUS_COLUMNS = (
+    C("job", "Job id."),
+    C("state", "idle, queued, running, ok, failed, disabled or invalid."),
+    C("last_start", "When the last run started (job's timezone)."),
+    C("last_end", "When the last run ended."),
+    C("duration_s", "How long the last run took."),
+    C("result", "Summary of the last run's result or error."),
+    C("records_in", "Records the last run read."),
+    C("records_out", "Records the last run wrote."),
+    C("records_failed", "Records the last run could not process."),
+    C("consecutive_failures", "Failed runs in a row (0 after a success)."),
+    C("next_run_1", "Next scheduled run (job's timezone)."),
+    C("next_run_2", "The run after that."),
+    C("next_run_3", "And the one after."),
+    C("schedule", "The schedule in words."),
+    C("updated_at", "When sheetops wrote this row (UTC)."),
+)
+
+RUN_COLUMNS = (
+    C("run_id", "Unique id of the run."),
+    C("job", "Job id."),
+    C("trigger", "schedule, catch_up, manual, dashboard or cli."),
+    C("start", "When it started (UTC)."),
+    C("end", "When it ended (UTC)."),
+    C("status", "ok, failed or timeout."),
+    C("attempts", "How many attempts it took."),
+    C("records", "records in / out / failed."),
+    C("duration_s", "Total duration in seconds."),
+    C("error", "Short error summary when it failed."),
+)
+
+ERROR_COLUMNS = (
+    C("time", "When the error happened (UTC)."),
+    C("job", "Job id."),
+    C("run_id", "The run it belongs to."),
+    C("stage", "Where it happened: run, or a pipeline stage."),
+    C("attempt", "Attempt number."),
+    C("error_type", "Python exception type."),
+    C("message", "Error message (secrets are masked)."),
+    C("record_key", "The record that failed, when the automation names one."),
+)
+
+VALIDATION_COLUMNS = (
+    C("tab", "Tab with the problem."),
+    C("cell", "Cell address (A1)."),
+    C("value", "What the cell holds."),
+    C("problem", "What is wrong and how to fix it."),
+    C("severity", "error (row skipped) or warning (row used)."),
+)
+
+SETTING_KEYS: dict[str, tuple[str, str]] = {
+    # key: (default, what it does)
+    "timezone": ("UTC", "Default timezone for job schedules and Status times."),
+    "refresh_interval_s": ("30", "Seconds between re-reads of the config tabs."),
+    "status_flush_interval_s": ("5", "Seconds between writes of the status tabs."),
+    "runs_tab_rows": ("200", "Rows kept on the Runs tab (newest first)."),
+    "errors_tab_rows": ("200", "Rows kept on the Errors tab (newest first)."),
+    "alert_interval_s": ("60", "Seconds between alert evaluations."),
+    "alert_reminder_s": ("3600", "Seconds before a still-firing alert is sent again."),
+    "alert_default_channel": ("", "Channel for alert rules that leave channel empty."),
+    "catch_up_max_runs": ("100", "Upper bound of runs started by catch_up=all per job."),
+    "run_history_days": ("90", "Days of runs kept in the store."),
+}
+
+
+def _automation_names() -> tuple[str, ...]:
+    from sheetops.registry import registry
+
+    return tuple(sorted(registry.names()))
+
+
+def config_tab_specs(examples: bool = True) -> list[TabSpec]:
+    """Specs of every tab, with the automation dropdown filled from the registry."""
+    names = _automation_names()
+    jobs_cols = tuple(
+        ColumnSpec(c.name, c.note, names) if c.name == "automation" else c
+        for c in JOB_COLUMNS)
+    ex = examples
+    return [
+        TabSpec(JOBS, jobs_cols, (
+            ("heartbeat-1m", "heartbeat", "every 1m", "", True, "{}", "", "", 3, 1, 300,
+             60, 1, "once", "ops", "proves the scheduler is alive"),
+            ("daily-report", "send_email", "0 7 * * 1-5", "Europe/London", False,
+             '{"recipients": [{"email": "ops@example.com", "name": "Ops"}]}', "smtp",
+             "daily-report", 3, 5, 300, 120, 1, "once", "ops", "enable after SMTP setup"),
+        ) if ex else ()),
+        TabSpec(RATE_LIMITS, RATE_LIMIT_COLUMNS,
+                (("smtp", "30/minute", "global"), ("api", "10 per second", "job"))
+                if ex else ()),
+        TabSpec(TEMPLATES, TEMPLATE_COLUMNS, (
+            ("daily-report", "Daily report for {{ name }}",
+             "Hello {{ name }},\n\nAll {{ jobs | default(0) }} jobs ran.\n", "text"),
+        ) if ex else ()),
+        TabSpec(SETTINGS, SETTINGS_COLUMNS,
+                tuple((k, v[0]) for k, v in SETTING_KEYS.items()
+                      if k in ("timezone", "refresh_interval_s", "status_flush_interval_s",
+                               "runs_tab_rows", "errors_tab_rows")) if ex else ()),
+        TabSpec(ALERTS, ALERT_COLUMNS, (
+            ("failures", "*", "consecutive_failures", 3, "1h", "email:ops@example.com",
+             False),
+        ) if ex else ()),
+        TabSpec(STATUS, STATUS_COLUMNS, system=True),
+        TabSpec(RUNS, RUN_COLUMNS, system=True),
+        TabSpec(ERRORS, ERROR_COLUMNS, system=True),
+        TabSpec(VALIDATION, VALIDATION_COLUMNS, system=True),
+    ]
+
+
+def columns_of(tab: str) -> tuple[ColumnSpec, ...]:
+    return {
+        JOBS: JOB_COLUMNS, RATE_LIMITS: RATE_LIMIT_COLUMNS, TEMPLATES: TEMPLATE_COLUMNS,
+        SETTINGS: SETTINGS_COLUMNS, ALERTS: ALERT_COLUMNS, STATUS: STATUS_COLUMNS,
+        RUNS: RUN_COLUMNS, ERRORS: ERROR_COLUMNS, VALIDATION: VALIDATION_COLUMNS,
+    }[tab]
