@@ -1,0 +1,223 @@
+"""A local ``.xlsx`` workbook as the config sheet (the embedded default), via openpyxl.
+
+Writes are atomic for the file: the workbook is re-read right before writing (so edits
+ops made to the config tabs since the last read are kept), saved to a temporary file
+beside it and moved into place. If the file changed while we were writing, the write
+is redone on the newer file. Strings are stored as text, so ``=1+1`` never becomes a
+formula. Openpyxl keeps values, notes, validations, formats and frozen panes; charts
+and images in the workbook are not preserved.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import tempfile
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from openpyxl import Workbook, load_workbook
+from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+from openpyxl.comments import Comment
+from openpyxl.styles import Font, PatternFill
+from openpyxl.utils import get_column_letter, quote_sheetname
+from openpyxl.worksheet.datavalidation import DataValidation
+
+from connectors.sheets.base import CellValue, InitReport, TabSpec, TabWrite
+from sheetops.errors import SheetError
+
+LISTS_TAB = "_lists"
+_HEADER_FILL = PatternFill("solid", fgColor="DDE7F0")
+_SYSTEM_FILL = PatternFill("solid", fgColor="EEEEEE")
+
+
+def display(value: object) -> str:
+    """A cell value as the string a spreadsheet would show (booleans as TRUE/FALSE)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, dt.datetime):
+        return value.isoformat(sep=" ", timespec="seconds")
+    return str(value)
+
+
+def _trim(rows: list[list[str]]) -> list[list[str]]:
+    for row in rows:
+        while row and row[-1] == "":
+            row.pop()
+    while rows and not rows[-1]:
+        rows.pop()
+    return rows
+
+
+class WorkbookSheet:
+    """The config sheet as an ``.xlsx`` file on disk."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.location = str(self.path)
+        self._lock = threading.Lock()
+        self._cache_key: tuple[int, int] | None = None
+        self._cache: dict[str, list[list[str]]] = {}
+
+    @classmethod
+    def matches(cls, location: str) -> bool:
+        return location.lower().endswith((".xlsx", ".xlsm"))
+
+    @classmethod
+    def open(cls, location: str) -> WorkbookSheet:
+        return cls(location)
+
+    def _stamp(self) -> tuple[int, int]:
+        st = self.path.stat()
+        return (st.st_mtime_ns, st.st_size)
+
+    def read_tabs(self, names: Sequence[str]) -> dict[str, list[list[str]]]:
+        with self._lock:
+            try:
+                stamp = self._stamp()
+            except FileNotFoundError:
+                raise SheetError(f"{self.path} does not exist; create it with "
+                                 f"'sheetops init --sheet {self.path}'") from None
+            if stamp != self._cache_key:
+                self._cache = self._read_all()
+                self._cache_key = stamp
+            return {n: [list(r) for r in self._cache[n]] for n in names if n in self._cache}
+
+    def _read_all(self) -> dict[str, list[list[str]]]:
+        try:
+            wb = load_workbook(self.path, read_only=True, data_only=True)
+        except Exception as exc:
+            raise SheetError(f"cannot read {self.path}: {type(exc).__name__}: {exc}") from None
+        try:
+            return {ws.title: _trim([[display(v) for v in row]
+                                     for row in ws.iter_rows(values_only=True)])
+                    for ws in wb.worksheets}
+        finally:
+            wb.close()
+
+    def write_batch(self, writes: Sequence[TabWrite]) -> None:
+        if not writes:
+            return
+        with self._lock:
+            for _ in range(5):
+                stamp = self._stamp()
+                wb = self._load_for_edit()
+                for write in writes:
+                    ws = wb[write.tab] if write.tab in wb.sheetnames else wb.create_sheet(
+                        write.tab)
+                    for r, row in enumerate(write.padded, start=write.start_row):
+                        for c, value in enumerate(row, start=1):
+                            _set_raw(ws.cell(row=r, column=c), value)
+                if self._save_if_unchanged(wb, stamp):
+                    return
+            raise SheetError(f"{self.path} kept changing while sheetops wrote to it; "
+                             "will retry at the next flush")
+
+    def _load_for_edit(self) -> Workbook:
+        try:
+            return load_workbook(self.path)
+        except FileNotFoundError:
+            raise SheetError(f"{self.path} does not exist") from None
+        except Exception as exc:
+            raise SheetError(f"cannot open {self.path}: {type(exc).__name__}: {exc}") from None
+
+    def _save_if_unchanged(self, wb: Workbook, stamp: tuple[int, int] | None) -> bool:
+        """Save beside the file and move it into place, unless someone saved meanwhile."""
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=".xlsx.tmp",
+                                   dir=self.path.parent)
+        os.close(fd)
+        try:
+            wb.save(tmp)
+            if stamp is not None and self.path.exists() and self._stamp() != stamp:
+                return False
+            os.replace(tmp, self.path)
+            self._cache_key = None
+            return True
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def ensure_tabs(self, specs: Sequence[TabSpec]) -> InitReport:
+        report = InitReport()
+        with self._lock:
+            existed = self.path.exists()
+            stamp = self._stamp() if existed else None
+            if existed:
+                wb = self._load_for_edit()
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                wb = Workbook()
+                wb.remove(wb.active)
+            for spec in specs:
+                if spec.name in wb.sheetnames:
+                    report.existing.append(spec.name)
+                    continue
+                _create_tab(wb, spec)
+                report.created.append(spec.name)
+            if report.created and not self._save_if_unchanged(wb, stamp):
+                raise SheetError(f"{self.path} changed while 'init' was writing it; run "
+                                 "init again")
+        return report
+
+
+def _set_raw(cell, value: CellValue) -> None:
+    if value == "":
+        cell.value = None
+    elif isinstance(value, str):
+        cell.value = ILLEGAL_CHARACTERS_RE.sub("", value)
+        cell.data_type = "s"  # never a formula, even when it starts with '='
+    else:
+        cell.value = value
+
+
+def _create_tab(wb: Workbook, spec: TabSpec) -> None:
+    ws = wb.create_sheet(spec.name)
+    bold = Font(bold=True)
+    for col, column in enumerate(spec.columns, start=1):
+        cell = ws.cell(row=1, column=col, value=column.name)
+        cell.font = bold
+        cell.fill = _SYSTEM_FILL if spec.system else _HEADER_FILL
+        comment = Comment(column.note, "sheetops")
+        comment.width, comment.height = 320, 110
+        cell.comment = comment
+        letter = get_column_letter(col)
+        ws.column_dimensions[letter].width = max(12, min(40, len(column.name) + 6))
+        rows = f"{letter}2:{letter}5000"
+        if column.checkbox:
+            dv = DataValidation(type="list", formula1='"TRUE,FALSE"', allow_blank=True)
+        elif column.choices:
+            dv = DataValidation(type="list", formula1=_list_formula(wb, spec.name, column),
+                                allow_blank=True)
+        else:
+            continue
+        dv.error = f"{column.name}: {column.note}"
+        dv.errorTitle = f"Invalid {column.name}"
+        dv.showErrorMessage = True
+        ws.add_data_validation(dv)
+        dv.add(rows)
+    ws.freeze_panes = "A2"
+    for r, row in enumerate(spec.examples, start=2):
+        for c, value in enumerate(row, start=1):
+            _set_raw(ws.cell(row=r, column=c), value)
+
+
+def _list_formula(wb: Workbook, tab: str, column) -> str:
+    inline = ",".join(column.choices)
+    if len(inline) <= 250 and not re.search(r'[",]', "".join(column.choices)):
+        return f'"{inline}"'
+    # Long lists live on a hidden tab (Excel limits inline lists to 255 characters).
+    lists = wb[LISTS_TAB] if LISTS_TAB in wb.sheetnames else wb.create_sheet(LISTS_TAB)
+    lists.sheet_state = "hidden"
+    col = lists.max_column + 1 if lists.max_row > 1 or lists["A1"].value else 1
+    letter = get_column_letter(col)
+    lists.cell(row=1, column=col, value=f"{tab}.{column.name}")
+    for r, choice in enumerate(column.choices, start=2):
+        _set_raw(lists.cell(row=r, column=col), choice)
+    end = len(column.choices) + 1
+    return f"{quote_sheetname(LISTS_TAB)}!${letter}$2:${letter}${end}"

@@ -1,0 +1,292 @@
+"""The store: runs, attempts, errors, job state, the sheet outbox and run requests.
+
+One class over SQLAlchemy Core, chosen by URL (``sqlite:///file.db`` by default,
+``postgresql+psycopg://…`` for scale). Writes come in batches — one transaction per
+:meth:`Store.record` — so thousands of runs a second cost a handful of commits.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import (
+    Engine,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.pool import NullPool
+
+from sheetops.errors import StoreError
+from sheetops.store import schema as t
+
+_UPSERT = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+
+
+@dataclass
+class Batch:
+    """Everything one flush writes, in one transaction."""
+
+    new_runs: list[dict[str, Any]] = field(default_factory=list)
+    run_updates: list[dict[str, Any]] = field(default_factory=list)
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    job_states: dict[str, dict[str, Any]] = field(default_factory=dict)
+    outbox: list[tuple[str, str]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.new_runs or self.run_updates or self.attempts or self.errors
+                    or self.job_states or self.outbox)
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=OFF")
+    cursor.close()
+
+
+class Store:
+    """Durable state of sheetops. Safe to share between threads of one process."""
+
+    def __init__(self, url: str, engine: Engine | None = None) -> None:
+        self.url = url
+        try:
+            self.engine = engine or create_engine(
+                url, future=True,
+                **({"poolclass": NullPool} if url.startswith("sqlite") and ":memory:" not in url
+                   else {"pool_pre_ping": True}))
+        except (ArgumentError, ImportError) as exc:
+            raise StoreError(f"cannot use store URL {self.safe_url}: {exc}") from None
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._insert = _UPSERT.get(self.engine.dialect.name, sqlite.insert)
+        try:
+            t.metadata.create_all(self.engine)
+        except OperationalError as exc:
+            raise StoreError(f"cannot open the store at {self.safe_url}: {exc.orig}") from None
+
+    @property
+    def safe_url(self) -> str:
+        """The URL with any password masked, for messages and the dashboard."""
+        from sqlalchemy.engine import make_url
+
+        try:
+            return make_url(self.url).render_as_string(hide_password=True)
+        except ArgumentError:
+            return "<invalid store URL>"
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # -- writes ----------------------------------------------------------------------
+    def record(self, batch: Batch) -> None:
+        if not batch:
+            return
+        now = time.time()
+        with self.engine.begin() as conn:
+            if batch.new_runs:
+                conn.execute(insert(t.runs), batch.new_runs)
+            for row in batch.run_updates:
+                values = {k: v for k, v in row.items() if k != "id"}
+                conn.execute(update(t.runs).where(t.runs.c.id == row["id"]).values(**values))
+            if batch.attempts:
+                conn.execute(insert(t.attempts), batch.attempts)
+            if batch.errors:
+                conn.execute(insert(t.errors), batch.errors)
+            if batch.job_states:
+                rows = [{"job": job, **values, "updated_at": now}
+                        for job, values in batch.job_states.items()]
+                for key_set in {frozenset(r) for r in rows}:
+                    group = [r for r in rows if frozenset(r) == key_set]
+                    stmt = self._insert(t.job_state)
+                    stmt = stmt.on_conflict_do_update(
+                        index_elements=["job"],
+                        set_={k: stmt.excluded[k] for k in key_set if k != "job"})
+                    conn.execute(stmt, group)
+            if batch.outbox:
+                conn.execute(insert(t.outbox), [
+                    {"tab": tab, "key": key, "created_at": now} for tab, key in batch.outbox])
+
+    def request_run(self, job: str, requested_by: str, dry_run: bool = False) -> int:
+        """Ask the running scheduler to run ``job`` now (the dashboard's Run now)."""
+        with self.engine.begin() as conn:
+            result = conn.execute(insert(t.run_requests).values(
+                job=job, requested_by=requested_by, dry_run=dry_run, created_at=time.time()))
+            return int(result.inserted_primary_key[0])
+
+    def claim_run_requests(self) -> list[dict[str, Any]]:
+        with self.engine.begin() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(
+                select(t.run_requests).where(t.run_requests.c.claimed_at.is_(None))
+                .order_by(t.run_requests.c.id))]
+            if rows:
+                conn.execute(update(t.run_requests)
+                             .where(t.run_requests.c.id.in_([r["id"] for r in rows]))
+                             .values(claimed_at=time.time()))
+        return rows
+
+    def link_request(self, request_id: int, run_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(t.run_requests).where(t.run_requests.c.id == request_id)
+                         .values(run_id=run_id))
+
+    def replace_problems(self, problems: Sequence[Any]) -> bool:
+        """Store the current config problems; return whether they changed."""
+        new = [{"tab": p.tab, "cell": p.cell, "value": p.value, "problem": p.problem,
+                "severity": p.severity} for p in problems]
+        with self.engine.begin() as conn:
+            old = [dict(r._mapping) for r in conn.execute(
+                select(t.config_problems.c.tab, t.config_problems.c.cell,
+                       t.config_problems.c.value, t.config_problems.c.problem,
+                       t.config_problems.c.severity).order_by(t.config_problems.c.id))]
+            if old == new:
+                return False
+            conn.execute(delete(t.config_problems))
+            if new:
+                conn.execute(insert(t.config_problems), new)
+            conn.execute(insert(t.outbox).values(tab="Validation", key="",
+                                                 created_at=time.time()))
+        return True
+
+    def add_config_events(self, events: Iterable[tuple[str, str, str]]) -> None:
+        rows = [{"time": time.time(), "kind": k, "job": j, "detail": d} for k, j, d in events]
+        if rows:
+            with self.engine.begin() as conn:
+                conn.execute(insert(t.config_events), rows)
+
+    def set_gauges(self, values: dict[str, float]) -> None:
+        if not values:
+            return
+        now = time.time()
+        stmt = self._insert(t.gauges)
+        stmt = stmt.on_conflict_do_update(index_elements=["name"], set_={
+            "value": stmt.excluded.value, "updated_at": stmt.excluded.updated_at})
+        with self.engine.begin() as conn:
+            conn.execute(stmt, [{"name": k, "value": float(v), "updated_at": now}
+                                for k, v in values.items()])
+
+    def set_fire_times(self, times: dict[str, float]) -> None:
+        if not times:
+            return
+        stmt = self._insert(t.job_state)
+        stmt = stmt.on_conflict_do_update(index_elements=["job"], set_={
+            "last_fire_time": stmt.excluded.last_fire_time})
+        with self.engine.begin() as conn:
+            conn.execute(stmt, [{"job": j, "last_fire_time": v} for j, v in times.items()])
+
+    def mark_outbox_delivered(self, up_to_id: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(t.outbox).where(t.outbox.c.delivered_at.is_(None),
+                                                t.outbox.c.id <= up_to_id)
+                         .values(delivered_at=time.time()))
+
+    def set_extent(self, tab: str, rows: int) -> None:
+        stmt = self._insert(t.sheet_extent)
+        stmt = stmt.on_conflict_do_update(index_elements=["tab"],
+                                          set_={"rows": stmt.excluded.rows})
+        with self.engine.begin() as conn:
+            conn.execute(stmt, [{"tab": tab, "rows": rows}])
+
+    def prune(self, older_than: float) -> int:
+        """Delete runs, attempts and errors older than ``older_than`` and delivered
+        outbox entries; returns the number of runs deleted."""
+        with self.engine.begin() as conn:
+            old_runs = select(t.runs.c.id).where(t.runs.c.started_at < older_than)
+            conn.execute(delete(t.attempts).where(t.attempts.c.run_id.in_(old_runs)))
+            n = conn.execute(delete(t.runs).where(t.runs.c.started_at < older_than)).rowcount
+            conn.execute(delete(t.errors).where(t.errors.c.time < older_than))
+            conn.execute(delete(t.outbox).where(t.outbox.c.delivered_at < older_than))
+        return n or 0
+
+    # -- reads -----------------------------------------------------------------------
+    def job_states(self) -> dict[str, dict[str, Any]]:
+        with self.engine.connect() as conn:
+            return {r.job: dict(r._mapping) for r in conn.execute(select(t.job_state))}
+
+    def recent_runs(self, limit: int, job: str | None = None) -> list[dict[str, Any]]:
+        q = select(t.runs).order_by(t.runs.c.started_at.desc(), t.runs.c.id.desc()).limit(limit)
+        if job:
+            q = q.where(t.runs.c.job == job)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    def recent_errors(self, limit: int, job: str | None = None) -> list[dict[str, Any]]:
+        q = select(t.errors).order_by(t.errors.c.time.desc(), t.errors.c.id.desc()).limit(limit)
+        if job:
+            q = q.where(t.errors.c.job == job)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.runs).where(t.runs.c.id == run_id)).first()
+            return dict(row._mapping) if row else None
+
+    def attempts_of(self, run_id: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(
+                select(t.attempts).where(t.attempts.c.run_id == run_id)
+                .order_by(t.attempts.c.attempt))]
+
+    def problems(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(
+                select(t.config_problems).order_by(t.config_problems.c.id))]
+
+    def pending_outbox(self) -> tuple[int, set[str], int, float | None]:
+        """``(highest id, tabs touched, count, oldest created_at)`` of undelivered
+        outbox entries."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(t.outbox.c.tab, func.max(t.outbox.c.id), func.count(),
+                       func.min(t.outbox.c.created_at))
+                .where(t.outbox.c.delivered_at.is_(None)).group_by(t.outbox.c.tab)).all()
+        if not rows:
+            return 0, set(), 0, None
+        return (max(r[1] for r in rows), {r[0] for r in rows}, sum(r[2] for r in rows),
+                min(r[3] for r in rows))
+
+    def extents(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            return {r.tab: r.rows for r in conn.execute(select(t.sheet_extent))}
+
+    def gauges(self) -> dict[str, tuple[float, float]]:
+        with self.engine.connect() as conn:
+            return {r.name: (r.value, r.updated_at) for r in conn.execute(select(t.gauges))}
+
+    def count_runs(self, job: str | None = None, status: str | None = None) -> int:
+        q = select(func.count()).select_from(t.runs)
+        if job:
+            q = q.where(t.runs.c.job == job)
+        if status:
+            q = q.where(t.runs.c.status == status)
+        with self.engine.connect() as conn:
+            return int(conn.execute(q).scalar_one())
+
+
+def open_store(url: str) -> Store:
+    return Store(url)
+
+
+def result_summary(result: dict[str, Any], limit: int = 200) -> str:
+    """The free keys of a run's result, as one short line for the sheet."""
+    free = {k: v for k, v in result.items()
+            if k not in ("records_in", "records_out", "records_failed")}
+    if not free:
+        return ""
+    text = ", ".join(f"{k}={v}" if not isinstance(v, (dict, list)) else
+                     f"{k}={json.dumps(v, default=str)}" for k, v in free.items())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
