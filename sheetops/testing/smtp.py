@@ -170,11 +170,11 @@ class SmtpServer:
         if not isinstance(auth_data, LoginPassword) or self._auth is None:
             return AuthResult(success=False, handled=False)
         user = auth_data.login.decode()
-        ok = (user, auth_data.password.decode()) == self._auth
-        if ok:
-            with self._lock:
-                self.logins.append(user)
-        return AuthResult(success=ok)
+        if (user, auth_data.password.decode()) != self._auth:
+            return AuthResult(success=False, handled=False)  # aiosmtpd answers 535
+        with self._lock:
+            self.logins.append(user)
+        return AuthResult(success=True)
 
     def _server_ssl_context(self) -> ssl.SSLContext:
         self._tmp = tempfile.TemporaryDirectory(prefix="sheetops-smtp-")
