@@ -45,7 +45,7 @@ class _Handler:
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
                           rcpt_options: list[str]) -> str:
-        return self._server._decide_rcpt(address, envelope)
+        return self._server._decide_rcpt(address, envelope, session)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         message = email.message_from_bytes(envelope.original_content or envelope.content,
@@ -71,7 +71,7 @@ class _Controller(Controller):
 class SmtpServer:
     """aiosmtpd on ``host`` (a free port by default), collecting what it receives.
 
-    ``auth``: ``(user, password)`` the client must log in with before ``MAIL``.
+    ``auth``: ``(user, password)`` the client must log in with before ``RCPT``.
     ``refuse``: recipients answered with ``550`` (permanent).
     ``defer``: recipient → how many times to answer ``451`` (temporary) before accepting.
     ``starttls``: offer STARTTLS with a throw-away self-signed certificate; clients
@@ -107,8 +107,9 @@ class SmtpServer:
         if self._starttls:
             kwargs["tls_context"] = self._server_ssl_context()
         if self._auth:
-            kwargs.update(authenticator=self._authenticate, auth_required=True,
-                          auth_require_tls=self._starttls)
+            # Login is enforced at RCPT (see _decide_rcpt): aiosmtpd's own auth_required
+            # warns on every connection when TLS is not required too.
+            kwargs.update(authenticator=self._authenticate, auth_require_tls=self._starttls)
         else:
             kwargs["auth_require_tls"] = False
         self._controller = _Controller(_Handler(self), hostname=self.host, port=self.port,
@@ -148,10 +149,12 @@ class SmtpServer:
             raise RuntimeError("the server was not started with starttls=True")
         return ssl.create_default_context(cafile=str(self._cert_path))
 
-    def _decide_rcpt(self, address: str, envelope: Any) -> str:
+    def _decide_rcpt(self, address: str, envelope: Any, session: Any) -> str:
         key = address.lower()
         with self._lock:
             self.rcpt_attempts.append(address)
+            if self._auth and not session.authenticated:
+                return "530 5.7.0 Authentication required"
             if key in self._refuse:
                 return f"550 5.1.1 <{address}>: Recipient address rejected"
             if self._defer.get(key, 0) > 0:
