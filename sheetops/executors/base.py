@@ -1,0 +1,75 @@
+"""Executors run attempts somewhere (worker processes here, Celery workers later).
+
+An executor takes :class:`AttemptRequest` values, runs each under its hard deadline
+and reports back through two callbacks. It knows nothing of runs, retries or the
+store: that is the runner's job.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from importlib.metadata import entry_points
+
+from sheetops.context import AttemptRequest, AttemptResult
+from sheetops.errors import SheetopsError
+from sheetops.hooks import Hooks
+
+OnStart = Callable[[AttemptRequest, float], None]
+OnResult = Callable[[AttemptResult], None]
+
+
+class Executor(ABC):
+    """Runs attempts; ``on_start`` and ``on_result`` are called from one thread."""
+
+    def __init__(self, on_start: OnStart, on_result: OnResult, hooks: Hooks | None = None,
+                 workers: int = 0) -> None:
+        self.on_start = on_start
+        self.on_result = on_result
+        self.hooks = hooks or Hooks()
+        self.workers = workers
+
+    @abstractmethod
+    def start(self) -> None:
+        """Start workers; callbacks may fire from now on."""
+
+    @abstractmethod
+    def submit(self, request: AttemptRequest, eta: float | None = None) -> None:
+        """Run ``request`` as soon as a worker is free, but not before ``eta``
+        (epoch seconds)."""
+
+    @abstractmethod
+    def stop(self, timeout: float | None = None) -> list[AttemptRequest]:
+        """Let running attempts finish (up to their deadlines) and stop the workers.
+
+        Returns the requests that never started, so the caller can account for them."""
+
+    @property
+    @abstractmethod
+    def queue_depth(self) -> int:
+        """Attempts waiting for a worker (including those waiting for their eta)."""
+
+    @property
+    @abstractmethod
+    def running(self) -> int:
+        """Attempts running now."""
+
+
+def executor_class(name: str) -> type[Executor]:
+    """Look up an executor by its alias in the ``sheetops.executors`` entry points."""
+    builtin = {"local": "sheetops.executors.local:LocalExecutor"}
+    targets = {ep.name: ep.value for ep in entry_points(group="sheetops.executors")}
+    target = targets.get(name) or builtin.get(name)
+    if target is None:
+        raise SheetopsError(f"unknown executor {name!r}; available: "
+                            f"{', '.join(sorted(set(targets) | set(builtin)))}")
+    module_name, _, attr = target.partition(":")
+    try:
+        module = __import__(module_name, fromlist=[attr])
+    except ImportError as exc:
+        raise SheetopsError(f"executor {name!r} needs an extra that is not installed: "
+                            f"{exc}") from None
+    cls = getattr(module, attr)
+    if not (isinstance(cls, type) and issubclass(cls, Executor)):
+        raise SheetopsError(f"{target} is not an Executor")
+    return cls
