@@ -26,7 +26,7 @@ def _number(ctx: Any, name: str, default: float, *, minimum: float = 0) -> float
 
 @automation("flaky")
 def flaky(ctx: Any) -> dict[str, Any]:
-    """Fail on purpose until attempt ``succeed_on_attempt`` (default 2), then succeed.
+    """Fail on purpose until attempt succeed_on_attempt (default 2), then succeed.
 
     Shows retries with backoff: with ``max_attempts`` 3 the run succeeds on attempt 2;
     with ``succeed_on_attempt`` above ``max_attempts`` it fails after all its attempts.
@@ -40,7 +40,7 @@ def flaky(ctx: Any) -> dict[str, Any]:
 
 @automation("sleep")
 def sleep(ctx: Any) -> dict[str, Any]:
-    """Sleep for ``seconds`` (default 1), then succeed.
+    """Sleep for params.seconds (default 1), then succeed; shows what a timeout looks like.
 
     Shows timeouts: give the job a ``timeout_s`` below ``seconds`` and the attempt is
     stopped and reported as timed out.
@@ -52,7 +52,7 @@ def sleep(ctx: Any) -> dict[str, Any]:
 
 @automation("always_fails")
 def always_fails(ctx: Any) -> None:
-    """Fail at once with ``message`` and no retries (a permanent error).
+    """Fail at once with params.message and no retries (a permanent error).
 
     Shows how a failure reaches the Errors tab and alerts.
     """

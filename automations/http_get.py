@@ -4,7 +4,8 @@ Params (the Jobs tab's ``params`` JSON):
 
 - ``url`` (required): what to GET; may be ``"secret:NAME"`` when the URL holds a key.
 - ``headers``: a JSON object of request headers, e.g.
-  ``{"Authorization": "secret:API_TOKEN"}``; secret values never appear in errors.
+  ``{"Authorization": "secret:API_AUTH"}`` where the environment variable ``API_AUTH``
+  holds the whole value (``Bearer abc…``); secret values never appear in errors.
 - ``timeout_s``: seconds to wait for the server (default 30).
 - ``json_path``: where the list of records is, as dot-separated keys and list indexes,
   e.g. ``"data.items"``; without it the response itself must be a list.

@@ -17,7 +17,8 @@ served — a refused address, a missing template variable — is recorded on the
 and the others still get theirs. If the mail server stays unreachable after the
 connector's retries, the run fails and is retried only when nothing was sent yet in
 this attempt; once some emails went out the rest are recorded as failed instead, so a
-retry never sends anyone a duplicate. A dry run renders every email but sends none.
+retry never sends anyone a duplicate. A dry run renders every email but sends none
+(and, sending nothing, does not wait for the rate limit).
 """
 
 from __future__ import annotations
