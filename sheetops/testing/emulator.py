@@ -144,7 +144,7 @@ class SheetsEmulator:
         Handler.emulator = emulator
         self._server = ThreadingHTTPServer((self.host, self.port), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever,
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
                                         name="sheets-emulator", daemon=True)
         self._thread.start()
         return self

@@ -1,0 +1,251 @@
+"""The GoogleSheet backend, real gspread over HTTP against the emulator."""
+
+# pytest fixtures are imported by name and then requested as arguments.
+# ruff: noqa: F811
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from connectors.sheets.base import ColumnSpec, SheetBackend, TabSpec, TabWrite
+from connectors.sheets.factory import open_sheet
+from connectors.sheets.google import GoogleSheet
+from sheetops.errors import SheetError, SheetUnavailable
+from sheetops.settings import get_settings
+from sheetops.testing import SheetsEmulator
+from sheetops.testing.fixtures import (  # noqa: F401
+    SERVICE_ACCOUNT_EMAIL,
+    emulator,
+    emulator_env,
+    google_sheet_url,
+    make_service_account,
+)
+
+FAST = {"retry_initial_s": 0.01, "retry_max_s": 0.05}
+SPECS = [
+    TabSpec("Jobs", (ColumnSpec("job", "Unique id"),
+                     ColumnSpec("schedule", "cron or every 10m"),
+                     ColumnSpec("enabled", "TRUE/FALSE", checkbox=True),
+                     ColumnSpec("catch_up", "after downtime", choices=("skip", "once", "all"))),
+            examples=(("ping", "every 10m", True, "once"),)),
+    TabSpec("Status", (ColumnSpec("job", "Job id"), ColumnSpec("state", "last state")),
+            system=True),
+]
+
+
+def _key(url: str) -> str:
+    return url.rsplit("/", 1)[1]
+
+
+def test_matches() -> None:
+    assert GoogleSheet.matches("https://docs.google.com/spreadsheets/d/1AbC-dEf_123/edit#gid=0")
+    assert GoogleSheet.matches("http://127.0.0.1:8085/spreadsheets/d/abcDEF123")
+    assert GoogleSheet.matches("1BxiMVs0XRA5nFMdKvBdBZjgmUUqptlbs74OgvE2upms")
+    assert not GoogleSheet.matches("ops.xlsx")
+    assert not GoogleSheet.matches("config/ops.xlsx")
+
+
+def test_factory_opens_it_and_it_is_a_backend(google_sheet_url: str) -> None:
+    sheet = open_sheet(google_sheet_url)
+    assert isinstance(sheet, GoogleSheet) and isinstance(sheet, SheetBackend)
+    assert sheet.location == google_sheet_url
+
+
+def test_ensure_tabs_creates_only_missing_tabs(emulator_env: SheetsEmulator,
+                                               google_sheet_url: str) -> None:
+    key = _key(google_sheet_url)
+    sheet = GoogleSheet.open(google_sheet_url)
+    sheet.write_batch([TabWrite("Status", [["job", "state"], ["keep", "me"]])])
+    emulator_env.reset_counts()
+    report = sheet.ensure_tabs(SPECS)
+    assert report.created == ["Jobs"] and report.existing == ["Status"]
+    assert dict(emulator_env.counts) == {"get": 1, "batchUpdate": 1, "values.batchUpdate": 1}
+    assert emulator_env.values(key, "Status") == [["job", "state"], ["keep", "me"]]
+    assert emulator_env.values(key, "Jobs") == [["job", "schedule", "enabled", "catch_up"],
+                                                ["ping", "every 10m", "TRUE", "once"]]
+    jobs = emulator_env.spreadsheet(key).sheet_named("Jobs")
+    assert jobs is not None and jobs.frozen_rows == 1
+    assert jobs.cells[(0, 0)]["n"] == "Unique id"
+    assert jobs.validation_at(5, 2) == {"condition": {"type": "BOOLEAN"}, "strict": True}
+    rule = jobs.validation_at(5, 3)
+    assert rule is not None and [v["userEnteredValue"] for v in rule["condition"]["values"]] == [
+        "skip", "once", "all"]
+    assert jobs.validation_at(0, 3) is None  # not on the header
+    emulator_env.reset_counts()
+    assert sheet.ensure_tabs(SPECS).created == []
+    assert dict(emulator_env.counts) == {"get": 1}
+
+
+def test_read_tabs_is_one_batch_get(emulator_env: SheetsEmulator,
+                                    google_sheet_url: str) -> None:
+    sheet = GoogleSheet.open(google_sheet_url)
+    sheet.ensure_tabs(SPECS)
+    emulator_env.reset_counts()
+    got = sheet.read_tabs(["Jobs", "Status", "Missing"])
+    assert got == {"Jobs": [["job", "schedule", "enabled", "catch_up"],
+                            ["ping", "every 10m", "TRUE", "once"]],
+                   "Status": [["job", "state"]]}
+    assert dict(emulator_env.counts) == {"values.batchGet": 1}
+
+
+def test_read_tabs_notices_a_tab_added_by_someone_else(emulator_env: SheetsEmulator,
+                                                      google_sheet_url: str) -> None:
+    sheet = GoogleSheet.open(google_sheet_url, metadata_ttl_s=0)
+    other = emulator_env.gspread_client().open_by_url(google_sheet_url)
+    other.add_worksheet("Templates", rows=5, cols=2).update([["name", "body"]], "A1")
+    assert sheet.read_tabs(["Templates"]) == {"Templates": [["name", "body"]]}
+    other.del_worksheet(other.worksheet("Templates"))
+    assert sheet.read_tabs(["Templates", "Sheet1"]) == {"Sheet1": []}
+
+
+def test_write_batch_is_one_request_and_raw(emulator_env: SheetsEmulator,
+                                            google_sheet_url: str) -> None:
+    key = _key(google_sheet_url)
+    sheet = GoogleSheet.open(google_sheet_url)
+    sheet.ensure_tabs(SPECS)
+    emulator_env.reset_counts()
+    sheet.write_batch([TabWrite("Status", [["ping", "=SUM(A1)"], ["pong", True]], start_row=2),
+                       TabWrite("Jobs", [["x"]], start_row=3, width=4)])
+    assert dict(emulator_env.counts) == {"values.batchUpdate": 1}
+    assert emulator_env.values(key, "Status") == [["job", "state"], ["ping", "=SUM(A1)"],
+                                                  ["pong", "TRUE"]]
+    ss = emulator_env.spreadsheet(key)
+    assert "f" not in ss.sheet_named("Status").cells[(1, 1)]
+    sheet.write_batch([TabWrite("Status", [["short"]], start_row=2, width=2)])
+    assert emulator_env.values(key, "Status")[1] == ["short"]  # padding cleared B2
+
+
+def test_write_batch_creates_and_grows_with_one_structural_request(
+        emulator_env: SheetsEmulator, google_sheet_url: str) -> None:
+    key = _key(google_sheet_url)
+    sheet = GoogleSheet.open(google_sheet_url)
+    emulator_env.reset_counts()
+    sheet.write_batch([TabWrite("Runs", [["r", i] for i in range(1200)]),
+                       TabWrite("Sheet1", [["wide"] * 30])])
+    assert dict(emulator_env.counts) == {"batchUpdate": 1, "values.batchUpdate": 1}
+    assert len(emulator_env.values(key, "Runs")) == 1200
+    assert len(emulator_env.values(key, "Sheet1")[0]) == 30
+    emulator_env.reset_counts()
+    sheet.write_batch([TabWrite("Runs", [["again"]], start_row=5)])
+    assert dict(emulator_env.counts) == {"values.batchUpdate": 1}
+
+
+def test_write_batch_recovers_from_stale_metadata(emulator_env: SheetsEmulator,
+                                                  google_sheet_url: str) -> None:
+    key = _key(google_sheet_url)
+    sheet = GoogleSheet.open(google_sheet_url)
+    sheet.write_batch([TabWrite("Status", [["a"]])])
+    other = emulator_env.gspread_client().open_by_url(google_sheet_url)
+    other.del_worksheet(other.worksheet("Status"))
+    sheet.write_batch([TabWrite("Status", [["b"]])])
+    assert emulator_env.values(key, "Status") == [["b"]]
+
+
+def test_retries_through_faults(emulator_env: SheetsEmulator,
+                                google_sheet_url: str) -> None:
+    key = _key(google_sheet_url)
+    sheet = GoogleSheet.open(google_sheet_url, attempts=8, **FAST)
+    emulator_env.faults.set(error_rate=0.3, codes=(429, 500, 503), seed=11)
+    for i in range(15):
+        sheet.write_batch([TabWrite("Sheet1", [[f"row {i}"]], start_row=i + 1)])
+        assert sheet.read_tabs(["Sheet1"])["Sheet1"][i] == [f"row {i}"]
+    assert emulator_env.total_requests > 30  # some were refused and retried
+    assert len(emulator_env.values(key, "Sheet1")) == 15
+
+
+def test_retry_after_is_honoured(emulator_env: SheetsEmulator,
+                                 google_sheet_url: str) -> None:
+    sheet = GoogleSheet.open(google_sheet_url, attempts=3, **FAST)
+    emulator_env.faults.set(error_rate=1.0, codes=(429,), retry_after=0.4)
+    started = time.monotonic()
+    with pytest.raises(SheetUnavailable):
+        sheet.read_tabs(["Sheet1"])
+    assert time.monotonic() - started >= 0.8  # two waits of at least Retry-After
+    assert emulator_env.counts["values.batchGet"] == 3
+
+
+def test_full_outage_is_bounded_and_unavailable(emulator_env: SheetsEmulator,
+                                                google_sheet_url: str) -> None:
+    sheet = GoogleSheet.open(google_sheet_url, attempts=4, **FAST)
+    emulator_env.faults.set(outage=True)
+    emulator_env.reset_counts()
+    started = time.monotonic()
+    with pytest.raises(SheetUnavailable, match="try again later"):
+        sheet.write_batch([TabWrite("Sheet1", [["x"]])])
+    with pytest.raises(SheetUnavailable):
+        sheet.read_tabs(["Sheet1"])
+    assert time.monotonic() - started < 5
+    assert dict(emulator_env.counts) == {"values.batchUpdate": 4, "values.batchGet": 4}
+    emulator_env.faults.set(outage=False)
+    sheet.write_batch([TabWrite("Sheet1", [["x"]])])
+
+
+def test_not_found_and_not_shared_are_clear_errors(emulator_env: SheetsEmulator,
+                                                  google_sheet_url: str) -> None:
+    with pytest.raises(SheetError, match="was not found") as err:
+        GoogleSheet.open(emulator_env.sheet_url("n" * 44))
+    assert not isinstance(err.value, SheetUnavailable)
+    emulator_env.share(_key(google_sheet_url), "someone@example.com")
+    with pytest.raises(SheetError, match="share the sheet"):
+        GoogleSheet.open(google_sheet_url)
+
+
+def test_unreadable_credentials_are_a_clear_error(emulator_env: SheetsEmulator,
+                                                  google_sheet_url: str, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHEETOPS_GOOGLE_CREDENTIALS", str(tmp_path / "missing.json"))
+    get_settings.cache_clear()
+    with pytest.raises(SheetError, match="Cannot read the Google credentials file"):
+        GoogleSheet.open(google_sheet_url)
+    (tmp_path / "bad.json").write_text('{"type": "something_else"}')
+    monkeypatch.setenv("SHEETOPS_GOOGLE_CREDENTIALS", str(tmp_path / "bad.json"))
+    get_settings.cache_clear()
+    with pytest.raises(SheetError, match="not a service-account key"):
+        GoogleSheet.open(google_sheet_url)
+
+
+def test_service_account_token_exchange(emulator_env: SheetsEmulator,
+                                        google_sheet_url: str, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    key = _key(google_sheet_url)
+    path = make_service_account(emulator_env, tmp_path)
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(path))
+    get_settings.cache_clear()
+    emulator_env.share(key, "someone@example.com")
+    with pytest.raises(SheetError, match=f"share the sheet with {SERVICE_ACCOUNT_EMAIL}"):
+        GoogleSheet.open(google_sheet_url)
+    emulator_env.share(key, SERVICE_ACCOUNT_EMAIL)
+    sheet = GoogleSheet.open(google_sheet_url)
+    sheet.write_batch([TabWrite("Sheet1", [["signed"]])])
+    assert sheet.read_tabs(["Sheet1"]) == {"Sheet1": [["signed"]]}
+    assert emulator_env.counts["token"] >= 1
+
+
+def test_forged_service_account_key_is_rejected(emulator_env: SheetsEmulator,
+                                                google_sheet_url: str, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    path = make_service_account(emulator_env, tmp_path)
+    (tmp_path / "other").mkdir()
+    make_service_account(emulator_env, tmp_path / "other")  # trusts a different key now
+    monkeypatch.setenv("SHEETOPS_GOOGLE_CREDENTIALS", str(path))
+    get_settings.cache_clear()
+    with pytest.raises(SheetError, match="rejected the credentials"):
+        GoogleSheet.open(google_sheet_url)
+
+
+def test_client_side_rate_limit_waits(emulator_env: SheetsEmulator,
+                                      google_sheet_url: str,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHEETOPS_SHEETS_READS_PER_MINUTE", "2")
+    get_settings.cache_clear()
+    sheet = GoogleSheet.open(google_sheet_url)  # read 1 of 2
+    sheet.read_tabs(["Sheet1"])  # read 2 of 2
+    waits: list[float] = []
+    monkeypatch.setattr("connectors.sheets.google_http.time.sleep", waits.append)
+    monkeypatch.setattr("connectors.sheets.google_http._LIMITER.hit",
+                        lambda *a, **k: bool(waits))
+    sheet.read_tabs(["Sheet1"])
+    assert len(waits) == 1 and 0 < waits[0] <= 60
