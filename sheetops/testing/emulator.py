@@ -581,6 +581,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     emulator: SheetsEmulator
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out as two writes
 
     def _serve(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
