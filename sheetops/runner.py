@@ -213,6 +213,15 @@ class Runner:
     def in_flight(self) -> int:
         return len(self._runs)
 
+    def live_state(self, job: str) -> str | None:
+        """``running`` or ``queued`` while the job has a run in flight, else ``None``."""
+        with self._lock:
+            if self._waiting.get(job):
+                return "queued" if not self._active.get(job) else "running"
+            if self._active.get(job):
+                return "running"
+        return None
+
     def waiting_count(self) -> int:
         with self._lock:
             return sum(len(q) for q in self._waiting.values())

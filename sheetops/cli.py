@@ -1,0 +1,265 @@
+"""The ``sheetops`` command. Each command parses its arguments and calls one engine
+function; any :class:`SheetopsError` becomes one sentence on stderr and an exit code,
+never a traceback.
+
+Exit codes: 0 success; 1 the thing checked failed (validate found errors, a run
+failed); 2 the command could not do its work (bad arguments, unreadable sheet, store).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import typer
+
+from sheetops.errors import SheetopsError
+from sheetops.logs import setup_logging
+from sheetops.registry import discover_from_settings, registry
+from sheetops.settings import Settings, get_settings, unknown_env_vars
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Spreadsheet-driven automation: ops edit a sheet, sheetops runs it.")
+
+SheetOption = typer.Option(None, "--sheet", "-s", envvar="SHEETOPS_SHEET",
+                           help="Path to an .xlsx workbook or a Google Sheet URL/key.")
+
+log = logging.getLogger("sheetops.cli")
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code)
+
+
+def _prepare(settings: Settings | None = None) -> Settings:
+    settings = settings or get_settings()
+    setup_logging(settings.log_format, settings.log_level)
+    for name in unknown_env_vars():
+        log.warning("%s is not a sheetops setting and is ignored", name)
+    for problem in discover_from_settings():
+        log.warning("automation module not loaded: %s", problem)
+    return settings
+
+
+def _open(sheet: str | None):
+    from connectors.sheets import open_sheet
+
+    settings = get_settings()
+    return open_sheet(sheet or settings.sheet)
+
+
+def _store(settings: Settings, sheet_location: str):
+    from sheetops.store import Store
+
+    return Store(settings.resolved_store_url(sheet_location))
+
+
+@app.command()
+def init(sheet: str = SheetOption,
+         examples: bool = typer.Option(True, help="Add example rows to new tabs.")) -> None:
+    """Create the tabs, headers, notes, dropdowns and examples (existing tabs are kept)."""
+    _prepare()
+    try:
+        backend = _open(sheet)
+        from sheetops.engine import init_sheet
+
+        report = init_sheet(backend, examples)
+    except SheetopsError as exc:
+        raise _fail(str(exc)) from None
+    for name in report.created:
+        typer.echo(f"created tab {name}")
+    for name in report.existing:
+        typer.echo(f"kept existing tab {name}")
+    typer.echo(f"{backend.location} is ready: edit the Jobs tab, then run "
+               f"'sheetops validate --sheet {backend.location}'")
+
+
+@app.command()
+def validate(sheet: str = SheetOption) -> None:
+    """Check the config tabs; print every problem as Tab!A1: problem (exit 1 on errors)."""
+    _prepare()
+    try:
+        backend = _open(sheet)
+        from sheetops.engine import validate_sheet
+
+        snapshot = validate_sheet(backend)
+    except SheetopsError as exc:
+        raise _fail(str(exc)) from None
+    for problem in snapshot.problems:
+        color = typer.colors.RED if problem.is_error else typer.colors.YELLOW
+        typer.secho(f"{problem}  [{problem.severity}]", fg=color)
+    errors = len(snapshot.errors)
+    warnings = len(snapshot.problems) - errors
+    typer.echo(f"{len(snapshot.jobs)} valid job(s), {errors} error(s), {warnings} warning(s); "
+               f"written to the Validation tab")
+    raise typer.Exit(1 if errors else 0)
+
+
+@app.command()
+def run(sheet: str = SheetOption,
+        for_seconds: float = typer.Option(None, "--for", help="Stop by itself after this "
+                                          "many seconds (finishing runs, flushing status)."),
+        workers: int = typer.Option(0, help="Worker processes (default: SHEETOPS_WORKERS "
+                                    "or the number of CPUs)."),
+        progress: bool = typer.Option(False, help="Print a line per finished run.")) -> None:
+    """Run the scheduler until Ctrl-C (or --for SECONDS)."""
+    settings = _prepare()
+    try:
+        backend = _open(sheet)
+        engine = _engine(settings, backend, workers, progress)
+    except SheetopsError as exc:
+        raise _fail(str(exc)) from None
+    _run_engine(engine, for_seconds)
+
+
+def _engine(settings: Settings, backend, workers: int, progress: bool):
+    from sheetops.engine import Engine, EngineOptions
+    from sheetops.progress import ConsoleProgress
+
+    hooks = [ConsoleProgress()] if progress else []
+    return Engine(backend, _store(settings, backend.location),
+                  EngineOptions(executor=settings.executor,
+                                workers=workers or settings.workers), hooks)
+
+
+def _run_engine(engine, for_seconds: float | None) -> None:
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        engine.start()
+    except SheetopsError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"sheetops is running {len(engine.snapshot.jobs)} job(s) from "
+               f"{engine.sheet.location}; store {engine.store.safe_url}. "
+               + ("Ctrl-C to stop." if for_seconds is None else
+                  f"Stopping in {for_seconds:g}s."))
+    try:
+        stop.wait(for_seconds)
+    except KeyboardInterrupt:
+        typer.echo("\nstopping: finishing running attempts and flushing status…")
+    finally:
+        engine.stop()
+    typer.echo(f"stopped; {engine.status.flushes} status write(s), outbox "
+               f"{engine.store.pending_outbox()[2]} pending")
+
+
+@app.command("run-job")
+def run_job(job: str = typer.Argument(..., help="The job id from the Jobs tab."),
+            sheet: str = SheetOption,
+            dry_run: bool = typer.Option(False, "--dry-run", help="Tell the automation not "
+                                         "to change anything outside (ctx.dry_run).")) -> None:
+    """Run one job now and print its result (exit 0 on success, 1 on failure)."""
+    settings = _prepare()
+    try:
+        backend = _open(sheet)
+        engine = _engine(settings, backend, 1, False)
+        run_id, problem = engine.run_job(job, dry_run=dry_run)
+    except SheetopsError as exc:
+        raise _fail(str(exc)) from None
+    if problem is not None:
+        raise _fail(str(problem), 1)
+    record = engine.store.run(run_id) if run_id else None
+    if record is None:
+        raise _fail(f"the run of {job} was not recorded", 1)
+    for attempt in engine.store.attempts_of(run_id):
+        line = f"attempt {attempt['attempt']}: {attempt['status']}"
+        if attempt["error_type"]:
+            line += f" — {attempt['error_type']}: {attempt['error_message']}"
+        typer.echo(line)
+    typer.echo(f"run {run_id} of {job}: {record['status']} after {record['attempts']} "
+               f"attempt(s) in {record['duration_s'] or 0:.2f}s; records in/out/failed "
+               f"{record['records_in']}/{record['records_out']}/{record['records_failed']}"
+               + (" (dry run)" if dry_run else ""))
+    if record["result"] not in ("{}", ""):
+        typer.echo(f"result: {record['result']}")
+    raise typer.Exit(0 if record["status"] == "ok" else 1)
+
+
+@app.command()
+def demo(directory: Path = typer.Option(Path(".sheetops-demo"), "--dir",
+                                        help="Workspace for the demo (git-ignored)."),
+         for_seconds: float = typer.Option(60, "--for", help="How long to run "
+                                           "(0 = until Ctrl-C)."),
+         workers: int = typer.Option(2, help="Worker processes.")) -> None:
+    """Run a working demo offline: a workbook, local HTTP and SMTP servers, the scheduler."""
+    settings = _prepare()
+    from sheetops.demo import DemoWorkspace
+
+    with DemoWorkspace(directory) as workspace:
+        typer.echo(workspace.describe())
+        os.environ.update(workspace.environment())
+        get_settings.cache_clear()
+        settings = get_settings()
+        try:
+            backend = _open(str(workspace.workbook))
+            engine = _engine(settings, backend, workers, True)
+        except SheetopsError as exc:
+            raise _fail(str(exc)) from None
+        _run_engine(engine, for_seconds or None)
+        typer.echo(workspace.summary(engine.store))
+
+
+@app.command()
+def dashboard(host: str = typer.Option(None, help="Address to bind (default 127.0.0.1)."),
+              port: int = typer.Option(None, help="Port (default 8501)."),
+              sheet: str = SheetOption) -> None:
+    """Serve the Streamlit monitoring page for the configured store."""
+    settings = _prepare()
+    try:
+        from sheetops.dashboard.serve import serve
+    except ImportError as exc:
+        raise _fail(f"the dashboard needs the 'dashboard' extra: pip install "
+                    f"'sheetops[dashboard]' ({exc})") from None
+    url = settings.resolved_store_url(sheet or settings.sheet)
+    try:
+        code = serve(url, host or settings.dashboard_host, port or settings.dashboard_port)
+    except SheetopsError as exc:
+        raise _fail(str(exc)) from None
+    raise typer.Exit(code)
+
+
+@app.command()
+def worker() -> None:
+    """Run a distributed worker (Celery). Not available yet: the local executor runs
+    everything in `sheetops run`."""
+    raise _fail("the distributed executor (Celery) is not part of this version; "
+                "'sheetops run' executes jobs in local worker processes", 2)
+
+
+@app.command()
+def emulator(port: int = typer.Option(8085, help="Port on 127.0.0.1."),
+             data: str = typer.Option(None, help="SQLite file that keeps the "
+                                      "spreadsheets across restarts."),
+             seed: str = typer.Option(None, help="An .xlsx workbook to load as a new "
+                                      "spreadsheet; its URL is printed.")) -> None:
+    """Serve the local Google Sheets API emulator for offline development."""
+    _prepare()
+    from sheetops.testing.emulator import serve
+
+    serve(port, data, seed)
+
+
+@app.command("automations")
+def list_automations() -> None:
+    """List the registered automations (what the Jobs tab's automation column accepts)."""
+    _prepare()
+    for name in registry.names():
+        item = registry.get(name)
+        typer.echo(f"{name:20} {item.description}  ({item.module})")
+
+
+def main() -> None:
+    try:
+        app()
+    except SheetopsError as exc:  # a last guard: never a traceback for a known problem
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""``sheetops demo``: a working system on the embedded default, entirely offline.
+
+It makes a workspace (a workbook, a SQLite store), starts a loopback HTTP API and a
+loopback SMTP server for the automations to talk to, and fills the Jobs tab with jobs
+that succeed, fail and retry, time out, and render a template into real emails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from connectors.sheets.base import TabWrite
+from connectors.sheets.workbook import WorkbookSheet
+from sheetops import tabs
+from sheetops.engine import init_sheet
+from sheetops.store import Store
+from sheetops.testing.http import HttpServer
+from sheetops.testing.smtp import SmtpServer
+
+CUSTOMERS = [{"id": i, "name": n} for i, n in enumerate(
+    ["Acme", "Globex", "Initech", "Umbrella", "Hooli", "Stark", "Wayne"], start=1)]
+
+
+class DemoWorkspace:
+    """The demo's files and loopback servers; a context manager that cleans up servers."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory.resolve()
+        self.workbook = self.directory / "ops.xlsx"
+        self.store_path = self.directory / "sheetops.db"
+        self.http = HttpServer()
+        self.smtp = SmtpServer()
+
+    def __enter__(self) -> DemoWorkspace:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        (self.directory / ".gitignore").write_text("*\n")
+        for stale in (self.workbook, self.store_path):
+            if stale.exists():
+                stale.unlink()
+        self.http.start()
+        self.http.json("/customers", {"data": CUSTOMERS})
+        self.smtp.start()
+        sheet = WorkbookSheet(self.workbook)
+        init_sheet(sheet, examples=False)
+        sheet.write_batch(self._config_writes())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.smtp.stop()
+        self.http.stop()
+
+    def environment(self) -> dict[str, str]:
+        return {"SHEETOPS_STORE_URL": f"sqlite:///{self.store_path}",
+                "SHEETOPS_SMTP_HOST": "127.0.0.1", "SHEETOPS_SMTP_PORT": str(self.smtp.port),
+                "SHEETOPS_SMTP_SENDER": "sheetops-demo@localhost"}
+
+    def _config_writes(self) -> list[TabWrite]:
+        def row(job: str, automation: str, schedule: str, params: dict[str, Any], **extra):
+            values = {"job": job, "automation": automation, "schedule": schedule,
+                      "enabled": True, "params": json.dumps(params), **extra}
+            return [values.get(c.name, "") for c in tabs.JOB_COLUMNS]
+
+        jobs = [
+            [c.name for c in tabs.JOB_COLUMNS],
+            row("heartbeat", "heartbeat", "every 10s", {}, notes="proves it is alive"),
+            row("fetch-customers", "http_get", "every 15s",
+                {"url": self.http.url("/customers"), "json_path": "data"},
+                rate_limit="api", notes="GETs a local JSON API and counts records"),
+            row("flaky-sync", "flaky", "every 20s", {"succeed_on_attempt": 2},
+                backoff_initial_s=1, backoff_max_s=4, notes="fails once, retries, succeeds"),
+            row("welcome-emails", "send_email", "every 30s",
+                {"recipients": [{"email": f"{c['name'].lower()}@example.com",
+                                 "name": c["name"]} for c in CUSTOMERS[:3]],
+                 "vars": {"team": "Ops"}},
+                template="welcome", rate_limit="smtp", notes="renders a template, sends mail"),
+            row("slow-export", "sleep", "every 30s", {"seconds": 10}, timeout_s=2,
+                max_attempts=2, backoff_initial_s=1, notes="runs past timeout_s on purpose"),
+            row("broken-report", "always_fails", "manual", {"message": "no data source"},
+                notes="run it with run-job to see a permanent failure"),
+        ]
+        return [
+            TabWrite(tabs.JOBS, jobs),
+            TabWrite(tabs.RATE_LIMITS, [["name", "rate", "scope"], ["api", "2/second", "global"],
+                                        ["smtp", "10/minute", "global"]]),
+            TabWrite(tabs.TEMPLATES, [
+                ["name", "subject", "body", "format"],
+                ["welcome", "Welcome to sheetops, {{ name }}!",
+                 "Hello {{ name }},\n\nThe {{ team }} team scheduled this email from a "
+                 "spreadsheet.\n", "text"]]),
+            TabWrite(tabs.SETTINGS, [["key", "value"], ["timezone", "UTC"],
+                                     ["refresh_interval_s", "10"],
+                                     ["status_flush_interval_s", "3"]]),
+        ]
+
+    def describe(self) -> str:
+        return (f"demo workspace: {self.directory}\n"
+                f"  workbook  {self.workbook}  (open it in LibreOffice/Excel while it runs)\n"
+                f"  store     {self.store_path}\n"
+                f"  local API {self.http.url('/customers')}, SMTP 127.0.0.1:{self.smtp.port}")
+
+    def summary(self, store: Store) -> str:
+        ok, failed = store.count_runs(status="ok"), store.count_runs(status="failed")
+        timeout = store.count_runs(status="timeout")
+        return (f"demo finished: {ok} ok, {failed} failed, {timeout} timed out; "
+                f"{len(self.smtp.messages)} email(s) delivered to the local SMTP server.\n"
+                f"See the Status, Runs and Errors tabs in {self.workbook}; for the dashboard "
+                f"run: SHEETOPS_STORE_URL=sqlite:///{self.store_path} sheetops dashboard")
+
+
+def demo_env_path() -> str:
+    return os.environ.get("SHEETOPS_DEMO_DIR", ".sheetops-demo")

@@ -1,0 +1,236 @@
+"""The running system: sheet → config → scheduler → runner → store → status → sheet.
+
+:class:`Engine` wires the parts together and runs two loops: *control* (re-read the
+sheet every ``refresh_interval_s``, pick up Run now requests, publish gauges) and
+*status* (drain the outbox into the sheet every ``status_flush_interval_s``). Each
+command of the CLI is one method here.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from connectors.sheets.base import InitReport, SheetBackend
+from sheetops import tabs
+from sheetops.config.model import Problem, Snapshot
+from sheetops.config.parse import parse_config
+from sheetops.errors import SheetError
+from sheetops.executors.base import executor_class
+from sheetops.hooks import Hooks, RunHook
+from sheetops.registry import registry
+from sheetops.runner import Runner
+from sheetops.scheduler import Scheduler
+from sheetops.status import StatusWriter, validation_rows, with_clearing
+from sheetops.store import Batch, Store
+
+log = logging.getLogger("sheetops.engine")
+
+
+def read_config(sheet: SheetBackend, previous: Snapshot | None = None) -> Snapshot:
+    """One read of every config tab, parsed (raises :class:`SheetError` if unreadable)."""
+    rows = sheet.read_tabs(tabs.CONFIG_TABS)
+    return parse_config(rows, frozenset(registry.names()), previous)
+
+
+def init_sheet(sheet: SheetBackend, examples: bool = True) -> InitReport:
+    """Create the missing tabs with headers, notes, validations and examples."""
+    return sheet.ensure_tabs(tabs.config_tab_specs(examples))
+
+
+def validate_sheet(sheet: SheetBackend) -> Snapshot:
+    """Parse the config and write its problems to the Validation tab (one write)."""
+    rows = sheet.read_tabs((*tabs.CONFIG_TABS, tabs.VALIDATION))
+    snapshot = parse_config(rows, frozenset(registry.names()))
+    previous = len(rows.get(tabs.VALIDATION, []))
+    sheet.write_batch([with_clearing(tabs.VALIDATION, validation_rows(snapshot.problems),
+                                     previous)])
+    return snapshot
+
+
+@dataclass
+class EngineOptions:
+    executor: str = "local"
+    workers: int = 0
+    control_interval_s: float = 0.5
+
+
+class Engine:
+    """Scheduler, runner and status writer over one sheet and one store."""
+
+    def __init__(self, sheet: SheetBackend, store: Store,
+                 options: EngineOptions | None = None,
+                 hooks: Sequence[RunHook] = ()) -> None:
+        self.sheet = sheet
+        self.store = store
+        self.options = options or EngineOptions()
+        self.hooks = Hooks(hooks)
+        factory = functools.partial(executor_class(self.options.executor))
+        self.runner = Runner(store, factory, self.hooks, workers=self.options.workers)
+        last_fire = {job: s["last_fire_time"] for job, s in store.job_states().items()
+                     if s.get("last_fire_time") is not None}
+        self.scheduler = Scheduler(self.runner, last_fire)
+        self.status = StatusWriter(store, sheet, lambda: self.scheduler.snapshot,
+                                   self.scheduler.next_run_times, self.runner.live_state)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.last_refresh_ok: bool | None = None
+        self.refreshes = 0
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self.scheduler.snapshot
+
+    # -- config ----------------------------------------------------------------------
+    def refresh(self) -> Snapshot | None:
+        """Re-read the sheet and reconcile; on failure keep the last good config."""
+        previous = self.scheduler.snapshot if self.refreshes else None
+        try:
+            snapshot = read_config(self.sheet, previous)
+        except SheetError as exc:
+            self.last_refresh_ok = False
+            log.warning("could not read the config sheet (%s); the last good config keeps "
+                        "running", exc)
+            self.store.add_config_events([("failed", "", str(exc)[:500])])
+            self.store.set_gauges({"last_refresh_ok": 0})
+            return None
+        report = self.scheduler.apply(snapshot)
+        self.refreshes += 1
+        self.last_refresh_ok = True
+        self.store.replace_problems(snapshot.problems)
+        if report.changed or report.caught_up:
+            self.store.add_config_events(report.events())
+            self.store.record(Batch(outbox=[(tabs.STATUS, "")]))
+            log.info("config: %d added, %d removed, %d rescheduled, %d changed",
+                     len(report.added), len(report.removed), len(report.rescheduled),
+                     len(report.updated))
+        self._publish_job_config(snapshot)
+        self.store.set_gauges({"last_refresh_ok": 1, "last_refresh_at": time.time(),
+                               "config_problems": len(snapshot.problems),
+                               "config_errors": len(snapshot.errors)})
+        for problem in snapshot.errors:
+            log.warning("config problem: %s", problem)
+        return snapshot
+
+    def _publish_job_config(self, snapshot: Snapshot) -> None:
+        try:
+            from sheetops.store.rollups import publish_job_config
+        except ImportError:
+            return
+        publish_job_config(self.store, snapshot.jobs)
+
+    # -- running ----------------------------------------------------------------------
+    def start(self) -> None:
+        """Read the config, start workers and the scheduler, and the two loops."""
+        self.runner.start()
+        if self.refresh() is None and not self.refreshes:
+            self.runner.stop()
+            raise SheetError(f"cannot read the config sheet {self.sheet.location}")
+        self.scheduler.start()
+        for target, name in ((self._control_loop, "sheetops-control"),
+                             (self._status_loop, "sheetops-status")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def run(self, seconds: float | None = None) -> None:
+        """Run until ``seconds`` pass (or forever), then stop cleanly."""
+        self.start()
+        try:
+            self._stop.wait(seconds)
+        finally:
+            self.stop()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop firing, let running attempts finish, record them and flush the sheet."""
+        self._stop.set()
+        self.scheduler.stop()
+        for thread in self._threads:
+            thread.join()
+        self.runner.stop(timeout)
+        self.runner.flush()
+        for _ in range(3):
+            if self.status.flush():
+                break
+            time.sleep(1)
+        self._publish_gauges()
+
+    def _control_loop(self) -> None:
+        next_refresh = time.time() + self.snapshot.settings.refresh_interval_s
+        while not self._stop.wait(self.options.control_interval_s):
+            try:
+                if time.time() >= next_refresh:
+                    self.refresh()
+                    next_refresh = time.time() + self.snapshot.settings.refresh_interval_s
+                self.take_run_requests()
+                self._publish_gauges()
+            except Exception:
+                log.exception("control loop error; continuing")
+
+    def _status_loop(self) -> None:
+        while not self._stop.wait(self.snapshot.settings.status_flush_interval_s):
+            try:
+                self.runner.flush()
+                self.status.flush()
+            except Exception:
+                log.exception("status loop error; continuing")
+
+    def take_run_requests(self) -> list[str]:
+        """Start the runs asked for from the dashboard (recorded with who asked)."""
+        started = []
+        for request in self.store.claim_run_requests():
+            run_id = self.scheduler.run_now(request["job"], "dashboard", request["dry_run"],
+                                            request["requested_by"])
+            if run_id is None:
+                log.warning("Run now for unknown or invalid job %r ignored", request["job"])
+                continue
+            self.store.link_request(request["id"], run_id)
+            started.append(run_id)
+        return started
+
+    def _publish_gauges(self) -> None:
+        _max_id, _tabs, depth, oldest = self.store.pending_outbox()
+        executor = self.runner.executor
+        self.store.set_gauges({
+            "queue_depth:run": executor.queue_depth + self.runner.waiting_count(),
+            "running": executor.running,
+            "outbox_depth": depth,
+            "outbox_age_s": (time.time() - oldest) if oldest else 0.0,
+            "scheduler_heartbeat": time.time(),
+        })
+
+    # -- one-shot ------------------------------------------------------------------------
+    def run_job(self, job: str, dry_run: bool = False, trigger: str = "cli"
+                ) -> tuple[str | None, Problem | None]:
+        """Run one job now and wait for it; the sheet's status tabs are updated."""
+        self.runner.start()
+        try:
+            snapshot = self.refresh_without_scheduling()
+            if job not in snapshot.jobs:
+                problem = next((p for p in snapshot.errors if p.tab == tabs.JOBS and
+                                _row_job(p, job)), None)
+                return None, problem or Problem(tabs.JOBS, "A1", job,
+                                                f"no job {job!r} on the Jobs tab")
+            run_id = self.runner.submit(snapshot.jobs[job], snapshot, trigger, time.time(),
+                                        dry_run)
+            if run_id is not None:
+                self.runner.wait(run_id)
+            return run_id, None
+        finally:
+            self.runner.stop()
+            self.runner.flush()
+            self.status.flush()
+
+    def refresh_without_scheduling(self) -> Snapshot:
+        snapshot = read_config(self.sheet)
+        self.scheduler.snapshot = snapshot
+        self.store.replace_problems(snapshot.problems)
+        return snapshot
+
+
+def _row_job(problem: Problem, job: str) -> bool:
+    return problem.value == job or job in problem.problem

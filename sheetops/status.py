@@ -1,0 +1,168 @@
+"""Mirror the store into the sheet's Status, Runs, Errors and Validation tabs.
+
+The outbox in the store says which tabs changed; the writer renders those tabs from the
+store and sends them in one ``write_batch`` (one request), and marks the outbox entries
+done only after the sheet accepted the write. The tabs are a projection of the store,
+so a write retried after an outage, a 429 or a crash puts every row there exactly once:
+nothing is lost and nothing is doubled.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime, tzinfo
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from connectors.sheets.base import CellValue, SheetBackend, TabWrite
+from sheetops import tabs
+from sheetops.config.model import Problem, Snapshot
+from sheetops.store import RunStatus, Store
+
+log = logging.getLogger("sheetops.status")
+
+NextRuns = Callable[[Any], list[datetime]]
+LiveState = Callable[[str], str | None]
+
+
+def fmt_time(epoch: float | None, tz: tzinfo = UTC) -> str:
+    if epoch is None:
+        return ""
+    return datetime.fromtimestamp(epoch, tz).strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def fmt_dt(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def validation_rows(problems: Iterable[Problem | dict[str, Any]]) -> list[list[CellValue]]:
+    rows: list[list[CellValue]] = [list(c.name for c in tabs.VALIDATION_COLUMNS)]
+    for p in problems:
+        d = p if isinstance(p, dict) else p.__dict__
+        rows.append([d["tab"], d["cell"], d["value"], d["problem"], d["severity"]])
+    return rows
+
+
+def with_clearing(tab: str, rows: list[list[CellValue]], previous_rows: int) -> TabWrite:
+    """A write of ``rows`` from A1 that also blanks rows left from a longer earlier write."""
+    width = len(tabs.columns_of(tab))
+    blanks = [[""] * width for _ in range(max(0, previous_rows - len(rows)))]
+    return TabWrite(tab, rows + blanks, start_row=1, width=width)
+
+
+class StatusWriter:
+    """Drains the outbox into the sheet, one batched write per flush."""
+
+    def __init__(self, store: Store, sheet: SheetBackend,
+                 snapshot: Callable[[], Snapshot],
+                 next_runs: NextRuns | None = None,
+                 live_state: LiveState | None = None) -> None:
+        self.store = store
+        self.sheet = sheet
+        self._snapshot = snapshot
+        self._next_runs = next_runs or (lambda spec: [])
+        self._live_state = live_state or (lambda job: None)
+        self._lock = threading.Lock()
+        self.flushes = 0
+        self.failures = 0
+        self.last_error = ""
+
+    def flush(self, force_tabs: Sequence[str] = ()) -> bool:
+        """Write every tab with pending outbox entries; True when the sheet is current."""
+        with self._lock:
+            max_id, pending_tabs, count, _oldest = self.store.pending_outbox()
+            todo = set(pending_tabs) | set(force_tabs)
+            if not todo:
+                return True
+            extents = self.store.extents()
+            snapshot = self._snapshot()
+            writes = [self._render(tab, snapshot, extents.get(tab, 0)) for tab in
+                      (tabs.STATUS, tabs.RUNS, tabs.ERRORS, tabs.VALIDATION) if tab in todo]
+            try:
+                self.sheet.write_batch(writes)
+            except Exception as exc:
+                self.failures += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("status write to %s failed (%s); %d change(s) stay in the "
+                            "outbox and will be retried", self.sheet.location,
+                            self.last_error, count)
+                return False
+            for write in writes:
+                real_rows = sum(1 for r in write.rows if any(v not in ("", None) for v in r))
+                if real_rows != extents.get(write.tab):
+                    self.store.set_extent(write.tab, real_rows)
+            if max_id:
+                self.store.mark_outbox_delivered(max_id)
+            self.flushes += 1
+            self.last_error = ""
+            return True
+
+    # -- tabs --------------------------------------------------------------------------
+    def _render(self, tab: str, snapshot: Snapshot, previous_rows: int) -> TabWrite:
+        if tab == tabs.STATUS:
+            rows = self.status_rows(snapshot)
+        elif tab == tabs.RUNS:
+            rows = self.runs_rows(snapshot.settings.runs_tab_rows)
+        elif tab == tabs.ERRORS:
+            rows = self.errors_rows(snapshot.settings.errors_tab_rows)
+        else:
+            rows = validation_rows(self.store.problems())
+        return with_clearing(tab, rows, previous_rows)
+
+    def status_rows(self, snapshot: Snapshot) -> list[list[CellValue]]:
+        states = self.store.job_states()
+        now = time.time()
+        rows: list[list[CellValue]] = [[c.name for c in tabs.STATUS_COLUMNS]]
+        for spec in sorted(snapshot.jobs.values(), key=lambda s: s.row):
+            st = states.get(spec.job, {})
+            tz = _zone(spec.timezone)
+            live = self._live_state(spec.job)
+            if not spec.enabled:
+                state = "disabled"
+            elif live:
+                state = live
+            else:
+                state = st.get("last_status") or "idle"
+            upcoming = [fmt_dt(t) for t in self._next_runs(spec)]
+            upcoming += [""] * (3 - len(upcoming))
+            duration = st.get("last_duration_s")
+            rows.append([
+                spec.job, state, fmt_time(st.get("last_start"), tz),
+                fmt_time(st.get("last_end"), tz),
+                round(duration, 3) if duration is not None else "",
+                st.get("last_result", ""), st.get("records_in", 0) if st else "",
+                st.get("records_out", 0) if st else "",
+                st.get("records_failed", 0) if st else "",
+                st.get("consecutive_failures", 0) if st else "",
+                *upcoming, spec.parsed_schedule.describe(), fmt_time(now)])
+        return rows
+
+    def runs_rows(self, limit: int) -> list[list[CellValue]]:
+        rows: list[list[CellValue]] = [[c.name for c in tabs.RUN_COLUMNS]]
+        for r in self.store.recent_runs(limit):
+            status = r["status"]
+            rows.append([
+                r["id"], r["job"], r["trigger"] + (" (dry run)" if r["dry_run"] else ""),
+                fmt_time(r["started_at"]), fmt_time(r["finished_at"]), status, r["attempts"],
+                f"{r['records_in']} / {r['records_out']} / {r['records_failed']}",
+                round(r["duration_s"], 3) if r["duration_s"] is not None else "",
+                (f"{r['error_type']}: {r['error_message']}"[:300]
+                 if status != RunStatus.OK.value and r["error_type"] else "")])
+        return rows
+
+    def errors_rows(self, limit: int) -> list[list[CellValue]]:
+        rows: list[list[CellValue]] = [[c.name for c in tabs.ERROR_COLUMNS]]
+        for e in self.store.recent_errors(limit):
+            rows.append([fmt_time(e["time"]), e["job"], e["run_id"], e["stage"], e["attempt"],
+                         e["error_type"], e["message"][:500], e["record_key"]])
+        return rows
+
+
+def _zone(name: str) -> tzinfo:
+    try:
+        return ZoneInfo(name)
+    except Exception:
+        return UTC
