@@ -60,12 +60,16 @@ class Settings(BaseSettings):
 
 
 KNOWN = {f"SHEETOPS_{name.upper()}" for name in Settings.model_fields}
+# Families of variables read by name from the sheet (channels, webhooks) or by tools.
+KNOWN_PREFIXES = ("SHEETOPS_WEBHOOK_", "SHEETOPS_SLACK_", "SHEETOPS_WORKER_START",
+                  "SHEETOPS_DEMO_DIR")
 
 
 def unknown_env_vars(environ: dict[str, str] | None = None) -> list[str]:
     """``SHEETOPS_*`` variables that no setting reads (likely typos)."""
     environ = os.environ if environ is None else environ
-    return sorted(k for k in environ if k.startswith("SHEETOPS_") and k not in KNOWN)
+    return sorted(k for k in environ if k.startswith("SHEETOPS_") and k not in KNOWN
+                  and not k.startswith(KNOWN_PREFIXES))
 
 
 @lru_cache(maxsize=1)
