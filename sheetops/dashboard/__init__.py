@@ -1,0 +1,7 @@
+"""The Streamlit dashboard: SQL aggregates in :mod:`sheetops.dashboard.queries`, drawing
+in ``pages/``, access control in :mod:`sheetops.dashboard.auth`, and :func:`serve` to
+start ``streamlit run app.py``."""
+
+from sheetops.dashboard.serve import serve
+
+__all__ = ["serve"]

@@ -1,0 +1,37 @@
+"""Jobs: every job with its schedule in words, its state and the window's numbers."""
+
+import streamlit as st
+
+from sheetops.dashboard import queries as q
+from sheetops.dashboard import ui
+
+ui.page_setup("Jobs")
+filters = ui.sidebar(status_filter=False)
+
+
+def body() -> None:
+    table = q.jobs_table(ui.store(), filters.window_s)
+    if filters.jobs:
+        table = table[table["job"].isin(filters.jobs)]
+    if table.empty:
+        st.info("No jobs yet: the scheduler publishes them after its first config refresh.")
+        return
+    table = ui.epoch_columns(table, "last_start", "last_end", "last_success_at")
+    st.caption(f"{len(table)} jobs · numbers over the last {filters.window_label}")
+    st.dataframe(table, hide_index=True, width="stretch", column_config={
+        "job": st.column_config.TextColumn("job", pinned=True),
+        "success_rate": st.column_config.NumberColumn("success", format="percent"),
+        "failure_rate": st.column_config.NumberColumn("failure", format="percent"),
+        "avg_s": st.column_config.NumberColumn("avg s", format="%.2f"),
+        "p50_s": st.column_config.NumberColumn("p50 s", format="%.2f"),
+        "p95_s": st.column_config.NumberColumn("p95 s", format="%.2f"),
+        "last_duration_s": st.column_config.NumberColumn("last duration s", format="%.2f"),
+    })
+    job = st.selectbox("Open a job", table["job"].tolist(), index=None,
+                       placeholder="choose a job")
+    if job:
+        st.session_state["detail_job"] = job
+        st.switch_page(f"{ui.P}/job_detail.py")
+
+
+ui.auto_refresh(filters, body)

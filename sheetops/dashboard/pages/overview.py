@@ -1,0 +1,99 @@
+"""Overview: the health of everything at a glance, refreshing by itself."""
+
+import altair as alt
+import streamlit as st
+
+from sheetops.dashboard import queries as q
+from sheetops.dashboard import ui
+
+ui.page_setup("Overview")
+filters = ui.sidebar(status_filter=False)
+
+
+def body() -> None:
+    ov = q.overview(ui.store(), filters.window_s, jobs=filters.jobs)
+    tot = ov.totals
+    st.caption(f"Last {filters.window_label} · {ui.when(ov.window.since)} → "
+               f"{ui.when(ov.window.until)}"
+               + (f" · jobs: {', '.join(filters.jobs)}" if filters.jobs else ""))
+    c = st.columns(6)
+    c[0].metric("Runs", f"{tot.runs:,}")
+    c[1].metric("Success rate", ui.pct(tot.success_rate))
+    c[2].metric("Failure rate", ui.pct(tot.failure_rate))
+    c[3].metric("Duration p50", ui.duration(tot.p50_s))
+    c[4].metric("Duration p95", ui.duration(tot.p95_s))
+    c[5].metric("Running now", f"{ov.running:,}")
+    c = st.columns(6)
+    c[0].metric("Failed", f"{tot.failed:,}")
+    c[1].metric("Timed out", f"{tot.timeout:,}")
+    c[2].metric("Run now requests waiting", f"{ov.pending_requests:,}")
+    c[3].metric("Outbox depth", f"{ov.outbox.depth:,}")
+    c[4].metric("Outbox oldest", ui.duration(ov.outbox.oldest_age_s))
+    c[5].metric("Alerts firing", f"{len(ov.alerts_firing):,}")
+
+    cfg = ov.config
+    refresh_state = ("—" if cfg.last_refresh_ok is None
+                     else "ok" if cfg.last_refresh_ok else "FAILED")
+    c = st.columns(3)
+    c[0].metric("Last config refresh", ui.ago(cfg.last_refresh_at), refresh_state,
+                delta_color="off")
+    c[1].metric("Config errors", f"{cfg.errors:,}")
+    c[2].metric("Config warnings", f"{cfg.warnings:,}")
+    if cfg.errors or cfg.warnings:
+        with st.expander(f"Config problems ({cfg.errors + cfg.warnings})"):
+            st.dataframe(ov.problems, hide_index=True, width="stretch")
+
+    left, right = st.columns(2)
+    with left:
+        st.subheader("Runs and failures over time")
+        series = ov.over_time.melt(id_vars="time", value_vars=["ok", "failed"],
+                                   var_name="outcome", value_name="count")
+        st.altair_chart(alt.Chart(series).mark_bar().encode(
+            x=alt.X("time:T", title=None), y=alt.Y("count:Q", title="runs"),
+            color=alt.Color("outcome:N", scale=alt.Scale(
+                domain=["ok", "failed"], range=[ui.STATUS_COLORS["ok"],
+                                                ui.STATUS_COLORS["failed"]]))),
+            width="stretch")
+    with right:
+        st.subheader("Durations over time")
+        series = ov.over_time.melt(id_vars="time", value_vars=["avg_s", "max_s"],
+                                   var_name="duration", value_name="seconds").dropna()
+        st.altair_chart(alt.Chart(series).mark_line(point=True).encode(
+            x=alt.X("time:T", title=None), y=alt.Y("seconds:Q", title="seconds"),
+            color="duration:N"), width="stretch")
+
+    st.subheader("Per job")
+    per_job = ov.per_job.copy()
+    per_job["last_start"] = ui.epoch_columns(per_job, "last_start")["last_start"]
+    st.dataframe(per_job, hide_index=True, width="stretch", column_config={
+        "success_rate": st.column_config.NumberColumn("success", format="percent"),
+        "failure_rate": st.column_config.NumberColumn("failure", format="percent"),
+        "avg_s": st.column_config.NumberColumn("avg s", format="%.2f"),
+        "p50_s": st.column_config.NumberColumn("p50 s", format="%.2f"),
+        "p95_s": st.column_config.NumberColumn("p95 s", format="%.2f"),
+    })
+    if not per_job.empty:
+        st.subheader("Duration p95 by job")
+        top = per_job.nlargest(30, "p95_s")
+        st.altair_chart(alt.Chart(top).mark_bar().encode(
+            x=alt.X("p95_s:Q", title="p95 seconds"), y=alt.Y("job:N", sort="-x", title=None)),
+            width="stretch")
+
+    c1, c2 = st.columns(2)
+    with c1:
+        st.subheader("Queue depth per stage")
+        if ov.queues.empty:
+            st.caption("No pipeline queues reported.")
+        else:
+            st.dataframe(ov.queues, hide_index=True, width="stretch")
+    with c2:
+        st.subheader("Alerts firing")
+        if ov.alerts_firing.empty:
+            st.caption("No alert is firing.")
+        else:
+            st.dataframe(ov.alerts_firing, hide_index=True, width="stretch")
+    st.caption(f"Queries took {sum(ov.timings.values()) * 1000:.0f} ms · refreshed "
+               f"{ui.when(ov.window.until)}")
+
+
+ui.auto_refresh(filters, body)

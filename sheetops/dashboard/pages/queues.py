@@ -1,0 +1,40 @@
+"""Queues: pipeline stage depths, the sheet outbox and the Run now queue."""
+
+import streamlit as st
+
+from sheetops.dashboard import queries as q
+from sheetops.dashboard import ui
+
+ui.page_setup("Queues")
+filters = ui.sidebar(job_filter=False, status_filter=False)
+
+
+def body() -> None:
+    store = ui.store()
+    queues = q.queue_depths(store)
+    outbox = q.outbox_status(store)
+    running = q.running_now(store)
+    c = st.columns(4)
+    c[0].metric("Queued in stages", f"{int(queues['depth'].sum()) if not queues.empty else 0:,}")
+    c[1].metric("Outbox depth", f"{outbox.depth:,}")
+    c[2].metric("Outbox oldest", ui.duration(outbox.oldest_age_s))
+    c[3].metric("Running / queued runs", f"{len(running):,}")
+    st.subheader("Pipeline stages")
+    if queues.empty:
+        st.caption("No pipeline queues reported.")
+    else:
+        st.bar_chart(queues, x="stage", y="depth")
+        st.dataframe(queues, hide_index=True, width="stretch", key="stages")
+    st.subheader("Sheet outbox (pending writes per tab)")
+    st.dataframe([{"tab": k, "pending": v} for k, v in sorted(outbox.by_tab.items())],
+                 hide_index=True, width="stretch", key="outbox")
+    st.subheader("Running now")
+    st.dataframe(ui.epoch_columns(running, "started_at"), hide_index=True, width="stretch",
+                 key="running")
+    st.subheader("Run now requests")
+    st.dataframe(ui.epoch_columns(q.run_requests(store, limit=100), "created_at",
+                                  "claimed_at"), hide_index=True, width="stretch",
+                 key="requests")
+
+
+ui.auto_refresh(filters, body)

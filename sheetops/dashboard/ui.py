@@ -1,0 +1,159 @@
+"""Shared drawing helpers for the dashboard pages: the store handle, the access gate,
+the filter sidebar, self-refresh and formatting. Pages only draw what
+:mod:`sheetops.dashboard.queries` computes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pandas as pd
+import streamlit as st
+
+from sheetops.dashboard import auth
+from sheetops.dashboard import queries as q
+from sheetops.settings import get_settings
+from sheetops.store import RunStatus, Store
+
+P = "sheetops/dashboard/pages"
+REFRESH_CHOICES = {"off": 0, "5 s": 5, "10 s": 10, "30 s": 30, "1 min": 60, "5 min": 300}
+DEFAULT_REFRESH = "30 s"
+
+
+@st.cache_resource(show_spinner=False)
+def _open_store(url: str) -> Store:
+    store = Store(url)
+    q.ensure_schema(store)
+    return store
+
+
+def store() -> Store:
+    """The store named by ``SHEETOPS_STORE_URL`` (or the default SQLite file), shared by
+    every session of this server."""
+    return _open_store(get_settings().resolved_store_url())
+
+
+def page_setup(title: str) -> str | None:
+    """Gate access, draw the title; returns the user (for Run now)."""
+    user = auth.require_access()
+    st.title(title)
+    return user
+
+
+@dataclass(frozen=True)
+class Filters:
+    """The sidebar's choices, shared by every page of a session."""
+
+    window_label: str
+    window_s: float
+    jobs: tuple[str, ...]
+    statuses: tuple[str, ...]
+    refresh_s: int
+
+
+def _persist(key: str, default):
+    """Keep a widget's value across page switches (Streamlit forgets widget state of a
+    page that is not drawn)."""
+    store_key = f"_keep_{key}"
+    if store_key not in st.session_state:
+        st.session_state[store_key] = default
+    if key not in st.session_state:
+        st.session_state[key] = st.session_state[store_key]
+
+    def save() -> None:
+        st.session_state[store_key] = st.session_state[key]
+
+    return save
+
+
+def sidebar(job_filter: bool = True, status_filter: bool = True) -> Filters:
+    """The filter sidebar: time window, jobs, statuses, refresh interval; plus the link
+    to the Google Sheet (when ``SHEETOPS_SHEET`` is a URL) and the masked store URL."""
+    sb = st.sidebar
+    sb.header("Filters")
+    labels = list(q.WINDOWS)
+    save = _persist("f_window", "24h")
+    window_label = sb.selectbox("Time window", labels, key="f_window", on_change=save)
+    jobs: tuple[str, ...] = ()
+    statuses: tuple[str, ...] = ()
+    if job_filter:
+        save = _persist("f_jobs", [])
+        options = q.job_names(store())
+        st.session_state["f_jobs"] = [j for j in st.session_state["f_jobs"] if j in options]
+        jobs = tuple(sb.multiselect("Jobs", options, key="f_jobs", on_change=save,
+                                    placeholder="all jobs"))
+    if status_filter:
+        save = _persist("f_status", [])
+        statuses = tuple(sb.multiselect("Status", [s.value for s in RunStatus],
+                                        key="f_status", on_change=save,
+                                        placeholder="any status"))
+    default_refresh = DEFAULT_REFRESH
+    param = st.query_params.get("refresh")
+    if param is not None:
+        default_refresh = next((k for k, v in REFRESH_CHOICES.items() if str(v) == param),
+                               DEFAULT_REFRESH)
+    save = _persist("f_refresh", default_refresh)
+    refresh = sb.selectbox("Refresh every", list(REFRESH_CHOICES), key="f_refresh",
+                           on_change=save)
+    sheet = get_settings().sheet
+    if sheet.lower().startswith("http"):
+        sb.link_button("Open the config sheet", sheet)
+    sb.caption(f"Store: {store().safe_url}")
+    auth.logout_button()
+    return Filters(window_label, q.WINDOWS[window_label], jobs, statuses,
+                   REFRESH_CHOICES[refresh])
+
+
+def auto_refresh(filters: Filters, body: Callable[[], None]) -> None:
+    """Draw ``body`` inside a fragment that reruns itself every ``refresh_s`` seconds
+    (only the fragment reruns, so the sidebar keeps its state)."""
+    every = filters.refresh_s or None
+    st.fragment(run_every=every)(body)()
+
+
+# -- formatting -------------------------------------------------------------------------
+def when(ts: float | None) -> str:
+    """Epoch seconds → ``2025-01-02 03:04:05 UTC`` ('—' when missing)."""
+    if ts is None or pd.isna(ts):
+        return "—"
+    return datetime.fromtimestamp(float(ts), tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def ago(ts: float | None, now: float | None = None) -> str:
+    if ts is None or pd.isna(ts):
+        return "never"
+    return f"{duration(max((now or time.time()) - float(ts), 0))} ago"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None or pd.isna(seconds):
+        return "—"
+    s = float(seconds)
+    if s < 1:
+        return f"{s * 1000:.0f} ms"
+    if s < 120:
+        return f"{s:.1f} s"
+    if s < 7200:
+        return f"{s / 60:.1f} min"
+    if s < 172800:
+        return f"{s / 3600:.1f} h"
+    return f"{s / 86400:.1f} d"
+
+
+def pct(rate: float | None) -> str:
+    return "—" if rate is None or pd.isna(rate) else f"{rate * 100:.1f}%"
+
+
+def epoch_columns(df: pd.DataFrame, *cols: str) -> pd.DataFrame:
+    """Turn epoch-second columns into UTC datetimes for display."""
+    df = df.copy()
+    for col in cols:
+        if col in df:
+            df[col] = pd.to_datetime(df[col], unit="s", utc=True)
+    return df
+
+
+STATUS_COLORS = {"ok": "#2e7d32", "failed": "#c62828", "timeout": "#ef6c00",
+                 "running": "#1565c0", "queued": "#6a1b9a"}
