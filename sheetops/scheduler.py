@@ -90,6 +90,7 @@ class Scheduler:
         """Make the schedule match ``snapshot``; only changed jobs are touched."""
         now = now or datetime.now(UTC)
         report = ReconcileReport()
+        self._upcoming: dict[tuple[str, str], list[datetime]] = {}
         with self._lock:
             old = self.snapshot.jobs
             new = snapshot.jobs
@@ -122,7 +123,10 @@ class Scheduler:
         last = self._last_fire.get(spec.job)
         if last is not None:
             self._catch_up(spec, trigger, datetime.fromtimestamp(last, UTC), now, report)
-        upcoming = next_fire_times(trigger, now, 1)
+        key = (spec.schedule, spec.timezone)
+        upcoming = self._upcoming.get(key)
+        if upcoming is None or last is not None:
+            upcoming = self._upcoming[key] = next_fire_times(trigger, now, 1)
         if not upcoming:
             return
         self.aps.add_job(

@@ -128,6 +128,11 @@ class Schedule:
         return self.kind == MANUAL
 
     def trigger(self, tz: tzinfo) -> BaseTrigger | None:
+        """The APScheduler trigger in ``tz``. Triggers hold no state, so jobs with the
+        same schedule and timezone share one (building cron triggers is costly)."""
+        return _trigger(self, tz)
+
+    def _build(self, tz: tzinfo) -> BaseTrigger | None:
         if self.kind == "cron":
             f = self.cron.split()
             return DstSafeCronTrigger(minute=f[0], hour=f[1], day=f[2], month=f[3],
@@ -151,6 +156,11 @@ class Schedule:
             return get_description(self.cron, options)
         except Exception:
             return self.cron
+
+
+@lru_cache(maxsize=4096)
+def _trigger(schedule: Schedule, tz: tzinfo) -> BaseTrigger | None:
+    return schedule._build(tz)
 
 
 def _say_seconds(seconds: int) -> str:
@@ -189,7 +199,7 @@ def parse_schedule(text: str) -> Schedule:
                             "(minute hour day-of-month month day-of-week), e.g. '0 6 * * 1-5'")
     schedule = Schedule(raw, "cron", cron=cron)
     try:
-        schedule.trigger(_UTC)
+        schedule._build(_UTC)
     except ScheduleError:
         raise
     except ValueError as exc:
