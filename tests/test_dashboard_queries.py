@@ -4,6 +4,7 @@ errors with tracebacks, config problems, queue gauges, outbox, run requests)."""
 
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
 
@@ -217,7 +218,7 @@ def test_jobs_table_and_schedule(filled):
     assert not table.loc["sync-crm", "enabled"]
     nxt = q.next_runs("every 10m", "UTC", now=now)
     assert len(nxt) == 3 and all(b - a == q.pd.Timedelta(minutes=10).to_pytimedelta()
-                                 for a, b in zip(nxt, nxt[1:], strict=False))
+                                 for a, b in itertools.pairwise(nxt))
     assert q.next_runs("manual", "UTC") == [] and q.next_runs("bad", "UTC") == []
     paris = q.next_runs("0 7 * * 1-5", "Europe/Paris", now=now)
     assert all(d.hour == 7 and d.weekday() < 5 for d in paris)

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import pandas as pd
 import streamlit as st
@@ -53,17 +54,17 @@ class Filters:
     refresh_s: int
 
 
-def _persist(key: str, default):
-    """Keep a widget's value across page switches (Streamlit forgets widget state of a
-    page that is not drawn)."""
-    store_key = f"_keep_{key}"
-    if store_key not in st.session_state:
-        st.session_state[store_key] = default
-    if key not in st.session_state:
-        st.session_state[key] = st.session_state[store_key]
+def _persisted(key: str, default: Any) -> Callable[[], None]:
+    """Keep a sidebar widget's value across page switches: each page draws its own copy
+    of the widget, which Streamlit would start from the default. The value lives under
+    ``_keep_<key>``; the returned ``on_change`` callback saves the user's choice there."""
+    keep = f"_keep_{key}"
+    if keep not in st.session_state:
+        st.session_state[keep] = st.session_state.get(key, default)
+    st.session_state[key] = st.session_state[keep]
 
     def save() -> None:
-        st.session_state[store_key] = st.session_state[key]
+        st.session_state[keep] = st.session_state[key]
 
     return save
 
@@ -74,29 +75,27 @@ def sidebar(job_filter: bool = True, status_filter: bool = True) -> Filters:
     sb = st.sidebar
     sb.header("Filters")
     labels = list(q.WINDOWS)
-    save = _persist("f_window", "24h")
-    window_label = sb.selectbox("Time window", labels, key="f_window", on_change=save)
+    window_label = sb.selectbox("Time window", labels, key="f_window",
+                                on_change=_persisted("f_window", "24h"))
     jobs: tuple[str, ...] = ()
     statuses: tuple[str, ...] = ()
     if job_filter:
-        save = _persist("f_jobs", [])
+        save = _persisted("f_jobs", [])
         options = q.job_names(store())
         st.session_state["f_jobs"] = [j for j in st.session_state["f_jobs"] if j in options]
         jobs = tuple(sb.multiselect("Jobs", options, key="f_jobs", on_change=save,
                                     placeholder="all jobs"))
     if status_filter:
-        save = _persist("f_status", [])
-        statuses = tuple(sb.multiselect("Status", [s.value for s in RunStatus],
-                                        key="f_status", on_change=save,
-                                        placeholder="any status"))
+        statuses = tuple(sb.multiselect(
+            "Status", [s.value for s in RunStatus], key="f_status",
+            on_change=_persisted("f_status", []), placeholder="any status"))
     default_refresh = DEFAULT_REFRESH
     param = st.query_params.get("refresh")
     if param is not None:
         default_refresh = next((k for k, v in REFRESH_CHOICES.items() if str(v) == param),
                                DEFAULT_REFRESH)
-    save = _persist("f_refresh", default_refresh)
     refresh = sb.selectbox("Refresh every", list(REFRESH_CHOICES), key="f_refresh",
-                           on_change=save)
+                           on_change=_persisted("f_refresh", default_refresh))
     sheet = get_settings().sheet
     if sheet.lower().startswith("http"):
         sb.link_button("Open the config sheet", sheet)

@@ -1,0 +1,207 @@
+"""Every dashboard page through Streamlit's AppTest, on a store filled with realistic
+runs: assert the numbers the pages show (metrics and dataframes)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+from test_dashboard_queries import add_alert_table, fill_realistic
+
+from sheetops.settings import get_settings
+from sheetops.store import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = str(ROOT / "app.py")
+P = "sheetops/dashboard/pages"
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path}/store.db"
+    monkeypatch.setenv("SHEETOPS_STORE_URL", url)
+    monkeypatch.delenv("SHEETOPS_DASHBOARD_PASSWORD", raising=False)
+    monkeypatch.setenv("SHEETOPS_SHEET", "https://docs.google.com/spreadsheets/d/abc123/edit")
+    get_settings.cache_clear()
+    s = Store(url)
+    ids = fill_realistic(s, time.time())
+    s.ids = ids
+    yield s
+    s.dispose()
+    get_settings.cache_clear()
+
+
+def _open(page: str | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.run()
+    if page:
+        at.switch_page(f"{P}/{page}")
+        at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _frame(at: AppTest, *columns: str):
+    """The first dataframe shown that has all ``columns``."""
+    return next(d.value for d in at.dataframe if set(columns) <= set(d.value.columns))
+
+
+def _metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def test_overview_numbers(store):
+    at = _open()
+    m = _metrics(at)
+    assert at.title[0].value == "Overview"
+    assert m["Runs"] == "18"
+    assert m["Success rate"] == "82.4%"
+    assert m["Failure rate"] == "17.6%"
+    assert m["Duration p50"] == "4.5 s"
+    assert m["Duration p95"] == "10.0 min"
+    assert m["Running now"] == "1"
+    assert m["Failed"] == "2" and m["Timed out"] == "1"
+    assert m["Outbox depth"] == "4"
+    assert m["Config errors"] == "1" and m["Config warnings"] == "1"
+    assert m["Alerts firing"] == "0"
+    per_job = next(d.value for d in at.dataframe if "p95_s" in d.value.columns)
+    row = per_job.set_index("job").loc["fetch-orders"]
+    assert (row["runs"], row["failed"], row["timeout"], row["p95_s"]) == (10, 1, 1, 600.0)
+    queues = next(d.value for d in at.dataframe if "stage" in d.value.columns)
+    assert queues.set_index("stage")["depth"].to_dict() == {"enrich": 2, "fetch": 7}
+    # the sheet link is there, the store URL is shown without secrets
+    assert any("abc123" in str(b.proto) for b in at.get("link_button"))
+
+
+def test_overview_window_and_job_filter(store):
+    at = _open()
+    at.sidebar.selectbox(key="f_window").set_value("7d").run()
+    assert _metrics(at)["Runs"] == "23"
+    at.sidebar.multiselect(key="f_jobs").set_value(["send-digest"]).run()
+    m = _metrics(at)
+    assert m["Runs"] == "4" and m["Failure rate"] == "0.0%" and m["Duration p95"] == "10.0 s"
+    # the filters survive a page switch
+    at.switch_page(f"{P}/runs.py").run()
+    assert at.sidebar.selectbox(key="f_window").value == "7d"
+    assert _metrics(at)["ok"] == "4"
+
+
+def test_overview_shows_firing_alert(store):
+    add_alert_table(store, time.time())
+    at = _open()
+    assert _metrics(at)["Alerts firing"] == "1"
+    at = _open("alerts.py")
+    m = _metrics(at)
+    assert m["Alerts firing"] == "1" and m["Alert events"] == "3"
+    firing = _frame(at, "name", "state")
+    assert firing["name"].tolist() == ["orders-stuck"]
+
+
+def test_jobs_page(store):
+    at = _open("jobs.py")
+    table = at.dataframe[0].value.set_index("job")
+    assert list(table.index) == ["fetch-orders", "send-digest", "sync-crm"]
+    assert table.loc["send-digest", "schedule_words"].startswith("At 07:00")
+    assert table.loc["fetch-orders", "consecutive_failures"] == 2
+    assert table.loc["sync-crm", "runs"] == 4
+
+
+def test_job_detail_and_run_now(store):
+    at = _open("job_detail.py")
+    at.selectbox(key="detail_job").set_value("fetch-orders").run()
+    m = _metrics(at)
+    assert m["Runs"] == "10" and m["Failure rate"] == "20.0%"
+    assert m["Records in"] == "90" and m["Records failed"] == "3"
+    assert m["Consecutive failures"] == "2" and m["Last status"] == "timeout"
+    md = " ".join(x.value for x in at.markdown)
+    assert "every 10 minutes" in md and "Next runs:" in md
+    runs = _frame(at, "id", "records_in")
+    assert len(runs) == 10 and set(runs["status"]) == {"ok", "failed", "timeout"}
+    # failed runs have an expander with attempts; traceback on demand
+    labels = [e.label for e in at.expander]
+    assert any(store.ids["failed"] in lbl for lbl in labels)
+    assert not any("HTTPError" in c.value for c in at.code)
+    at.toggle(key=f"tb_{store.ids['failed']}_1").set_value(True).run()
+    assert any("raise_for_status" in c.value for c in at.code)
+    # Run now and Dry run put requests in the store, with who asked
+    at.button(key="run_now").click().run()
+    at.button(key="dry_run").click().run()
+    reqs = store.claim_run_requests()
+    assert [(r["job"], bool(r["dry_run"])) for r in reqs] == [("fetch-orders", False),
+                                                            ("fetch-orders", True)]
+    assert all(r["requested_by"].startswith("localhost:") for r in reqs)
+
+
+def test_runs_page_filters(store):
+    at = _open("runs.py")
+    m = _metrics(at)
+    assert (m["ok"], m["failed"], m["timeout"], m["running"]) == ("14", "2", "1", "1")
+    at.sidebar.multiselect(key="f_status").set_value(["failed", "timeout"]).run()
+    runs = at.dataframe[0].value
+    assert set(runs["id"]) == {store.ids["failed"], store.ids["timeout"], store.ids["crm_failed"]}
+
+
+def test_errors_page(store):
+    at = _open("errors.py")
+    m = _metrics(at)
+    assert m["Errors"] == "5" and m["Jobs with errors"] == "2" and m["Error types"] == "3"
+    recent = _frame(at, "record_key")
+    assert "traceback" not in recent.columns
+    assert "row 12" in set(recent["record_key"])
+
+
+def test_queues_page(store):
+    store.request_run("sync-crm", requested_by="ana")
+    at = _open("queues.py")
+    m = _metrics(at)
+    assert m["Queued in stages"] == "9" and m["Outbox depth"] == "4"
+    assert m["Running / queued runs"] == "1"
+    reqs = _frame(at, "requested_by", "claimed_at")
+    assert reqs.iloc[0]["requested_by"] == "ana"
+
+
+def test_config_page(store):
+    at = _open("config.py")
+    m = _metrics(at)
+    assert m["Errors"] == "1" and m["Warnings"] == "1" and m["Jobs configured"] == "3"
+    problems = _frame(at, "cell", "severity")
+    assert problems.iloc[0]["cell"] == "C5"
+    assert set(_frame(at, "kind", "detail")["kind"]) == {"refresh", "changed"}
+
+
+def test_password_gate_and_run_now_records_user(store, monkeypatch):
+    monkeypatch.setenv("SHEETOPS_DASHBOARD_PASSWORD", "s3cret-pw")
+    get_settings.cache_clear()
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.run()
+    assert not at.metric  # nothing shown before login
+    at.text_input[0].set_value("ana")
+    at.text_input[1].set_value("wrong")
+    at.button[0].click().run()
+    assert at.error and not at.metric
+    at.text_input[1].set_value("s3cret-pw")
+    at.button[0].click().run()
+    assert _metrics(at)["Runs"] == "18"
+    assert "s3cret-pw" not in str([e.proto for e in at.main]) + str(
+        [e.proto for e in at.sidebar])
+    at.switch_page(f"{P}/job_detail.py").run()
+    at.button(key="run_now").click().run()
+    assert store.claim_run_requests()[0]["requested_by"] == "ana"
+
+
+def test_exposed_without_password_refuses(store):
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.run()
+    at = AppTest.from_file(APP, default_timeout=30)
+    from streamlit import config as st_config
+
+    old = st_config.get_option("server.address")
+    st_config.set_option("server.address", "0.0.0.0")
+    try:
+        at.run()
+    finally:
+        st_config.set_option("server.address", old)
+    assert at.error and "without a password" in at.error[0].value
+    assert not at.metric
