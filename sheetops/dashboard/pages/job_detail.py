@@ -1,6 +1,8 @@
 """Job detail: schedule in words, next runs, recent runs with attempts and errors, and
 the Run now / dry-run buttons (requests the scheduler picks up from the store)."""
 
+import time
+
 import streamlit as st
 
 from sheetops.dashboard import queries as q
@@ -47,7 +49,8 @@ with left:
         c = st.columns(4)
         c[0].metric("Last status", s["last_status"] or "—")
         c[1].metric("Consecutive failures", int(s["consecutive_failures"]))
-        c[2].metric("Last success", ui.ago(s["last_success_at"]))
+        c[2].metric("Since last success", "never" if s["last_success_at"] is None else
+                    ui.duration(time.time() - s["last_success_at"]))
         c[3].metric("Last duration", ui.duration(s["last_duration_s"]))
 with right:
     st.markdown("**Run it now**")

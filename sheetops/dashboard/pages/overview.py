@@ -26,7 +26,7 @@ def body() -> None:
     c = st.columns(6)
     c[0].metric("Failed", f"{tot.failed:,}")
     c[1].metric("Timed out", f"{tot.timeout:,}")
-    c[2].metric("Run now requests waiting", f"{ov.pending_requests:,}")
+    c[2].metric("Run requests waiting", f"{ov.pending_requests:,}")
     c[3].metric("Outbox depth", f"{ov.outbox.depth:,}")
     c[4].metric("Outbox oldest", ui.duration(ov.outbox.oldest_age_s))
     c[5].metric("Alerts firing", f"{len(ov.alerts_firing):,}")
