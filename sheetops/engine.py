@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from connectors.sheets.base import InitReport, SheetBackend
 from sheetops import tabs
+from sheetops.alerts import AlertEvaluator
 from sheetops.config.model import Problem, Snapshot
 from sheetops.config.parse import parse_config
 from sheetops.errors import SheetError
@@ -76,6 +77,8 @@ class Engine:
         self.scheduler = Scheduler(self.runner, last_fire)
         self.status = StatusWriter(store, sheet, lambda: self.scheduler.snapshot,
                                    self.scheduler.next_run_times, self.runner.live_state)
+        # alerts: rules from the Alerts tab, evaluated every alert_interval_s (own thread)
+        self.alerts = AlertEvaluator(store, lambda: self.scheduler.snapshot)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.last_refresh_ok: bool | None = None
@@ -168,6 +171,7 @@ class Engine:
                     next_refresh = time.time() + self.snapshot.settings.refresh_interval_s
                 self.take_run_requests()
                 self._publish_gauges()
+                self.alerts.tick()  # starts an evaluation when one is due; never blocks
             except Exception:
                 log.exception("control loop error; continuing")
 
