@@ -119,12 +119,30 @@ def run(sheet: str = SheetOption,
 
 def _engine(settings: Settings, backend, workers: int, progress: bool):
     from sheetops.engine import Engine, EngineOptions
+    from sheetops.logs import LoggingHook
     from sheetops.progress import ConsoleProgress
 
-    hooks = [ConsoleProgress()] if progress else []
-    return Engine(backend, _store(settings, backend.location),
+    store = _store(settings, backend.location)
+    hooks = [LoggingHook(), *([ConsoleProgress()] if progress else [])]
+    if settings.metrics_port > 0:
+        hooks.append(_metrics_hook(settings, store))
+    return Engine(backend, store,
                   EngineOptions(executor=settings.executor,
                                 workers=workers or settings.workers), hooks)
+
+
+def _metrics_hook(settings: Settings, store):
+    """Count runs for Prometheus and serve /metrics on SHEETOPS_METRICS_HOST:PORT; a port
+    already in use (say, a scheduler running beside run-job) is a warning, not an error."""
+    from sheetops.metrics import MetricsHook, start_metrics_server
+
+    hook = MetricsHook(store)
+    try:
+        start_metrics_server(settings.metrics_port, host=settings.metrics_host)
+    except OSError as exc:
+        log.warning("metrics: cannot serve on %s:%d (%s); running without the endpoint",
+                    settings.metrics_host, settings.metrics_port, exc.strerror or exc)
+    return hook
 
 
 def _run_engine(engine, for_seconds: float | None) -> None:

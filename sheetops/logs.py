@@ -1,7 +1,8 @@
 """Logging set-up: one line per event, as text or JSON (``SHEETOPS_LOG_FORMAT=json``).
 
-Failures carry job, run id, attempt, stage and record key as fields, so a log search
-finds everything about one run.
+Failures carry job, run id, attempt, stage, record key and error type as fields, so a
+log search finds everything about one run. :class:`LoggingHook` writes the lines the
+runner does not: a run's final failure and each record that failed.
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ import logging
 import sys
 from datetime import UTC, datetime
 
-CONTEXT_FIELDS = ("job", "run_id", "attempt", "stage", "record_key")
+from sheetops.context import AttemptResult
+from sheetops.hooks import RunHook, RunInfo, RunOutcome
+
+CONTEXT_FIELDS = ("job", "run_id", "attempt", "stage", "record_key", "error_type")
 
 
 class JsonFormatter(logging.Formatter):
@@ -52,3 +56,46 @@ def setup_logging(fmt: str = "text", level: str = "INFO") -> None:
     root.setLevel(level.upper())
     for noisy in ("apscheduler", "urllib3", "google", "gspread", "mail.log", "aiosmtpd"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+class LoggingHook(RunHook):
+    """One line per failure with its context fields.
+
+    The runner logs each failed attempt it retries; this hook logs the run's final
+    failure (``WARNING``), each failed record (``WARNING``, at most
+    ``max_record_lines`` per attempt, then one summary line) and, at ``DEBUG``, each
+    successful run."""
+
+    def __init__(self, logger: logging.Logger | None = None,
+                 max_record_lines: int = 20) -> None:
+        self.log = logger or logging.getLogger("sheetops.runs")
+        self.max_record_lines = max_record_lines
+
+    def on_attempt_end(self, run: RunInfo, result: AttemptResult) -> None:
+        failures = result.record_failures
+        for failure in failures[:self.max_record_lines]:
+            self.log.warning(
+                "job %s run %s attempt %d: record %s failed in stage %s (%s: %s)",
+                run.job, run.run_id, result.attempt, failure.record_key, failure.stage,
+                failure.error_type, failure.message,
+                extra={"job": run.job, "run_id": run.run_id, "attempt": result.attempt,
+                       "stage": failure.stage, "record_key": failure.record_key,
+                       "error_type": failure.error_type})
+        if len(failures) > self.max_record_lines:
+            self.log.warning("job %s run %s attempt %d: %d more failed records (see the "
+                             "Errors tab)", run.job, run.run_id, result.attempt,
+                             len(failures) - self.max_record_lines,
+                             extra={"job": run.job, "run_id": run.run_id,
+                                    "attempt": result.attempt})
+
+    def on_run_end(self, run: RunInfo, outcome: RunOutcome) -> None:
+        fields = {"job": run.job, "run_id": run.run_id, "attempt": outcome.attempts,
+                  "stage": "run"}
+        if outcome.status == "ok":
+            self.log.debug("job %s run %s ok after %d attempt(s) in %.2fs", run.job,
+                           run.run_id, outcome.attempts, outcome.duration_s, extra=fields)
+            return
+        self.log.warning("job %s run %s %s after %d attempt(s) in %.2fs: %s: %s",
+                         run.job, run.run_id, outcome.status, outcome.attempts,
+                         outcome.duration_s, outcome.error_type, outcome.error_message,
+                         extra={**fields, "error_type": outcome.error_type})

@@ -35,7 +35,8 @@ class Settings(BaseSettings):
     sheets_max_retries: int = 6
     log_format: str = "text"
     log_level: str = "INFO"
-    metrics_port: int = 0
+    metrics_port: int = Field(default=0, description="Prometheus /metrics port; 0 = off")
+    metrics_host: str = "127.0.0.1"
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 25
     smtp_user: str = ""

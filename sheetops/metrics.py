@@ -1,0 +1,186 @@
+"""Prometheus metrics on an opt-in port (``SHEETOPS_METRICS_PORT``; 0 = off).
+
+Counters and the duration histogram are updated by :class:`MetricsHook` as runs happen;
+gauges (queue depths, outbox, last refresh, running, alerts firing, per-job consecutive
+failures and last success) are read from the store at scrape time by
+:class:`StoreCollector`, so they are right even for work done by other processes.
+
+Everything lives on a dedicated :class:`~prometheus_client.CollectorRegistry`
+(:data:`REGISTRY`), never on prometheus-client's global one. Sheet backends count their
+API calls with ``SHEET_REQUESTS.labels("read").inc()`` (kinds: ``read``, ``write``,
+``retry``).
+
+Metric names (all prefixed ``sheetops_``) are listed in docs/monitoring.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from sheetops.context import AttemptResult
+from sheetops.hooks import RunHook, RunInfo, RunOutcome
+
+log = logging.getLogger("sheetops.metrics")
+
+DURATION_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+
+
+class Metrics:
+    """The counters and histogram of one registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        r = registry
+        self.runs = Counter("sheetops_runs", "Finished runs by job and status "
+                            "(ok, failed, timeout).", ["job", "status"], registry=r)
+        self.attempts = Counter("sheetops_attempts", "Finished attempts by job and status.",
+                                ["job", "status"], registry=r)
+        self.duration = Histogram("sheetops_run_duration_seconds",
+                                  "Duration of finished runs, all attempts included.",
+                                  ["job"], buckets=DURATION_BUCKETS, registry=r)
+        self.records_in = Counter("sheetops_records_in", "Records read by runs.", ["job"],
+                                  registry=r)
+        self.records_out = Counter("sheetops_records_out", "Records written by runs.",
+                                   ["job"], registry=r)
+        self.records_failed = Counter("sheetops_records_failed",
+                                      "Records runs could not process.", ["job"], registry=r)
+        self.rate_limit_waits = Counter("sheetops_rate_limit_waits",
+                                        "Times an attempt had to wait for a rate limit.",
+                                        ["job", "limit"], registry=r)
+        self.rate_limit_wait_seconds = Counter("sheetops_rate_limit_wait_seconds",
+                                               "Seconds attempts waited for rate limits.",
+                                               ["job", "limit"], registry=r)
+        self.sheet_requests = Counter("sheetops_sheet_requests",
+                                      "Requests to the config sheet's API by kind "
+                                      "(read, write, retry).", ["kind"], registry=r)
+
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+_store_collectors: dict[int, StoreCollector] = {}  # registry id → its store collector
+METRICS = Metrics(REGISTRY)
+#: Sheet backends call ``SHEET_REQUESTS.labels(kind).inc()`` once per API request.
+SHEET_REQUESTS = METRICS.sheet_requests
+
+
+class MetricsHook(RunHook):
+    """Counts runs, attempts, durations, records and rate-limit waits.
+
+    With a ``store``, also registers a :class:`StoreCollector` on the metrics' registry
+    (replacing one registered before), so gauges are served from the same endpoint."""
+
+    def __init__(self, store: Any = None, metrics: Metrics | None = None) -> None:
+        self.metrics = metrics or METRICS
+        self.collector: StoreCollector | None = None
+        if store is not None:
+            self.collector = StoreCollector(store)
+            registry = self.metrics.registry
+            old = _store_collectors.pop(id(registry), None)
+            if old is not None:
+                registry.unregister(old)
+            registry.register(self.collector)
+            _store_collectors[id(registry)] = self.collector
+
+    def on_attempt_end(self, run: RunInfo, result: AttemptResult) -> None:
+        status = "ok" if result.ok else "timeout" if result.timed_out else "failed"
+        self.metrics.attempts.labels(run.job, status).inc()
+
+    def on_run_end(self, run: RunInfo, outcome: RunOutcome) -> None:
+        m, job = self.metrics, run.job
+        m.runs.labels(job, outcome.status).inc()
+        m.duration.labels(job).observe(outcome.duration_s)
+        m.records_in.labels(job).inc(outcome.records_in)
+        m.records_out.labels(job).inc(outcome.records_out)
+        m.records_failed.labels(job).inc(outcome.records_failed)
+
+    def on_throttle(self, job: str, limit: str, waited_s: float) -> None:
+        self.metrics.rate_limit_waits.labels(job, limit).inc()
+        self.metrics.rate_limit_wait_seconds.labels(job, limit).inc(max(0.0, waited_s))
+
+
+class StoreCollector(Collector):
+    """Gauges read from the store at each scrape (a handful of small queries)."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def describe(self) -> list:
+        return []  # collected lazily: never query the store at registration
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        up = GaugeMetricFamily("sheetops_store_up",
+                               "1 when the store answered this scrape, else 0.")
+        try:
+            families = list(self._collect())
+        except Exception as exc:
+            log.warning("metrics: could not read the store: %s", exc)
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        yield from families
+
+    def _collect(self) -> Iterator[GaugeMetricFamily]:
+        now = time.time()
+        gauges = self.store.gauges()
+        queue = GaugeMetricFamily("sheetops_queue_depth", "Items waiting in a queue "
+                                  "(run = attempts waiting for a worker).", labels=["queue"])
+        for name, (value, _at) in sorted(gauges.items()):
+            if name.startswith("queue_depth:"):
+                queue.add_metric([name.partition(":")[2]], value)
+        yield queue
+        simple = (
+            ("running", "sheetops_running", "Attempts running now."),
+            ("outbox_depth", "sheetops_outbox_depth",
+             "Sheet writes waiting in the outbox."),
+            ("outbox_age_s", "sheetops_outbox_age_seconds",
+             "Age of the oldest undelivered outbox entry."),
+            ("last_refresh_at", "sheetops_last_refresh_timestamp_seconds",
+             "When the config sheet was last read successfully (epoch seconds)."),
+            ("last_refresh_ok", "sheetops_last_refresh_ok",
+             "1 when the last read of the config sheet worked."),
+            ("config_errors", "sheetops_config_errors",
+             "Config errors (rows skipped) on the Validation tab."),
+            ("scheduler_heartbeat", "sheetops_scheduler_heartbeat_timestamp_seconds",
+             "Last time the scheduler published its gauges (epoch seconds)."),
+        )
+        for key, name, doc in simple:
+            if key in gauges:
+                yield GaugeMetricFamily(name, doc, value=gauges[key][0])
+        failures = GaugeMetricFamily("sheetops_job_consecutive_failures",
+                                     "Failed runs in a row, per job.", labels=["job"])
+        success = GaugeMetricFamily("sheetops_job_last_success_timestamp_seconds",
+                                    "When the job last succeeded (epoch seconds).",
+                                    labels=["job"])
+        for job, state in sorted(self.store.job_states().items()):
+            failures.add_metric([job], state.get("consecutive_failures") or 0)
+            if state.get("last_success_at"):
+                success.add_metric([job], state["last_success_at"])
+        yield failures
+        yield success
+        from sheetops.alerts import firing_alerts
+
+        firing = GaugeMetricFamily("sheetops_alerts_firing",
+                                   "Alert rules firing now, per rule and job.",
+                                   labels=["rule", "job"])
+        for alert in firing_alerts(self.store):
+            firing.add_metric([alert["rule"], alert["job"]], 1)
+        yield firing
+        yield GaugeMetricFamily("sheetops_scrape_timestamp_seconds",
+                                "When these gauges were read.", value=now)
+
+
+def start_metrics_server(port: int, registry: CollectorRegistry | None = None,
+                         host: str = "127.0.0.1") -> Any:
+    """Serve ``/metrics`` on ``host:port`` in a daemon thread (port 0 picks a free one;
+    ``server.server_port`` tells which). Returns the server; ``shutdown()`` stops it."""
+    server, _thread = start_http_server(port, addr=host, registry=registry or REGISTRY)
+    log.info("Prometheus metrics on http://%s:%d/metrics", host, server.server_port)
+    return server
