@@ -1,0 +1,80 @@
+"""Automations used only by the tests, loaded the documented way a team adds its own:
+``SHEETOPS_AUTOMATIONS=automations_for_tests`` with this directory importable.
+
+``t_probe`` leaves evidence of every attempt in ``params.dir`` (one JSON file per
+attempt: pid, start/end times, throttle permits), so tests measure what really happened
+in the worker processes instead of mocking them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from sheetops import automation
+from sheetops.errors import PermanentError
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+@automation("t_probe")
+def probe(ctx: Any) -> dict[str, Any]:
+    """Test probe: record the attempt, sleep, throttle, fail or succeed as params say.
+
+    params: dir, sleep (s), throttle (permits to take), succeed_on (attempt number),
+    fail ("permanent"), message, bad_records (keys reported with record_failure).
+    """
+    p = ctx.params
+    folder = Path(p["dir"]) if p.get("dir") else None
+    record: dict[str, Any] = {"job": ctx.job, "run_id": ctx.run_id, "attempt": ctx.attempt,
+                              "pid": os.getpid(), "start": time.time(), "dry_run": ctx.dry_run,
+                              "trigger": ctx.trigger, "permits": []}
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"{ctx.job}-{ctx.run_id}-{ctx.attempt}"
+        _write_json(folder / f"{name}.start.json", record)
+    time.sleep(float(p.get("sleep", 0)))
+    for _ in range(int(p.get("throttle", 0))):
+        ctx.throttle()
+        record["permits"].append(time.time())
+    record["end"] = time.time()
+    if folder is not None:
+        _write_json(folder / f"{name}.json", record)
+    message = str(p.get("message") or f"{ctx.job} attempt {ctx.attempt} fails on purpose")
+    if p.get("fail") == "permanent":
+        raise PermanentError(message)
+    if ctx.attempt < int(p.get("succeed_on", 1)):
+        raise RuntimeError(message)
+    for key in p.get("bad_records", []):
+        ctx.record_failure(key, ValueError(f"record {key} has no email"))
+    n = int(p.get("records", 1))
+    return {"records_in": n, "records_out": n - len(p.get("bad_records", [])),
+            "attempt": ctx.attempt}
+
+
+@automation("t_leak")
+def leak(ctx: Any) -> None:
+    """Test: fail with a message, a traceback and a record failure holding a secret."""
+    token = ctx.params["token"]
+    ctx.record_failure("rec-1", RuntimeError(f"record rejected, token={token}"))
+    raise RuntimeError(f"login refused for token {token}")
+
+
+def read_attempts(folder: Path) -> list[dict[str, Any]]:
+    """Every finished attempt ``t_probe`` recorded in ``folder``, oldest start first."""
+    found = [json.loads(f.read_text()) for f in Path(folder).glob("*.json")
+             if not f.name.endswith(".start.json")]
+    return sorted(found, key=lambda r: r["start"])
+
+
+def read_starts(folder: Path) -> list[dict[str, Any]]:
+    """Every attempt that started (finished or not), oldest first."""
+    found = [json.loads(f.read_text()) for f in Path(folder).glob("*.start.json")]
+    return sorted(found, key=lambda r: r["start"])

@@ -1,0 +1,134 @@
+"""Shared fixtures, kept small on purpose.
+
+* ``isolated_env`` (autouse): no ``SHEETOPS_*`` variable of the caller's shell leaks into
+  a test; the store is a fresh SQLite file; the settings cache is cleared.
+* ``workbook``: a fresh workbook made by the ``sheetops init`` logic, with helpers to
+  write and read tabs (:class:`WorkbookHelper`).
+* ``require_service(name, host, port)`` (also as the ``services`` fixture): skip with a
+  clear reason when a TCP service is down, or fail when ``SHEETOPS_REQUIRE_SERVICES=1``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from sheetops.settings import get_settings
+
+TESTS_DIR = Path(__file__).resolve().parent
+#: Variables a test run may legitimately carry in (CI switches, not sheetops settings).
+KEEP_ENV = ("SHEETOPS_REQUIRE_SERVICES",)
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path_factory: pytest.TempPathFactory,
+                 monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Clear leaking ``SHEETOPS_*`` variables and point the store at a temporary file."""
+    for name in list(os.environ):
+        if name.startswith("SHEETOPS_") and name not in KEEP_ENV:
+            monkeypatch.delenv(name)
+    url = f"sqlite:///{tmp_path_factory.mktemp('store') / 'sheetops.db'}"
+    monkeypatch.setenv("SHEETOPS_STORE_URL", url)
+    get_settings.cache_clear()
+    yield url
+    get_settings.cache_clear()
+
+
+def require_service(name: str, host: str, port: int, timeout: float = 1.0) -> None:
+    """Skip the test when ``host:port`` does not accept TCP connections, unless
+    ``SHEETOPS_REQUIRE_SERVICES=1`` (CI), where a missing service fails the test."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return
+    except OSError as exc:
+        reason = f"{name} is not reachable at {host}:{port} ({exc})"
+    if os.environ.get("SHEETOPS_REQUIRE_SERVICES", "").strip().lower() in ("1", "true", "yes"):
+        pytest.fail(f"{reason}; SHEETOPS_REQUIRE_SERVICES=1 requires it", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def services() -> SimpleNamespace:
+    """``services.require(name, host, port)`` plus the machine's usual endpoints."""
+    return SimpleNamespace(
+        require=require_service,
+        postgres=lambda: require_service("PostgreSQL", "127.0.0.1", 5432),
+        redis=lambda: require_service("Redis", "127.0.0.1", 6379),
+        rabbitmq=lambda: require_service("RabbitMQ", "127.0.0.1", 5672),
+    )
+
+
+class WorkbookHelper:
+    """A workbook created like ``sheetops init`` (no example rows) and ways to edit it.
+
+    Writes go through the workbook backend (re-read, temporary file, atomic replace), the
+    way an editor saving the file would replace it.
+    """
+
+    def __init__(self, path: Path) -> None:
+        from connectors.sheets.workbook import WorkbookSheet
+
+        self.path = path
+        self.sheet = WorkbookSheet(path)
+
+    def write(self, tab: str, header: Sequence[str], rows: Sequence[Sequence[Any]] = (),
+              clear_rows: int = 50) -> None:
+        """Replace ``tab`` with ``header`` and ``rows`` (blanking ``clear_rows`` below)."""
+        from connectors.sheets.base import TabWrite
+
+        values = [list(header), *[list(r) for r in rows]]
+        width = max(len(r) for r in values)
+        values += [[""] * width for _ in range(clear_rows)]
+        self.sheet.write_batch([TabWrite(tab, values, width=width)])
+
+    def jobs(self, *rows: dict[str, Any], header: Sequence[str] | None = None) -> None:
+        """Write the Jobs tab from dicts (column name → value); the header defaults to
+        every key used, in first-seen order."""
+        if header is None:
+            header = list(dict.fromkeys(k for r in rows for k in r))
+        self.write("Jobs", header, [[r.get(c, "") for c in header] for r in rows])
+
+    def settings(self, **values: Any) -> None:
+        self.write("Settings", ["key", "value"], [[k, str(v)] for k, v in values.items()])
+
+    def rows(self, tab: str) -> list[list[Any]]:
+        """The tab's rows as openpyxl values (header first, trailing blank rows dropped)."""
+        from openpyxl import load_workbook
+
+        wb = load_workbook(self.path)
+        try:
+            rows = [list(r) for r in wb[tab].iter_rows(values_only=True)]
+        finally:
+            wb.close()
+        while rows and all(v in (None, "") for v in rows[-1]):
+            rows.pop()
+        return rows
+
+    def records(self, tab: str) -> list[dict[str, Any]]:
+        """The tab's data rows as dicts keyed by header."""
+        rows = self.rows(tab)
+        if not rows:
+            return []
+        header = [str(h) for h in rows[0]]
+        return [dict(zip(header, r, strict=False)) for r in rows[1:]]
+
+
+@pytest.fixture
+def workbook(tmp_path: Path) -> WorkbookHelper:
+    """A fresh ``ops.xlsx`` with every tab, header notes and validations, no examples."""
+    from sheetops.engine import init_sheet
+    from sheetops.registry import registry
+
+    if str(TESTS_DIR) not in sys.path:
+        sys.path.insert(0, str(TESTS_DIR))
+    registry.discover(["automations_for_tests"])
+    helper = WorkbookHelper(tmp_path / "ops.xlsx")
+    init_sheet(helper.sheet, examples=False)
+    return helper

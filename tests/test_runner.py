@@ -1,0 +1,296 @@
+"""The runner on real worker processes: retries and backoff, permanent errors, hard
+timeouts, concurrency, shared rate limits, record failures and masked secrets.
+
+Automations are the test probes of ``automations_for_tests``; they leave evidence (pids,
+start/end times, permit times) in files, so what is measured is what really happened.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import random
+import time
+from pathlib import Path
+
+import pytest
+from automations_for_tests import read_attempts, read_starts
+
+from sheetops.config.model import JobSpec, Snapshot
+from sheetops.executors.local import LocalExecutor
+from sheetops.ratelimit import RateLimitSpec
+from sheetops.retry import JobPolicy
+from sheetops.runner import Runner
+from sheetops.status import StatusWriter
+from sheetops.store import Store
+
+
+def spec(job: str, automation: str = "t_probe", **values) -> JobSpec:
+    params = values.pop("params", {})
+    return JobSpec(job=job, automation=automation, schedule="manual", timezone="UTC",
+                   params_json=json.dumps(params), **values)
+
+
+@pytest.fixture
+def store(isolated_env: str):
+    s = Store(isolated_env)
+    yield s
+    s.dispose()
+
+
+@pytest.fixture
+def make_runner(store: Store):
+    runners: list[Runner] = []
+
+    def make(workers: int = 2) -> Runner:
+        runner = Runner(store, LocalExecutor, workers=workers, flush_interval_s=0.05)
+        runner.start()
+        runners.append(runner)
+        return runner
+
+    yield make
+    for runner in runners:
+        runner.stop(10)
+
+
+def run_to_end(runner: Runner, job: JobSpec, snapshot: Snapshot | None = None,
+               timeout: float = 20, **kwargs):
+    run_id = runner.submit(job, snapshot or Snapshot(jobs={job.job: job}), "manual",
+                           **kwargs)
+    outcome = runner.wait(run_id, timeout)
+    assert outcome is not None, f"run of {job.job} did not finish within {timeout}s"
+    runner.flush()
+    return run_id, outcome
+
+
+# -- retry policy (pure) -------------------------------------------------------------------
+
+def test_job_policy_delays_double_from_initial_up_to_the_cap_plus_bounded_jitter():
+    policy = JobPolicy(max_attempts=8, backoff_initial_s=2, backoff_max_s=20)
+    rng = random.Random(7)
+    for _ in range(200):
+        delays = [policy.delay_after(n, permanent=False, rng=rng) for n in range(1, 8)]
+        for expected, delay in zip([2, 4, 8, 16, 20, 20, 20], delays, strict=True):
+            assert expected <= delay <= expected + 1.0  # jitter ≤ min(initial, 1s)
+    assert policy.delay_after(8, permanent=False) is None  # attempts used up
+    assert policy.delay_after(1, permanent=True) is None  # permanent: no retry
+    small = JobPolicy(3, 0.2, 300)
+    assert all(0.2 <= small.delay_after(1, False) <= 0.4 for _ in range(100))
+    jitters = {round(policy.delay_after(1, False, rng) - 2, 3) for _ in range(50)}
+    assert len(jitters) > 10  # there is jitter, spread out
+
+
+# -- retries on real workers -----------------------------------------------------------------
+
+def test_retries_wait_longer_each_time_and_respect_the_cap(make_runner, store, tmp_path):
+    runner = make_runner()
+    job = spec("flaky", max_attempts=5, backoff_initial_s=0.1, backoff_max_s=0.3,
+               params={"dir": str(tmp_path), "succeed_on": 5})
+    run_id, outcome = run_to_end(runner, job)
+    assert (outcome.status, outcome.attempts) == ("ok", 5)
+    attempts = store.attempts_of(run_id)
+    assert [a["status"] for a in attempts] == ["failed"] * 4 + ["ok"]
+    assert [a["error_type"] for a in attempts[:4]] == ["RuntimeError"] * 4
+    gaps = [b["started_at"] - a["finished_at"] for a, b in itertools.pairwise(attempts)]
+    expected = [0.1, 0.2, 0.3, 0.3]  # 0.1 doubling, capped at 0.3 (uncapped: 0.4, 0.8)
+    for want, gap in zip(expected, gaps, strict=True):
+        assert want - 0.01 <= gap <= want + 0.1 + 0.2, gaps  # + jitter ≤ 0.1 + scheduling
+    assert gaps[2] > gaps[0] and gaps[3] < 0.8, gaps
+    # the worker saw the same attempts the store recorded
+    assert [a["attempt"] for a in read_attempts(tmp_path)] == [1, 2, 3, 4, 5]
+
+
+def test_a_run_that_keeps_failing_stops_after_max_attempts(make_runner, store, tmp_path):
+    runner = make_runner()
+    job = spec("hopeless", max_attempts=3, backoff_initial_s=0.05, backoff_max_s=0.05,
+               params={"dir": str(tmp_path), "succeed_on": 99, "message": "backend down"})
+    run_id, outcome = run_to_end(runner, job)
+    assert (outcome.status, outcome.attempts) == ("failed", 3)
+    record = store.run(run_id)
+    assert (record["status"], record["attempts"], record["error_type"]) == (
+        "failed", 3, "RuntimeError")
+    assert record["error_message"] == "backend down"
+    assert [e["attempt"] for e in store.recent_errors(10)] == [3, 2, 1]
+    assert store.job_states()["hopeless"]["consecutive_failures"] == 1
+
+
+def test_permanent_error_stops_after_one_attempt(make_runner, store, tmp_path):
+    runner = make_runner()
+    job = spec("perm", max_attempts=5, backoff_initial_s=0.05,
+               params={"dir": str(tmp_path), "fail": "permanent", "message": "no such customer"})
+    run_id, outcome = run_to_end(runner, job)
+    assert (outcome.status, outcome.attempts) == ("failed", 1)
+    time.sleep(0.3)  # a (wrong) retry would have started by now
+    assert len(read_starts(tmp_path)) == 1
+    assert [a["error_type"] for a in store.attempts_of(run_id)] == ["PermanentError"]
+
+
+def test_unknown_automation_fails_permanently(make_runner, store):
+    runner = make_runner()
+    _run_id, outcome = run_to_end(runner, spec("ghost", automation="not_registered",
+                                              max_attempts=4, backoff_initial_s=0.05))
+    assert (outcome.status, outcome.attempts, outcome.error_type) == (
+        "failed", 1, "UnknownAutomation")
+
+
+# -- timeouts --------------------------------------------------------------------------------
+
+def test_timeout_kills_the_worker_process(make_runner, store, tmp_path):
+    runner = make_runner()
+    job = spec("stuck", timeout_s=0.5, max_attempts=1,
+               params={"dir": str(tmp_path), "sleep": 30})
+    started = time.time()
+    run_id, outcome = run_to_end(runner, job)
+    assert outcome.status == "timeout"
+    assert time.time() - started < 5
+    [attempt] = read_starts(tmp_path)
+    with pytest.raises(ProcessLookupError):
+        os.kill(attempt["pid"], 0)  # the process is gone, not running on unseen
+    assert read_attempts(tmp_path) == []  # it never reached its end
+    record = store.run(run_id)
+    assert record["status"] == "timeout" and record["error_type"] == "RunTimeout"
+    assert "timeout_s=0.5" in record["error_message"]
+    # the pool has a fresh worker: the next run works
+    _, after = run_to_end(runner, spec("after", params={"records": 2}))
+    assert (after.status, after.records_in) == ("ok", 2)
+
+
+def test_a_timed_out_attempt_is_retried_in_a_new_process(make_runner, tmp_path):
+    runner = make_runner(workers=1)
+    job = spec("slow-then-fast", timeout_s=0.4, max_attempts=2, backoff_initial_s=0.05,
+               params={"dir": str(tmp_path), "sleep": 30})
+    _, outcome = run_to_end(runner, job)
+    assert (outcome.status, outcome.attempts) == ("timeout", 2)
+    pids = [a["pid"] for a in read_starts(tmp_path)]
+    assert len(pids) == 2 and pids[0] != pids[1]
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+# -- concurrency -------------------------------------------------------------------------------
+
+def max_overlap(attempts: list[dict]) -> int:
+    events = sorted([(a["start"], 1) for a in attempts] + [(a["end"], -1) for a in attempts],
+                    key=lambda e: (e[0], e[1]))
+    running = peak = 0
+    for _, delta in events:
+        running += delta
+        peak = max(peak, running)
+    return peak
+
+
+def test_concurrency_bounds_simultaneous_runs_of_a_job(make_runner, tmp_path):
+    runner = make_runner(workers=4)
+    job = spec("bounded", concurrency=2, params={"dir": str(tmp_path), "sleep": 0.3})
+    snapshot = Snapshot(jobs={job.job: job})
+    run_ids = [runner.submit(job, snapshot, "manual") for _ in range(5)]
+    assert None not in run_ids
+    assert runner.wait_idle(20)
+    attempts = read_attempts(tmp_path)
+    assert len(attempts) == 5
+    assert max_overlap(attempts) == 2  # never more than 2, and 2 were used
+
+
+def test_other_jobs_are_not_held_by_one_jobs_concurrency(make_runner, tmp_path):
+    runner = make_runner(workers=3)
+    busy = spec("busy", concurrency=1, params={"dir": str(tmp_path), "sleep": 0.4})
+    other = spec("other", params={"dir": str(tmp_path)})
+    snapshot = Snapshot(jobs={busy.job: busy, other.job: other})
+    for _ in range(2):
+        runner.submit(busy, snapshot, "manual")
+    runner.submit(other, snapshot, "manual")
+    assert runner.wait_idle(20)
+    attempts = read_attempts(tmp_path)
+    busy_runs = sorted((a for a in attempts if a["job"] == "busy"), key=lambda a: a["start"])
+    [other_run] = [a for a in attempts if a["job"] == "other"]
+    assert busy_runs[1]["start"] >= busy_runs[0]["end"]
+    assert other_run["end"] < busy_runs[0]["end"]  # did not wait behind "busy"
+
+
+def test_late_scheduled_fires_coalesce_instead_of_piling_up(make_runner, tmp_path):
+    runner = make_runner(workers=2)
+    job = spec("late", concurrency=1, params={"dir": str(tmp_path), "sleep": 0.3})
+    snapshot = Snapshot(jobs={job.job: job})
+    ids = [runner.submit(job, snapshot, "schedule") for _ in range(4)]
+    assert ids[0] and ids[1] and ids[2:] == [None, None]
+    manual = runner.submit(job, snapshot, "manual")  # asked for by a person: never dropped
+    assert manual is not None
+    assert runner.wait_idle(20)
+    assert len(read_attempts(tmp_path)) == 3
+
+
+# -- rate limits ---------------------------------------------------------------------------
+
+def permit_times(folder: Path) -> list[float]:
+    return sorted(t for a in read_attempts(folder) for t in a["permits"])
+
+
+@pytest.mark.parametrize("scope", ["global", "job"])
+def test_rate_limit_is_shared_across_worker_processes(make_runner, tmp_path, scope):
+    runner = make_runner(workers=2)
+    limit = RateLimitSpec("api", "4/second", scope)
+    jobs = [spec(f"caller-{i}", rate_limit="api",
+                 params={"dir": str(tmp_path), "throttle": 3}) for i in (1, 2)]
+    snapshot = Snapshot(jobs={j.job: j for j in jobs}, rate_limits={"api": limit})
+    for job in jobs:
+        runner.submit(job, snapshot, "manual")
+    assert runner.wait_idle(20)
+    permits = permit_times(tmp_path)
+    assert len(permits) == 6
+    if scope == "global":
+        # one budget for both processes: 4 permits per moving second, the rest waited
+        assert all(permits[i + 4] - permits[i] >= 0.95 for i in range(len(permits) - 4))
+        assert permits[-1] - permits[0] >= 0.95
+    else:
+        # each job has its own 4/second: nobody waits for 3 permits
+        assert permits[-1] - permits[0] < 0.5
+
+
+# -- what gets recorded ---------------------------------------------------------------------
+
+def test_record_failures_become_errors_rows_with_their_record_key(make_runner, store,
+                                                                  workbook, tmp_path):
+    runner = make_runner()
+    job = spec("enrich", params={"records": 5, "bad_records": ["cust-7", "cust-9"]})
+    run_id, outcome = run_to_end(runner, job)
+    assert (outcome.status, outcome.records_in, outcome.records_out,
+            outcome.records_failed) == ("ok", 5, 3, 2)
+    writer = StatusWriter(store, workbook.sheet, lambda: Snapshot(jobs={job.job: job}))
+    assert writer.flush()
+    errors = workbook.records("Errors")
+    assert sorted(e["record_key"] for e in errors) == ["cust-7", "cust-9"]
+    assert {(e["job"], e["run_id"], e["stage"], e["error_type"]) for e in errors} == {
+        ("enrich", run_id, "run", "ValueError")}
+    assert {e["message"] for e in errors} == {"record cust-7 has no email",
+                                              "record cust-9 has no email"}
+    [run_row] = workbook.records("Runs")
+    assert (run_row["run_id"], run_row["status"], run_row["records"]) == (run_id, "ok",
+                                                                          "5 / 3 / 2")
+    [status] = workbook.records("Status")
+    assert (status["job"], status["state"], status["records_failed"]) == ("enrich", "ok", 2)
+
+
+def test_secrets_are_masked_in_everything_stored(make_runner, store, workbook, monkeypatch):
+    secret = "tok-Sup3rSecret-4711"
+    monkeypatch.setenv("API_TOKEN", secret)  # before the workers start
+    runner = make_runner()
+    job = spec("leaky", automation="t_leak", max_attempts=1,
+               params={"token": "secret:API_TOKEN"})
+    run_id, outcome = run_to_end(runner, job)
+    assert outcome.status == "failed"
+    record = store.run(run_id)
+    stored = [record["error_message"], record["result"]]
+    stored += [v for a in store.attempts_of(run_id) for v in (a["error_message"],
+                                                             a["traceback"])]
+    stored += [v for e in store.recent_errors(10) for v in (e["message"], e["traceback"])]
+    assert record["error_message"] == "login refused for token ***"
+    assert any("record rejected, token=***" in s for s in stored)
+    assert not [s for s in stored if secret in s]
+    writer = StatusWriter(store, workbook.sheet, lambda: Snapshot(jobs={job.job: job}))
+    assert writer.flush()
+    cells = [str(v) for tab in ("Status", "Runs", "Errors") for row in workbook.rows(tab)
+             for v in row if v is not None]
+    assert any("***" in c for c in cells)
+    assert not [c for c in cells if secret in c]
