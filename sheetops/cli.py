@@ -162,8 +162,21 @@ def _run_engine(engine, for_seconds: float | None) -> None:
         typer.echo("\nstopping: finishing running attempts and flushing status…")
     finally:
         engine.stop()
-    typer.echo(f"stopped; {engine.status.flushes} status write(s), outbox "
-               f"{engine.store.pending_outbox()[2]} pending")
+    typer.echo(_stop_summary(engine))
+
+
+def _stop_summary(engine) -> str:
+    """What ``run`` prints at stop: status writes, and what is still in the outbox."""
+    import time
+
+    _max_id, pending_tabs, depth, oldest = engine.store.pending_outbox()
+    line = (f"stopped; {engine.status.flushes} status write(s), "
+            f"{engine.status.failures} failed and retried; outbox {depth} pending")
+    if depth:
+        age = time.time() - oldest if oldest else 0.0
+        line += (f" (oldest {age:.0f}s, tabs {', '.join(sorted(pending_tabs))}): kept in "
+                 f"the store and written at the next start")
+    return line
 
 
 @app.command("run-job")
@@ -259,7 +272,15 @@ def emulator(port: int = typer.Option(8085, help="Port on 127.0.0.1."),
     _prepare()
     from sheetops.testing.emulator import serve
 
-    serve(port, data, seed)
+    if seed and not Path(seed).is_file():
+        raise _fail(f"--seed {seed}: no such workbook; give the path of an .xlsx file")
+    try:
+        serve(port, data, seed)
+    except SheetopsError as exc:
+        raise _fail(str(exc)) from None
+    except OSError as exc:
+        raise _fail(f"cannot serve the emulator on 127.0.0.1:{port} ({exc.strerror or exc}): "
+                    "choose another --port") from None
 
 
 @app.command("automations")

@@ -71,16 +71,22 @@ class StatusWriter:
         self.last_error = ""
 
     def flush(self, force_tabs: Sequence[str] = ()) -> bool:
-        """Write every tab with pending outbox entries; True when the sheet is current."""
+        """Write every tab with pending outbox entries; True when the sheet is current.
+
+        The pending entries are read *before* the tabs are rendered, so whatever they
+        announce is in the rendering; exactly those entries are marked delivered, and
+        only after the sheet accepted the write. Many entries for one tab (every run
+        of every job touches Status and Runs) coalesce into one rendering of that tab.
+        """
         with self._lock:
-            max_id, pending_tabs, count, _oldest = self.store.pending_outbox()
-            todo = set(pending_tabs) | set(force_tabs)
+            pending = self.store.pending_outbox_entries()
+            todo = {tab for _id, tab in pending} | set(force_tabs)
             if not todo:
                 return True
             extents = self.store.extents()
             snapshot = self._snapshot()
             writes = [self._render(tab, snapshot, extents.get(tab, 0)) for tab in
-                      (tabs.STATUS, tabs.RUNS, tabs.ERRORS, tabs.VALIDATION) if tab in todo]
+                      tabs.SYSTEM_TABS if tab in todo]
             try:
                 self.sheet.write_batch(writes)
             except Exception as exc:
@@ -88,14 +94,14 @@ class StatusWriter:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("status write to %s failed (%s); %d change(s) stay in the "
                             "outbox and will be retried", self.sheet.location,
-                            self.last_error, count)
+                            self.last_error, len(pending))
                 return False
             for write in writes:
                 real_rows = sum(1 for r in write.rows if any(v not in ("", None) for v in r))
                 if real_rows != extents.get(write.tab):
                     self.store.set_extent(write.tab, real_rows)
-            if max_id:
-                self.store.mark_outbox_delivered(max_id)
+            if pending:
+                self.store.mark_outbox_delivered(ids=[i for i, _tab in pending])
             self.flushes += 1
             self.last_error = ""
             return True

@@ -187,11 +187,28 @@ class Store:
         with self.engine.begin() as conn:
             conn.execute(stmt, [{"job": j, "last_fire_time": v} for j, v in times.items()])
 
-    def mark_outbox_delivered(self, up_to_id: int) -> None:
+    def mark_outbox_delivered(self, up_to_id: int | None = None,
+                              ids: Sequence[int] | None = None) -> None:
+        """Mark outbox entries delivered: exactly ``ids`` (what a flush saw before it
+        rendered), or every pending entry up to ``up_to_id``.
+
+        Prefer ``ids``: on PostgreSQL a transaction holding a lower id can commit
+        after one holding a higher id, so "everything up to the highest id seen" could
+        swallow a change the flush never rendered.
+        """
+        now = time.time()
         with self.engine.begin() as conn:
-            conn.execute(update(t.outbox).where(t.outbox.c.delivered_at.is_(None),
-                                                t.outbox.c.id <= up_to_id)
-                         .values(delivered_at=time.time()))
+            if ids is not None:
+                chosen = sorted(ids)
+                for start in range(0, len(chosen), 500):
+                    conn.execute(update(t.outbox).where(
+                        t.outbox.c.delivered_at.is_(None),
+                        t.outbox.c.id.in_(chosen[start:start + 500]))
+                        .values(delivered_at=now))
+            elif up_to_id is not None:
+                conn.execute(update(t.outbox).where(t.outbox.c.delivered_at.is_(None),
+                                                    t.outbox.c.id <= up_to_id)
+                             .values(delivered_at=now))
 
     def set_extent(self, tab: str, rows: int) -> None:
         stmt = self._insert(t.sheet_extent)
@@ -258,6 +275,13 @@ class Store:
             return 0, set(), 0, None
         return (max(r[1] for r in rows), {r[0] for r in rows}, sum(r[2] for r in rows),
                 min(r[3] for r in rows))
+
+    def pending_outbox_entries(self) -> list[tuple[int, str]]:
+        """``(id, tab)`` of every undelivered outbox entry, oldest first."""
+        with self.engine.connect() as conn:
+            return [(r[0], r[1]) for r in conn.execute(
+                select(t.outbox.c.id, t.outbox.c.tab)
+                .where(t.outbox.c.delivered_at.is_(None)).order_by(t.outbox.c.id))]
 
     def extents(self) -> dict[str, int]:
         with self.engine.connect() as conn:

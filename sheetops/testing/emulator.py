@@ -620,7 +620,12 @@ def serve(port: int, data: str | None, seed: str | None) -> None:
         for key, ss in emu.store.docs.items():
             print(f"  {ss.title}: {emu.sheet_url(key)}")
         if seed:
-            key = emu.seed_xlsx(seed)
+            try:
+                key = emu.seed_xlsx(seed)
+            except Exception as e:  # openpyxl raises many kinds for a bad file
+                from sheetops.errors import SheetError
+
+                raise SheetError(f"cannot load {seed} as a workbook ({e})") from None
             print(f"Seeded {seed} as {emu.sheet_url(key)}")
             print(f"  sheetops run --sheet {emu.sheet_url(key)}")
         print("Press Ctrl-C to stop.", flush=True)

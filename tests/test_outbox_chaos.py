@@ -1,0 +1,380 @@
+"""The outbox: nothing lost, nothing doubled, whatever Google does.
+
+The first tests drive :class:`~sheetops.status.StatusWriter` in process against the
+emulator and count requests. The last two run the real ``sheetops run`` in a
+subprocess against an emulator in this process: one through a 30% error rate and a
+full outage, one killed with SIGKILL while writes are pending and then restarted.
+Afterwards the Status, Runs and Errors tabs must hold exactly what the store holds.
+"""
+
+# pytest fixtures are imported by name and then requested as arguments.
+# ruff: noqa: F811
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from connectors.sheets import open_sheet
+from connectors.sheets.base import TabWrite
+from connectors.sheets.google import GoogleSheet
+from sheetops import tabs
+from sheetops.engine import init_sheet, read_config
+from sheetops.registry import discover_from_settings
+from sheetops.status import StatusWriter
+from sheetops.store import Batch, Store
+from sheetops.testing import SheetsEmulator
+from sheetops.testing.fixtures import emulator, emulator_env  # noqa: F401  (fixtures)
+
+JOB_NAMES = [c.name for c in tabs.JOB_COLUMNS]
+
+
+def job_row(**values: Any) -> list[Any]:
+    return [values.get(name, "") for name in JOB_NAMES]
+
+
+def configure(url: str, jobs: Sequence[dict[str, Any]], settings: dict[str, Any]) -> None:
+    """Create the tabs (``sheetops init`` without examples), then the jobs and settings."""
+    sheet = open_sheet(url)
+    init_sheet(sheet, examples=False)
+    sheet.write_batch([
+        TabWrite(tabs.JOBS, [JOB_NAMES] + [job_row(**j) for j in jobs]),
+        TabWrite(tabs.SETTINGS, [["key", "value"], *([k, v] for k, v in settings.items())]),
+    ])
+
+
+def data_rows(emu: SheetsEmulator, key: str, tab: str) -> list[list[str]]:
+    rows = emu.values(key, tab)
+    assert rows[0] == [c.name for c in tabs.columns_of(tab)], f"{tab} header"
+    return rows[1:]
+
+
+# ---------------------------------------------------------------- in process: the writer
+@pytest.fixture
+def writer(emulator_env: SheetsEmulator, tmp_path: Path
+           ) -> Iterator[tuple[StatusWriter, Store, GoogleSheet, str]]:
+    key = emulator_env.create_spreadsheet("outbox")
+    url = emulator_env.sheet_url(key)
+    configure(url, [{"job": "a", "automation": "heartbeat", "schedule": "every 1m"},
+                    {"job": "b", "automation": "heartbeat", "schedule": "every 1m"},
+                    {"job": "c", "automation": "heartbeat", "schedule": "manual"}],
+              {"runs_tab_rows": 2000, "errors_tab_rows": 50})
+    assert not discover_from_settings()  # the built-in automations, as the CLI loads them
+    sheet = GoogleSheet.open(url, attempts=2, retry_initial_s=0.01, retry_max_s=0.02)
+    snapshot = read_config(sheet)
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    yield StatusWriter(store, sheet, lambda: snapshot), store, sheet, key
+    store.dispose()
+
+
+def record_runs(store: Store, n: int, jobs: Sequence[str] = ("a", "b", "c"),
+                outbox: Sequence[tuple[str, str]] | None = None, failed: bool = False
+                ) -> list[str]:
+    now = time.time()
+    runs, states, errors, entries = [], {}, [], []
+    for i in range(n):
+        job = jobs[i % len(jobs)]
+        run_id = uuid.uuid4().hex[:19]
+        start = now + i * 0.001
+        runs.append({"id": run_id, "job": job, "trigger": "schedule", "status":
+                     "failed" if failed else "ok", "started_at": start,
+                     "finished_at": start + 0.01, "attempts": 1, "duration_s": 0.01})
+        states[job] = {"last_run_id": run_id, "last_status": runs[-1]["status"],
+                       "last_start": start, "last_end": start + 0.01}
+        if failed:
+            errors.append({"time": start, "job": job, "run_id": run_id, "attempt": 1,
+                           "error_type": "PermanentError", "message": f"boom {i}"})
+        entries += [(tabs.STATUS, job), (tabs.RUNS, "")] + ([(tabs.ERRORS, "")] if failed
+                                                            else [])
+    store.record(Batch(new_runs=runs, job_states=states, errors=errors,
+                       outbox=list(outbox) if outbox is not None else entries))
+    return [r["id"] for r in runs]
+
+
+def spy_writes(sheet: GoogleSheet) -> list[list[str]]:
+    calls: list[list[str]] = []
+    real = sheet.write_batch
+
+    def write_batch(writes: Sequence[TabWrite]) -> None:
+        calls.append([w.tab for w in writes])
+        real(writes)
+
+    sheet.write_batch = write_batch  # type: ignore[method-assign]
+    return calls
+
+
+def test_a_flush_writes_only_the_tabs_with_pending_entries_in_one_request(
+        writer: tuple[StatusWriter, Store, GoogleSheet, str],
+        emulator_env: SheetsEmulator) -> None:
+    status, store, sheet, key = writer
+    calls = spy_writes(sheet)
+    assert status.flush() and calls == []  # nothing pending: no request at all
+    ids = record_runs(store, 5, outbox=[(tabs.RUNS, "")])
+    emulator_env.reset_counts()
+    assert status.flush()
+    assert calls == [[tabs.RUNS]]
+    assert dict(emulator_env.counts) == {"values.batchUpdate": 1}
+    assert [r[0] for r in data_rows(emulator_env, key, tabs.RUNS)] == ids[::-1]
+    assert data_rows(emulator_env, key, tabs.STATUS) == []  # not pending, not written
+    assert store.pending_outbox()[2] == 0
+
+
+def test_status_rows_coalesce_into_one_row_per_job(
+        writer: tuple[StatusWriter, Store, GoogleSheet, str],
+        emulator_env: SheetsEmulator) -> None:
+    status, store, _sheet, key = writer
+    record_runs(store, 300)  # 600 outbox entries over Status and Runs
+    assert store.pending_outbox()[2] == 600
+    emulator_env.reset_counts()
+    assert status.flush()
+    assert dict(emulator_env.counts) == {"values.batchUpdate": 1}
+    rows = data_rows(emulator_env, key, tabs.STATUS)
+    assert [r[0] for r in rows] == ["a", "b", "c"] and {r[1] for r in rows} == {"ok"}
+    assert len(data_rows(emulator_env, key, tabs.RUNS)) == 300
+    assert store.pending_outbox() == (0, set(), 0, None)
+
+
+def test_a_growing_tab_costs_one_structural_request(
+        writer: tuple[StatusWriter, Store, GoogleSheet, str],
+        emulator_env: SheetsEmulator) -> None:
+    status, store, _sheet, key = writer
+    record_runs(store, 1500, failed=True)  # Runs outgrows the 1,000-row grid
+    emulator_env.reset_counts()
+    assert status.flush()
+    assert dict(emulator_env.counts) == {"batchUpdate": 1, "values.batchUpdate": 1}
+    assert len(data_rows(emulator_env, key, tabs.RUNS)) == 1500
+    assert len(data_rows(emulator_env, key, tabs.ERRORS)) == 50  # errors_tab_rows
+    emulator_env.reset_counts()
+    record_runs(store, 3)
+    assert status.flush()
+    assert dict(emulator_env.counts) == {"values.batchUpdate": 1}
+
+
+def test_entries_are_delivered_only_when_the_sheet_accepted_them(
+        writer: tuple[StatusWriter, Store, GoogleSheet, str],
+        emulator_env: SheetsEmulator) -> None:
+    status, store, _sheet, key = writer
+    ids = record_runs(store, 4)
+    emulator_env.faults.set(outage=True)
+    for _ in range(3):
+        assert not status.flush()
+    assert store.pending_outbox()[2] == 8 and status.failures == 3
+    assert "Unavailable" in status.last_error
+    emulator_env.faults.set(outage=False, error_rate=1.0, codes=(400,))  # refused: kept
+    assert not status.flush() and store.pending_outbox()[2] == 8
+    emulator_env.faults.clear()
+    more = record_runs(store, 2)
+    assert status.flush()
+    assert store.pending_outbox()[2] == 0
+    assert [r[0] for r in data_rows(emulator_env, key, tabs.RUNS)] == (ids + more)[::-1]
+
+
+def test_changes_made_while_a_write_is_in_flight_stay_pending(
+        writer: tuple[StatusWriter, Store, GoogleSheet, str],
+        emulator_env: SheetsEmulator) -> None:
+    """Also the PostgreSQL case: a transaction that took a *lower* outbox id commits
+    after the flush read the outbox. Marking "everything up to the highest id seen"
+    would swallow it; only the entries the flush saw are marked."""
+    from sqlalchemy import insert
+
+    from sheetops.store import schema
+
+    status, store, sheet, key = writer
+    first = record_runs(store, 2)
+    with store.engine.begin() as conn:  # the highest id the flush will see
+        conn.execute(insert(schema.outbox).values(id=100, tab=tabs.RUNS, created_at=0))
+    late: list[str] = []
+    real = sheet.write_batch
+
+    def write_batch(writes: Sequence[TabWrite]) -> None:
+        real(writes)
+        if not late:  # a run finishing between the rendering and the acknowledgement
+            late.extend(record_runs(store, 1, outbox=[]))
+            with store.engine.begin() as conn:
+                conn.execute(insert(schema.outbox).values(id=50, tab=tabs.RUNS,
+                                                          created_at=time.time()))
+
+    sheet.write_batch = write_batch  # type: ignore[method-assign]
+    assert status.flush()
+    assert [r[0] for r in data_rows(emulator_env, key, tabs.RUNS)] == first[::-1]
+    _max, pending_tabs, count, _oldest = store.pending_outbox()
+    assert (pending_tabs, count) == ({tabs.RUNS}, 1)
+    assert status.flush()
+    assert [r[0] for r in data_rows(emulator_env, key, tabs.RUNS)] == (first + late)[::-1]
+    assert store.pending_outbox()[2] == 0
+
+
+# ---------------------------------------------------------------- the real scheduler
+CHAOS_JOBS = [
+    {"job": "beat", "automation": "heartbeat", "schedule": "every 1s", "max_attempts": 1},
+    {"job": "flaky", "automation": "flaky", "schedule": "every 1s", "max_attempts": 3,
+     "backoff_initial_s": 0.05, "backoff_max_s": 0.1, "params": '{"succeed_on_attempt": 2}'},
+    {"job": "broken", "automation": "always_fails", "schedule": "every 1s",
+     "max_attempts": 1},
+]
+CHAOS_SETTINGS = {"status_flush_interval_s": 1, "refresh_interval_s": 2,
+                  "runs_tab_rows": 1000, "errors_tab_rows": 1000}
+
+
+class Scheduler:
+    """``sheetops run`` in a subprocess of its own process group."""
+
+    def __init__(self, url: str, store_url: str, tmp_path: Path, seconds: float) -> None:
+        env = dict(os.environ)
+        env.update({"SHEETOPS_STORE_URL": store_url, "SHEETOPS_WORKERS": "2",
+                    "SHEETOPS_SHEETS_MAX_RETRIES": "2", "SHEETOPS_SHEETS_TIMEOUT_S": "5"})
+        self.log = tmp_path / f"run-{time.monotonic_ns()}.log"
+        self._err = self.log.open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "sheetops.cli", "run", "--for", str(seconds),
+             "--sheet", url], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+            stderr=self._err, text=True, start_new_session=True)
+        self.stdout = ""
+
+    def wait_started(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()  # type: ignore[union-attr]
+            self.stdout += line
+            if "sheetops is running" in line:
+                return
+            if not line:
+                break
+        raise AssertionError(f"the scheduler did not start: {self.stdout}\n{self.stderr}")
+
+    def finish(self, timeout: float = 60) -> int:
+        out, _ = self.proc.communicate(timeout=timeout)
+        self.stdout += out
+        self._err.close()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL the scheduler, then its worker processes (same process group)."""
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.stdout.close()  # type: ignore[union-attr]
+        self._err.close()
+
+    @property
+    def stderr(self) -> str:
+        if not self._err.closed:
+            self._err.flush()
+        return self.log.read_text()
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def assert_tabs_mirror_the_store(emu: SheetsEmulator, key: str, store: Store) -> list[str]:
+    """Runs, Errors and Status hold exactly the store's rows; returns the run ids."""
+    run_ids = [r[0] for r in data_rows(emu, key, tabs.RUNS)]
+    assert len(run_ids) == len(set(run_ids)), "a run is on the Runs tab twice"
+    runs = store.recent_runs(CHAOS_SETTINGS["runs_tab_rows"])
+    assert run_ids == [r["id"] for r in runs]
+    assert [r[5] for r in data_rows(emu, key, tabs.RUNS)] == [r["status"] for r in runs]
+    on_tab = [(r[1], r[2], r[4], r[5]) for r in data_rows(emu, key, tabs.ERRORS)]
+    in_store = [(e["job"], e["run_id"], str(e["attempt"]), e["error_type"])
+                for e in store.recent_errors(CHAOS_SETTINGS["errors_tab_rows"])]
+    assert on_tab == in_store
+    states = store.job_states()
+    status = {r[0]: r for r in data_rows(emu, key, tabs.STATUS)}
+    assert list(status) == [j["job"] for j in CHAOS_JOBS]
+    for job, row in status.items():
+        assert row[1] == states[job]["last_status"], job
+        assert row[9] == str(states[job]["consecutive_failures"]), job
+    assert store.pending_outbox()[2] == 0
+    return run_ids
+
+
+def test_run_through_errors_and_an_outage_loses_and_doubles_nothing(
+        emulator_env: SheetsEmulator, tmp_path: Path) -> None:
+    emu = emulator_env
+    key = emu.create_spreadsheet("chaos")
+    url = emu.sheet_url(key)
+    configure(url, CHAOS_JOBS, CHAOS_SETTINGS)
+    store_url = f"sqlite:///{tmp_path / 'store.db'}"
+    scheduler = Scheduler(url, store_url, tmp_path, seconds=20)
+    try:
+        scheduler.wait_started()
+        emu.faults.set(error_rate=0.3, codes=(429, 500, 503), seed=3)
+        time.sleep(7)
+        emu.faults.set(outage=True)
+        time.sleep(4)
+        emu.faults.set(outage=False)
+        assert scheduler.finish() == 0, scheduler.stderr
+    finally:
+        if scheduler.proc.poll() is None:
+            scheduler.kill()
+    emu.faults.clear()
+    assert "outbox 0 pending" in scheduler.stdout, scheduler.stdout
+    assert "stay in the outbox" in scheduler.stderr  # the outage did bite
+    store = Store(store_url)
+    try:
+        run_ids = assert_tabs_mirror_the_store(emu, key, store)
+        assert len(run_ids) >= 30
+        assert len(data_rows(emu, key, tabs.ERRORS)) >= 10
+        gauges = store.gauges()
+        assert gauges["outbox_depth"][0] == 0 and gauges["outbox_age_s"][0] == 0
+    finally:
+        store.dispose()
+
+
+def test_sigkill_with_pending_writes_then_restart_delivers_them_once(
+        emulator_env: SheetsEmulator, tmp_path: Path) -> None:
+    emu = emulator_env
+    key = emu.create_spreadsheet("crash")
+    url = emu.sheet_url(key)
+    configure(url, CHAOS_JOBS, CHAOS_SETTINGS)
+    store_url = f"sqlite:///{tmp_path / 'store.db'}"
+    store = Store(store_url)
+    scheduler = Scheduler(url, store_url, tmp_path, seconds=120)
+    try:
+        scheduler.wait_started()
+        wait_for(lambda: len(data_rows(emu, key, tabs.RUNS)) >= 2, 15, "first runs on the tab")
+        emu.faults.set(outage=True)
+        outage_at = time.time()
+        wait_for(lambda: sum(1 for r in store.recent_runs(100) if r["started_at"] > outage_at
+                             and r["finished_at"]) >= 3, 20, "runs during the outage")
+        wait_for(lambda: store.gauges().get("outbox_depth", (0, 0))[0] > 0
+                 and store.gauges()["outbox_age_s"][0] > 0, 10, "the outbox gauges")
+        assert store.pending_outbox()[2] > 0
+        scheduler.kill()
+    finally:
+        if scheduler.proc.poll() is None:
+            scheduler.kill()
+    before = [r["id"] for r in store.recent_runs(1000)]
+    on_tab = {r[0] for r in data_rows(emu, key, tabs.RUNS)}
+    assert set(before) - on_tab, "some runs were waiting in the outbox at the kill"
+    assert store.pending_outbox()[2] > 0
+
+    emu.faults.set(outage=False)
+    restart = Scheduler(url, store_url, tmp_path, seconds=4)
+    try:
+        assert restart.finish() == 0, restart.stderr
+    finally:
+        if restart.proc.poll() is None:
+            restart.kill()
+    assert "outbox 0 pending" in restart.stdout
+    try:
+        run_ids = assert_tabs_mirror_the_store(emu, key, store)
+        assert all(run_ids.count(r) == 1 for r in before)
+        assert len(run_ids) > len(before)  # the restarted scheduler ran too
+    finally:
+        store.dispose()
