@@ -276,3 +276,14 @@ def test_indexes_are_used(filled):
             "EXPLAIN QUERY PLAN SELECT job, count(*), sum(records_in) FROM runs "
             f"WHERE started_at >= {now - 86400} GROUP BY job"))
     assert "COVERING INDEX ix_runs_dash_job_started" in plan
+
+
+def test_large_window_percentiles_match(filled, monkeypatch):
+    """The index-walking path for large windows gives the same nearest ranks."""
+    store, now, _ = filled
+    small = q.job_summary(store, 24 * HOUR, now=now)
+    small_total = q.total_percentiles(store, 24 * HOUR, now=now)
+    monkeypatch.setattr(q, "LARGE_WINDOW_ROWS", 1)
+    large = q.job_summary(store, 24 * HOUR, now=now)
+    assert large[["job", "p50_s", "p95_s"]].equals(small[["job", "p50_s", "p95_s"]])
+    assert q.total_percentiles(store, 24 * HOUR, now=now) == small_total

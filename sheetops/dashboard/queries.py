@@ -9,6 +9,7 @@ function). Times are UTC epoch seconds, like the store.
 
 from __future__ import annotations
 
+import itertools
 import re
 import time
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from sqlalchemy import (
     inspect,
     literal,
     select,
+    text,
 )
 from sqlalchemy.sql import ColumnElement
 
@@ -136,10 +138,12 @@ def job_summary(store: Any, window: Window | float, now: float | None = None,
         func.sum(r.records_in).label("records_in"),
         func.sum(r.records_out).label("records_out"),
         func.sum(r.records_failed).label("records_failed"),
+        func.count(r.duration_s).label("timed"),
     ).where(*_run_filter(w, jobs)).group_by(r.job).order_by(r.job))
     if agg.empty:
         return _empty_summary()
-    pct = duration_percentiles(engine, w, jobs=jobs)
+    pct = duration_percentiles(engine, w, jobs=jobs,
+                               counts=dict(zip(agg["job"], agg["timed"], strict=True)))
     out = agg.merge(pct, on="job", how="left")
     finished = out["ok"] + out["failed"] + out["timeout"]
     out["success_rate"] = (out["ok"] / finished.where(finished > 0)).astype(float)
@@ -158,23 +162,64 @@ def _empty_summary() -> pd.DataFrame:
                          for c in SUMMARY_COLUMNS})
 
 
+# Above this many runs in the window, SQLite percentiles walk a duration-ordered index
+# (cost ~ runs of the job, any window) instead of sorting the window's rows.
+LARGE_WINDOW_ROWS = 50_000
+
+
+def _finished_counts(engine: Engine, w: Window, jobs) -> dict[str, int]:
+    r = t.runs.c
+    with engine.connect() as conn:
+        return {j: int(n) for j, n in conn.execute(
+            select(r.job, func.count(r.duration_s)).where(*_run_filter(w, jobs))
+            .group_by(r.job)) if n}
+
+
+def _rank(n: int, p: int) -> int:
+    """0-based nearest rank of the p-th percentile among n sorted values."""
+    return max(-(-n * p // 100) - 1, 0)
+
+
 def duration_percentiles(store: Any, window: Window | float, now: float | None = None,
                          jobs: tuple[str, ...] | list[str] | None = None,
-                         percentiles: tuple[int, ...] = (50, 95)) -> pd.DataFrame:
+                         percentiles: tuple[int, ...] = (50, 95),
+                         counts: dict[str, int] | None = None) -> pd.DataFrame:
     """Nearest-rank duration percentiles per job over finished runs in the window:
-    columns ``job, p50_s, p95_s`` (one per requested percentile). Computed in SQL: rank
-    each run by duration within its job, keep the smallest duration whose rank reaches
-    ``p%`` of the job's count."""
+    columns ``job, p50_s, p95_s`` (one per requested percentile). All in SQL:
+    PostgreSQL's ``percentile_disc``; on SQLite a ``ROW_NUMBER()`` ranking for small
+    windows and, for large ones, ``ORDER BY duration_s LIMIT 1 OFFSET k`` per job along
+    the (job, duration_s, started_at) covering index, which needs no sort."""
     engine = engine_of(store)
     w = _window(window, now)
     r = t.runs.c
+    names = [f"p{p}_s" for p in percentiles]
+    if engine.dialect.name == "postgresql":
+        cols = [func.percentile_disc(p / 100).within_group(r.duration_s).label(n)
+                for p, n in zip(percentiles, names, strict=True)]
+        return _read(engine, select(r.job, *cols).where(*_run_filter(w, jobs),
+                                                         r.duration_s.is_not(None))
+                     .group_by(r.job))
+    if counts is None:
+        counts = _finished_counts(engine, w, jobs)
+    counts = {j: int(n) for j, n in counts.items() if n}
+    if sum(counts.values()) >= LARGE_WINDOW_ROWS:
+        sql = text("SELECT duration_s FROM runs INDEXED BY ix_runs_dash_job_duration "
+                   "WHERE job = :job AND duration_s IS NOT NULL AND started_at >= :since "
+                   "AND started_at < :until ORDER BY duration_s LIMIT 1 OFFSET :k")
+        rows = []
+        with engine.connect() as conn:
+            for job, n in sorted(counts.items()):
+                rows.append([job, *(conn.execute(sql, {
+                    "job": job, "since": w.since, "until": w.until, "k": _rank(n, p)})
+                    .scalar() for p in percentiles)])
+        return pd.DataFrame(rows, columns=["job", *names])
     ranked = select(
         r.job, r.duration_s,
         func.row_number().over(partition_by=r.job, order_by=r.duration_s).label("rn"),
         func.count().over(partition_by=r.job).label("n"),
     ).where(*_run_filter(w, jobs), r.duration_s.is_not(None)).subquery()
     cols = [func.min(case((ranked.c.rn * 100 >= ranked.c.n * p, ranked.c.duration_s)))
-            .label(f"p{p}_s") for p in percentiles]
+            .label(n) for p, n in zip(percentiles, names, strict=True)]
     return _read(engine, select(ranked.c.job, *cols).group_by(ranked.c.job))
 
 
@@ -182,7 +227,8 @@ def total_percentiles(store: Any, window: Window | float, now: float | None = No
                       jobs: tuple[str, ...] | list[str] | None = None,
                       percentiles: tuple[int, ...] = (50, 95)) -> dict[int, float | None]:
     """Nearest-rank duration percentiles over all (filtered) finished runs in the window:
-    count them, then ``ORDER BY duration_s LIMIT 1 OFFSET k`` for each percentile."""
+    count them, then ``ORDER BY duration_s LIMIT 1 OFFSET k`` for each percentile (along
+    the duration index when the window is large)."""
     engine = engine_of(store)
     w = _window(window, now)
     r = t.runs.c
@@ -193,10 +239,18 @@ def total_percentiles(store: Any, window: Window | float, now: float | None = No
                 .scalar_one())
         if not n:
             return out
+        large = engine.dialect.name == "sqlite" and n >= LARGE_WINDOW_ROWS and not jobs
         for p in percentiles:
-            k = max(-(-n * p // 100) - 1, 0)  # nearest rank ceil(p*n/100), 0-based
-            out[p] = conn.execute(select(r.duration_s).where(*conds)
-                                  .order_by(r.duration_s).limit(1).offset(k)).scalar()
+            if large:
+                out[p] = conn.execute(text(
+                    "SELECT duration_s FROM runs INDEXED BY ix_runs_dash_duration "
+                    "WHERE duration_s IS NOT NULL AND started_at >= :since AND started_at < "
+                    ":until ORDER BY duration_s LIMIT 1 OFFSET :k"),
+                    {"since": w.since, "until": w.until, "k": _rank(n, p)}).scalar()
+            else:
+                out[p] = conn.execute(select(r.duration_s).where(*conds)
+                                      .order_by(r.duration_s).limit(1)
+                                      .offset(_rank(n, p))).scalar()
     return out
 
 
@@ -274,16 +328,30 @@ def runs_over_time(store: Any, window: Window | float, now: float | None = None,
     bucket = bucket_s or bucket_seconds(w.seconds)
     r = t.runs.c
     origin = (w.since // bucket) * bucket
-    offset = (r.started_at - literal(origin)) / literal(float(bucket))
-    index = (func.floor(offset) if engine.dialect.name != "sqlite"
-             else cast(offset, Integer))
-    df = _read(engine, select(
-        cast(index, Integer).label("b"), func.count().label("runs"),
-        _count_if(r.status == RunStatus.OK.value).label("ok"),
-        _count_if(r.status.in_(FAILED)).label("failed"),
-        cast(func.avg(r.duration_s), Float).label("avg_s"),
-        func.max(r.duration_s).label("max_s"),
-    ).where(*_run_filter(w, jobs)).group_by("b").order_by("b"))
+    aggs = [func.count().label("runs"), _count_if(r.status == RunStatus.OK.value).label("ok"),
+            _count_if(r.status.in_(FAILED)).label("failed"),
+            cast(func.avg(r.duration_s), Float).label("avg_s"),
+            func.max(r.duration_s).label("max_s")]
+    if engine.dialect.name == "sqlite":
+        # One range scan per bucket along the started_at covering index: linear in the
+        # window's runs, where GROUP BY on a computed bucket would sort them all.
+        rows = []
+        with engine.connect() as conn:
+            edges = [max(origin + i * bucket, w.since)
+                     for i in range(int((w.until - origin) // bucket) + 2)]
+            for i, (lo, hi) in enumerate(itertools.pairwise(edges)):
+                hi = min(hi, w.until)
+                if hi <= lo:
+                    continue
+                row = conn.execute(select(*aggs).where(
+                    *_run_filter(Window(lo, hi), jobs))).one()
+                if row[0]:
+                    rows.append((i, *row))
+        df = pd.DataFrame(rows, columns=["b", "runs", "ok", "failed", "avg_s", "max_s"])
+    else:
+        index = func.floor((r.started_at - literal(origin)) / literal(float(bucket)))
+        df = _read(engine, select(cast(index, Integer).label("b"), *aggs)
+                   .where(*_run_filter(w, jobs)).group_by("b").order_by("b"))
     n_buckets = int((w.until - origin) // bucket) + 1
     full = pd.DataFrame({"b": range(n_buckets)})
     df = full.merge(df, on="b", how="left")
