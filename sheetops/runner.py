@@ -63,11 +63,18 @@ class _Recorder:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.lock = threading.Lock()
+        # One flush at a time: a flush that returns has everything recorded before it in
+        # the store, and an update never commits before the insert of its run.
+        self.flush_lock = threading.Lock()
         self.batch = Batch()
         self.new_by_id: dict[str, dict[str, Any]] = {}
         self.outbox: set[tuple[str, str]] = set()
 
     def flush(self) -> int:
+        with self.flush_lock:
+            return self._flush()
+
+    def _flush(self) -> int:
         with self.lock:
             batch, self.batch = self.batch, Batch()
             outbox, self.outbox = self.outbox, set()

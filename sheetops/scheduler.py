@@ -77,6 +77,10 @@ class Scheduler:
         self.aps = scheduler or BackgroundScheduler(timezone=UTC)
         self.aps.add_executor(_HandOff(self._fire), alias="sheetops")
         self.fired = 0
+        # Catch-up is for runs missed while sheetops was down, so only the first apply
+        # (startup) catches up; a job enabled again or rescheduled later does not run
+        # the fires it skipped on purpose.
+        self._startup = True
 
     def start(self) -> None:
         self.aps.start()
@@ -110,6 +114,7 @@ class Scheduler:
                     self._schedule(spec, now, report)
                 elif before != spec:
                     report.updated.append(job_id)
+        self._startup = False
         return report
 
     def _unschedule(self, job_id: str) -> None:
@@ -121,7 +126,7 @@ class Scheduler:
             return
         trigger = spec.trigger()
         last = self._last_fire.get(spec.job)
-        if last is not None:
+        if last is not None and self._startup:
             self._catch_up(spec, trigger, datetime.fromtimestamp(last, UTC), now, report)
         key = (spec.schedule, spec.timezone)
         upcoming = self._upcoming.get(key)
