@@ -267,6 +267,9 @@ class Runner:
             self._on_start(AttemptRequest(run.run_id, run.spec.job, run.spec.automation,
                                           result.attempt, {}, run.spec.timeout_s),
                            result.started_at)
+        if result.attempt == 1 and run.started_at is not None and (
+                result.started_at > run.started_at):
+            self._started_late(run, result.started_at)
         status = (RunStatus.OK if result.ok else
                   RunStatus.TIMEOUT if result.timed_out else RunStatus.FAILED)
         rec = self._recorder
@@ -308,6 +311,18 @@ class Runner:
                      extra={"job": run.spec.job, "run_id": run.run_id,
                             "attempt": result.attempt, "stage": "run"})
             self._send(run, time.time() + delay)
+
+    def _started_late(self, run: _Run, started_at: float) -> None:
+        """The worker began later than the dispatch (a batch, a busy pipe): keep the
+        worker's own start time."""
+        run.started_at = started_at
+        rec = self._recorder
+        with rec.lock:
+            row = rec.new_by_id.get(run.run_id)
+            if row is not None:
+                row["started_at"] = started_at
+            else:
+                rec.batch.run_updates.append({"id": run.run_id, "started_at": started_at})
 
     def _finish(self, run: _Run, status: RunStatus, finished_at: float,
                 result: dict[str, Any] | None = None, error_type: str = "",
