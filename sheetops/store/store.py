@@ -73,6 +73,8 @@ class Store:
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._insert = _UPSERT.get(self.engine.dialect.name, sqlite.insert)
+        self._bulk = {table.name: _bulk_insert(table, self.engine.dialect.paramstyle)
+                      for table in (t.runs, t.attempts, t.errors)}
         try:
             t.metadata.create_all(self.engine)
         except OperationalError as exc:
@@ -97,15 +99,12 @@ class Store:
             return
         now = time.time()
         with self.engine.begin() as conn:
-            if batch.new_runs:
-                conn.execute(insert(t.runs), batch.new_runs)
+            self._insert_many(conn, t.runs, batch.new_runs)
             for row in batch.run_updates:
                 values = {k: v for k, v in row.items() if k != "id"}
                 conn.execute(update(t.runs).where(t.runs.c.id == row["id"]).values(**values))
-            if batch.attempts:
-                conn.execute(insert(t.attempts), batch.attempts)
-            if batch.errors:
-                conn.execute(insert(t.errors), batch.errors)
+            self._insert_many(conn, t.attempts, batch.attempts)
+            self._insert_many(conn, t.errors, batch.errors)
             if batch.job_states:
                 rows = [{"job": job, **values, "updated_at": now}
                         for job, values in batch.job_states.items()]
@@ -119,6 +118,14 @@ class Store:
             if batch.outbox:
                 conn.execute(insert(t.outbox), [
                     {"tab": tab, "key": key, "created_at": now} for tab, key in batch.outbox])
+
+    def _insert_many(self, conn, table, rows: list[dict[str, Any]]) -> None:
+        """Insert many rows through the driver's executemany: the hot path of recording
+        thousands of runs a second, where SQLAlchemy's per-row processing dominates."""
+        if not rows:
+            return
+        sql, columns = self._bulk[table.name]
+        conn.exec_driver_sql(sql, [tuple(row.get(c, d) for c, d in columns) for row in rows])
 
     def request_run(self, job: str, requested_by: str, dry_run: bool = False) -> int:
         """Ask the running scheduler to run ``job`` now (the dashboard's Run now)."""
@@ -299,6 +306,16 @@ class Store:
             q = q.where(t.runs.c.status == status)
         with self.engine.connect() as conn:
             return int(conn.execute(q).scalar_one())
+
+
+def _bulk_insert(table, paramstyle: str) -> tuple[str, list[tuple[str, Any]]]:
+    columns = [(c.name, c.default.arg if c.default is not None and c.default.is_scalar
+                else None) for c in table.columns if not (c.primary_key and c.autoincrement
+                                                          is True)]
+    mark = "?" if paramstyle == "qmark" else "%s"
+    names = ", ".join(name for name, _ in columns)
+    marks = ", ".join(mark for _ in columns)
+    return f"INSERT INTO {table.name} ({names}) VALUES ({marks})", columns
 
 
 def open_store(url: str) -> Store:
