@@ -145,13 +145,17 @@ def _metrics_hook(settings: Settings, store):
     return hook
 
 
-def _run_engine(engine, for_seconds: float | None) -> None:
+def _run_engine(engine, for_seconds: float | None, run_all_now: bool = False) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         engine.start()
     except SheetopsError as exc:
         raise _fail(str(exc)) from None
+    if run_all_now:  # the demo shows every scheduled job at once, not after its first fire
+        for spec in engine.snapshot.jobs.values():
+            if spec.enabled and not spec.parsed_schedule.is_manual:
+                engine.scheduler.run_now(spec.job, "manual", requested_by="demo")
     typer.echo(f"sheetops is running {len(engine.snapshot.jobs)} job(s) from "
                f"{engine.sheet.location}; store {engine.store.safe_url}. "
                + ("Ctrl-C to stop." if for_seconds is None else
@@ -231,7 +235,7 @@ def demo(directory: Path = typer.Option(Path(".sheetops-demo"), "--dir",
             engine = _engine(settings, backend, workers, True)
         except SheetopsError as exc:
             raise _fail(str(exc)) from None
-        _run_engine(engine, for_seconds or None)
+        _run_engine(engine, for_seconds or None, run_all_now=True)
         typer.echo(workspace.summary(engine.store))
 
 

@@ -82,6 +82,7 @@ class Engine:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.last_refresh_ok: bool | None = None
+        self.last_refresh_error = ""
         self.refreshes = 0
 
     @property
@@ -96,8 +97,10 @@ class Engine:
             snapshot = read_config(self.sheet, previous)
         except SheetError as exc:
             self.last_refresh_ok = False
-            log.warning("could not read the config sheet (%s); the last good config keeps "
-                        "running", exc)
+            self.last_refresh_error = str(exc)
+            if self.refreshes:  # before the first good read, start() reports it instead
+                log.warning("could not read the config sheet (%s); the last good config "
+                            "keeps running", exc)
             self.store.add_config_events([("failed", "", str(exc)[:500])])
             self.store.set_gauges({"last_refresh_ok": 0})
             return None
@@ -132,7 +135,8 @@ class Engine:
         self.runner.start()
         if self.refresh() is None and not self.refreshes:
             self.runner.stop()
-            raise SheetError(f"cannot read the config sheet {self.sheet.location}")
+            raise SheetError(self.last_refresh_error or
+                             f"cannot read the config sheet {self.sheet.location}")
         self.scheduler.start()
         for target, name in ((self._control_loop, "sheetops-control"),
                              (self._status_loop, "sheetops-status")):
@@ -215,8 +219,10 @@ class Engine:
         try:
             snapshot = self.refresh_without_scheduling()
             if job not in snapshot.jobs:
-                problem = next((p for p in snapshot.errors if p.tab == tabs.JOBS and
-                                _row_job(p, job)), None)
+                rows = _job_rows(self.sheet, job)
+                problem = next((p for p in snapshot.errors if p.tab == tabs.JOBS and (
+                    p.cell.lstrip("ABCDEFGHIJKLMNOPQRSTUVWXYZ") in rows or
+                    _row_job(p, job))), None)
                 return None, problem or Problem(tabs.JOBS, "A1", job,
                                                 f"no job {job!r} on the Jobs tab")
             run_id = self.runner.submit(snapshot.jobs[job], snapshot, trigger, time.time(),
@@ -234,6 +240,18 @@ class Engine:
         self.scheduler.snapshot = snapshot
         self.store.replace_problems(snapshot.problems)
         return snapshot
+
+
+def _job_rows(sheet: SheetBackend, job: str) -> set[str]:
+    """Row numbers (as text) of the Jobs tab whose ``job`` cell is ``job``: an invalid row
+    is reported by its own problems, not as a missing job."""
+    rows = sheet.read_tabs([tabs.JOBS]).get(tabs.JOBS, [])
+    header = [str(h).strip().lower() for h in rows[0]] if rows else []
+    if "job" not in header:
+        return set()
+    col = header.index("job")
+    return {str(n) for n, row in enumerate(rows[1:], start=2)
+            if col < len(row) and str(row[col]).strip() == job}
 
 
 def _row_job(problem: Problem, job: str) -> bool:

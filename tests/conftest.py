@@ -80,11 +80,12 @@ class WorkbookHelper:
 
     def write(self, tab: str, header: Sequence[str], rows: Sequence[Sequence[Any]] = (),
               clear_rows: int = 50) -> None:
-        """Replace ``tab`` with ``header`` and ``rows`` (blanking ``clear_rows`` below)."""
+        """Replace ``tab`` with ``header`` and ``rows`` (blanking ``clear_rows`` below
+        and the columns to the right)."""
         from connectors.sheets.base import TabWrite
 
         values = [list(header), *[list(r) for r in rows]]
-        width = max(len(r) for r in values)
+        width = max(30, *(len(r) for r in values))  # blank what was there before
         values += [[""] * width for _ in range(clear_rows)]
         self.sheet.write_batch([TabWrite(tab, values, width=width)])
 
@@ -116,8 +117,8 @@ class WorkbookHelper:
         rows = self.rows(tab)
         if not rows:
             return []
-        header = [str(h) for h in rows[0]]
-        return [dict(zip(header, r, strict=False)) for r in rows[1:]]
+        header = [str(h) if h not in (None, "") else "" for h in rows[0]]
+        return [{h: v for h, v in zip(header, r, strict=False) if h} for r in rows[1:]]
 
 
 @pytest.fixture
