@@ -1,9 +1,12 @@
 """When jobs run: APScheduler 3 triggers, reconciled with each config snapshot.
 
-APScheduler decides *when*; sheetops decides *what happens then*. Its executor here
-only hands the fire to the :class:`~sheetops.runner.Runner` (microseconds), so tens of
-thousands of jobs due in the same second are all queued, none dropped: misfire grace
-is unlimited and the real work happens in the runner's worker pool.
+APScheduler decides *when*; sheetops decides *what happens then*. Jobs that share a
+schedule, timezone and catch-up mode share one APScheduler job (a *group*): when it
+fires, every member is handed to the :class:`~sheetops.runner.Runner` in one tight
+loop. So 50,000 jobs due in the same second cost APScheduler one job, not 50,000, and
+none is dropped: misfire grace is unlimited and the work happens in the runner's
+worker pool. The trigger that fires a group is the one the Status tab's next run times
+come from.
 
 Reconcile touches only jobs whose schedule changed; other edits (params, retries,
 template…) take effect at the next run without rescheduling. Runs missed while
@@ -73,6 +76,8 @@ class Scheduler:
         self.runner = runner
         self.snapshot = Snapshot()
         self._last_fire = dict(last_fire_times or {})
+        self._groups: dict[str, dict[str, JobSpec]] = {}  # APScheduler job id → members
+        self._group_of: dict[str, str] = {}  # job → APScheduler job id
         self._lock = threading.RLock()
         self.aps = scheduler or BackgroundScheduler(timezone=UTC)
         self.aps.add_executor(_HandOff(self._fire), alias="sheetops")
@@ -94,7 +99,6 @@ class Scheduler:
         """Make the schedule match ``snapshot``; only changed jobs are touched."""
         now = now or datetime.now(UTC)
         report = ReconcileReport()
-        self._upcoming: dict[tuple[str, str], list[datetime]] = {}
         with self._lock:
             old = self.snapshot.jobs
             new = snapshot.jobs
@@ -114,12 +118,26 @@ class Scheduler:
                     self._schedule(spec, now, report)
                 elif before != spec:
                     report.updated.append(job_id)
+                    group_id = self._group_of.get(job_id)
+                    if group_id is not None:
+                        self._groups[group_id][job_id] = spec
         self._startup = False
         return report
 
     def _unschedule(self, job_id: str) -> None:
-        if self.aps.get_job(job_id) is not None:
-            self.aps.remove_job(job_id)
+        group_id = self._group_of.pop(job_id, None)
+        if group_id is None:
+            return
+        members = self._groups[group_id]
+        members.pop(job_id, None)
+        if not members:
+            del self._groups[group_id]
+            self.aps.remove_job(group_id)
+
+    def aps_job(self, job_id: str):
+        """The APScheduler job whose trigger fires ``job_id`` (``None`` if unscheduled)."""
+        group_id = self._group_of.get(job_id)
+        return self.aps.get_job(group_id) if group_id else None
 
     def _schedule(self, spec: JobSpec, now: datetime, report: ReconcileReport) -> None:
         if not spec.enabled or spec.parsed_schedule.is_manual:
@@ -128,17 +146,20 @@ class Scheduler:
         last = self._last_fire.get(spec.job)
         if last is not None and self._startup:
             self._catch_up(spec, trigger, datetime.fromtimestamp(last, UTC), now, report)
-        key = (spec.schedule, spec.timezone)
-        upcoming = self._upcoming.get(key)
-        if upcoming is None or last is not None:
-            upcoming = self._upcoming[key] = next_fire_times(trigger, now, 1)
-        if not upcoming:
-            return
-        self.aps.add_job(
-            _never_called, trigger=trigger, id=spec.job, name=spec.job,
-            executor="sheetops", next_run_time=upcoming[0], misfire_grace_time=None,
-            coalesce=spec.catch_up != "all", max_instances=1_000_000,
-            replace_existing=True)
+        group_id = f"{spec.parsed_schedule.text}|{spec.timezone}|{spec.catch_up == 'all'}"
+        members = self._groups.get(group_id)
+        if members is None:
+            upcoming = next_fire_times(trigger, now, 1)
+            if not upcoming:
+                return
+            members = self._groups[group_id] = {}
+            self.aps.add_job(
+                _never_called, trigger=trigger, id=group_id, name=group_id,
+                executor="sheetops", next_run_time=upcoming[0], misfire_grace_time=None,
+                coalesce=spec.catch_up != "all", max_instances=1_000_000,
+                replace_existing=True)
+        members[spec.job] = spec
+        self._group_of[spec.job] = group_id
 
     def _catch_up(self, spec: JobSpec, trigger, last: datetime, now: datetime,
                   report: ReconcileReport) -> None:
@@ -156,14 +177,19 @@ class Scheduler:
                  spec.job, len(missed), spec.catch_up)
 
     # -- firing -------------------------------------------------------------------------
-    def _fire(self, job_id: str, run_times: list[datetime]) -> None:
-        spec = self.snapshot.jobs.get(job_id)
-        if spec is None or not spec.enabled:
-            return
+    def _fire(self, group_id: str, run_times: list[datetime]) -> None:
+        with self._lock:
+            members = sorted(self._groups.get(group_id, {}).values(), key=lambda s: s.row)
+            snapshot = self.snapshot
         for fire in run_times:
-            self.runner.submit(spec, self.snapshot, "schedule", fire.timestamp())
-            self.fired += 1
-        self._note(job_id, run_times[-1].timestamp())
+            scheduled_for = fire.timestamp()
+            for spec in members:
+                self.runner.submit(spec, snapshot, "schedule", scheduled_for)
+            self.fired += len(members)
+        last = run_times[-1].timestamp()
+        for spec in members:
+            self._last_fire[spec.job] = last
+        self.runner.note_fire_times({spec.job: last for spec in members})
 
     def _note(self, job_id: str, fired: float) -> None:
         self._last_fire[job_id] = fired

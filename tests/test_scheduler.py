@@ -81,7 +81,7 @@ def test_reconcile_touches_only_changed_jobs(scheduling):
                   row("schedule-change"), row("to-remove"))
     report = sched.apply(v1)
     assert sorted(report.added) == ["params-change", "same", "schedule-change", "to-remove"]
-    before = {j: sched.aps.get_job(j) for j in v1.jobs}
+    before = {j: sched.aps_job(j) for j in v1.jobs}
     times = {j: job.next_run_time for j, job in before.items()}
 
     v2 = snapshot(row("same"), row("params-change", params={"n": 2}),
@@ -91,11 +91,11 @@ def test_reconcile_touches_only_changed_jobs(scheduling):
         ["new"], ["to-remove"], ["schedule-change"], ["params-change"])
     # unchanged and params-only jobs keep their APScheduler job and next run time
     for job in ("same", "params-change"):
-        assert sched.aps.get_job(job) is before[job]
-        assert sched.aps.get_job(job).next_run_time == times[job]
-    assert sched.aps.get_job("to-remove") is None
-    assert sched.aps.get_job("schedule-change") is not before["schedule-change"]
-    assert sched.aps.get_job("new") is not None
+        assert sched.aps_job(job) is before[job]
+        assert sched.aps_job(job).next_run_time == times[job]
+    assert sched.aps_job("to-remove") is None
+    assert sched.aps_job("schedule-change") is not before["schedule-change"]
+    assert sched.aps_job("new") is not None
     # a no-op refresh changes nothing at all
     assert not sched.apply(snapshot(row("same"), row("params-change", params={"n": 2}),
                                     row("schedule-change", "every 2h"), row("new"))).changed
@@ -107,10 +107,10 @@ def test_a_params_edit_reaches_the_next_run_without_rescheduling(scheduling, sto
     params = {"dir": str(tmp_path), "records": 1}
     v1 = snapshot(row("tick", "every 1s", params=params))
     sched.apply(v1)
-    aps_job = sched.aps.get_job("tick")
+    aps_job = sched.aps_job("tick")
     wait_for(lambda: runs_of(store, "tick"))
     sched.apply(snapshot(row("tick", "every 1s", params={**params, "records": 7})))
-    assert sched.aps.get_job("tick") is aps_job
+    assert sched.aps_job("tick") is aps_job
     wait_for(lambda: any(r["records_in"] == 7 for r in runs_of(store, "tick")), 5)
 
 
@@ -121,7 +121,7 @@ def test_disable_enable_and_remove_take_effect(scheduling, store, tmp_path):
     wait_for(lambda: len(runs_of(store, "tick")) >= 1)
 
     sched.apply(snapshot(row("tick", "every 1s", enabled=False, params=params)))
-    assert sched.aps.get_job("tick") is None
+    assert sched.aps_job("tick") is None
     time.sleep(0.3)  # let a run that was already starting finish
     count = len(runs_of(store, "tick"))
     time.sleep(2.2)
@@ -163,7 +163,7 @@ def test_next_run_times_are_in_the_jobs_timezone(scheduling):
     times = sched.next_run_times(snap.jobs["berlin"], 3)
     assert [t.strftime("%H:%M") for t in times] == ["06:30"] * 3
     assert all(t.tzname() in ("CET", "CEST") for t in times)
-    assert times[0] == sched.aps.get_job("berlin").next_run_time
+    assert times[0] == sched.aps_job("berlin").next_run_time
 
 
 # -- misfire -------------------------------------------------------------------------------
@@ -176,7 +176,8 @@ def test_a_run_due_while_the_scheduler_thread_was_busy_still_runs(scheduling, st
     busy_once = threading.Event()
 
     def busy(event) -> None:  # runs on the scheduler thread
-        if event.job_id == "tick" and not busy_once.is_set():
+        tick = sched.aps_job("tick")
+        if tick is not None and event.job_id == tick.id and not busy_once.is_set():
             busy_once.set()
             time.sleep(3.3)  # the next fire (2 s later) is processed 1.3 s late
 
