@@ -212,6 +212,11 @@ def run_job(job: str = typer.Argument(..., help="The job id from the Jobs tab.")
                + (" (dry run)" if dry_run else ""))
     if record["result"] not in ("{}", ""):
         typer.echo(f"result: {record['result']}")
+    pending = engine.store.pending_outbox()[2]
+    if pending:
+        typer.secho(f"the status tabs could not be updated ({engine.status.last_error}); "
+                    f"{pending} change(s) are kept in the outbox and written by the next "
+                    "'sheetops run' or 'run-job'", fg=typer.colors.YELLOW, err=True)
     raise typer.Exit(0 if record["status"] == "ok" else 1)
 
 

@@ -242,3 +242,45 @@ def test_emulator_command_serves_a_seeded_workbook(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_run_job_while_google_refuses_writes_keeps_them_in_the_outbox(
+        emulator_env: SheetsEmulator, google_sheet_url: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reads work, writes fail (in process, so the write can be made to fail alone):
+    the run still counts, the CLI says the tabs are behind, and the next command
+    delivers the rows."""
+    from typer.testing import CliRunner
+
+    from connectors.sheets.google import GoogleSheet
+    from sheetops.cli import app
+    from sheetops.errors import SheetUnavailable
+    from sheetops.settings import get_settings
+
+    env = base_env(tmp_path)
+    assert cli("init", "--sheet", google_sheet_url, env=env, cwd=tmp_path).returncode == 0
+    monkeypatch.setenv("SHEETOPS_STORE_URL", env["SHEETOPS_STORE_URL"])
+    monkeypatch.setenv("SHEETOPS_WORKERS", "1")
+    get_settings.cache_clear()
+
+    def refuse(self: GoogleSheet, writes: object) -> None:
+        raise SheetUnavailable("Google Sheets is unavailable (test)")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(GoogleSheet, "write_batch", refuse)
+        result = CliRunner().invoke(app, ["run-job", "heartbeat-1m", "--sheet",
+                                          google_sheet_url])
+    assert result.exit_code == 0, result.output
+    assert "kept in the outbox" in result.output
+    key = key_of(google_sheet_url)
+    assert len(emulator_env.values(key, "Runs")) == 1  # header only: not written yet
+    result = cli("run-job", "heartbeat-1m", "--sheet", google_sheet_url, env=env,
+                 cwd=tmp_path)
+    assert result.returncode == 0 and "outbox" not in result.stderr
+    store = Store(env["SHEETOPS_STORE_URL"])
+    try:
+        ids = [r["id"] for r in store.recent_runs(10)]
+        assert len(ids) == 2 and store.pending_outbox()[2] == 0
+    finally:
+        store.dispose()
+    assert [r[0] for r in emulator_env.values(key, "Runs")[1:]] == ids
