@@ -24,6 +24,9 @@ from sheetops.store import RunStatus, Store
 
 log = logging.getLogger("sheetops.status")
 
+PRUNE_EVERY_S = 600.0  # how often delivered outbox entries are deleted
+KEEP_DELIVERED_S = 3600.0  # delivered entries kept this long (for a look when debugging)
+
 NextRuns = Callable[[Any], list[datetime]]
 LiveState = Callable[[str], str | None]
 
@@ -66,6 +69,7 @@ class StatusWriter:
         self._next_runs = next_runs or (lambda spec: [])
         self._live_state = live_state or (lambda job: None)
         self._lock = threading.Lock()
+        self._pruned_at = 0.0
         self.flushes = 0
         self.failures = 0
         self.last_error = ""
@@ -104,7 +108,19 @@ class StatusWriter:
                 self.store.mark_outbox_delivered(ids=[i for i, _tab in pending])
             self.flushes += 1
             self.last_error = ""
+            self._prune()
             return True
+
+    def _prune(self) -> None:
+        """Now and then, forget delivered outbox entries (every run leaves two or three)."""
+        now = time.time()
+        if now - self._pruned_at < PRUNE_EVERY_S:
+            return
+        self._pruned_at = now
+        try:
+            self.store.prune_outbox(now - KEEP_DELIVERED_S)
+        except Exception as exc:  # housekeeping must never fail a flush
+            log.warning("could not prune delivered outbox entries: %s", exc)
 
     # -- tabs --------------------------------------------------------------------------
     def _render(self, tab: str, snapshot: Snapshot, previous_rows: int) -> TabWrite:

@@ -214,6 +214,29 @@ def test_changes_made_while_a_write_is_in_flight_stay_pending(
     assert store.pending_outbox()[2] == 0
 
 
+def test_delivered_entries_are_pruned_and_pending_ones_kept(
+        writer: tuple[StatusWriter, Store, GoogleSheet, str],
+        emulator_env: SheetsEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sqlalchemy import func, select
+
+    from sheetops import status as status_module
+    from sheetops.store import schema
+
+    def rows() -> int:
+        with store.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(schema.outbox)).scalar_one()
+
+    status, store, _sheet, _key = writer
+    monkeypatch.setattr(status_module, "PRUNE_EVERY_S", 0.0)
+    monkeypatch.setattr(status_module, "KEEP_DELIVERED_S", -1.0)
+    record_runs(store, 5)
+    assert rows() == 10
+    emulator_env.faults.set(outage=True)
+    assert not status.flush() and rows() == 10  # pending entries are never pruned
+    emulator_env.faults.clear()
+    assert status.flush() and rows() == 0
+
+
 # ---------------------------------------------------------------- the real scheduler
 CHAOS_JOBS = [
     {"job": "beat", "automation": "heartbeat", "schedule": "every 1s", "max_attempts": 1},

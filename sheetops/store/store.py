@@ -283,6 +283,14 @@ class Store:
         return (max(r[1] for r in rows), {r[0] for r in rows}, sum(r[2] for r in rows),
                 min(r[3] for r in rows))
 
+    def prune_outbox(self, delivered_before: float) -> int:
+        """Delete outbox entries delivered before ``delivered_before`` (they have done
+        their job); pending entries are never touched. Returns how many went."""
+        with self.engine.begin() as conn:
+            n = conn.execute(delete(t.outbox).where(
+                t.outbox.c.delivered_at < delivered_before)).rowcount
+        return n or 0
+
     def pending_outbox_entries(self) -> list[tuple[int, str]]:
         """``(id, tab)`` of every undelivered outbox entry, oldest first."""
         with self.engine.connect() as conn:
