@@ -16,7 +16,7 @@ import threading
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sheetops.config.model import JobSpec, Snapshot
@@ -53,7 +53,7 @@ class _Run:
     attempt: int = 0
     started_at: float | None = None
     info: RunInfo | None = None
-    done: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event | None = None  # made only when someone waits for the run
     outcome: RunOutcome | None = None
 
 
@@ -177,36 +177,63 @@ class Runner:
         run = _Run(new_run_id(), spec, snapshot, trigger, scheduled_for, dry_run,
                    requested_by)
         with self._lock:
-            if self._shutting_down:
-                return None
-            if self._active[spec.job] >= spec.concurrency:
-                if len(self._waiting[spec.job]) >= spec.concurrency and trigger == "schedule":
-                    self.coalesced += 1
-                    return None
-                self._waiting[spec.job].append(run)
-                self._runs[run.run_id] = run
-                return run.run_id
-            self._active[spec.job] += 1
-            self._runs[run.run_id] = run
-        self._send(run)
-        return run.run_id
+            admitted = self._admit(run)
+        if admitted:
+            self.executor.submit(self._next_request(run))
+        return run.run_id if admitted is not None else None
 
-    def _send(self, run: _Run, eta: float | None = None) -> None:
+    def submit_many(self, specs: list[JobSpec], snapshot: Snapshot, trigger: str,
+                    scheduled_for: float | None) -> int:
+        """:meth:`submit` for many jobs due at the same time (one lock, one hand-off)."""
+        now = time.time()
+        runs = [_Run(new_run_id(now), spec, snapshot, trigger, scheduled_for, False, "")
+                for spec in specs]
+        for start in range(0, len(runs), 256):  # workers start on the first while
+            chunk = runs[start:start + 256]  # the rest are still being handed off
+            with self._lock:
+                ready = [run for run in chunk if self._admit(run)]
+            self.executor.submit_many([self._next_request(run) for run in ready])
+        return len(runs)
+
+    def _admit(self, run: _Run) -> bool | None:
+        """Under the lock: True = send now, False = wait for a slot, None = coalesced."""
+        job = run.spec.job
+        if self._shutting_down:
+            return None
+        if self._active[job] >= run.spec.concurrency:
+            if len(self._waiting[job]) >= run.spec.concurrency and run.trigger == "schedule":
+                self.coalesced += 1
+                return None
+            self._waiting[job].append(run)
+            self._runs[run.run_id] = run
+            return False
+        self._active[job] += 1
+        self._runs[run.run_id] = run
+        return True
+
+    def _next_request(self, run: _Run) -> AttemptRequest:
         run.attempt += 1
         spec = run.spec
-        self.executor.submit(AttemptRequest(
+        return AttemptRequest(
             run_id=run.run_id, job=spec.job, automation=spec.automation,
             attempt=run.attempt, params=spec.params, timeout_s=spec.timeout_s,
             dry_run=run.dry_run,
             template=run.snapshot.templates.get(spec.template) if spec.template else None,
             rate_limit=run.snapshot.rate_limits.get(spec.rate_limit)
             if spec.rate_limit else None,
-            trigger=run.trigger), eta)
+            trigger=run.trigger)
+
+    def _send(self, run: _Run, eta: float | None = None) -> None:
+        self.executor.submit(self._next_request(run), eta)
 
     def wait(self, run_id: str, timeout: float | None = None) -> RunOutcome | None:
-        run = self._runs.get(run_id)
-        if run is None:
-            return None
+        """Block until the run ends; ``None`` if it is unknown or already gone."""
+        with self._lock:
+            run = self._runs.get(run_id)
+            if run is None:
+                return None
+            if run.done is None:
+                run.done = threading.Event()
         run.done.wait(timeout)
         return run.outcome
 
@@ -389,7 +416,8 @@ class Runner:
                 self._active[job] = max(0, self._active[job] - 1)
             if not self._runs:
                 self._idle.notify_all()
-        run.done.set()
+            if run.done is not None:
+                run.done.set()
         if next_run is not None:
             self._send(next_run)
 

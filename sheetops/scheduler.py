@@ -182,10 +182,8 @@ class Scheduler:
             members = sorted(self._groups.get(group_id, {}).values(), key=lambda s: s.row)
             snapshot = self.snapshot
         for fire in run_times:
-            scheduled_for = fire.timestamp()
-            for spec in members:
-                self.runner.submit(spec, snapshot, "schedule", scheduled_for)
-            self.fired += len(members)
+            self.fired += self.runner.submit_many(members, snapshot, "schedule",
+                                                  fire.timestamp())
         last = run_times[-1].timestamp()
         for spec in members:
             self._last_fire[spec.job] = last

@@ -56,8 +56,9 @@ class JobSpec:
     notes: str = field(default="", compare=False)
     row: int = field(default=0, compare=False)
 
-    @property
+    @cached_property
     def params(self) -> dict[str, Any]:
+        """The params JSON, parsed once (callers must not mutate it)."""
         return json.loads(self.params_json)
 
     @cached_property

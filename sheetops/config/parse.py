@@ -141,11 +141,11 @@ def _rows(tab: str, rows: Sequence[Sequence[str]], known: Sequence[str],
 
 @lru_cache(maxsize=200_000)
 def _parse_job_row(values: tuple[str, ...], columns: tuple[tuple[str, int], ...],
-                   default_tz: str, automations: frozenset[str]
+                   default_tz: str, automations: frozenset[str], number: int
                    ) -> tuple[JobSpec | None, str, tuple[Problem, ...]]:
-    """Parse one Jobs row on its own (cached); problems use row number 0, fixed later."""
+    """Parse one Jobs row on its own; cached, so an unchanged row costs a lookup."""
     problems: list[Problem] = []
-    r = _Row(tabs.JOBS, 0, values, dict(columns), problems)
+    r = _Row(tabs.JOBS, number, values, dict(columns), problems)
     job = r.get("job")
     ok = True
     if not _JOB_ID.match(job):
@@ -210,12 +210,8 @@ def _parse_job_row(values: tuple[str, ...], columns: tuple[tuple[str, int], ...]
         template=r.get("template"), max_attempts=int(max_attempts),
         backoff_initial_s=float(backoff_initial), backoff_max_s=float(backoff_max),
         timeout_s=float(timeout), concurrency=int(concurrency), catch_up=catch_up,
-        owner=r.get("owner"), notes=r.get("notes"))
+        owner=r.get("owner"), notes=r.get("notes"), row=number)
     return spec, job, tuple(problems)
-
-
-def _at_row(problems: Sequence[Problem], row: int) -> list[Problem]:
-    return [replace(p, cell=re.sub(r"\d+$", str(row), p.cell)) for p in problems]
 
 
 def parse_settings(rows, problems: list[Problem]) -> SheetSettings:
@@ -331,9 +327,9 @@ def parse_config(
                 cells = tuple("" if v is None else str(v) for v in values[:width])
                 if not any(c.strip() for c in cells):
                     continue
-                spec, job_id, row_problems = _parse_job_row(cells, column_key,
-                                                            settings.timezone, automations)
-                found = _at_row(row_problems, number)
+                spec, job_id, row_problems = _parse_job_row(
+                    cells, column_key, settings.timezone, automations, number)
+                found = list(row_problems)
                 row = _Row(tabs.JOBS, number, cells, columns, found)
                 if job_id and job_id in seen:
                     row.error("job", f"duplicate job id {job_id!r} (first defined on row "
@@ -356,7 +352,7 @@ def parse_config(
                     spec = previous.jobs[job_id]
                 problems.extend(found)
                 if spec is not None:
-                    jobs[job_id] = replace(spec, row=number)
+                    jobs[job_id] = spec if spec.row == number else replace(spec, row=number)
 
     alerts: list[AlertSpec] = []
     for number, values, columns in _rows(tabs.ALERTS, rows_by_tab.get(tabs.ALERTS, []),

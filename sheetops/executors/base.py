@@ -38,6 +38,11 @@ class Executor(ABC):
         """Run ``request`` as soon as a worker is free, but not before ``eta``
         (epoch seconds)."""
 
+    def submit_many(self, requests: list[AttemptRequest]) -> None:
+        """Submit attempts due now, in order (executors may do this in one step)."""
+        for request in requests:
+            self.submit(request)
+
     @abstractmethod
     def stop(self, timeout: float | None = None) -> list[AttemptRequest]:
         """Let running attempts finish (up to their deadlines) and stop the workers.
