@@ -4,7 +4,8 @@ words, and list the next fire times.
 Standard cron semantics where APScheduler 3 differs: day-of-week ``0`` (and ``7``) is
 Sunday, and on the autumn daylight-saving day a job pinned to specific hours runs once,
 not twice, in the repeated hour (like Vixie cron). A spring-forward gap moves the run
-to the first valid instant instead of skipping it.
+forward by the length of the gap instead of skipping it (02:30 in a 02:00→03:00 gap
+runs at 03:30).
 """
 
 from __future__ import annotations
