@@ -36,6 +36,7 @@ from limits.strategies import MovingWindowRateLimiter
 from tenacity import RetryCallState
 
 from sheetops.errors import SheetError
+from sheetops.metrics import SHEET_REQUESTS
 from sheetops.retry import call_policy
 
 log = logging.getLogger("sheetops.sheets")
@@ -132,6 +133,7 @@ class SheetsHTTPClient(HTTPClient):
             log.warning("Sheets %s %s failed (%s); attempt %d of %d, retrying in %.1fs",
                         method.upper(), url.split("?")[0], error, state.attempt_number,
                         opts.attempts, planned + max(extra, 0.0))
+            SHEET_REQUESTS.labels("retry").inc()
             if extra > 0:
                 time.sleep(extra)
 
@@ -141,6 +143,7 @@ class SheetsHTTPClient(HTTPClient):
         for attempt in policy:
             with attempt:
                 _wait_for_quota("read" if is_read else "write", per_minute, opts.principal)
+                SHEET_REQUESTS.labels("read" if is_read else "write").inc()
                 return super().request(method, url, params=params, data=data, json=json,
                                        files=files, headers=headers)
         raise AssertionError("unreachable: the retry policy re-raises")

@@ -28,6 +28,7 @@ from python_calamine import CalamineWorkbook
 
 from connectors.sheets.base import CellValue, InitReport, TabSpec, TabWrite
 from sheetops.errors import SheetError
+from sheetops.metrics import SHEET_REQUESTS
 
 LISTS_TAB = "_lists"
 _HEADER_FILL = PatternFill("solid", fgColor="DDE7F0")
@@ -90,6 +91,7 @@ class WorkbookSheet:
                 raise SheetError(f"{self.path} does not exist; create it with "
                                  f"'sheetops init --sheet {self.path}'") from None
             if stamp != self._cache_key:
+                SHEET_REQUESTS.labels("read").inc()
                 self._cache = self._read_all()
                 self._cache_key = stamp
             return {n: [list(r) for r in self._cache[n]] for n in names if n in self._cache}
@@ -117,6 +119,7 @@ class WorkbookSheet:
                     for r, row in enumerate(write.padded, start=write.start_row):
                         for c, value in enumerate(row, start=1):
                             _set_raw(ws.cell(row=r, column=c), value)
+                SHEET_REQUESTS.labels("write").inc()
                 if self._save_if_unchanged(wb, stamp):
                     return
             raise SheetError(f"{self.path} kept changing while sheetops wrote to it; "
