@@ -219,12 +219,9 @@ class Engine:
         try:
             snapshot = self.refresh_without_scheduling()
             if job not in snapshot.jobs:
-                rows = _job_rows(self.sheet, job)
-                problem = next((p for p in snapshot.errors if p.tab == tabs.JOBS and (
-                    p.cell.lstrip("ABCDEFGHIJKLMNOPQRSTUVWXYZ") in rows or
-                    _row_job(p, job))), None)
-                return None, problem or Problem(tabs.JOBS, "A1", job,
-                                                f"no job {job!r} on the Jobs tab")
+                problems = snapshot.invalid.get(job) or (
+                    Problem(tabs.JOBS, "A1", job, f"no job {job!r} on the Jobs tab"),)
+                return None, problems[0]
             run_id = self.runner.submit(snapshot.jobs[job], snapshot, trigger, time.time(),
                                         dry_run)
             if run_id is not None:
@@ -240,19 +237,3 @@ class Engine:
         self.scheduler.snapshot = snapshot
         self.store.replace_problems(snapshot.problems)
         return snapshot
-
-
-def _job_rows(sheet: SheetBackend, job: str) -> set[str]:
-    """Row numbers (as text) of the Jobs tab whose ``job`` cell is ``job``: an invalid row
-    is reported by its own problems, not as a missing job."""
-    rows = sheet.read_tabs([tabs.JOBS]).get(tabs.JOBS, [])
-    header = [str(h).strip().lower() for h in rows[0]] if rows else []
-    if "job" not in header:
-        return set()
-    col = header.index("job")
-    return {str(n) for n, row in enumerate(rows[1:], start=2)
-            if col < len(row) and str(row[col]).strip() == job}
-
-
-def _row_job(problem: Problem, job: str) -> bool:
-    return problem.value == job or job in problem.problem

@@ -160,6 +160,11 @@ class StatusWriter:
                 st.get("records_failed", 0) if st else "",
                 st.get("consecutive_failures", 0) if st else "",
                 *upcoming, spec.parsed_schedule.describe(), fmt_time(now)])
+        for job, errors in snapshot.invalid.items():
+            if job not in snapshot.jobs:  # never valid: say why instead of hiding it
+                first = str(errors[0]) if errors else "invalid row"
+                rows.append([job, "invalid", "", "", "", first[:300], "", "", "", "",
+                             "", "", "", "", fmt_time(now)])
         return rows
 
     def runs_rows(self, limit: int) -> list[list[CellValue]]:

@@ -116,6 +116,9 @@ class Snapshot:
     alerts: tuple[AlertSpec, ...] = ()
     settings: SheetSettings = field(default_factory=SheetSettings)
     problems: tuple[Problem, ...] = ()
+    #: job id → the errors of its row, for rows that are invalid now (a job listed here
+    #: may still be in ``jobs`` with its last good version)
+    invalid: dict[str, tuple[Problem, ...]] = field(default_factory=dict)
 
     @property
     def errors(self) -> list[Problem]:

@@ -315,6 +315,7 @@ def parse_config(
             templates[name] = TemplateSpec(name, r.get("subject"), r.get("body"), fmt)
 
     jobs: dict[str, JobSpec] = {}
+    invalid: dict[str, tuple[Problem, ...]] = {}
     jobs_rows = rows_by_tab.get(tabs.JOBS, [])
     known_jobs = [c.name for c in tabs.JOB_COLUMNS]
     seen: dict[str, int] = {}
@@ -346,6 +347,8 @@ def parse_config(
                     row.error("template", f"unknown template {spec.template!r}; add it to "
                                           "the Templates tab or clear the cell")
                     spec = None
+                if spec is None and job_id:
+                    invalid[job_id] = tuple(p for p in found if p.is_error)
                 if spec is None and previous is not None and job_id in previous.jobs:
                     found = [replace(p, problem=p.problem + "; the last good version keeps "
                                      "running") if p.is_error else p for p in found]
@@ -364,7 +367,8 @@ def parse_config(
             alerts.append(alert)
 
     return Snapshot(jobs=jobs, rate_limits=rate_limits, templates=templates,
-                    alerts=tuple(alerts), settings=settings, problems=tuple(problems))
+                    alerts=tuple(alerts), settings=settings, problems=tuple(problems),
+                    invalid=invalid)
 
 
 def _parse_alert(r: _Row, jobs: Mapping[str, JobSpec], settings: SheetSettings
