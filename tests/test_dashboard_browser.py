@@ -13,10 +13,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from test_dashboard_queries import fill_realistic
 
 from sheetops.dashboard.serve import streamlit_command
 from sheetops.store import Batch, Store
+from sheetops.testing.store_fill import fill_realistic
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"

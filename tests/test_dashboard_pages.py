@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
-from test_dashboard_queries import add_alert_table, fill_realistic
 
 from sheetops.settings import get_settings
 from sheetops.store import Store
+from sheetops.testing.http import HttpServer
+from sheetops.testing.store_fill import add_alerts, fill_realistic
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
@@ -88,15 +89,39 @@ def test_overview_window_and_job_filter(store):
     assert _metrics(at)["ok"] == "4"
 
 
-def test_overview_shows_firing_alert(store):
-    add_alert_table(store, time.time())
+def test_overview_and_alerts_page_show_real_alerts(store):
+    with HttpServer() as server:
+        add_alerts(store, time.time(), server)
     at = _open()
-    assert _metrics(at)["Alerts firing"] == "1"
+    assert _metrics(at)["Alerts firing"] == "2"
+    firing = _frame(at, "rule", "firing_since")
+    assert firing["rule"].tolist() == ["digest-slow", "orders-stuck"]
     at = _open("alerts.py")
     m = _metrics(at)
-    assert m["Alerts firing"] == "1" and m["Alert events"] == "3"
-    firing = _frame(at, "name", "state")
-    assert firing["name"].tolist() == ["orders-stuck"]
+    assert m["Alerts firing"] == "2" and m["Alert events"] == "8"
+    assert (m["Fired"], m["Reminders"], m["Resolved"], m["Delivery failures"]) == (
+        "3", "2", "1", "2")
+    firing = _frame(at, "rule", "undelivered")
+    assert firing.set_index("rule")["undelivered"].to_dict() == {"digest-slow": True,
+                                                                "orders-stuck": False}
+    assert at.warning and "could not be delivered" in at.warning[0].value
+    history = _frame(at, "kind", "subject")
+    assert len(history) == 8
+    at.multiselect(key="alert_kinds").set_value(["resolved"]).run()
+    history = _frame(at, "kind", "subject")
+    assert history["rule"].tolist() == ["orders-failing"]
+    at.sidebar.multiselect(key="f_jobs").set_value(["send-digest"]).run()
+    assert _metrics(at)["Alerts firing"] == "1"
+
+
+def test_overview_long_windows(store):
+    at = _open()
+    for label, runs in (("7d", "23"), ("30d", "23")):
+        at.sidebar.selectbox(key="f_window").set_value(label).run()
+        m = _metrics(at)
+        assert m["Runs"] == runs and m["Failed"] == "2" and m["Timed out"] == "1"
+        assert m["Success rate"] == "86.4%"
+        assert any("approximate" in c.value for c in at.caption)
 
 
 def test_jobs_page(store):

@@ -1,6 +1,8 @@
 """The dashboard's numbers, computed by SQL in sheetops.dashboard.queries, on a store
 filled with realistic runs (successes, failures with retries, a timeout, a running run,
-errors with tracebacks, config problems, queue gauges, outbox, run requests)."""
+errors with tracebacks, config problems, queue gauges, outbox, run requests) and alerts
+raised by the real evaluator — on SQLite and on PostgreSQL (one throw-away database for
+the module, a fresh schema per test; skipped when PostgreSQL is absent, required in CI)."""
 
 from __future__ import annotations
 
@@ -9,129 +11,63 @@ import time
 import uuid
 
 import pytest
-from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text
+import sqlalchemy as sa
 
-from sheetops.config.model import JobSpec, Problem
 from sheetops.dashboard import queries as q
 from sheetops.store import Batch, Store
+from sheetops.store import rollups as ru
 from sheetops.store.rollups import publish_job_config
+from sheetops.testing.http import HttpServer
+from sheetops.testing.store_fill import HOUR, JOBS, add_alerts, fill_realistic, make_run
 
-HOUR = 3600.0
-TRACEBACK = ('Traceback (most recent call last):\n  File "automations/http_get.py", line 42,'
-             ' in run\n    resp.raise_for_status()\nrequests.HTTPError: 503 Server Error')
-
-JOBS = [JobSpec("fetch-orders", "http_get", "every 10m", "UTC", owner="ana"),
-        JobSpec("send-digest", "send_email", "0 7 * * 1-5", "Europe/Paris"),
-        JobSpec("sync-crm", "http_get", "@hourly", "UTC", enabled=False)]
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+DAY = 86400.0
 
 
-def _run(job: str, start: float, status: str, duration: float | None, *, attempts: int = 1,
-         records: tuple[int, int, int] = (10, 10, 0), error: tuple[str, str] = ("", ""),
-         trigger: str = "schedule") -> dict:
-    return {"id": f"{job}-{uuid.uuid4().hex[:12]}", "job": job, "trigger": trigger,
-            "scheduled_for": start, "started_at": start,
-            "finished_at": None if duration is None else start + duration, "status": status,
-            "attempts": attempts, "records_in": records[0], "records_out": records[1],
-            "records_failed": records[2], "duration_s": duration, "result": "{}",
-            "error_type": error[0], "error_message": error[1], "dry_run": False,
-            "requested_by": ""}
+@pytest.fixture(scope="module")
+def pg_database():
+    """A function that creates (once per module) and returns a throw-away database."""
+    made: dict[str, str] = {}
+
+    def url() -> str:
+        if not made:
+            name = f"sheetops_dash_{uuid.uuid4().hex[:10]}"
+            admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+            admin.dispose()
+            made.update(name=name, url=f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}")
+        return made["url"]
+
+    yield url
+    if made:
+        admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{made["name"]}" WITH (FORCE)')
+        admin.dispose()
 
 
-def fill_realistic(store: Store, now: float) -> dict:
-    """Fill ``store`` the way the scheduler would; returns handy ids."""
-    runs, attempts, errors = [], [], []
-    # fetch-orders: 8 ok (1..8 s), 1 failed after 3 attempts, 1 timeout, in the last 24 h
-    for i, d in enumerate([1, 2, 3, 4, 5, 6, 7, 8]):
-        runs.append(_run("fetch-orders", now - 20 * HOUR + i * HOUR, "ok", float(d)))
-    failed = _run("fetch-orders", now - 3 * HOUR, "failed", 4.5, attempts=3,
-                  records=(10, 7, 3), error=("HTTPError", "503 Server Error"))
-    runs.append(failed)
-    for a in (1, 2, 3):
-        attempts.append({"run_id": failed["id"], "attempt": a, "job": "fetch-orders",
-                         "started_at": now - 3 * HOUR + a, "finished_at": now - 3 * HOUR + a + 1,
-                         "status": "failed", "error_type": "HTTPError",
-                         "error_message": "503 Server Error", "traceback": TRACEBACK})
-        errors.append({"time": now - 3 * HOUR + a + 1, "job": "fetch-orders",
-                       "run_id": failed["id"], "stage": "run", "attempt": a,
-                       "error_type": "HTTPError", "message": "503 Server Error",
-                       "record_key": "", "traceback": TRACEBACK})
-    timeout = _run("fetch-orders", now - 2 * HOUR, "timeout", 600.0, records=(0, 0, 0),
-                   error=("Timeout", "run exceeded timeout_s=600"))
-    runs.append(timeout)
-    errors.append({"time": now - 2 * HOUR + 600, "job": "fetch-orders", "run_id": timeout["id"],
-                   "stage": "run", "attempt": 1, "error_type": "Timeout",
-                   "message": "run exceeded timeout_s=600", "record_key": "", "traceback": ""})
-    # five old runs, outside a 24 h window
-    for i in range(5):
-        runs.append(_run("fetch-orders", now - 72 * HOUR - i * HOUR, "ok", 1.0))
-    # send-digest: 4 ok
-    for i, d in enumerate([2, 2, 3, 10]):
-        runs.append(_run("send-digest", now - 10 * HOUR + i * HOUR, "ok", float(d),
-                         records=(5, 5, 0)))
-    # sync-crm: 2 ok, 1 failed on one record, 1 running now
-    runs.append(_run("sync-crm", now - 6 * HOUR, "ok", 5.0))
-    runs.append(_run("sync-crm", now - 5 * HOUR, "ok", 7.0))
-    crm_failed = _run("sync-crm", now - 4 * HOUR, "failed", 1.5, records=(4, 3, 1),
-                      error=("ValueError", "bad e-mail in row 12"), trigger="manual")
-    runs.append(crm_failed)
-    errors.append({"time": now - 4 * HOUR + 1, "job": "sync-crm", "run_id": crm_failed["id"],
-                   "stage": "enrich", "attempt": 1, "error_type": "ValueError",
-                   "message": "bad e-mail in row 12", "record_key": "row 12",
-                   "traceback": "Traceback (most recent call last):\nValueError: bad e-mail"})
-    running = _run("sync-crm", now - 30, "running", None)
-    runs.append(running)
-    states = {
-        "fetch-orders": {"last_status": "timeout", "last_start": now - 2 * HOUR,
-                         "last_end": now - 2 * HOUR + 600, "last_duration_s": 600.0,
-                         "consecutive_failures": 2, "last_success_at": now - 13 * HOUR},
-        "send-digest": {"last_status": "ok", "last_start": now - 7 * HOUR,
-                        "last_end": now - 7 * HOUR + 10, "last_duration_s": 10.0,
-                        "consecutive_failures": 0, "last_success_at": now - 7 * HOUR + 10},
-        "sync-crm": {"last_status": "running", "last_start": now - 30, "last_end": None,
-                     "last_duration_s": 1.5, "consecutive_failures": 1,
-                     "last_success_at": now - 5 * HOUR + 7},
-    }
-    store.record(Batch(new_runs=runs, attempts=attempts, errors=errors, job_states=states,
-                       outbox=[("Runs", ""), ("Status", "fetch-orders"), ("Errors", "")]))
-    store.replace_problems([
-        Problem("Jobs", "C5", "every 10 parsecs", "'every 10 parsecs' is not an interval"),
-        Problem("Jobs", "K3", "x", "unknown column 'x' is ignored", "warning")])
-    store.add_config_events([("refresh", "", "3 jobs"), ("changed", "fetch-orders",
-                                                         "schedule every 5m -> every 10m")])
-    store.set_gauges({"queue_depth:fetch": 7, "queue_depth:enrich": 2, "running": 1,
-                      "last_refresh_at": now - 30, "last_refresh_ok": 1})
-    publish_job_config(store, {j.job: j for j in JOBS})
-    return {"failed": failed["id"], "timeout": timeout["id"], "crm_failed": crm_failed["id"],
-            "running": running["id"]}
-
-
-def add_alert_table(store: Store, now: float) -> None:
-    """A stand-in for the alerts feature's ``alert_events`` table, with one firing
-    incident and one resolved one."""
-    table = Table("alert_events", MetaData(),
-                  Column("id", Integer, primary_key=True, autoincrement=True),
-                  Column("time", Float), Column("name", String(64)), Column("job", String(64)),
-                  Column("metric", String(32)), Column("state", String(16)),
-                  Column("value", Float), Column("message", Text))
-    table.create(store.engine)
-    with store.engine.begin() as conn:
-        conn.execute(table.insert(), [
-            {"time": now - 7200, "name": "crm-fail", "job": "sync-crm", "metric": "failure_rate",
-             "state": "firing", "value": 0.5, "message": "failure rate 50% > 20%"},
-            {"time": now - 3600, "name": "crm-fail", "job": "sync-crm", "metric": "failure_rate",
-             "state": "resolved", "value": 0.0, "message": "resolved"},
-            {"time": now - 600, "name": "orders-stuck", "job": "fetch-orders",
-             "metric": "consecutive_failures", "state": "firing", "value": 2,
-             "message": "2 consecutive failures >= 2"}])
-
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path, services, pg_database):
+    """An empty store on each backend."""
+    if request.param == "sqlite":
+        s = Store(f"sqlite:///{tmp_path}/store.db")
+    else:
+        services.postgres()
+        url = pg_database()
+        engine = sa.create_engine(url)
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+        engine.dispose()
+        s = Store(url)
+    yield s
+    s.dispose()
 
 @pytest.fixture
-def filled(tmp_path):
-    store = Store(f"sqlite:///{tmp_path}/store.db")
+def filled(store):
     now = time.time()
     ids = fill_realistic(store, now)
-    yield store, now, ids
-    store.dispose()
+    return store, now, ids
 
 
 def test_job_summary_counts_rates_and_percentiles(filled):
@@ -176,7 +112,7 @@ def test_overview_totals(filled):
     assert (ov.config.errors, ov.config.warnings, ov.config.jobs_configured) == (1, 1, 3)
     assert ov.config.last_refresh_ok is True
     assert ov.config.last_refresh_at == pytest.approx(now - 30)
-    assert ov.alerts_firing.empty  # the alerts table does not exist yet
+    assert ov.alerts_firing.empty  # no rule has been evaluated
     assert ov.over_time["runs"].sum() == 18
     assert ov.over_time["failed"].sum() == 3
     assert set(ov.timings) >= {"job_summary", "total_percentiles", "runs_over_time"}
@@ -237,14 +173,30 @@ def test_run_requests_and_pending(filled):
     assert q.pending_requests(store) == 0
 
 
-def test_alerts_provisional(filled):
+def test_alerts_from_the_evaluator(filled):
     store, now, _ = filled
-    assert q.alert_events(store).empty
-    add_alert_table(store, now)
+    assert q.alert_events(store).empty and q.alerts_firing(store).empty
+    with HttpServer() as server:
+        add_alerts(store, now, server)
+        assert server.count("/hook") == 4 and server.count("/broken") == 2
+    firing = q.alerts_firing(store)
+    assert list(zip(firing["rule"], firing["job"], strict=True)) == [
+        ("digest-slow", "send-digest"), ("orders-stuck", "fetch-orders")]
+    assert firing["undelivered"].tolist() == [True, False]
+    assert firing["last_value"].tolist() == [10.0, 2.0]
+    assert str(firing["firing_since"].dt.tz) == "UTC"
     events = q.alert_events(store)
-    assert len(events) == 3 and events.iloc[0]["name"] == "orders-stuck"
-    firing = q.alerts_firing(events)
-    assert firing["name"].tolist() == ["orders-stuck"]
+    assert len(events) == 8
+    assert events.iloc[0]["kind"] == "delivery_failed" and "500" in events.iloc[0]["error"]
+    assert q.alert_event_counts(store) == {"fired": 3, "reminder": 2, "resolved": 1,
+                                           "delivery_failed": 2}
+    resolved = q.alert_events(store, kinds=["resolved"])
+    assert resolved["rule"].tolist() == ["orders-failing"]
+    assert resolved["delivered_at"].notna().all()
+    assert set(q.alert_events(store, jobs=["send-digest"])["rule"]) == {"digest-slow"}
+    assert "message" not in events.columns  # bodies stay on the channel
+    ov = q.overview(store, 24 * HOUR, now=now)
+    assert ov.alerts_firing["rule"].tolist() == ["digest-slow", "orders-stuck"]
 
 
 def test_problems_and_events(filled):
@@ -255,11 +207,13 @@ def test_problems_and_events(filled):
     assert set(ev["kind"]) == {"refresh", "changed"}
 
 
-def test_empty_store(tmp_path):
-    store = Store(f"sqlite:///{tmp_path}/empty.db")
-    ov = q.overview(store, 24 * HOUR)
-    assert ov.totals.runs == 0 and ov.totals.p50_s is None and ov.totals.success_rate is None
-    assert ov.per_job.empty and ov.outbox.depth == 0 and ov.queues.empty
+def test_empty_store(store):
+    for window in (24 * HOUR, 30 * DAY):
+        ov = q.overview(store, window)
+        assert ov.totals.runs == 0 and ov.totals.p50_s is None
+        assert ov.totals.success_rate is None
+        assert ov.per_job.empty and ov.outbox.depth == 0 and ov.queues.empty
+        assert ov.over_time["runs"].sum() == 0
     assert q.jobs_table(store, 3600).empty
 
 
@@ -271,6 +225,8 @@ def test_parse_window():
 
 def test_indexes_are_used(filled):
     store, now, _ = filled
+    if store.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite query plans")
     with store.engine.connect() as conn:
         plan = " ".join(str(r[-1]) for r in conn.exec_driver_sql(
             "EXPLAIN QUERY PLAN SELECT job, count(*), sum(records_in) FROM runs "
@@ -287,3 +243,110 @@ def test_large_window_percentiles_match(filled, monkeypatch):
     large = q.job_summary(store, 24 * HOUR, now=now)
     assert large[["job", "p50_s", "p95_s"]].equals(small[["job", "p50_s", "p95_s"]])
     assert q.total_percentiles(store, 24 * HOUR, now=now) == small_total
+
+
+# -- long windows: rollups ---------------------------------------------------------------
+def _exact(monkeypatch):
+    monkeypatch.setattr(q, "EXACT_MAX_WINDOW_S", 1e12)
+
+
+def test_long_windows_read_rollups_with_exact_counts(filled, monkeypatch):
+    store, now, _ = filled
+    for window in (7 * DAY, 30 * DAY):
+        assert q.uses_rollups(window)
+        ov = q.overview(store, window, now=now)
+        assert ov.approximate
+        assert ru.rollup_refreshed_at(store) is not None  # refreshed on first use
+        with monkeypatch.context() as m:
+            _exact(m)
+            exact = q.overview(store, window, now=now)
+            assert not exact.approximate
+        cols = ["job", "runs", "ok", "failed", "timeout", "running", "records_in",
+                "records_out", "records_failed"]
+        assert ov.per_job[cols].equals(exact.per_job[cols])
+        assert ov.per_job["avg_s"].round(9).equals(exact.per_job["avg_s"].round(9))
+        assert ov.per_job["last_start"].tolist() == pytest.approx(
+            exact.per_job["last_start"].tolist())
+        t, e = ov.totals, exact.totals
+        assert (t.runs, t.ok, t.failed, t.timeout, t.running) == (23, 19, 2, 1, 1)
+        assert (t.runs, t.ok, t.failed, t.timeout) == (e.runs, e.ok, e.failed, e.timeout)
+        # percentiles: within the bucket width of the exact nearest rank
+        for col in ("p50_s", "p95_s"):
+            for a, b in zip(ov.per_job[col], exact.per_job[col], strict=True):
+                assert a == pytest.approx(b, rel=0.13)
+        assert t.p50_s == pytest.approx(e.p50_s, rel=0.13)
+        assert t.p95_s == pytest.approx(e.p95_s, rel=0.13)
+        assert ov.per_job.set_index("job").loc["fetch-orders", "p95_s"] == pytest.approx(
+            600.0, rel=0.13)
+        assert ov.over_time["runs"].sum() == exact.over_time["runs"].sum() == 23
+        assert ov.over_time["failed"].sum() == 3
+        assert ov.over_time["time"].tolist() == exact.over_time["time"].tolist()
+        assert ov.over_time["runs"].tolist() == exact.over_time["runs"].tolist()
+        assert ov.over_time["max_s"].fillna(-1).tolist() == exact.over_time[
+            "max_s"].fillna(-1).tolist()
+        assert q.totals(store, window, now=now) == ov.totals
+        only = q.job_summary(store, window, now=now, jobs=["send-digest"])
+        assert only["job"].tolist() == ["send-digest"] and only["runs"].tolist() == [4]
+
+
+def test_segments_cover_the_window_once():
+    w = q.Window(1_000_000.5, 1_000_000.5 + 30 * DAY)
+    segs = q._segments(w, refreshed_at=w.until - 10)
+    assert [k for k, _, _ in segs] == ["raw", "hourly", "daily", "hourly", "raw"]
+    assert segs[0][1] == w.since and segs[-1][2] == w.until
+    assert all(a[2] == b[1] for a, b in itertools.pairwise(segs))
+    # stale rollups: everything after the last refresh is read from runs
+    stale = q._segments(w, refreshed_at=w.since + 2 * DAY + 100)
+    assert stale[-1][0] == "raw" and stale[-1][1] == (w.since + 2 * DAY + 100) // HOUR * HOUR
+    assert q._segments(w, refreshed_at=0) == [("raw", w.since, w.until)]
+
+
+def test_histogram_buckets():
+    for d in (0.0, 0.005, 0.01, 0.5, 1.0, 4.5, 600.0, 3600.0, 1e6):
+        i = ru.bucket_of(d)
+        assert 0 <= i < ru.HIST_BUCKETS
+        if 0.02 < d < 40_000:
+            assert ru.bucket_value(i) == pytest.approx(d, rel=0.13)
+    hist = [0] * ru.HIST_BUCKETS
+    for d in (1, 2, 3, 4, 5, 6, 7, 8, 4.5, 600):
+        hist[ru.bucket_of(d)] += 1
+    p50, p95 = (q.hist_percentiles(hist, [1.0], [600.0], p)[0] for p in (50, 95))
+    assert p50 == pytest.approx(4.5, rel=0.13) and p95 == pytest.approx(600, rel=0.13)
+    # clamped to the real min and max
+    assert q.hist_percentiles(hist, [1.0], [500.0], 95)[0] == 500.0
+    assert q.hist_percentiles(hist, [5.0], [600.0], 1)[0] == 5.0
+
+
+def test_refresh_is_incremental_and_follows_status_changes(store):
+    now = 1_800_000_000.0  # a fixed clock; runs 40 h .. 1 h ago
+    h0 = now - 40 * HOUR
+    first = [make_run("a", h0 + i * HOUR, "ok", 2.0) for i in range(39)]
+    live = make_run("a", h0 + 5 * HOUR + 60, "running", None)
+    store.record(Batch(new_runs=[*first, live]))
+    assert ru.refresh_rollups(store, now)["full"]
+    w = q.Window(now - 7 * DAY, now)
+
+    def summary():
+        return q.rollup_summary(store, w).per_job.set_index("job").loc["a"]
+
+    assert (summary().runs, summary().running) == (40, 1)
+    # the long run finishes 35 h after it started; new runs arrive
+    store.record(Batch(run_updates=[{"id": live["id"], "status": "failed",
+                                     "finished_at": now + 10, "duration_s": 30.0}],
+                       new_runs=[make_run("a", now + 20, "ok", 1.0)]))
+    done = ru.refresh_rollups(store, now + 60)
+    assert not done["full"] and done["reopened_hours"] == 1
+    w = q.Window(now + 60 - 7 * DAY, now + 60)
+    s = summary()
+    assert (s.runs, s.running, s.failed, s.ok) == (41, 0, 1, 40)
+    with store.engine.connect() as conn:
+        daily = conn.execute(sa.select(sa.func.sum(ru.runs_daily.c.runs))).scalar()
+        hourly = conn.execute(sa.select(sa.func.sum(ru.runs_hourly.c.runs))).scalar()
+    assert daily == hourly == 41
+    # pruned runs leave the rollups at the next refresh
+    store.prune(now - 20 * HOUR)
+    assert ru.refresh_rollups(store, now + 120)["pruned_hours"] > 0
+    assert summary().runs == 20
+    with store.engine.connect() as conn:
+        daily = conn.execute(sa.select(sa.func.sum(ru.runs_daily.c.runs))).scalar()
+    assert daily == 20

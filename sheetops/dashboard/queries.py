@@ -5,6 +5,14 @@ window and filters, and return dataclasses or pandas DataFrames; no Streamlit he
 they are tested and benchmarked on their own. Percentiles are nearest-rank, computed in
 SQL with ``ROW_NUMBER()`` over an index ordered by duration (SQLite has no percentile
 function). Times are UTC epoch seconds, like the store.
+
+Windows up to :data:`EXACT_MAX_WINDOW_S` (24 h) are exact SQL over ``runs``. Longer
+windows (7 d, 30 d) read the hourly/daily rollups of :mod:`sheetops.store.rollups` for
+the whole hours inside the window and the runs themselves for the partial hours at its
+edges (and for anything newer than the last rollup refresh): counts, rates, records and
+averages stay exact; **p50/p95 over long windows are approximate** — read from a
+log-bucket histogram whose buckets are 26% wide, so within about ±12% of the exact
+nearest-rank value (clamped to the window's real minimum and maximum).
 """
 
 from __future__ import annotations
@@ -26,14 +34,17 @@ from sqlalchemy import (
     case,
     cast,
     func,
-    inspect,
     literal,
     select,
     text,
 )
 from sqlalchemy.sql import ColumnElement
 
+from sheetops import alerts as alerts_mod
+from sheetops.store import rollups
 from sheetops.store import schema as t
+from sheetops.store.alerts_schema import EVENT_KINDS
+from sheetops.store.alerts_schema import alert_events as alert_events_table
 from sheetops.store.rollups import ensure_dashboard_schema, job_config
 from sheetops.store.schema import RunStatus
 
@@ -73,10 +84,6 @@ def _read(engine: Engine, query: Any, columns: list[str] | None = None) -> pd.Da
         rows = result.fetchall()
         cols = columns or list(result.keys())
     return pd.DataFrame([tuple(r) for r in rows], columns=cols)
-
-
-def _has_table(engine: Engine, name: str) -> bool:
-    return inspect(engine).has_table(name)
 
 
 # -- filters -------------------------------------------------------------------------
@@ -125,6 +132,8 @@ def job_summary(store: Any, window: Window | float, now: float | None = None,
     rates (of finished runs), average/p50/p95 duration and records in/out/failed."""
     engine = engine_of(store)
     w = _window(window, now)
+    if uses_rollups(w):
+        return rollup_summary(engine, w, jobs=jobs).per_job
     r = t.runs.c
     agg = _read(engine, select(
         r.job,
@@ -231,6 +240,8 @@ def total_percentiles(store: Any, window: Window | float, now: float | None = No
     the duration index when the window is large)."""
     engine = engine_of(store)
     w = _window(window, now)
+    if uses_rollups(w):
+        return rollup_summary(engine, w, jobs=jobs, percentiles=percentiles).total
     r = t.runs.c
     conds = [*_run_filter(w, jobs), r.duration_s.is_not(None)]
     out: dict[int, float | None] = {p: None for p in percentiles}
@@ -252,6 +263,181 @@ def total_percentiles(store: Any, window: Window | float, now: float | None = No
                                       .order_by(r.duration_s).limit(1)
                                       .offset(_rank(n, p))).scalar()
     return out
+
+
+# -- long windows: the hourly/daily rollups -------------------------------------------
+#: Windows up to this long are exact SQL over ``runs``; longer ones read the rollups.
+EXACT_MAX_WINDOW_S = 86400.0
+#: The dashboard refreshes the rollups itself when the engine has not for this long.
+ROLLUP_MAX_AGE_S = 600.0
+
+
+def uses_rollups(window: Window | float) -> bool:
+    """Whether a window reads the rollups (and so has approximate percentiles)."""
+    seconds = window.seconds if isinstance(window, Window) else float(window)
+    return seconds > EXACT_MAX_WINDOW_S
+
+
+def _fresh_rollups(engine: Engine) -> float:
+    at = rollups.rollup_refreshed_at(engine)
+    if at is None or time.time() - at > ROLLUP_MAX_AGE_S:
+        rollups.refresh_rollups(engine)
+        at = rollups.rollup_refreshed_at(engine)
+    return float(at or 0.0)
+
+
+def _ceil(x: float, step: float) -> float:
+    return -(-x // step) * step
+
+
+def _segments(w: Window, refreshed_at: float, daily: bool = True
+              ) -> list[tuple[str, float, float]]:
+    """Split ``w`` into ("raw"|"hourly"|"daily", lo, hi) pieces: whole days from
+    ``runs_daily``, whole hours from ``runs_hourly``, the partial hours at the edges and
+    everything from the hour of the last rollup refresh on from ``runs``."""
+    hour, day = rollups.HOUR_S, rollups.DAY_S
+    a = _ceil(w.since, hour)
+    b = min((w.until // hour) * hour, (refreshed_at // hour) * hour)
+    if b <= a:
+        return [("raw", w.since, w.until)]
+    segs = [("raw", w.since, a)] if w.since < a else []
+    d1, d2 = _ceil(a, day), (b // day) * day
+    if daily and d1 < d2:
+        segs += [("hourly", a, d1)] if a < d1 else []
+        segs.append(("daily", d1, d2))
+        segs += [("hourly", d2, b)] if d2 < b else []
+    else:
+        segs.append(("hourly", a, b))
+    if b < w.until:
+        segs.append(("raw", b, w.until))
+    return segs
+
+
+def _segment_source(kind: str, lo: float, hi: float, jobs) -> Any:
+    """A selectable with ``period, job`` and the rollup columns for one segment."""
+    if kind == "raw":
+        r = t.runs.c
+        conds = [r.started_at >= lo, r.started_at < hi]
+        if jobs:
+            conds.append(r.job.in_(list(jobs)))
+        return rollups.raw_rollup_select(conds).subquery()
+    table, period = ((rollups.runs_hourly, "hour") if kind == "hourly"
+                     else (rollups.runs_daily, "day"))
+    conds = [table.c[period] >= lo, table.c[period] < hi]
+    if jobs:
+        conds.append(table.c.job.in_(list(jobs)))
+    return select(table.c[period].label("period"), table).where(*conds).subquery()
+
+
+_SUMMED = (*rollups.COUNT_COLUMNS, "duration_sum")
+
+
+def _rollup_aggregate(engine: Engine, w: Window, jobs, key: str, hist: bool,
+                      origin: float = 0.0, bucket: float = 3600.0,
+                      daily: bool = True) -> pd.DataFrame:
+    """The rollup columns over ``w`` grouped by ``key`` ("job", or "b" = time bucket
+    index from ``origin``), summed over the segments of :func:`_segments`."""
+    refreshed = _fresh_rollups(engine)
+    frames = []
+    with engine.connect() as conn:
+        for kind, lo, hi in _segments(w, refreshed, daily):
+            src = _segment_source(kind, lo, hi, jobs)
+            c = src.c
+            group = (c.job if key == "job" else cast(func.floor(
+                (c.period - rollups._num(origin)) / rollups._num(bucket)), Integer))
+            cols = [group.label(key), *(func.sum(c[x]).label(x) for x in _SUMMED),
+                    func.min(c.duration_min).label("duration_min"),
+                    func.max(c.duration_max).label("duration_max"),
+                    func.max(c.last_start).label("last_start")]
+            if hist:
+                cols += [func.sum(c[x]).label(x) for x in rollups.HIST_COLUMNS]
+            result = conn.execute(select(*cols).group_by(group))
+            frames.append(pd.DataFrame(result.fetchall(), columns=list(result.keys())))
+    frames = [f for f in frames if not f.empty]
+    if not frames:
+        return pd.DataFrame(columns=[key, *_SUMMED, "duration_min", "duration_max",
+                                     "last_start", *(rollups.HIST_COLUMNS if hist else ())])
+    df = pd.concat(frames, ignore_index=True)
+    agg = {x: "sum" for x in df.columns if x != key}
+    agg.update(duration_min="min", duration_max="max", last_start="max")
+    return df.groupby(key, as_index=False).agg(agg)
+
+
+def hist_percentiles(hist: Any, lo: Any, hi: Any, p: int) -> Any:
+    """Nearest-rank percentile ``p`` of each row of a bucket-count matrix: the geometric
+    middle of the bucket holding rank ⌈n·p/100⌉, clamped to ``[lo, hi]`` (the rows' real
+    min and max; exactly those for the first and the last rank); NaN for empty rows."""
+    import numpy as np
+
+    h = np.asarray(hist, dtype=float).reshape(-1, rollups.HIST_BUCKETS)
+    n = h.sum(axis=1)
+    k = np.maximum(np.ceil(n * p / 100), 1)
+    idx = (h.cumsum(axis=1) < k[:, None]).sum(axis=1)
+    mids = np.array([rollups.bucket_value(i) for i in range(rollups.HIST_BUCKETS)])
+    values = mids[np.minimum(idx, rollups.HIST_BUCKETS - 1)]
+    lo, hi = np.asarray(lo, dtype=float), np.asarray(hi, dtype=float)
+    values = np.clip(values, lo, hi)
+    # the first and the last rank are the real min and max
+    values = np.where(k >= n, hi, np.where(k <= 1, lo, values))
+    return np.where(n > 0, values, np.nan)
+
+
+@dataclass
+class RollupSummary:
+    """:func:`job_summary` and the total percentiles of a long window, from rollups."""
+
+    per_job: pd.DataFrame
+    total: dict[int, float | None]
+
+
+def rollup_summary(store: Any, window: Window | float, now: float | None = None,
+                   jobs: tuple[str, ...] | list[str] | None = None,
+                   percentiles: tuple[int, ...] = (50, 95)) -> RollupSummary:
+    """Per job and in total over a (long) window from the rollups: exact counts, rates,
+    records and averages; approximate percentiles (see the module docstring)."""
+    engine = engine_of(store)
+    w = _window(window, now)
+    df = _rollup_aggregate(engine, w, jobs, "job", hist=True)
+    df = df[df["runs"] > 0].sort_values("job").reset_index(drop=True)
+    hcols = list(rollups.HIST_COLUMNS)
+    if df.empty:
+        return RollupSummary(_empty_summary(), {p: None for p in percentiles})
+    out = df[["job", "runs", "ok", "failed", "timeout", "running", "records_in",
+              "records_out", "records_failed", "last_start"]].copy()
+    for col in ("runs", "ok", "failed", "timeout", "running", "records_in", "records_out",
+                "records_failed"):
+        out[col] = out[col].astype(int)
+    timed = df["timed"].astype(float)
+    out["avg_s"] = (df["duration_sum"].astype(float) / timed.where(timed > 0)).astype(float)
+    hist = df[hcols].to_numpy(dtype=float)
+    for p in percentiles:
+        out[f"p{p}_s"] = hist_percentiles(hist, df["duration_min"].fillna(0),
+                                          df["duration_max"].fillna(0), p)
+    finished = out["ok"] + out["failed"] + out["timeout"]
+    out["success_rate"] = (out["ok"] / finished.where(finished > 0)).astype(float)
+    out["failure_rate"] = ((out["failed"] + out["timeout"])
+                           / finished.where(finished > 0)).astype(float)
+    total_hist = hist.sum(axis=0)
+    lo, hi = df["duration_min"].min(), df["duration_max"].max()
+    total = {}
+    for p in percentiles:
+        v = hist_percentiles(total_hist, [0 if pd.isna(lo) else lo],
+                             [0 if pd.isna(hi) else hi], p)[0]
+        total[p] = None if pd.isna(v) else float(v)
+    return RollupSummary(out[SUMMARY_COLUMNS] if {"p50_s", "p95_s"} <= set(out) else out,
+                         total)
+
+
+def _runs_over_time_rollup(engine: Engine, w: Window, jobs, bucket: int,
+                           origin: float) -> pd.DataFrame:
+    df = _rollup_aggregate(engine, w, jobs, "b", hist=False, origin=origin,
+                           bucket=float(bucket), daily=bucket % int(rollups.DAY_S) == 0)
+    timed = df["timed"].astype(float)
+    return pd.DataFrame({
+        "b": df["b"].astype(int), "runs": df["runs"],
+        "ok": df["ok"], "failed": df["failed"].astype(int) + df["timeout"].astype(int),
+        "avg_s": (df["duration_sum"].astype(float) / timed.where(timed > 0)).astype(float),
+        "max_s": df["duration_max"].astype(float)})
 
 
 @dataclass(frozen=True)
@@ -297,6 +483,9 @@ def totals(store: Any, window: Window | float, now: float | None = None,
     """Totals over the window straight from SQL (one aggregate plus the percentiles)."""
     engine = engine_of(store)
     w = _window(window, now)
+    if uses_rollups(w):
+        rs = rollup_summary(engine, w, jobs=jobs)
+        return totals_from(rs.per_job, rs.total[50], rs.total[95])
     r = t.runs.c
     with engine.connect() as conn:
         row = conn.execute(select(
@@ -332,7 +521,9 @@ def runs_over_time(store: Any, window: Window | float, now: float | None = None,
             _count_if(r.status.in_(FAILED)).label("failed"),
             cast(func.avg(r.duration_s), Float).label("avg_s"),
             func.max(r.duration_s).label("max_s")]
-    if engine.dialect.name == "sqlite":
+    if uses_rollups(w):
+        df = _runs_over_time_rollup(engine, w, jobs, bucket, origin)
+    elif engine.dialect.name == "sqlite":
         # One range scan per bucket along the started_at covering index: linear in the
         # window's runs, where GROUP BY on a computed bucket would sort them all.
         rows = []
@@ -494,42 +685,57 @@ def config_events(store: Any, limit: int = 200) -> pd.DataFrame:
     return df
 
 
-# -- alerts (table owned by the alerts feature) ----------------------------------------
-ALERT_EVENTS_TABLE = "alert_events"
+# -- alerts (tables and reads owned by sheetops.alerts) ---------------------------------
+ALERT_EVENT_COLUMNS = ["time", "kind", "rule", "job", "metric", "value", "threshold",
+                       "channel", "subject", "delivered_at", "error", "id"]
+FIRING_COLUMNS = ["rule", "job", "metric", "last_value", "threshold", "firing_since",
+                  "last_notified_at", "last_sent_at", "undelivered", "channel",
+                  "evaluated_at"]
 
 
-def alert_events(store: Any, limit: int = 200) -> pd.DataFrame:
-    """PROVISIONAL until the alerts feature adds its ``alert_events`` table: returns an
-    empty DataFrame while the table does not exist; afterwards its rows, newest first
-    (ordered by ``time`` when that column exists). Whatever columns it has are shown."""
+def _epoch_to_utc(df: pd.DataFrame, *columns: str) -> pd.DataFrame:
+    for col in columns:
+        df[col] = pd.to_datetime(df[col], unit="s", utc=True)
+    return df
+
+
+def alert_events(store: Any, limit: int = 200,
+                 kinds: tuple[str, ...] | list[str] | None = None,
+                 jobs: tuple[str, ...] | list[str] | None = None) -> pd.DataFrame:
+    """The alert history (``alert_events``: fired, reminder, resolved, delivery_failed),
+    newest first, through :func:`sheetops.alerts.recent_alert_events`; times as UTC
+    datetimes, ``delivered_at`` empty when the message did not reach its channel."""
     engine = engine_of(store)
-    if not _has_table(engine, ALERT_EVENTS_TABLE):
-        return pd.DataFrame()
-    from sqlalchemy import MetaData, Table
-
-    table = Table(ALERT_EVENTS_TABLE, MetaData(), autoload_with=engine)
-    query = select(table).limit(limit)
-    for col in ("time", "created_at", "fired_at", "id"):
-        if col in table.c:
-            query = query.order_by(table.c[col].desc())
-            break
-    return _read(engine, query)
+    if jobs and len(jobs) == 1:
+        rows = alerts_mod.recent_alert_events(engine, limit, job=jobs[0], kinds=kinds)
+    else:
+        rows = alerts_mod.recent_alert_events(engine, limit if not jobs else 10 * limit,
+                                              kinds=kinds)
+        if jobs:
+            rows = [row for row in rows if row["job"] in set(jobs)][:limit]
+    df = pd.DataFrame(rows, columns=[*ALERT_EVENT_COLUMNS, "message", "format"])
+    return _epoch_to_utc(df[ALERT_EVENT_COLUMNS], "time", "delivered_at")
 
 
-def alerts_firing(events: pd.DataFrame) -> pd.DataFrame:
-    """The rows of :func:`alert_events` whose incident is still open: the newest row per
-    alert (``name``/``rule``, and ``job`` when present) whose ``state``/``status``/
-    ``kind`` says firing. PROVISIONAL, like :func:`alert_events`."""
-    if events.empty:
-        return events
-    state_col = next((c for c in ("state", "status", "kind", "event") if c in events), None)
-    if state_col is None:
-        return events.iloc[0:0]
-    keys = [c for c in ("name", "rule", "alert", "job") if c in events]
-    latest = events.drop_duplicates(subset=keys) if keys else events
-    firing = latest[state_col].astype(str).str.lower().isin(
-        ["firing", "fired", "fire", "reminder", "open", "triggered"])
-    return latest[firing]
+def alert_event_counts(store: Any) -> dict[str, int]:
+    """Number of ``alert_events`` rows per kind (every kind present, zeros included)."""
+    engine = engine_of(store)
+    alerts_mod.ensure_alert_tables(engine)
+    e = alert_events_table.c
+    with engine.connect() as conn:
+        rows = conn.execute(select(e.kind, func.count()).group_by(e.kind)).all()
+    counts = dict.fromkeys(EVENT_KINDS, 0)
+    counts.update({k: int(n) for k, n in rows})
+    return counts
+
+
+def alerts_firing(store: Any) -> pd.DataFrame:
+    """The (rule, job) pairs firing now (``alert_state``), longest-firing first, through
+    :func:`sheetops.alerts.firing_alerts`; ``undelivered`` says a message still waits
+    for its channel."""
+    df = pd.DataFrame(alerts_mod.firing_alerts(engine_of(store)), columns=FIRING_COLUMNS)
+    return _epoch_to_utc(df, "firing_since", "last_notified_at", "last_sent_at",
+                         "evaluated_at")
 
 
 # -- jobs, runs, errors --------------------------------------------------------------
@@ -701,6 +907,11 @@ class Overview:
     problems: pd.DataFrame
     timings: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def approximate(self) -> bool:
+        """Percentiles come from the rollups' histogram (windows longer than 24 h)."""
+        return uses_rollups(self.window)
+
 
 def overview(store: Any, window: Window | float, now: float | None = None,
              jobs: tuple[str, ...] | list[str] | None = None) -> Overview:
@@ -715,11 +926,16 @@ def overview(store: Any, window: Window | float, now: float | None = None,
         return value
 
     engine = engine_of(store)
-    per_job = timed("job_summary", job_summary, engine, w, jobs=jobs)
-    pct = timed("total_percentiles", total_percentiles, engine, w, jobs=jobs)
+    if uses_rollups(w):
+        rs = timed("job_summary", rollup_summary, engine, w, jobs=jobs)
+        per_job, pct = rs.per_job, rs.total
+        timings["total_percentiles"] = 0.0
+    else:
+        per_job = timed("job_summary", job_summary, engine, w, jobs=jobs)
+        pct = timed("total_percentiles", total_percentiles, engine, w, jobs=jobs)
     over_time = timed("runs_over_time", runs_over_time, engine, w, jobs=jobs)
     g = timed("gauges", gauges, engine)
-    events = timed("alerts", alert_events, engine)
+    firing = timed("alerts", alerts_firing, engine)
     with engine.connect() as conn:
         t0 = time.perf_counter()
         running = int(conn.execute(select(func.count()).select_from(t.runs).where(
@@ -731,5 +947,5 @@ def overview(store: Any, window: Window | float, now: float | None = None,
         pending_requests=timed("pending_requests", pending_requests, engine),
         queues=queue_depths(engine, g), outbox=timed("outbox", outbox_status, engine,
                                                      now=w.until),
-        config=timed("config", config_status, engine, g), alerts_firing=alerts_firing(events),
+        config=timed("config", config_status, engine, g), alerts_firing=firing,
         problems=timed("problems", problems, engine), timings=timings)

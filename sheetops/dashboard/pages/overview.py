@@ -91,9 +91,14 @@ def body() -> None:
         if ov.alerts_firing.empty:
             st.caption("No alert is firing.")
         else:
-            st.dataframe(ov.alerts_firing, hide_index=True, width="stretch")
+            st.dataframe(ov.alerts_firing[["rule", "job", "metric", "last_value",
+                                           "threshold", "firing_since", "undelivered"]],
+                         hide_index=True, width="stretch")
     st.caption(f"Queries took {sum(ov.timings.values()) * 1000:.0f} ms · refreshed "
-               f"{ui.when(ov.window.until)}")
+               f"{ui.when(ov.window.until)}"
+               + (" · over windows longer than 24 h the counts are exact and the "
+                  "p50/p95 durations approximate (±12%, from hourly rollups)"
+                  if ov.approximate else ""))
 
 
 ui.auto_refresh(filters, body)
