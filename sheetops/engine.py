@@ -28,6 +28,7 @@ from sheetops.runner import Runner
 from sheetops.scheduler import Scheduler
 from sheetops.status import StatusWriter, validation_rows, with_clearing
 from sheetops.store import Batch, Store
+from sheetops.store.rollups import refresh_rollups
 
 log = logging.getLogger("sheetops.engine")
 
@@ -184,6 +185,7 @@ class Engine:
             try:
                 self.runner.flush()
                 self.status.flush()
+                refresh_rollups(self.store)  # the dashboard's hourly/daily run rollups
             except Exception:
                 log.exception("status loop error; continuing")
 
