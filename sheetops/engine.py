@@ -95,7 +95,8 @@ class Engine:
         """Re-read the sheet and reconcile; on failure keep the last good config."""
         previous = self.scheduler.snapshot if self.refreshes else None
         try:
-            snapshot = read_config(self.sheet, previous)
+            rows = self.sheet.read_tabs((*tabs.CONFIG_TABS, tabs.VALIDATION))
+            snapshot = parse_config(rows, frozenset(registry.names()), previous)
         except SheetError as exc:
             self.last_refresh_ok = False
             self.last_refresh_error = str(exc)
@@ -105,6 +106,9 @@ class Engine:
             self.store.add_config_events([("failed", "", str(exc)[:500])])
             self.store.set_gauges({"last_refresh_ok": 0})
             return None
+        shown = len(rows.get(tabs.VALIDATION, []))
+        if shown > self.store.extents().get(tabs.VALIDATION, 0):
+            self.store.set_extent(tabs.VALIDATION, shown)  # e.g. written by `validate`
         report = self.scheduler.apply(snapshot)
         self.refreshes += 1
         self.last_refresh_ok = True
@@ -133,6 +137,10 @@ class Engine:
     # -- running ----------------------------------------------------------------------
     def start(self) -> None:
         """Read the config, start workers and the scheduler, and the two loops."""
+        interrupted = self.store.interrupt_unfinished()
+        if interrupted:
+            log.warning("%d run(s) were left running by a scheduler that stopped without "
+                        "shutting down; recorded as failed (Interrupted)", len(interrupted))
         self.runner.start()
         if self.refresh() is None and not self.refreshes:
             self.runner.stop()
@@ -161,10 +169,7 @@ class Engine:
             thread.join()
         self.runner.stop(timeout)
         self.runner.flush()
-        for _ in range(3):
-            if self.status.flush():
-                break
-            time.sleep(1)
+        self.status.flush()  # one try (with the sheet's own retries); the outbox keeps the rest
         self._publish_gauges()
 
     def _control_loop(self) -> None:

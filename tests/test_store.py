@@ -124,3 +124,14 @@ def test_safe_url_hides_the_password() -> None:
     store = Store.__new__(Store)
     store.url = "postgresql+psycopg://ops:hunter2@db.example/sheetops"
     assert "hunter2" not in store.safe_url and "***" in store.safe_url
+
+
+def test_runs_left_running_by_a_killed_scheduler_are_interrupted(store: Store) -> None:
+    store.record(Batch(new_runs=[_run(1, status=RunStatus.RUNNING.value), _run(2)]))
+    assert store.interrupt_unfinished() == ["run00001"]
+    run = store.run("run00001")
+    assert (run["status"], run["error_type"]) == ("failed", "Interrupted")
+    assert store.recent_errors(5)[0]["run_id"] == "run00001"
+    assert {"Runs", "Errors", "Status"} <= store.pending_outbox()[1]
+    assert store.run("run00002")["status"] == "ok"
+    assert store.interrupt_unfinished() == []

@@ -65,23 +65,24 @@ class _Row:
                                      severity))
 
     def number_value(self, name: str, default: float, *, minimum: float = 0,
-                     integer: bool = False) -> float | None:
+                     integer: bool = False, label: str = "") -> float | None:
         text = self.get(name)
+        name_text = label or name
         if text == "":
             return default
         try:
             value = float(text)
         except ValueError:
-            self.error(name, f"{name} must be a number, got {text!r}")
+            self.error(name, f"{name_text} must be a number, got {text!r}")
             return None
         if math.isnan(value) or math.isinf(value):
-            self.error(name, f"{name} must be a finite number")
+            self.error(name, f"{name_text} must be a finite number")
             return None
         if integer and value != int(value):
-            self.error(name, f"{name} must be a whole number, got {text!r}")
+            self.error(name, f"{name_text} must be a whole number, got {text!r}")
             return None
         if value < minimum:
-            self.error(name, f"{name} must be at least {minimum:g}, got {text!r}")
+            self.error(name, f"{name_text} must be at least {minimum:g}, got {text!r}")
             return None
         return int(value) if integer else value
 
@@ -242,7 +243,7 @@ def parse_settings(rows, problems: list[Problem]) -> SheetSettings:
         else:
             number_value = r.number_value("value", getattr(defaults, key),
                                           minimum=1 if key.endswith("rows") else 0.1,
-                                          integer=kind is int)
+                                          integer=kind is int, label=key)
             if number_value is not None:
                 values[key] = kind(number_value)
     return replace(defaults, **values)

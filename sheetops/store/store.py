@@ -29,6 +29,7 @@ from sqlalchemy.pool import NullPool
 
 from sheetops.errors import StoreError
 from sheetops.store import schema as t
+from sheetops.store.schema import RunStatus
 
 _UPSERT = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
@@ -126,6 +127,31 @@ class Store:
             return
         sql, columns = self._bulk[table.name]
         conn.exec_driver_sql(sql, [tuple(row.get(c, d) for c, d in columns) for row in rows])
+
+    def interrupt_unfinished(self) -> list[str]:
+        """End runs left ``running``/``queued`` by a scheduler that died (SIGKILL, power
+        loss) as failed ``Interrupted``, so they do not look alive forever. Returns their
+        ids. Call it only from the scheduler that owns the store, before it starts."""
+        now = time.time()
+        unfinished = (RunStatus.RUNNING.value, RunStatus.QUEUED.value)
+        with self.engine.begin() as conn:
+            rows = conn.execute(select(t.runs.c.id, t.runs.c.job, t.runs.c.started_at,
+                                       t.runs.c.attempts)
+                                .where(t.runs.c.status.in_(unfinished))).all()
+            if not rows:
+                return []
+            message = "sheetops stopped while this run was in progress (process killed)"
+            conn.execute(update(t.runs).where(t.runs.c.status.in_(unfinished)).values(
+                status=RunStatus.FAILED.value, finished_at=now, error_type="Interrupted",
+                error_message=message))
+            self._insert_many(conn, t.errors, [
+                {"time": now, "job": r.job, "run_id": r.id, "stage": "run",
+                 "attempt": r.attempts or 1, "error_type": "Interrupted", "message": message,
+                 "record_key": "", "traceback": ""} for r in rows])
+            conn.execute(insert(t.outbox), [
+                {"tab": tab, "key": "", "created_at": now}
+                for tab in ("Runs", "Errors", "Status")])
+        return [r.id for r in rows]
 
     def request_run(self, job: str, requested_by: str, dry_run: bool = False) -> int:
         """Ask the running scheduler to run ``job`` now (the dashboard's Run now)."""
