@@ -142,6 +142,8 @@ class WorkbookSheet:
             wb.save(tmp)
             if stamp is not None and self.path.exists() and self._stamp() != stamp:
                 return False
+            os.chmod(tmp, self.path.stat().st_mode & 0o7777 if self.path.exists()
+                     else 0o666 & ~_umask())
             os.replace(tmp, self.path)
             self._cache_key = None
             return True
@@ -170,6 +172,12 @@ class WorkbookSheet:
                 raise SheetError(f"{self.path} changed while 'init' was writing it; run "
                                  "init again")
         return report
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _set_raw(cell, value: CellValue) -> None:
