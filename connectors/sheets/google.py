@@ -38,6 +38,7 @@ from urllib.parse import urlsplit
 import requests
 from google.auth.exceptions import RefreshError, TransportError
 from gspread.exceptions import APIError
+from openpyxl.utils import get_column_letter
 
 from connectors.sheets.base import CellValue, InitReport, TabSpec, TabWrite
 from connectors.sheets.google_http import ClientOptions, is_transient, make_client
@@ -66,12 +67,7 @@ def _quoted(title: str) -> str:
 
 
 def _col(index: int) -> str:
-    letters = ""
-    index += 1
-    while index:
-        index, rem = divmod(index - 1, 26)
-        letters = chr(65 + rem) + letters
-    return letters
+    return get_column_letter(index + 1)
 
 
 def _cell(value: CellValue) -> CellValue:

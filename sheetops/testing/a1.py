@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from openpyxl.utils import get_column_letter
+
 _CELL = re.compile(r"^([A-Za-z]{0,3})([0-9]*)$")
 _PLAIN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _LOOKS_LIKE_CELL = re.compile(r"^[A-Za-z]{1,3}[0-9]+$")
@@ -38,12 +40,7 @@ class Bounds:
 
 def col_letters(index: int) -> str:
     """0 -> ``A``, 25 -> ``Z``, 26 -> ``AA``."""
-    letters = ""
-    index += 1
-    while index:
-        index, rem = divmod(index - 1, 26)
-        letters = chr(65 + rem) + letters
-    return letters
+    return get_column_letter(index + 1)
 
 
 def col_index(letters: str) -> int:

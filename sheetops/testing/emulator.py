@@ -27,15 +27,15 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from sheetops.testing import emulator_store as es
 from sheetops.testing.a1 import Bounds
 from sheetops.testing.emulator_store import ApiError, Spreadsheet, Store
+from sheetops.testing.server import BackgroundServer
 
 _SPREADSHEET = re.compile(r"^/v4/spreadsheets/([^/:]+)(?::(batchUpdate))?$")
 _VALUES_BATCH = re.compile(r"^/v4/spreadsheets/([^/:]+)/values:(batchGet|batchUpdate|batchClear)$")
@@ -107,7 +107,7 @@ def _b64decode(part: str) -> bytes:
     return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
 
 
-class SheetsEmulator:
+class SheetsEmulator(BackgroundServer):
     """The emulator: start it as a context manager, then use :attr:`url`.
 
     >>> with SheetsEmulator() as emu:
@@ -117,14 +117,12 @@ class SheetsEmulator:
 
     def __init__(self, port: int = 0, host: str = "127.0.0.1",
                  data: str | Path | None = None) -> None:
-        self.host, self.port = host, port
+        super().__init__(host, port)
         self.store = Store(data)
         self.faults = Faults()
         self.counts: Counter[str] = Counter()
         self._tokens: dict[str, str] = {}
         self._trusted_keys: dict[str, bytes] = {}
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -134,37 +132,12 @@ class SheetsEmulator:
             raise RuntimeError("the emulator is not running; use it as a context manager")
         return f"http://{self.host}:{self._server.server_address[1]}"
 
-    def start(self) -> SheetsEmulator:
-        """Serve on a background thread (port 0 picks a free port)."""
-        emulator = self
-
+    def _handler_class(self) -> type[_Handler]:
         class Handler(_Handler):
             pass
 
-        Handler.emulator = emulator
-        self._server = ThreadingHTTPServer((self.host, self.port), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
-                                        name="sheets-emulator", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and release the port."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> SheetsEmulator:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
+        Handler.emulator = self
+        return Handler
 
     # ------------------------------------------------------------------ helpers for tests
     def reset_counts(self) -> None:

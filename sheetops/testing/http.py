@@ -17,9 +17,11 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from sheetops.testing.server import BackgroundServer
 
 
 @dataclass(frozen=True)
@@ -55,20 +57,19 @@ class RecordedRequest:
         return json.loads(self.body or b"null")
 
 
-class HttpServer:
+class HttpServer(BackgroundServer):
     """``ThreadingHTTPServer`` on ``host`` (a free port by default) in a daemon thread.
 
     Unknown routes answer ``404`` with a JSON error. Every request is recorded in
     :attr:`requests`, including ones to unknown routes.
     """
 
+    thread_name = "sheetops-http"
+
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.host = host
-        self.port = port
+        super().__init__(host, port)
         self._routes: dict[tuple[str, str], list[Reply]] = {}
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         self.requests: list[RecordedRequest] = []
 
     def add(self, path: str, *replies: Reply, method: str = "GET") -> None:
@@ -101,30 +102,6 @@ class HttpServer:
             return sum(1 for r in self.requests
                        if (path is None or r.path == path)
                        and (method is None or r.method == method.upper()))
-
-    def start(self) -> HttpServer:
-        self._server = ThreadingHTTPServer((self.host, self.port), self._handler_class())
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
-                                        name=f"sheetops-http-{self.port}", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> HttpServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def _next_reply(self, method: str, path: str) -> Reply:
         with self._lock:
