@@ -83,6 +83,7 @@ def ensure_dashboard_schema(engine: Engine) -> None:
         job_config.create(engine, checkfirst=True)
         for table in ROLLUP_TABLES:
             table.create(engine, checkfirst=True)
+        ix_runs_hourly_open.create(engine, checkfirst=True)
         if engine.dialect.name == "sqlite":
             _sqlite_math(engine)
         for index in DASHBOARD_INDEXES:
@@ -178,6 +179,10 @@ def _rollup_table(name: str, period: str) -> Table:
 
 runs_hourly = _rollup_table("runs_hourly", "hour")
 runs_daily = _rollup_table("runs_daily", "day")
+# The few hours with runs still running or queued (re-aggregated at every refresh).
+_OPEN = (runs_hourly.c.running + runs_hourly.c.queued) > 0
+ix_runs_hourly_open = Index("ix_runs_hourly_open", runs_hourly.c.hour,
+                            sqlite_where=_OPEN, postgresql_where=_OPEN)
 rollup_state = Table(
     "rollup_state", t.metadata,
     Column("name", String(32), primary_key=True),
@@ -322,11 +327,12 @@ def refresh_rollups(store: Any, now: float | None = None, *, full: bool = False
             hours: list[float] = []
         else:
             lo = _floor(min(prev, now) - HOUR_S, HOUR_S)
-            open_hours = set(conn.execute(select(h.hour).where(
-                h.hour < lo, (h.running + h.queued) > 0)).scalars())
+            open_hours = set(conn.execute(select(h.hour).where(_OPEN, h.hour < lo))
+                             .scalars())
+            # along ix_runs_status (few rows); a started_at bound would pick a range scan
             open_hours |= {_floor(x, HOUR_S) for x in conn.execute(
-                select(r.started_at).where(r.status.in_(("running", "queued")),
-                                           r.started_at < lo)).scalars()}
+                select(r.started_at).where(r.status.in_(("running", "queued")))).scalars()
+                if x is not None and x < lo}
             hours = sorted(open_hours)
             conn.execute(delete(runs_hourly).where(h.hour >= lo))
             conn.execute(insert(runs_hourly).from_select(
