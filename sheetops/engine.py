@@ -23,6 +23,7 @@ from sheetops.config.parse import parse_config
 from sheetops.errors import SheetError
 from sheetops.executors.base import executor_class
 from sheetops.hooks import Hooks, RunHook
+from sheetops.leader import Lease
 from sheetops.registry import registry
 from sheetops.runner import Runner
 from sheetops.scheduler import Scheduler
@@ -59,6 +60,7 @@ class EngineOptions:
     executor: str = "local"
     workers: int = 0
     control_interval_s: float = 0.5
+    lease_ttl_s: float = 15.0
 
 
 class Engine:
@@ -80,6 +82,7 @@ class Engine:
                                    self.scheduler.next_run_times, self.runner.live_state)
         # alerts: rules from the Alerts tab, evaluated every alert_interval_s (own thread)
         self.alerts = AlertEvaluator(store, lambda: self.scheduler.snapshot)
+        self.lease = Lease(store, ttl_s=self.options.lease_ttl_s)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.last_refresh_ok: bool | None = None
@@ -109,10 +112,13 @@ class Engine:
         shown = len(rows.get(tabs.VALIDATION, []))
         if shown > self.store.extents().get(tabs.VALIDATION, 0):
             self.store.set_extent(tabs.VALIDATION, shown)  # e.g. written by `validate`
-        report = self.scheduler.apply(snapshot)
         self.refreshes += 1
         self.last_refresh_ok = True
         self.store.replace_problems(snapshot.problems)
+        if not self.lease.held:  # a standby reads and checks the sheet, fires nothing
+            self.scheduler.snapshot = snapshot
+            return snapshot
+        report = self.scheduler.apply(snapshot)
         if report.changed or report.caught_up:
             self.store.add_config_events(report.events())
             self.store.record(Batch(outbox=[(tabs.STATUS, "")]))
@@ -136,22 +142,45 @@ class Engine:
 
     # -- running ----------------------------------------------------------------------
     def start(self) -> None:
-        """Read the config, start workers and the scheduler, and the two loops."""
-        interrupted = self.store.interrupt_unfinished()
-        if interrupted:
-            log.warning("%d run(s) were left running by a scheduler that stopped without "
-                        "shutting down; recorded as failed (Interrupted)", len(interrupted))
+        """Read the config, start workers, the loops, and (as leader) the scheduler."""
         self.runner.start()
-        if self.refresh() is None and not self.refreshes:
+        if self.lease.acquire():
+            self._take_over()
+        elif self.refresh() is None:
             self.runner.stop()
             raise SheetError(self.last_refresh_error or
                              f"cannot read the config sheet {self.sheet.location}")
-        self.scheduler.start()
+        else:
+            log.warning("standby: another scheduler (%s) is active on this store; this one "
+                        "takes over if it stops", self.lease.current_holder())
         for target, name in ((self._control_loop, "sheetops-control"),
                              (self._status_loop, "sheetops-status")):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
+
+    def _take_over(self) -> None:
+        """Become the active scheduler: close what a dead predecessor left open, load
+        its fire times (for catch-up) and start firing."""
+        interrupted = self.store.interrupt_unfinished()
+        if interrupted:
+            log.warning("%d run(s) were left running by a scheduler that stopped without "
+                        "shutting down; recorded as failed (Interrupted)", len(interrupted))
+        self.scheduler.reset(
+            {job: s["last_fire_time"] for job, s in self.store.job_states().items()
+             if s.get("last_fire_time") is not None})
+        if self.refresh() is None:
+            self.lease.release()
+            self.runner.stop()
+            raise SheetError(self.last_refresh_error or
+                             f"cannot read the config sheet {self.sheet.location}")
+        if not self.scheduler.aps.running:
+            self.scheduler.start()
+        self.store.record(Batch(outbox=[(tabs.STATUS, ""), (tabs.RUNS, "")]))
+
+    @property
+    def is_leader(self) -> bool:
+        return self.lease.held
 
     def run(self, seconds: float | None = None) -> None:
         """Run until ``seconds`` pass (or forever), then stop cleanly."""
@@ -169,13 +198,17 @@ class Engine:
             thread.join()
         self.runner.stop(timeout)
         self.runner.flush()
-        self.status.flush()  # one try (with the sheet's own retries); the outbox keeps the rest
-        self._publish_gauges()
+        if self.lease.held:
+            self.status.flush()  # one try (with the sheet's retries); the outbox keeps the rest
+            self._publish_gauges()
+            self.lease.release()
 
     def _control_loop(self) -> None:
         next_refresh = time.time() + self.snapshot.settings.refresh_interval_s
         while not self._stop.wait(self.options.control_interval_s):
             try:
+                if not self._keep_leadership():
+                    continue
                 if time.time() >= next_refresh:
                     self.refresh()
                     next_refresh = time.time() + self.snapshot.settings.refresh_interval_s
@@ -185,8 +218,27 @@ class Engine:
             except Exception:
                 log.exception("control loop error; continuing")
 
+    def _keep_leadership(self) -> bool:
+        """Renew the lease, or take it over when the active scheduler is gone."""
+        if self.lease.held:
+            if self.lease.keep():
+                return True
+            log.error("lost the scheduler lease (this process was paused longer than "
+                      "%.0fs?); pausing until it can be taken again", self.lease.ttl_s)
+            self.scheduler.aps.pause()
+            return False
+        if not self.lease.acquire():
+            return False
+        log.warning("taking over as the active scheduler")
+        if self.scheduler.aps.running:
+            self.scheduler.aps.resume()
+        self._take_over()
+        return True
+
     def _status_loop(self) -> None:
         while not self._stop.wait(self.snapshot.settings.status_flush_interval_s):
+            if not self.lease.held:
+                continue
             try:
                 self.runner.flush()
                 self.status.flush()

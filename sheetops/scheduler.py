@@ -134,6 +134,18 @@ class Scheduler:
             del self._groups[group_id]
             self.aps.remove_job(group_id)
 
+    def reset(self, last_fire_times: dict[str, float]) -> None:
+        """Forget every scheduled job and start over from the store's fire times: the
+        next :meth:`apply` schedules everything and catches up (a new leader's start)."""
+        with self._lock:
+            for group_id in list(self._groups):
+                self.aps.remove_job(group_id)
+            self._groups.clear()
+            self._group_of.clear()
+            self.snapshot = Snapshot()
+            self._last_fire.update(last_fire_times)
+            self._startup = True
+
     def aps_job(self, job_id: str):
         """The APScheduler job whose trigger fires ``job_id`` (``None`` if unscheduled)."""
         group_id = self._group_of.get(job_id)

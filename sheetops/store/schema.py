@@ -159,3 +159,10 @@ sheet_extent = Table(
     Column("tab", String(32), primary_key=True),
     Column("rows", Integer, nullable=False),
 )
+
+leases = Table(
+    "leases", metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(200), nullable=False),
+    Column("expires_at", Float, nullable=False),
+)

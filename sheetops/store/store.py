@@ -153,6 +153,42 @@ class Store:
                 for tab in ("Runs", "Errors", "Status")])
         return [r.id for r in rows]
 
+    def try_lease(self, name: str, holder: str, ttl_s: float) -> bool:
+        """Take or renew the lease ``name`` for ``holder`` unless someone else holds an
+        unexpired one; atomic on SQLite and PostgreSQL."""
+        now = time.time()
+        with self.engine.begin() as conn:
+            taken = conn.execute(update(t.leases).where(
+                t.leases.c.name == name,
+                (t.leases.c.holder == holder) | (t.leases.c.expires_at < now))
+                .values(holder=holder, expires_at=now + ttl_s)).rowcount
+            if taken:
+                return True
+            stmt = self._insert(t.leases).values(name=name, holder=holder,
+                                                 expires_at=now + ttl_s)
+            return bool(conn.execute(stmt.on_conflict_do_nothing(
+                index_elements=["name"])).rowcount)
+
+    def steal_lease(self, name: str, dead_holder: str, holder: str, ttl_s: float) -> bool:
+        """Take the lease from ``dead_holder`` (known to be gone) before it expires."""
+        with self.engine.begin() as conn:
+            return bool(conn.execute(update(t.leases).where(
+                t.leases.c.name == name, t.leases.c.holder == dead_holder)
+                .values(holder=holder, expires_at=time.time() + ttl_s)).rowcount)
+
+    def release_lease(self, name: str, holder: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(t.leases).where(t.leases.c.name == name,
+                                                t.leases.c.holder == holder))
+
+    def lease_holder(self, name: str) -> tuple[str, float] | None:
+        """``(holder, expires_at)`` of an unexpired lease, else ``None``."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.leases.c.holder, t.leases.c.expires_at)
+                               .where(t.leases.c.name == name,
+                                      t.leases.c.expires_at >= time.time())).first()
+        return (row.holder, row.expires_at) if row else None
+
     def request_run(self, job: str, requested_by: str, dry_run: bool = False) -> int:
         """Ask the running scheduler to run ``job`` now (the dashboard's Run now)."""
         with self.engine.begin() as conn:

@@ -1,0 +1,68 @@
+"""One active scheduler per store: a second `sheetops run` is a hot standby that fires
+nothing until the active one stops, then takes over."""
+
+from __future__ import annotations
+
+import time
+
+from sheetops.engine import Engine, EngineOptions
+from sheetops.leader import Lease
+from sheetops.store import Store
+
+
+def _wait_for(predicate, timeout: float = 15.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+def test_lease_is_exclusive_until_released_or_expired(tmp_path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    first = Lease(store, ttl_s=0.5, holder="host-a:1:x")
+    second = Lease(store, ttl_s=0.5, holder="host-b:2:y")
+    assert first.acquire() and not second.acquire()
+    assert second.current_holder() == "host-a:1:x"
+    first.release()
+    assert second.acquire() and not first.acquire()
+    time.sleep(0.6)  # second stops renewing: the lease expires
+    assert first.acquire()
+
+
+def test_a_dead_local_holder_is_replaced_at_once(tmp_path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    dead = Lease(store, ttl_s=60, holder=f"{socket.gethostname()}:{gone.pid}:dead")
+    assert dead.acquire()
+    assert Lease(store, ttl_s=60).acquire()  # no need to wait 60 s for a dead process
+
+
+def test_standby_fires_nothing_then_takes_over(workbook, tmp_path) -> None:
+    workbook.jobs({"job": "tick", "automation": "heartbeat", "schedule": "every 1s"})
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    options = EngineOptions(workers=1, lease_ttl_s=3, control_interval_s=0.2)
+    active = Engine(workbook.sheet, Store(url), options)
+    standby = Engine(workbook.sheet, Store(url), options)
+    active.start()
+    try:
+        standby.start()
+        assert active.is_leader and not standby.is_leader
+        _wait_for(lambda: active.store.count_runs(job="tick") >= 2)
+        assert not standby.scheduler.aps.running and standby.scheduler.fired == 0
+    finally:
+        active.stop()
+    try:
+        runs_before = standby.store.count_runs(job="tick")
+        _wait_for(lambda: standby.is_leader, timeout=5)  # released at stop: no TTL wait
+        _wait_for(lambda: standby.store.count_runs(job="tick") > runs_before + 1)
+        assert standby.scheduler.fired >= 2
+    finally:
+        standby.stop()
+    assert Lease(Store(url)).acquire()  # the last one released it on stop
