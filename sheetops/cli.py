@@ -228,6 +228,8 @@ def demo(directory: Path = typer.Option(Path(".sheetops-demo"), "--dir",
          workers: int = typer.Option(2, help="Worker processes.")) -> None:
     """Run a working demo offline: a workbook, local HTTP and SMTP servers, the scheduler."""
     settings = _prepare()
+    if "SHEETOPS_LOG_LEVEL" not in os.environ:  # the progress lines tell the story
+        logging.getLogger().setLevel(logging.WARNING)
     from sheetops.demo import DemoWorkspace
 
     with DemoWorkspace(directory) as workspace:
