@@ -30,7 +30,6 @@ class AttemptRequest:
     template: TemplateSpec | None = None
     rate_limit: RateLimitSpec | None = None
     trigger: str = "schedule"
-    quick: bool = False  # sent in a batch of quick attempts (executor detail)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
@@ -95,10 +95,10 @@ def _worker_main(conn: Connection, progress, modules: list[str], path: list[str]
             return
         if message is None:
             return
-        number, batch = message
+        number, batch, quick = message
         sent_at = time.monotonic()
         for position, request in enumerate(batch):
-            if held and (time.monotonic() - sent_at > 0.001 or not request.quick):
+            if held and (time.monotonic() - sent_at > 0.001 or not quick):
                 flush_held()
                 sent_at = time.monotonic()
             progress[0], progress[1], progress[2] = number, position, time.time()
@@ -309,12 +309,10 @@ class LocalExecutor(Executor):
                 while (self._ready and len(batch) <= min(share, self.MAX_BATCH - 1)
                        and self._is_quick(self._ready[0])):
                     batch.append(self._ready.popleft())
-        if len(batch) > 1:
-            batch = [replace(r, quick=True) for r in batch]
         worker.batch, worker.done, worker.throttled_s = batch, 0, 0.0
         worker.batch_number = next(self._batches)
         try:
-            worker.conn.send((worker.batch_number, batch))
+            worker.conn.send((worker.batch_number, batch, len(batch) > 1))
         except (OSError, BrokenPipeError):
             self._replace(worker, lost=True)
             return
@@ -389,7 +387,7 @@ class LocalExecutor(Executor):
         finished_unreported = worker.batch[worker.done:position]
         untouched = worker.batch[position + 1:]
         with self._lock:
-            self._ready.extendleft(reversed([replace(r, quick=False) for r in untouched]))
+            self._ready.extendleft(reversed(untouched))
         now = time.time()
         for request in finished_unreported:  # ran, but the result died with the worker
             self.completed += 1

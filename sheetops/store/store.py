@@ -107,15 +107,9 @@ class Store:
             self._insert_many(conn, t.attempts, batch.attempts)
             self._insert_many(conn, t.errors, batch.errors)
             if batch.job_states:
-                rows = [{"job": job, **values, "updated_at": now}
-                        for job, values in batch.job_states.items()]
-                for key_set in {frozenset(r) for r in rows}:
-                    group = [r for r in rows if frozenset(r) == key_set]
-                    stmt = self._insert(t.job_state)
-                    stmt = stmt.on_conflict_do_update(
-                        index_elements=["job"],
-                        set_={k: stmt.excluded[k] for k in key_set if k != "job"})
-                    conn.execute(stmt, group)
+                self._upsert_many(conn, t.job_state, "job", [
+                    {"job": job, **values, "updated_at": now}
+                    for job, values in batch.job_states.items()])
             if batch.outbox:
                 conn.execute(insert(t.outbox), [
                     {"tab": tab, "key": key, "created_at": now} for tab, key in batch.outbox])
@@ -127,6 +121,26 @@ class Store:
             return
         sql, columns = self._bulk[table.name]
         conn.exec_driver_sql(sql, [tuple(row.get(c, d) for c, d in columns) for row in rows])
+
+    def _upsert_many(self, conn, table, key: str, rows: list[dict[str, Any]]) -> None:
+        """Insert-or-update many rows through the driver (``ON CONFLICT … DO UPDATE``,
+        the same SQL on SQLite and PostgreSQL). A new row gets the columns' defaults; an
+        existing row has only the given columns updated."""
+        defaults = {c.name: c.default.arg for c in table.columns
+                    if c.default is not None and c.default.is_scalar}
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for row in rows:
+            groups.setdefault(tuple(sorted(row)), []).append(row)
+        mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+        for given, group in groups.items():
+            filled = [c for c in defaults if c not in given]
+            columns = [*given, *filled]
+            updates = ", ".join(f"{c} = excluded.{c}" for c in given if c != key)
+            sql = (f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES "
+                   f"({', '.join(mark for _ in columns)}) ON CONFLICT ({key}) DO "
+                   + (f"UPDATE SET {updates}" if updates else "NOTHING"))
+            conn.exec_driver_sql(sql, [tuple(r[c] for c in given) +
+                                       tuple(defaults[c] for c in filled) for r in group])
 
     def interrupt_unfinished(self) -> list[str]:
         """End runs left ``running``/``queued`` by a scheduler that died (SIGKILL, power
