@@ -294,3 +294,12 @@ def test_secrets_are_masked_in_everything_stored(make_runner, store, workbook, m
              for v in row if v is not None]
     assert any("***" in c for c in cells)
     assert not [c for c in cells if secret in c]
+
+
+def test_run_ids_are_unique_even_when_handed_off_in_the_same_millisecond():
+    from sheetops.runner import new_run_id
+
+    ids = [new_run_id(1_800_000_000.0) for _ in range(200_000)]
+    assert len(set(ids)) == len(ids)
+    earlier, later = new_run_id(1_800_000_000.0), new_run_id(1_800_000_000.5)
+    assert earlier < later  # ids sort by time

@@ -101,7 +101,11 @@ def _worker_main(conn: Connection, progress, modules: list[str], path: list[str]
             if held and (time.monotonic() - sent_at > 0.001 or not quick):
                 flush_held()
                 sent_at = time.monotonic()
-            progress[0], progress[1], progress[2] = number, position, time.time()
+            # start time first, batch number last: the dispatcher trusts the slots only
+            # when it reads the same (number, position) before and after the start time
+            progress[2] = time.time()
+            progress[1] = position
+            progress[0] = number
             result = run_attempt(request, throttle)
             with send_lock:
                 held.append(result)
@@ -124,8 +128,13 @@ class _Worker:
         return self.batch[self.done] if self.done < len(self.batch) else None
 
     def running(self) -> tuple[AttemptRequest, float] | None:
-        """The attempt the worker reports as running, with its start time."""
-        number, position, started = self.progress[0], self.progress[1], self.progress[2]
+        """The attempt the worker reports as running, with its start time (``None`` while
+        the report is for an earlier batch or is being rewritten)."""
+        progress = self.progress
+        number, position = progress[0], progress[1]
+        started = progress[2]
+        if (progress[0], progress[1]) != (number, position):
+            return None  # torn read: the worker moved on meanwhile; look again later
         if int(number) != self.batch_number or int(position) < self.done:
             return None
         position = int(position)
