@@ -196,6 +196,7 @@ class Engine:
         self.scheduler.stop()
         for thread in self._threads:
             thread.join()
+        self.alerts.join(30)  # an evaluation under way finishes (its deliveries are bounded)
         self.runner.stop(timeout)
         self.runner.flush()
         if self.lease.held:
