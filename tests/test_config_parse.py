@@ -207,3 +207,14 @@ def test_missing_jobs_tab_is_an_error():
     snapshot = parse_config({}, AUTOMATIONS)
     assert [str(p) for p in snapshot.errors] == [
         "Jobs!A1: the Jobs tab is missing; run 'sheetops init' to create it"]
+
+
+def test_alert_reminder_zero_means_never_and_other_intervals_must_be_positive():
+    from sheetops.config.parse import parse_config
+
+    snapshot = parse_config({"Jobs": [["job", "automation", "schedule"]],
+                             "Settings": [["key", "value"], ["alert_reminder_s", "0"],
+                                          ["refresh_interval_s", "0"]]}, frozenset())
+    assert snapshot.settings.alert_reminder_s == 0
+    assert [str(p) for p in snapshot.errors] == [
+        "Settings!B3: refresh_interval_s must be at least 0.1, got '0'"]

@@ -37,6 +37,7 @@ _FALSE = {"false", "no", "n", "0", "off", ""}
 _JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)?$")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_SETTING_MINIMUM = {"alert_reminder_s": 0}  # 0 = never remind
 _CHANNEL = re.compile(r"^(email:[^@\s]+@[^@\s]+|slack:[A-Za-z0-9_\-]+|webhook:[A-Za-z0-9_\-]+)$")
 
 
@@ -242,7 +243,8 @@ def parse_settings(rows, problems: list[Problem]) -> SheetSettings:
             values[key] = text or getattr(defaults, key)
         else:
             number_value = r.number_value("value", getattr(defaults, key),
-                                          minimum=1 if key.endswith("rows") else 0.1,
+                                          minimum=_SETTING_MINIMUM.get(
+                                              key, 1 if key.endswith("rows") else 0.1),
                                           integer=kind is int, label=key)
             if number_value is not None:
                 values[key] = kind(number_value)
