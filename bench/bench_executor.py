@@ -35,6 +35,20 @@ def plain_loop(n: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def process_pool(n: int, workers: int) -> float:
+    """concurrent.futures with the same worker count: isolation, but no deadlines, no
+    retries, nothing recorded."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    request = AttemptRequest("r", "j", "bench_noop", 1, {}, 10)
+    with ProcessPoolExecutor(workers) as pool:
+        list(pool.map(run_attempt, [request] * 100))  # warm up
+        t0 = time.perf_counter()
+        for future in [pool.submit(run_attempt, request) for _ in range(n)]:
+            future.result()
+        return n / (time.perf_counter() - t0)
+
+
 def recorded(n: int, workers: int) -> tuple[float, int]:
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(f"sqlite:///{tmp}/bench.db")
@@ -62,10 +76,13 @@ def main() -> None:
     args = parser.parse_args()
     quiet()
     baseline = plain_loop(args.runs)
+    pool = process_pool(args.runs, args.workers)
     rate, count = recorded(args.runs, args.workers)
     assert count == args.runs, f"only {count} of {args.runs} runs recorded"
     figure("plain_loop_calls_per_s", baseline, "calls/s")
+    figure("process_pool_calls_per_s", pool, "calls/s")
     figure("local_executor_recorded_runs_per_s", rate, "runs/s", ">= 3000")
+    figure("local_executor_vs_process_pool", rate / pool, "x", ">= 1")
     figure("local_executor_vs_plain_loop", rate / baseline, "x")
 
 
