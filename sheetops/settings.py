@@ -13,8 +13,10 @@ import warnings
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sheetops.errors import SheetopsError
 
 
 class Settings(BaseSettings):
@@ -77,4 +79,13 @@ def unknown_env_vars(environ: dict[str, str] | None = None) -> list[str]:
 def get_settings() -> Settings:
     for name in unknown_env_vars():
         warnings.warn(f"{name} is not a sheetops setting and is ignored", stacklevel=2)
-    return Settings()
+    try:
+        return Settings()
+    except ValidationError as exc:  # one sentence per bad variable, not a traceback
+        problems = []
+        for error in exc.errors():
+            name = "SHEETOPS_" + str(error["loc"][0]).upper() if error["loc"] else "?"
+            problems.append(f"{name}={error.get('input')!r} is not valid "
+                            f"({error['msg'][:1].lower()}{error['msg'][1:]})")
+        raise SheetopsError("; ".join(problems) + " (set it in the environment or .env)"
+                            ) from None

@@ -37,6 +37,8 @@ _DOW_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 # Interval schedules are anchored here so "every 10m" fires at :00, :10, … and the
 # same instants survive a restart (which makes catch-up exact).
 INTERVAL_ANCHOR = datetime(2000, 1, 3)
+# The longest interval: longer ones overflow date arithmetic (year 9999) at start-up.
+MAX_INTERVAL_S = 3650 * 86400
 
 
 class ScheduleError(ValueError):
@@ -186,6 +188,9 @@ def parse_schedule(text: str) -> Schedule:
         seconds = int(m.group(1)) * _UNIT_SECONDS[m.group(2)[0]]
         if seconds <= 0:
             raise ScheduleError(f"{raw!r}: the interval must be longer than zero")
+        if seconds > MAX_INTERVAL_S:
+            raise ScheduleError(f"{raw!r} is too long; an interval can be at most 3650 days "
+                                "(for a yearly run write '@yearly')")
         return Schedule(raw, "interval", interval_s=seconds)
     if lowered.startswith("every"):
         raise ScheduleError(f"{raw!r} is not an interval; write e.g. 'every 30s', "

@@ -49,6 +49,10 @@ def _worker_main(conn: Connection, progress, modules: list[str], path: list[str]
     attempts are sent together, at most ~2 ms late.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Not the CLI's SIGTERM handler (inherited by fork): multiprocessing stops daemon
+    # workers with SIGTERM when the scheduler exits, and an ignored one hangs that exit.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    parent = os.getppid()
     if modules:  # forkserver/spawn: bring the registry back
         sys.path[:0] = [p for p in path if p not in sys.path]
         from sheetops.registry import registry
@@ -71,8 +75,12 @@ def _worker_main(conn: Connection, progress, modules: list[str], path: list[str]
     def flush_when_current_is_slow() -> None:
         # Results of finished quick attempts must not wait behind a slow one (and must
         # not die with it if it is killed): send them once the current one takes >2 ms.
+        # It also ends the worker when the scheduler is gone (killed): the pipe gives no
+        # EOF, as forked siblings hold copies of its other end.
         while True:
             time.sleep(0.002)
+            if os.getppid() != parent:
+                os._exit(1)
             if held and time.time() - progress[2] > 0.002:
                 flush_held()
 

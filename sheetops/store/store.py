@@ -69,7 +69,7 @@ class Store:
                 url, future=True,
                 **({"poolclass": NullPool} if url.startswith("sqlite") and ":memory:" not in url
                    else {"pool_pre_ping": True}))
-        except (ArgumentError, ImportError) as exc:
+        except (ArgumentError, ImportError, ValueError) as exc:  # ValueError: a bad port
             raise StoreError(f"cannot use store URL {self.safe_url}: {exc}") from None
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
@@ -88,7 +88,7 @@ class Store:
 
         try:
             return make_url(self.url).render_as_string(hide_password=True)
-        except ArgumentError:
+        except (ArgumentError, ValueError):
             return "<invalid store URL>"
 
     def dispose(self) -> None:
