@@ -19,6 +19,7 @@ from sheetops.context import (
     RecordFailure,
     RunContext,
     mask,
+    mask_value,
     secret_values,
 )
 from sheetops.errors import PermanentError, UnknownAutomation
@@ -53,7 +54,8 @@ def run_attempt(request: AttemptRequest,
         secrets = secret_values(request.params)
         fn = registry.get(request.automation).fn
         ctx = RunContext(request, throttle=throttle)
-        result = _clean_result(fn(ctx))
+        secrets = ctx.secrets  # grows with each ctx.secret(NAME) the automation reads
+        result = mask_value(_clean_result(fn(ctx)), secrets)
         failures = ctx.record_failures
         if failures:
             result["records_failed"] = max(result.get("records_failed", 0), len(failures))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -99,6 +100,48 @@ def mask(text: str, secrets: set[str]) -> str:
     return text
 
 
+def mask_value(value: Any, secrets: set[str]) -> Any:
+    """``value`` with every secret in its strings (at any depth) replaced by ``***``."""
+    if not secrets:
+        return value
+    if isinstance(value, str):
+        return mask(value, secrets)
+    if isinstance(value, dict):
+        return {k: mask_value(v, secrets) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(mask_value(v, secrets) for v in value)
+    return value
+
+
+class _MaskingAdapter(logging.LoggerAdapter):
+    """``ctx.log``: adds the run's fields and masks the run's secrets in each line (the
+    message is formatted here, so secrets passed as arguments are masked too)."""
+
+    def __init__(self, logger: logging.Logger, extra: dict[str, Any],
+                 secrets: set[str]) -> None:
+        super().__init__(logger, extra)
+        self.secrets = secrets
+
+    def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:
+        if not self.isEnabledFor(level):
+            return
+        if self.secrets:
+            text = str(msg) % args if args else str(msg)
+            exc_info = kwargs.pop("exc_info", None)
+            if exc_info:
+                if isinstance(exc_info, BaseException):
+                    exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+                elif not isinstance(exc_info, tuple):
+                    import sys
+
+                    exc_info = sys.exc_info()
+                if exc_info[0] is not None:
+                    text += "\n" + "".join(traceback.format_exception(*exc_info)).rstrip()
+            msg, args = mask(text, self.secrets), ()
+        msg, kwargs = self.process(msg, kwargs)
+        self.logger.log(level, msg, *args, **kwargs)
+
+
 class RunContext:
     """The ``ctx`` an automation receives.
 
@@ -117,9 +160,13 @@ class RunContext:
         self.dry_run = request.dry_run
         self.trigger = request.trigger
         self.params: dict[str, Any] = resolve_secrets(dict(request.params))
-        self.log = logging.LoggerAdapter(
+        #: secret values this run uses (params and ``ctx.secret``): masked in its log
+        #: lines, errors, tracebacks and result
+        self.secrets: set[str] = secret_values(request.params)
+        self.log = _MaskingAdapter(
             logger or logging.getLogger(f"sheetops.automation.{request.automation}"),
-            {"job": request.job, "run_id": request.run_id, "attempt": request.attempt})
+            {"job": request.job, "run_id": request.run_id, "attempt": request.attempt},
+            self.secrets)
         self._throttle = throttle
         self.record_failures: list[RecordFailure] = []
 
@@ -141,7 +188,10 @@ class RunContext:
         return self._throttle(self.request.rate_limit, self.job)
 
     def secret(self, name: str) -> str:
-        return resolve_secrets(SECRET_PREFIX + name)
+        value = resolve_secrets(SECRET_PREFIX + name)
+        if len(value) >= 4:
+            self.secrets.add(value)
+        return value
 
     def record_failure(self, record_key: Any, error: BaseException | str,
                        stage: str = "run") -> None:
