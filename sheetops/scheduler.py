@@ -218,7 +218,9 @@ class Scheduler:
         """The next fire times in the job's timezone, from the same trigger that fires."""
         if not spec.enabled or spec.parsed_schedule.is_manual:
             return []
-        return [t.astimezone(spec.tz) for t in
+        # through UTC: astimezone() to the same zone would keep a wall time that a
+        # spring-forward gap skipped (02:30 CET) instead of the one it fires at (03:30 CEST)
+        return [t.astimezone(UTC).astimezone(spec.tz) for t in
                 next_fire_times(spec.trigger(), now or datetime.now(UTC), count)]
 
 

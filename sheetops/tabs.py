@@ -85,7 +85,7 @@ ALERT_COLUMNS = (
 
 STATUS_COLUMNS = (
     C("job", "Job id."),
-    C("state", "idle, queued, running, ok, failed, disabled or invalid."),
+    C("state", "idle, queued, running, ok, failed, timeout, disabled or invalid."),
     C("last_start", "When the last run started (job's timezone)."),
     C("last_end", "When the last run ended."),
     C("duration_s", "How long the last run took."),

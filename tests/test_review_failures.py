@@ -167,3 +167,49 @@ def root_logging():
     yield root
     root.handlers[:] = handlers
     root.setLevel(level)
+
+
+# -- the docs say what the code does ------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_spring_forward_rule_in_the_tab_reference_is_what_happens():
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    from sheetops.config.schedule import next_fire_times
+
+    berlin = ZoneInfo("Europe/Berlin")
+    trigger = parse_schedule("30 2 * * *").trigger(berlin)
+    first = next_fire_times(trigger, datetime(2026, 3, 28, 12, tzinfo=UTC), 1)[0]
+    assert first.astimezone(UTC).astimezone(berlin).strftime("%Y-%m-%d %H:%M") == (
+        "2026-03-29 03:30")
+    text = " ".join((ROOT / "config_sheets" / "README.md").read_text().split())
+    assert "(02:30 in Europe/Berlin, where clocks go from 02:00 to 03:00, runs at 03:30)" in text
+
+
+def test_the_status_state_note_names_every_state_the_writer_shows():
+    from sheetops import tabs
+    from sheetops.store import RunStatus
+
+    note = next(c.note for c in tabs.STATUS_COLUMNS if c.name == "state")
+    shown = {"idle", "queued", "running", "disabled", "invalid"} | {
+        s.value for s in RunStatus if s not in (RunStatus.RUNNING, RunStatus.QUEUED)}
+    assert {s for s in shown if s not in note} == set()
+    assert note in (ROOT / "config_sheets" / "README.md").read_text()
+
+
+def test_status_shows_a_spring_forward_run_at_the_wall_clock_time_it_happens():
+    """02:30 does not exist in Berlin on 2026-03-29: the run happens at 03:30 CEST, and the
+    Status tab must say so, not '02:30 CET' (a time no clock showed that day)."""
+    from datetime import UTC, datetime
+
+    from sheetops.config.model import JobSpec
+    from sheetops.scheduler import Scheduler
+    from sheetops.status import fmt_dt
+
+    spec = JobSpec("nightly", "heartbeat", "30 2 * * *", "Europe/Berlin")
+    times = Scheduler(None).next_run_times(spec, 2, now=datetime(2026, 3, 28, 12, tzinfo=UTC))
+    assert [fmt_dt(t) for t in times] == ["2026-03-29 03:30:00 CEST",
+                                          "2026-03-30 02:30:00 CEST"]
