@@ -162,7 +162,8 @@ class Engine:
     def _take_over(self) -> None:
         """Become the active scheduler: close what a dead predecessor left open, load
         its fire times (for catch-up) and start firing."""
-        interrupted = self.store.interrupt_unfinished()
+        # runs in flight here are alive (this process may be taking the lease *back*)
+        interrupted = self.store.interrupt_unfinished(keep=self.runner.in_flight_ids())
         if interrupted:
             log.warning("%d run(s) were left running by a scheduler that stopped without "
                         "shutting down; recorded as failed (Interrupted)", len(interrupted))
@@ -231,9 +232,11 @@ class Engine:
         if not self.lease.acquire():
             return False
         log.warning("taking over as the active scheduler")
+        # reschedule from the store's fire times first: resuming the paused jobs would
+        # replay the fires the other scheduler ran meanwhile
+        self._take_over()
         if self.scheduler.aps.running:
             self.scheduler.aps.resume()
-        self._take_over()
         return True
 
     def _status_loop(self) -> None:

@@ -255,6 +255,11 @@ class Runner:
     def in_flight(self) -> int:
         return len(self._runs)
 
+    def in_flight_ids(self) -> set[str]:
+        """Ids of the runs this runner has not finished yet."""
+        with self._lock:
+            return set(self._runs)
+
     def live_state(self, job: str) -> str | None:
         """``running`` or ``queued`` while the job has a run in flight, else ``None``."""
         with self._lock:

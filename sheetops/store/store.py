@@ -142,22 +142,28 @@ class Store:
             conn.exec_driver_sql(sql, [tuple(r[c] for c in given) +
                                        tuple(defaults[c] for c in filled) for r in group])
 
-    def interrupt_unfinished(self) -> list[str]:
+    def interrupt_unfinished(self, keep: Iterable[str] = ()) -> list[str]:
         """End runs left ``running``/``queued`` by a scheduler that died (SIGKILL, power
-        loss) as failed ``Interrupted``, so they do not look alive forever. Returns their
-        ids. Call it only from the scheduler that owns the store, before it starts."""
+        loss) as failed ``Interrupted``, so they do not look alive forever; the runs in
+        ``keep`` (still running in this process) are left alone. Returns their ids. Call
+        it only from the scheduler that owns the store, before it starts."""
         now = time.time()
         unfinished = (RunStatus.RUNNING.value, RunStatus.QUEUED.value)
+        keep = set(keep)
         with self.engine.begin() as conn:
-            rows = conn.execute(select(t.runs.c.id, t.runs.c.job, t.runs.c.started_at,
-                                       t.runs.c.attempts)
-                                .where(t.runs.c.status.in_(unfinished))).all()
+            rows = [r for r in conn.execute(
+                select(t.runs.c.id, t.runs.c.job, t.runs.c.started_at, t.runs.c.attempts)
+                .where(t.runs.c.status.in_(unfinished))).all() if r.id not in keep]
             if not rows:
                 return []
             message = "sheetops stopped while this run was in progress (process killed)"
-            conn.execute(update(t.runs).where(t.runs.c.status.in_(unfinished)).values(
-                status=RunStatus.FAILED.value, finished_at=now, error_type="Interrupted",
-                error_message=message))
+            ids = [r.id for r in rows]
+            for start in range(0, len(ids), 500):
+                conn.execute(update(t.runs).where(
+                    t.runs.c.id.in_(ids[start:start + 500]),
+                    t.runs.c.status.in_(unfinished)).values(
+                    status=RunStatus.FAILED.value, finished_at=now,
+                    error_type="Interrupted", error_message=message))
             self._insert_many(conn, t.errors, [
                 {"time": now, "job": r.job, "run_id": r.id, "stage": "run",
                  "attempt": r.attempts or 1, "error_type": "Interrupted", "message": message,
