@@ -72,15 +72,21 @@ def _worker_main(conn: Connection, progress, modules: list[str], path: list[str]
                 conn.send((_RESULT, held[:]))
                 held.clear()
 
+    busy = threading.Event()
+
     def flush_when_current_is_slow() -> None:
         # Results of finished quick attempts must not wait behind a slow one (and must
         # not die with it if it is killed): send them once the current one takes >2 ms.
         # It also ends the worker when the scheduler is gone (killed): the pipe gives no
-        # EOF, as forked siblings hold copies of its other end.
+        # EOF, as forked siblings hold copies of its other end. Idle, it wakes once a
+        # second; working, every 2 ms.
         while True:
-            time.sleep(0.002)
+            working = busy.wait(1.0)
             if os.getppid() != parent:
                 os._exit(1)
+            if not working:
+                continue
+            time.sleep(0.002)
             if held and time.time() - progress[2] > 0.002:
                 flush_held()
 
@@ -104,6 +110,7 @@ def _worker_main(conn: Connection, progress, modules: list[str], path: list[str]
         if message is None:
             return
         number, batch, quick = message
+        busy.set()
         sent_at = time.monotonic()
         for position, request in enumerate(batch):
             if held and (time.monotonic() - sent_at > 0.001 or not quick):
@@ -117,6 +124,7 @@ def _worker_main(conn: Connection, progress, modules: list[str], path: list[str]
             result = run_attempt(request, throttle)
             with send_lock:
                 held.append(result)
+        busy.clear()
         flush_held()
 
 
@@ -365,6 +373,20 @@ class LocalExecutor(Executor):
                 worker.batch = []
                 self._dispatch(worker, time.time())
 
+    def _read_leftovers(self, worker: _Worker) -> None:
+        """Record results a dead worker had already written into its pipe."""
+        try:
+            while worker.request is not None and worker.conn.poll():
+                kind, *payload = worker.conn.recv()
+                if kind == _RESULT:
+                    for result in payload[0]:
+                        worker.done += 1
+                        self._learn(worker.batch[worker.done - 1].automation, result)
+                        self.completed += 1
+                        self.on_result(result)
+        except (EOFError, OSError):
+            pass
+
     def _learn(self, automation: str, result: AttemptResult) -> None:
         samples, mean = self._cost.get(automation, (0, 0.0))
         took = result.finished_at - result.started_at
@@ -388,16 +410,25 @@ class LocalExecutor(Executor):
     def _replace(self, worker: _Worker, lost: bool) -> None:
         """Kill ``worker`` (deadline passed, or it died), report its attempt, put back
         the attempts of its batch that had not started, and start a fresh worker."""
-        running = worker.running()
         if worker.process.is_alive():
             worker.process.kill()
         worker.process.join(5)
         exitcode = worker.process.exitcode
+        self._read_leftovers(worker)  # results sent just before the kill still count
+        running = worker.running()
         worker.conn.close()
         self.killed += 0 if lost else 1
         index = self._workers.index(worker)
         self._workers[index] = self._spawn()
         if worker.request is None:
+            return
+        if running is None and int(worker.progress[0]) == worker.batch_number and (
+                int(worker.progress[1]) < worker.done):
+            # the attempt it was killed over finished after all (its result was in the
+            # pipe); the rest of the batch never started
+            with self._lock:
+                self._ready.extendleft(reversed(worker.batch[worker.done:]))
+                self._wake_locked()
             return
         current, started = running if running is not None else (worker.request, time.time())
         position = worker.batch.index(current)
