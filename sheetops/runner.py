@@ -144,17 +144,21 @@ class Runner:
             self._shutting_down = True
             waiting = [run for q in self._waiting.values() for run in q]
             self._waiting.clear()
-        unstarted = self.executor.stop(timeout)
+        unstarted = {r.run_id: r.attempt for r in self.executor.stop(timeout)}
         now = time.time()
         for run in waiting:
             self._finish(run, RunStatus.FAILED, now, error_type="Shutdown",
                          error_message="sheetops stopped before this run started")
-        for request in unstarted:
-            run = self._runs.get(request.run_id)
-            if run is not None:
-                self._finish(run, RunStatus.FAILED, now, error_type="Shutdown",
-                             error_message=f"sheetops stopped before attempt "
-                                           f"{request.attempt} started")
+        # Everything still open never got (another) attempt: queued, waiting for a
+        # retry, or handed over by a run that finished while we were stopping.
+        with self._lock:
+            left = list(self._runs.values())
+        for run in left:
+            attempt = unstarted.get(run.run_id, run.attempt)
+            run.attempt = max(0, attempt - 1)  # attempts made; the last one never began
+            self._finish(run, RunStatus.FAILED, now, error_type="Shutdown",
+                         error_message=f"sheetops stopped before attempt {attempt} "
+                                       "started")
         self._stop.set()
         if self._flusher is not None:
             self._flusher.join()

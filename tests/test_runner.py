@@ -303,3 +303,30 @@ def test_run_ids_are_unique_even_when_handed_off_in_the_same_millisecond():
     assert len(set(ids)) == len(ids)
     earlier, later = new_run_id(1_800_000_000.0), new_run_id(1_800_000_000.5)
     assert earlier < later  # ids sort by time
+
+
+def test_stop_ends_runs_waiting_for_a_retry_or_a_slot_as_shutdown(make_runner, store,
+                                                                   tmp_path):
+    from sheetops.registry import registry
+
+    registry.discover()  # the shipped demo automations: flaky, sleep
+    runner = make_runner(workers=1)
+    # attempt 1 fails on purpose; the retry would come 30 s later
+    retrying = spec("retrying", "flaky", params={"succeed_on_attempt": 3},
+                    max_attempts=3, backoff_initial_s=30, backoff_max_s=30)
+    slow = spec("slow", "sleep", params={"seconds": 1}, concurrency=1)
+    snapshot = Snapshot(jobs={"retrying": retrying, "slow": slow})
+    retry_id = runner.submit(retrying, snapshot, "manual")
+    first_slow = runner.submit(slow, snapshot, "manual")
+    waiting_slow = runner.submit(slow, snapshot, "manual")  # waits for the slot
+    deadline = time.time() + 10
+    while not store.attempts_of(retry_id) and time.time() < deadline:
+        runner.flush()
+        time.sleep(0.05)
+    runner.stop(10)
+    by_id = {r["id"]: r for r in store.recent_runs(10)}
+    assert (by_id[retry_id]["status"], by_id[retry_id]["error_type"]) == ("failed", "Shutdown")
+    assert by_id[retry_id]["attempts"] == 1  # the retry never ran
+    assert by_id[first_slow]["status"] == "ok"  # a running attempt is let finish
+    assert by_id[waiting_slow]["error_type"] == "Shutdown"
+    assert runner.in_flight == 0
