@@ -133,3 +133,50 @@ def workbook(tmp_path: Path) -> WorkbookHelper:
     helper = WorkbookHelper(tmp_path / "ops.xlsx")
     init_sheet(helper.sheet, examples=False)
     return helper
+
+
+@pytest.fixture
+def store(isolated_env: str):
+    """A store on the test's own SQLite file."""
+    from sheetops.store import Store
+
+    s = Store(isolated_env)
+    yield s
+    s.dispose()
+
+
+@pytest.fixture
+def test_automations() -> None:
+    """Register ``tests/automations_for_tests.py`` (the probes tests run)."""
+    from sheetops.registry import registry
+
+    if str(TESTS_DIR) not in sys.path:
+        sys.path.insert(0, str(TESTS_DIR))
+    registry.discover(["automations_for_tests"])
+
+
+@pytest.fixture
+def root_logging():
+    """Restore the root logger after a test that calls ``setup_logging``."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield root
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.fixture
+def smtp(monkeypatch: pytest.MonkeyPatch):
+    """A real SMTP server (aiosmtpd) on loopback that sheetops' settings point at; it
+    refuses ``refused@example.com`` with 550."""
+    from sheetops.testing.smtp import SmtpServer
+
+    with SmtpServer(refuse={"refused@example.com"}) as server:
+        monkeypatch.setenv("SHEETOPS_SMTP_HOST", "127.0.0.1")
+        monkeypatch.setenv("SHEETOPS_SMTP_PORT", str(server.port))
+        monkeypatch.setenv("SHEETOPS_SMTP_SENDER", "sheetops@example.com")
+        get_settings.cache_clear()
+        yield server
+    get_settings.cache_clear()

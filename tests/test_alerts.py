@@ -38,16 +38,6 @@ def store(tmp_path: Path) -> Store:
     s.dispose()
 
 
-@pytest.fixture
-def smtp(monkeypatch):
-    with SmtpServer() as server:
-        monkeypatch.setenv("SHEETOPS_SMTP_HOST", "127.0.0.1")
-        monkeypatch.setenv("SHEETOPS_SMTP_PORT", str(server.port))
-        monkeypatch.setenv("SHEETOPS_SMTP_SENDER", "sheetops@example.com")
-        get_settings.cache_clear()
-        yield server
-    get_settings.cache_clear()
-
 
 @pytest.fixture
 def hooks(monkeypatch):

@@ -21,7 +21,6 @@ from sheetops.context import AttemptRequest, RunContext
 from sheetops.errors import PermanentError, RetryableError
 from sheetops.ratelimit import RateLimiter, RateLimitSpec
 from sheetops.registry import registry
-from sheetops.settings import get_settings
 from sheetops.templates import TemplateSpec
 from sheetops.testing.http import HttpServer, Reply
 from sheetops.testing.smtp import SmtpServer
@@ -51,16 +50,6 @@ def http():
     with HttpServer() as server:
         yield server
 
-
-@pytest.fixture
-def smtp(monkeypatch):
-    with SmtpServer(refuse={"refused@example.com"}) as server:
-        monkeypatch.setenv("SHEETOPS_SMTP_HOST", "127.0.0.1")
-        monkeypatch.setenv("SHEETOPS_SMTP_PORT", str(server.port))
-        monkeypatch.setenv("SHEETOPS_SMTP_SENDER", "sheetops@example.com")
-        get_settings.cache_clear()
-        yield server
-    get_settings.cache_clear()
 
 
 def test_every_automation_is_registered_with_a_user_facing_description():

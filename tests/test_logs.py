@@ -7,7 +7,6 @@ import functools
 import io
 import json
 import logging
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,29 +15,13 @@ from sheetops.config.model import JobSpec, Snapshot
 from sheetops.executors.local import LocalExecutor
 from sheetops.hooks import Hooks
 from sheetops.logs import JsonFormatter, LoggingHook, TextFormatter, setup_logging
-from sheetops.registry import registry
 from sheetops.runner import Runner
 from sheetops.settings import get_settings
 from sheetops.store import Store
 
-TESTS_DIR = Path(__file__).resolve().parent
+pytestmark = pytest.mark.usefixtures("test_automations")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def test_automations():
-    if str(TESTS_DIR) not in sys.path:
-        sys.path.insert(0, str(TESTS_DIR))
-    registry.discover(["automations_for_tests"])
-
-
-@pytest.fixture
-def root_logging():
-    """Restore the root logger after a test that calls setup_logging."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield root
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def run_jobs(tmp_path: Path, *jobs: JobSpec) -> list[str]:

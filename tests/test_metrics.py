@@ -6,8 +6,6 @@ from __future__ import annotations
 import functools
 import json
 import socket
-import sys
-from pathlib import Path
 
 import pytest
 import requests
@@ -26,18 +24,11 @@ from sheetops.metrics import (
     start_metrics_server,
 )
 from sheetops.ratelimit import RateLimitSpec
-from sheetops.registry import registry
 from sheetops.runner import Runner
 from sheetops.store import Store
 
-TESTS_DIR = Path(__file__).resolve().parent
+pytestmark = pytest.mark.usefixtures("test_automations")
 
-
-@pytest.fixture(scope="module", autouse=True)
-def test_automations():
-    if str(TESTS_DIR) not in sys.path:
-        sys.path.insert(0, str(TESTS_DIR))
-    registry.discover(["automations_for_tests"])
 
 
 def spec(job: str, **kwargs) -> JobSpec:

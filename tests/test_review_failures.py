@@ -158,16 +158,6 @@ def test_secrets_never_reach_logs_results_or_errors(monkeypatch, caplog, root_lo
         assert "refused ***" in result.error_message
 
 
-@pytest.fixture
-def root_logging():
-    import logging
-
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield root
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
 
 # -- the docs say what the code does ------------------------------------------------------------
 

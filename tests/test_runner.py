@@ -32,12 +32,6 @@ def spec(job: str, automation: str = "t_probe", **values) -> JobSpec:
                    params_json=json.dumps(params), **values)
 
 
-@pytest.fixture
-def store(isolated_env: str):
-    s = Store(isolated_env)
-    yield s
-    s.dispose()
-
 
 @pytest.fixture
 def make_runner(store: Store):

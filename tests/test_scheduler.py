@@ -44,12 +44,6 @@ def wait_for(predicate, timeout: float = 10, interval: float = 0.05):
     raise AssertionError(f"condition not met within {timeout}s")
 
 
-@pytest.fixture
-def store(isolated_env: str):
-    s = Store(isolated_env)
-    yield s
-    s.dispose()
-
 
 @pytest.fixture
 def scheduling(store: Store, workbook):  # workbook: registers the test automations
