@@ -33,3 +33,11 @@ def test_readme_opens_with_the_two_commands_and_lists_every_command() -> None:
     assert [b.strip() for b in blocks[:2]] == ["make demo", "make test"]
     for name in get_command(app).commands:
         assert f"sheetops {name}" in text, f"README does not document 'sheetops {name}'"
+
+
+def test_readme_lists_every_environment_setting() -> None:
+    from sheetops.settings import Settings
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    for field in Settings.model_fields:
+        assert f"SHEETOPS_{field.upper()}" in text, f"SHEETOPS_{field.upper()} undocumented"
