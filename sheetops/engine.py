@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from connectors.sheets.base import InitReport, SheetBackend
 from sheetops import tabs
@@ -35,9 +35,11 @@ log = logging.getLogger("sheetops.engine")
 
 
 def read_config(sheet: SheetBackend, previous: Snapshot | None = None) -> Snapshot:
-    """One read of every config tab, parsed (raises :class:`SheetError` if unreadable)."""
-    rows = sheet.read_tabs(tabs.CONFIG_TABS)
-    return parse_config(rows, frozenset(registry.names()), previous)
+    """One read of every config tab (and of the Validation tab, to know how many rows it
+    shows), parsed; raises :class:`SheetError` if the sheet is unreadable."""
+    rows = sheet.read_tabs((*tabs.CONFIG_TABS, tabs.VALIDATION))
+    snapshot = parse_config(rows, frozenset(registry.names()), previous)
+    return replace(snapshot, validation_rows=len(rows.get(tabs.VALIDATION, [])))
 
 
 def init_sheet(sheet: SheetBackend, examples: bool = True) -> InitReport:
@@ -47,11 +49,9 @@ def init_sheet(sheet: SheetBackend, examples: bool = True) -> InitReport:
 
 def validate_sheet(sheet: SheetBackend) -> Snapshot:
     """Parse the config and write its problems to the Validation tab (one write)."""
-    rows = sheet.read_tabs((*tabs.CONFIG_TABS, tabs.VALIDATION))
-    snapshot = parse_config(rows, frozenset(registry.names()))
-    previous = len(rows.get(tabs.VALIDATION, []))
+    snapshot = read_config(sheet)
     sheet.write_batch([with_clearing(tabs.VALIDATION, validation_rows(snapshot.problems),
-                                     previous)])
+                                     snapshot.validation_rows)])
     return snapshot
 
 
@@ -98,8 +98,7 @@ class Engine:
         """Re-read the sheet and reconcile; on failure keep the last good config."""
         previous = self.scheduler.snapshot if self.refreshes else None
         try:
-            rows = self.sheet.read_tabs((*tabs.CONFIG_TABS, tabs.VALIDATION))
-            snapshot = parse_config(rows, frozenset(registry.names()), previous)
+            snapshot = read_config(self.sheet, previous)
         except SheetError as exc:
             self.last_refresh_ok = False
             self.last_refresh_error = str(exc)
@@ -109,9 +108,9 @@ class Engine:
             self.store.add_config_events([("failed", "", str(exc)[:500])])
             self.store.set_gauges({"last_refresh_ok": 0})
             return None
-        shown = len(rows.get(tabs.VALIDATION, []))
-        if shown > self.store.extents().get(tabs.VALIDATION, 0):
-            self.store.set_extent(tabs.VALIDATION, shown)  # e.g. written by `validate`
+        if snapshot.validation_rows > self.store.extents().get(tabs.VALIDATION, 0):
+            # e.g. written by `validate`: the next Validation write must blank them all
+            self.store.set_extent(tabs.VALIDATION, snapshot.validation_rows)
         self.refreshes += 1
         self.last_refresh_ok = True
         self.store.replace_problems(snapshot.problems)

@@ -119,6 +119,8 @@ class Snapshot:
     #: job id → the errors of its row, for rows that are invalid now (a job listed here
     #: may still be in ``jobs`` with its last good version)
     invalid: dict[str, tuple[Problem, ...]] = field(default_factory=dict)
+    #: rows the sheet's Validation tab showed when this was read (header included)
+    validation_rows: int = 0
 
     @property
     def errors(self) -> list[Problem]:
