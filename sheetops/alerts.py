@@ -48,7 +48,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -214,12 +214,6 @@ class _Target:
     rule: AlertSpec
     key: str               # job (or queue) name
     value: float | None
-
-
-@dataclass
-class _Decision:
-    kind: str | None = None
-    events: list[AlertEvent] = field(default_factory=list)
 
 
 class AlertEvaluator:

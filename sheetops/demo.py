@@ -8,7 +8,6 @@ that succeed, fail and retry, time out, and render a template into real emails.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +107,3 @@ class DemoWorkspace:
                 f"{len(self.smtp.messages)} email(s) delivered to the local SMTP server.\n"
                 f"See the Status, Runs and Errors tabs in {self.workbook}; for the dashboard "
                 f"run: SHEETOPS_STORE_URL=sqlite:///{self.store_path} sheetops dashboard")
-
-
-def demo_env_path() -> str:
-    return os.environ.get("SHEETOPS_DEMO_DIR", ".sheetops-demo")

@@ -239,15 +239,27 @@ class Engine:
         return True
 
     def _status_loop(self) -> None:
+        next_prune = 0.0
         while not self._stop.wait(self.snapshot.settings.status_flush_interval_s):
             if not self.lease.held:
                 continue
             try:
                 self.runner.flush()
                 self.status.flush()
+                if time.time() >= next_prune:  # Settings run_history_days, hourly
+                    self.prune_history()
+                    next_prune = time.time() + 3600
                 refresh_rollups(self.store)  # the dashboard's hourly/daily run rollups
             except Exception:
                 log.exception("status loop error; continuing")
+
+    def prune_history(self) -> int:
+        """Delete runs, attempts and errors older than Settings ``run_history_days``."""
+        days = self.snapshot.settings.run_history_days
+        removed = self.store.prune(time.time() - days * 86400)
+        if removed:
+            log.info("removed %d run(s) older than %d day(s) from the store", removed, days)
+        return removed
 
     def take_run_requests(self) -> list[str]:
         """Start the runs asked for from the dashboard (recorded with who asked)."""

@@ -135,3 +135,17 @@ def test_runs_left_running_by_a_killed_scheduler_are_interrupted(store: Store) -
     assert {"Runs", "Errors", "Status"} <= store.pending_outbox()[1]
     assert store.run("run00002")["status"] == "ok"
     assert store.interrupt_unfinished() == []
+
+
+def test_engine_prunes_runs_older_than_run_history_days(workbook, tmp_path) -> None:
+    from sheetops.engine import Engine, EngineOptions
+
+    workbook.settings(run_history_days=7)
+    store = Store(f"sqlite:///{tmp_path / 'history.db'}")
+    day = 86400
+    store.record(Batch(new_runs=[_run(1, started=time.time() - 30 * day),
+                                 _run(2, started=time.time() - 1 * day)]))
+    engine = Engine(workbook.sheet, store, EngineOptions(workers=1))
+    engine.refresh_without_scheduling()
+    assert engine.prune_history() == 1
+    assert [r["id"] for r in store.recent_runs(10)] == ["run00002"]

@@ -31,6 +31,7 @@ from typing import Any
 
 from sheetops.attempt import run_attempt
 from sheetops.context import AttemptRequest, AttemptResult
+from sheetops.errors import RunTimeout, WorkerLost
 from sheetops.executors.base import Executor, OnResult, OnStart
 from sheetops.hooks import Hooks
 from sheetops.ratelimit import RateLimiter, RateLimitSpec
@@ -441,19 +442,19 @@ class LocalExecutor(Executor):
             self.completed += 1
             self.on_result(AttemptResult(
                 request.run_id, request.job, request.attempt, started, now, False,
-                error_type="WorkerLost",
+                error_type=WorkerLost.__name__,
                 error_message="the attempt finished but its result was lost when its "
                               "worker process was stopped"))
         if lost:
             result = AttemptResult(
                 current.run_id, current.job, current.attempt, started, now, False,
-                error_type="WorkerLost",
+                error_type=WorkerLost.__name__,
                 error_message=f"the worker process died (exit code {exitcode}) while "
                               "running this attempt")
         else:
             result = AttemptResult(
                 current.run_id, current.job, current.attempt, started, now, False,
-                error_type="RunTimeout", timed_out=True,
+                error_type=RunTimeout.__name__, timed_out=True,
                 error_message=f"attempt ran past timeout_s={current.timeout_s:g}s; its "
                               "worker process was killed")
         self.completed += 1
