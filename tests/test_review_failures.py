@@ -69,12 +69,17 @@ def _alive(pid: int) -> bool:
     return not (stat.exists() and stat.read_text().split(") ")[1].startswith("Z"))
 
 
-def test_workers_do_not_outlive_a_killed_scheduler(workbook, tmp_path):
+def _run_with_two_workers(workbook, tmp_path) -> subprocess.Popen:
+    """`sheetops run` with two worker processes and one hourly job, in the background."""
     workbook.jobs(probe("beat", "every 1h"))
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("sheetops")), "run",
+    return subprocess.Popen([str(Path(sys.executable).with_name("sheetops")), "run",
                              "--sheet", str(workbook.path), "--workers", "2"],
                             cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
+
+
+def test_workers_do_not_outlive_a_killed_scheduler(workbook, tmp_path):
+    proc = _run_with_two_workers(workbook, tmp_path)
     try:
         workers = wait_for(lambda: len(_children(proc.pid)) >= 2 and _children(proc.pid))
         os.kill(proc.pid, signal.SIGKILL)
@@ -94,11 +99,7 @@ def test_workers_do_not_outlive_a_killed_scheduler(workbook, tmp_path):
 def test_workers_stop_on_sigterm(workbook, tmp_path):
     """multiprocessing stops daemon workers with SIGTERM at exit; a worker that ignores
     it (the CLI's own SIGTERM handler, inherited by fork) hangs the exiting scheduler."""
-    workbook.jobs(probe("beat", "every 1h"))
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("sheetops")), "run",
-                             "--sheet", str(workbook.path), "--workers", "2"],
-                            cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = _run_with_two_workers(workbook, tmp_path)
     try:
         workers = wait_for(lambda: len(_children(proc.pid)) >= 2 and _children(proc.pid))
         for pid in workers:
