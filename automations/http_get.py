@@ -21,7 +21,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from connectors.http import DEFAULT_TIMEOUT_S, HttpClient, secrets_in
+from sheetops.connectors.http import DEFAULT_TIMEOUT_S, HttpClient, secrets_in
+
 from sheetops.context import secret_values
 from sheetops.errors import PermanentError
 from sheetops.registry import automation

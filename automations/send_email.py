@@ -28,8 +28,8 @@ from typing import Any
 
 from jinja2 import TemplateError, UndefinedError
 from jinja2.exceptions import SecurityError
+from sheetops.connectors.email import EmailSender, SmtpConfig, build_message
 
-from connectors.email import EmailSender, SmtpConfig, build_message
 from sheetops.errors import PermanentError, RetryableError
 from sheetops.registry import automation
 

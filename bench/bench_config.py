@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 from _common import figure, quiet
+from sheetops.connectors.sheets.base import TabWrite
+from sheetops.connectors.sheets.workbook import WorkbookSheet
 
-from connectors.sheets.base import TabWrite
-from connectors.sheets.workbook import WorkbookSheet
 from sheetops import tabs
 from sheetops.config import parse
 from sheetops.engine import init_sheet, read_config

@@ -26,7 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from connectors.sheets.google import GoogleSheet
+from sheetops.connectors.sheets.google import GoogleSheet
+
 from sheetops import tabs
 from sheetops.engine import read_config
 from sheetops.registry import discover_from_settings

@@ -3,7 +3,7 @@
 The sheet names a hook (``webhook:deploys``, ``slack:ops``); its URL comes from the
 environment — ``SHEETOPS_WEBHOOK_DEPLOYS``, ``SHEETOPS_SLACK_OPS`` — because such URLs
 carry their own credentials. For the same reason errors and logs name the hook, never
-its URL. Transient failures are retried by :class:`connectors.http.HttpClient`.
+its URL. Transient failures are retried by :class:`sheetops.connectors.http.HttpClient`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from connectors.http import HttpClient
+from sheetops.connectors.http import HttpClient
+
 from sheetops.errors import PermanentError
 
 KINDS = {"webhook": "SHEETOPS_WEBHOOK_", "slack": "SHEETOPS_SLACK_"}

@@ -115,7 +115,7 @@ class AlertMessage:
 
     def text_body(self) -> str:
         if self.format == "html":
-            from connectors.email import html_to_text
+            from sheetops.connectors.email import html_to_text
 
             return html_to_text(self.body)
         return self.body
@@ -187,7 +187,7 @@ class ChannelDelivery:
                                  "slack:NAME or webhook:NAME")
 
     def _email(self, message: AlertMessage, to: str) -> None:
-        from connectors.email import SmtpConfig, build_message, send_email
+        from sheetops.connectors.email import SmtpConfig, build_message, send_email
 
         config = self._smtp() if self._smtp else SmtpConfig.from_settings()
         config = config.with_overrides(timeout_s=self.policy.timeout_s)
@@ -197,8 +197,8 @@ class ChannelDelivery:
         send_email(config, email, attempts=1)
 
     def _hook(self, message: AlertMessage, kind: str, name: str) -> None:
-        from connectors.http import HttpClient
-        from connectors.webhook import hook_url, post_json
+        from sheetops.connectors.http import HttpClient
+        from sheetops.connectors.webhook import hook_url, post_json
 
         url = hook_url(kind, name, self._environ)
         payload = ({"text": f"*{message.subject}*\n{message.text_body()}".strip()}

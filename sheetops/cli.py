@@ -47,7 +47,7 @@ def _prepare(settings: Settings | None = None) -> Settings:
 
 
 def _open(sheet: str | None):
-    from connectors.sheets import open_sheet
+    from sheetops.connectors.sheets import open_sheet
 
     settings = get_settings()
     return open_sheet(sheet or settings.sheet)

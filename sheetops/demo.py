@@ -11,9 +11,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from connectors.sheets.base import TabWrite
-from connectors.sheets.workbook import WorkbookSheet
 from sheetops import tabs
+from sheetops.connectors.sheets.base import TabWrite
+from sheetops.connectors.sheets.workbook import WorkbookSheet
 from sheetops.engine import init_sheet
 from sheetops.store import Store
 from sheetops.testing.http import HttpServer

@@ -15,11 +15,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from connectors.sheets.base import InitReport, SheetBackend
 from sheetops import tabs
 from sheetops.alerts import AlertEvaluator
 from sheetops.config.model import Problem, Snapshot
 from sheetops.config.parse import parse_config
+from sheetops.connectors.sheets.base import InitReport, SheetBackend
 from sheetops.errors import SheetError
 from sheetops.executors.base import executor_class
 from sheetops.hooks import Hooks, RunHook

@@ -74,9 +74,9 @@ class AutomationRegistry:
             sys.path.insert(0, cwd)
         modules: list[str] = []
         try:
-            import automations
+            from sheetops import automations
 
-            modules += [f"automations.{m.name}" for m in pkgutil.iter_modules(
+            modules += [f"sheetops.automations.{m.name}" for m in pkgutil.iter_modules(
                 automations.__path__) if not m.name.startswith("_")]
         except ImportError as exc:  # pragma: no cover - package missing from install
             problems.append(f"automations: {exc}")

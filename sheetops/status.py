@@ -17,9 +17,9 @@ from datetime import UTC, datetime, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from connectors.sheets.base import CellValue, SheetBackend, TabWrite
 from sheetops import tabs
 from sheetops.config.model import Problem, Snapshot
+from sheetops.connectors.sheets.base import CellValue, SheetBackend, TabWrite
 from sheetops.store import RunStatus, Store
 
 log = logging.getLogger("sheetops.status")

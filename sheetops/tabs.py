@@ -7,7 +7,7 @@ type and give an example.
 
 from __future__ import annotations
 
-from connectors.sheets.base import ColumnSpec, TabSpec
+from sheetops.connectors.sheets.base import ColumnSpec, TabSpec
 
 C = ColumnSpec
 

@@ -73,7 +73,7 @@ class WorkbookHelper:
     """
 
     def __init__(self, path: Path) -> None:
-        from connectors.sheets.workbook import WorkbookSheet
+        from sheetops.connectors.sheets.workbook import WorkbookSheet
 
         self.path = path
         self.sheet = WorkbookSheet(path)
@@ -82,7 +82,7 @@ class WorkbookHelper:
               clear_rows: int = 50) -> None:
         """Replace ``tab`` with ``header`` and ``rows`` (blanking ``clear_rows`` below
         and the columns to the right)."""
-        from connectors.sheets.base import TabWrite
+        from sheetops.connectors.sheets.base import TabWrite
 
         values = [list(header), *[list(r) for r in rows]]
         width = max(30, *(len(r) for r in values))  # blank what was there before

@@ -10,13 +10,13 @@ import time
 import traceback
 
 import pytest
+import sheetops.automations.demo
+import sheetops.automations.heartbeat
+import sheetops.automations.http_get
+import sheetops.automations.send_email
 from jinja2.exceptions import SecurityError
+from sheetops.connectors.email import EmailSender
 
-import automations.demo
-import automations.heartbeat
-import automations.http_get
-import automations.send_email
-from connectors.email import EmailSender
 from sheetops.context import AttemptRequest, RunContext
 from sheetops.errors import PermanentError, RetryableError
 from sheetops.ratelimit import RateLimiter, RateLimitSpec
@@ -214,7 +214,7 @@ def test_send_email_smtp_password_from_secret_never_logged(monkeypatch, caplog):
 
 @pytest.fixture
 def quick_smtp_retries(monkeypatch):
-    monkeypatch.setattr(automations.send_email, "EmailSender", functools.partial(
+    monkeypatch.setattr(sheetops.automations.send_email, "EmailSender", functools.partial(
         EmailSender, attempts=2, backoff_initial_s=0.01, backoff_max_s=0.02))
 
 

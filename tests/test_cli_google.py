@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 import pytest
+from sheetops.connectors.sheets import open_sheet
+from sheetops.connectors.sheets.base import TabWrite
 
-from connectors.sheets import open_sheet
-from connectors.sheets.base import TabWrite
 from sheetops import tabs
 from sheetops.store import Store
 from sheetops.testing import SheetsEmulator
@@ -250,9 +250,9 @@ def test_run_job_while_google_refuses_writes_keeps_them_in_the_outbox(
     """Reads work, writes fail (in process, so the write can be made to fail alone):
     the run still counts, the CLI says the tabs are behind, and the next command
     delivers the rows."""
+    from sheetops.connectors.sheets.google import GoogleSheet
     from typer.testing import CliRunner
 
-    from connectors.sheets.google import GoogleSheet
     from sheetops.cli import app
     from sheetops.errors import SheetUnavailable
     from sheetops.settings import get_settings

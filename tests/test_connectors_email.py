@@ -8,8 +8,7 @@ import traceback
 
 import pytest
 from pydantic import SecretStr
-
-from connectors.email import (
+from sheetops.connectors.email import (
     EmailSender,
     SmtpConfig,
     TransientSmtpError,
@@ -17,6 +16,7 @@ from connectors.email import (
     html_to_text,
     send_email,
 )
+
 from sheetops.errors import PermanentError, RetryableError
 from sheetops.settings import get_settings
 from sheetops.templates import Rendered

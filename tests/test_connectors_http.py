@@ -7,15 +7,15 @@ import time
 import traceback
 
 import pytest
-
-from connectors import webhook
-from connectors.http import (
+from sheetops.connectors.http import (
     HttpClient,
     HttpStatusError,
     TransientHttpError,
     parse_retry_after,
     secrets_in,
 )
+
+from connectors import webhook
 from sheetops.errors import PermanentError, RetryableError
 from sheetops.testing.http import HttpServer, Reply
 

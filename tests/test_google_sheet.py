@@ -9,10 +9,10 @@ import time
 from pathlib import Path
 
 import pytest
+from sheetops.connectors.sheets.base import ColumnSpec, SheetBackend, TabSpec, TabWrite
+from sheetops.connectors.sheets.factory import open_sheet
+from sheetops.connectors.sheets.google import GoogleSheet
 
-from connectors.sheets.base import ColumnSpec, SheetBackend, TabSpec, TabWrite
-from connectors.sheets.factory import open_sheet
-from connectors.sheets.google import GoogleSheet
 from sheetops.errors import SheetError, SheetUnavailable
 from sheetops.settings import get_settings
 from sheetops.testing import SheetsEmulator
@@ -244,8 +244,8 @@ def test_client_side_rate_limit_waits(emulator_env: SheetsEmulator,
     sheet = GoogleSheet.open(google_sheet_url)  # read 1 of 2
     sheet.read_tabs(["Sheet1"])  # read 2 of 2
     waits: list[float] = []
-    monkeypatch.setattr("connectors.sheets.google_http.time.sleep", waits.append)
-    monkeypatch.setattr("connectors.sheets.google_http._LIMITER.hit",
+    monkeypatch.setattr("sheetops.connectors.sheets.google_http.time.sleep", waits.append)
+    monkeypatch.setattr("sheetops.connectors.sheets.google_http._LIMITER.hit",
                         lambda *a, **k: bool(waits))
     sheet.read_tabs(["Sheet1"])
     assert len(waits) == 1 and 0 < waits[0] <= 60

@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sheetops.connectors.sheets import open_sheet
+from sheetops.connectors.sheets.base import TabWrite
+from sheetops.connectors.sheets.google import GoogleSheet
 
-from connectors.sheets import open_sheet
-from connectors.sheets.base import TabWrite
-from connectors.sheets.google import GoogleSheet
 from sheetops import tabs
 from sheetops.engine import init_sheet, read_config
 from sheetops.registry import discover_from_settings

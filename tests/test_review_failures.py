@@ -251,7 +251,8 @@ def test_taking_the_lease_back_keeps_own_runs_and_fires_nothing_twice(workbook, 
 
 
 def test_a_sheet_is_opened_by_url_or_key_only_as_the_google_guide_says():
-    from connectors.sheets import open_sheet
+    from sheetops.connectors.sheets import open_sheet
+
     from sheetops.errors import SheetError
 
     with pytest.raises(SheetError, match=r"neither an \.xlsx workbook path nor a Google Sheet"):

@@ -11,8 +11,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from sheetops.connectors.sheets.workbook import WorkbookSheet
 
-from connectors.sheets.workbook import WorkbookSheet
 from sheetops import tabs
 from sheetops.engine import init_sheet
 from sheetops.registry import registry

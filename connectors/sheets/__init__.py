@@ -1,7 +1,7 @@
 """Config-sheet backends. Pick one with :func:`open_sheet`; the engine sees only
-:class:`~connectors.sheets.base.SheetBackend`."""
+:class:`~sheetops.connectors.sheets.base.SheetBackend`."""
 
-from connectors.sheets.base import (
+from sheetops.connectors.sheets.base import (
     CellValue,
     ColumnSpec,
     InitReport,
@@ -9,7 +9,7 @@ from connectors.sheets.base import (
     TabSpec,
     TabWrite,
 )
-from connectors.sheets.factory import open_sheet
+from sheetops.connectors.sheets.factory import open_sheet
 
 __all__ = [
     "CellValue",

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from importlib.metadata import entry_points
 
-from connectors.sheets.base import SheetBackend
+from sheetops.connectors.sheets.base import SheetBackend
+
 from sheetops.errors import SheetError
 
 _BUILTIN = {
-    "workbook": "connectors.sheets.workbook:WorkbookSheet",
-    "google": "connectors.sheets.google:GoogleSheet",
+    "workbook": "sheetops.connectors.sheets.workbook:WorkbookSheet",
+    "google": "sheetops.connectors.sheets.google:GoogleSheet",
 }
 
 

@@ -25,8 +25,8 @@ from openpyxl.styles import Font, PatternFill
 from openpyxl.utils import get_column_letter, quote_sheetname
 from openpyxl.worksheet.datavalidation import DataValidation
 from python_calamine import CalamineWorkbook
+from sheetops.connectors.sheets.base import CellValue, InitReport, TabSpec, TabWrite
 
-from connectors.sheets.base import CellValue, InitReport, TabSpec, TabWrite
 from sheetops.errors import SheetError
 from sheetops.metrics import SHEET_REQUESTS
 

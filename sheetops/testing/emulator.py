@@ -1,7 +1,7 @@
 """A local emulator of the Google Sheets API v4 (and the few Drive v3 calls gspread makes).
 
 It is a real HTTP server on loopback, so tests and demos drive it with the real
-gspread client: point gspread at it with :func:`connectors.sheets.google_http.
+gspread client: point gspread at it with :func:`sheetops.connectors.sheets.google_http.
 SheetsHTTPClient` (which rewrites ``https://sheets.googleapis.com`` and
 ``https://www.googleapis.com`` to :attr:`SheetsEmulator.url`) or set
 ``SHEETOPS_SHEETS_EMULATOR`` for the sheetops backend.
@@ -229,7 +229,7 @@ class SheetsEmulator(BackgroundServer):
 
     def gspread_client(self) -> Any:
         """A real ``gspread.Client`` routed here, anonymous, without retries."""
-        from connectors.sheets.google_http import anonymous_client
+        from sheetops.connectors.sheets.google_http import anonymous_client
 
         return anonymous_client(self.url)
 
