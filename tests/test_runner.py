@@ -324,3 +324,22 @@ def test_stop_ends_runs_waiting_for_a_retry_or_a_slot_as_shutdown(make_runner, s
     assert by_id[first_slow]["status"] == "ok"  # a running attempt is let finish
     assert by_id[waiting_slow]["error_type"] == "Shutdown"
     assert runner.in_flight == 0
+
+
+def test_a_request_that_cannot_reach_a_worker_fails_its_run_and_others_go_on(
+        make_runner, store, tmp_path):
+    """params nested 950 deep slipped past the parser once and killed the dispatcher
+    (RecursionError while pickling): every later run hung. Now only that run fails."""
+    runner = make_runner()
+    deep = "{}"
+    for _ in range(950):
+        deep = '{"a": ' + deep + "}"
+    bad = JobSpec(job="deep", automation="t_probe", schedule="manual", timezone="UTC",
+                  params_json=deep, max_attempts=3)
+    run_id, outcome = run_to_end(runner, bad)
+    assert (outcome.status, outcome.attempts, outcome.error_type) == (
+        "failed", 1, "RecursionError")
+    [attempt] = store.attempts_of(run_id)
+    assert "could not be handed to a worker process" in attempt["error_message"]
+    _run_id, outcome = run_to_end(runner, spec("after", params={"dir": str(tmp_path)}))
+    assert outcome.status == "ok"

@@ -15,11 +15,11 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import fields, replace
 from functools import lru_cache
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from openpyxl.utils import get_column_letter
 
 from sheetops import tabs
+from sheetops.config.cells import parse_params, timezone_problem
 from sheetops.config.model import (
     CATCH_UP,
     AlertSpec,
@@ -171,24 +171,16 @@ def _parse_job_row(values: tuple[str, ...], columns: tuple[tuple[str, int], ...]
         r.error("schedule", str(exc))
         ok = False
     timezone = r.get("timezone") or default_tz
-    try:
-        ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        r.error("timezone", f"unknown timezone {timezone!r}; use an IANA name such as "
-                            "Europe/Berlin or UTC")
+    if problem := timezone_problem(timezone):
+        r.error("timezone", problem)
         ok = False
-    params_text = r.get("params") or "{}"
-    try:
-        params = json.loads(params_text)
-        if not isinstance(params, dict):
-            r.error("params", f"params must be a JSON object like {{\"url\": \"...\"}}, got "
-                              f"a {type(params).__name__}")
-            ok = False
-        else:
-            params_text = json.dumps(params, sort_keys=True, separators=(",", ":"))
-    except json.JSONDecodeError as exc:
-        r.error("params", f"params is not valid JSON ({exc.msg} at character {exc.pos})")
+    params, problem = parse_params(r.get("params") or "{}")
+    params_text = "{}"
+    if params is None:
+        r.error("params", problem)
         ok = False
+    else:
+        params_text = json.dumps(params, sort_keys=True, separators=(",", ":"))
     enabled = r.boolean("enabled", True)
     max_attempts = r.number_value("max_attempts", 3, minimum=1, integer=True)
     backoff_initial = r.number_value("backoff_initial_s", 1.0)
@@ -234,12 +226,9 @@ def parse_settings(rows, problems: list[Problem]) -> SheetSettings:
         kind = types[key]
         if kind is str:
             text = r.get("value")
-            if key == "timezone":
-                try:
-                    ZoneInfo(text or "UTC")
-                except (ZoneInfoNotFoundError, ValueError):
-                    r.error("value", f"unknown timezone {text!r}; keeping UTC")
-                    continue
+            if key == "timezone" and (problem := timezone_problem(text or "UTC")):
+                r.error("value", f"{problem}; keeping UTC")
+                continue
             values[key] = text or getattr(defaults, key)
         else:
             number_value = r.number_value("value", getattr(defaults, key),

@@ -20,6 +20,7 @@ import itertools
 import logging
 import multiprocessing as mp
 import os
+import pickle
 import signal
 import sys
 import threading
@@ -342,8 +343,31 @@ class LocalExecutor(Executor):
         except (OSError, BrokenPipeError):
             self._replace(worker, lost=True)
             return
+        except Exception:  # one request must never stop the dispatcher
+            worker.batch = []
+            self._fail_unsendable(batch, now)
+            return
         for request in batch:
             self.on_start(request, now)
+
+    def _fail_unsendable(self, batch: list[AttemptRequest], now: float) -> None:
+        """A batch could not be pickled to a worker: fail the requests that cannot be,
+        put the others back. Nothing was written to the pipe (pickling comes first)."""
+        for request in batch:
+            try:
+                pickle.dumps(request)
+            except Exception as exc:  # whatever it is, it fails this run
+                self.on_start(request, now)
+                self.completed += 1
+                self.on_result(AttemptResult(
+                    request.run_id, request.job, request.attempt, now, time.time(), False,
+                    error_type=type(exc).__name__, permanent=True,
+                    error_message="the attempt could not be handed to a worker process "
+                                  f"({type(exc).__name__}: {str(exc)[:200]})"))
+            else:
+                with self._lock:
+                    self._ready.appendleft(request)
+                    self._wake_locked()
 
     def _drain(self, worker: _Worker) -> None:
         while worker.request is not None:

@@ -1,0 +1,64 @@
+"""Cells a careless or hostile user can type, through the real ``sheetops`` command:
+each is one problem at its cell, never a traceback, and good jobs still run."""
+
+from __future__ import annotations
+
+import pytest
+from test_cli import cli
+
+HEADER = ["job", "automation", "schedule", "timezone", "enabled", "params", "max_attempts"]
+
+
+def nested(levels: int) -> str:
+    return '{"a": ' * levels + "1" + "}" * levels
+
+
+BAD_CELLS = [  # (job, column, value, words of the problem)
+    ("tz-dir", "timezone", "Europe", "unknown timezone 'Europe'"),
+    ("tz-long", "timezone", "Europe/" + "x" * 300, "unknown timezone (307 characters"),
+    ("big-int", "params", '{"n": ' + "9" * 5000 + "}", "an integer of 5000 digits"),
+    ("deep-990", "params", nested(990), "nested too deeply"),
+    ("deep-950", "params", nested(950), "nested too deeply"),
+    ("nan", "params", '{"x": NaN}', "NaN is not allowed"),
+    ("infinity", "params", '{"x": -Infinity}', "-Infinity is not allowed"),
+    ("dup-key", "params", '{"to": "a@x.org", "to": "b@x.org"}', "key 'to' appears twice"),
+    ("too-big", "params", '{"x": "' + "y" * 30_000 + '"}', "at most 20,000"),
+]
+
+
+def row(job: str, **values: str) -> list[str]:
+    base = {"job": job, "automation": "t_probe", "schedule": "manual", "enabled": "TRUE",
+            "params": "{}", "max_attempts": "1", **values}
+    return [base.get(c, "") for c in HEADER]
+
+
+@pytest.fixture
+def hostile(workbook):
+    workbook.write("Jobs", HEADER, [row("good"), *[row(job, **{column: value})
+                                                    for job, column, value, _ in BAD_CELLS]])
+    return workbook
+
+
+def test_validate_names_every_hostile_cell_and_exits_1(hostile, tmp_path):
+    result = cli("validate", "--sheet", str(hostile.path), cwd=tmp_path)
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.startswith("Jobs!")]
+    expected = [f"Jobs!{'D' if column == 'timezone' else 'F'}{number}"
+                for number, (_job, column, _value, _words) in enumerate(BAD_CELLS, start=3)]
+    assert [line.split(":")[0] for line in lines] == expected
+    for line, (_job, _column, _value, words) in zip(lines, BAD_CELLS, strict=True):
+        assert words in line
+    assert "1 valid job(s)" in result.stdout
+    cells = [(r["tab"], r["cell"]) for r in hostile.records("Validation")]
+    assert cells == [("Jobs", cell.split("!")[1]) for cell in expected]
+
+
+def test_run_job_of_a_good_job_runs_next_to_hostile_cells(hostile, tmp_path):
+    good = cli("run-job", "good", "--sheet", str(hostile.path), cwd=tmp_path)
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert "of good: ok after 1 attempt(s)" in good.stdout
+    bad = cli("run-job", "deep-950", "--sheet", str(hostile.path), cwd=tmp_path, timeout=30)
+    assert bad.returncode == 1
+    assert "Jobs!F7: params is nested too deeply" in bad.stderr
+    assert "Traceback" not in good.stderr + bad.stderr
