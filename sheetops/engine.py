@@ -12,8 +12,9 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 from sheetops import tabs
 from sheetops.alerts import AlertEvaluator
@@ -31,6 +32,7 @@ from sheetops.status import StatusWriter, validation_rows, with_clearing
 from sheetops.store import Batch, Store
 from sheetops.store.rollups import refresh_rollups
 
+T = TypeVar("T")
 log = logging.getLogger("sheetops.engine")
 
 
@@ -88,6 +90,8 @@ class Engine:
         self.last_refresh_ok: bool | None = None
         self.last_refresh_error = ""
         self.refreshes = 0
+        self._logged_problems: set[Problem] = set()
+        self._loop_failures: dict[str, str] = {}
 
     @property
     def snapshot(self) -> Snapshot:
@@ -99,13 +103,17 @@ class Engine:
         previous = self.scheduler.snapshot if self.refreshes else None
         try:
             snapshot = read_config(self.sheet, previous)
-        except SheetError as exc:
+        except Exception as exc:  # a sheet error, or a cell no check foresaw
+            message = str(exc) if isinstance(exc, SheetError) else (
+                f"the config could not be parsed ({type(exc).__name__}: {exc})")
+            repeated = self.last_refresh_ok is False and self.last_refresh_error == message
             self.last_refresh_ok = False
-            self.last_refresh_error = str(exc)
-            if self.refreshes:  # before the first good read, start() reports it instead
-                log.warning("could not read the config sheet (%s); the last good config "
-                            "keeps running", exc)
-            self.store.add_config_events([("failed", "", str(exc)[:500])])
+            self.last_refresh_error = message
+            if not repeated:  # reported once, not at every refresh
+                if self.refreshes:  # before the first good read, start() reports it
+                    log.warning("could not read the config sheet (%s); the last good "
+                                "config keeps running", message)
+                self.store.add_config_events([("failed", "", message[:500])])
             self.store.set_gauges({"last_refresh_ok": 0})
             return None
         if snapshot.validation_rows > self.store.extents().get(tabs.VALIDATION, 0):
@@ -129,7 +137,9 @@ class Engine:
                                "config_problems": len(snapshot.problems),
                                "config_errors": len(snapshot.errors)})
         for problem in snapshot.errors:
-            log.warning("config problem: %s", problem)
+            if problem not in self._logged_problems:  # once, not at every refresh
+                log.warning("config problem: %s", problem)
+        self._logged_problems = set(snapshot.errors)
         return snapshot
 
     def _publish_job_config(self, snapshot: Snapshot) -> None:
@@ -207,17 +217,30 @@ class Engine:
     def _control_loop(self) -> None:
         next_refresh = time.time() + self.snapshot.settings.refresh_interval_s
         while not self._stop.wait(self.options.control_interval_s):
-            try:
-                if not self._keep_leadership():
-                    continue
-                if time.time() >= next_refresh:
-                    self.refresh()
-                    next_refresh = time.time() + self.snapshot.settings.refresh_interval_s
-                self.take_run_requests()
-                self._publish_gauges()
-                self.alerts.tick()  # starts an evaluation when one is due; never blocks
-            except Exception:
-                log.exception("control loop error; continuing")
+            if not self._guarded("leadership", self._keep_leadership):
+                continue
+            if time.time() >= next_refresh:
+                self._guarded("config refresh", self.refresh)
+                # even after a failure: the next try waits a full interval
+                next_refresh = time.time() + self.snapshot.settings.refresh_interval_s
+            # each part on its own: one failing never skips the others
+            self._guarded("Run now requests", self.take_run_requests)
+            self._guarded("gauges", self._publish_gauges)
+            self._guarded("alerts", self.alerts.tick)  # starts a due evaluation; never blocks
+
+    def _guarded(self, part: str, step: Callable[[], T]) -> T | None:
+        """Run one part of the control loop; log its failure once (again only when
+        the failure changes), and return ``None`` instead of raising."""
+        try:
+            result = step()
+        except Exception as exc:
+            failure = f"{type(exc).__name__}: {exc}"
+            if self._loop_failures.get(part) != failure:
+                log.exception("%s failed; the rest of the loop goes on", part)
+            self._loop_failures[part] = failure
+            return None
+        self._loop_failures.pop(part, None)
+        return result
 
     def _keep_leadership(self) -> bool:
         """Renew the lease, or take it over when the active scheduler is gone."""

@@ -4,7 +4,8 @@ each is one problem at its cell, never a traceback, and good jobs still run."""
 from __future__ import annotations
 
 import pytest
-from test_cli import cli
+from automations_for_tests import read_attempts
+from test_cli import cli, start_cli, wait_for
 
 HEADER = ["job", "automation", "schedule", "timezone", "enabled", "params", "max_attempts"]
 
@@ -62,3 +63,29 @@ def test_run_job_of_a_good_job_runs_next_to_hostile_cells(hostile, tmp_path):
     assert bad.returncode == 1
     assert "Jobs!F7: params is nested too deeply" in bad.stderr
     assert "Traceback" not in good.stderr + bad.stderr
+
+
+def test_hostile_cells_added_while_running_are_reported_once_and_good_jobs_go_on(
+        workbook, tmp_path):
+    folder = tmp_path / "evidence"
+    workbook.settings(refresh_interval_s=1, status_flush_interval_s=1)
+    steady = row("steady", schedule="every 1s", params=f'{{"dir": "{folder}"}}')
+    workbook.write("Jobs", HEADER, [steady])
+    proc = start_cli("run", "--for", "10", "--sheet", str(workbook.path), cwd=tmp_path)
+    try:
+        wait_for(lambda: any(a["job"] == "steady" for a in read_attempts(folder)), 8)
+        added = row("added", schedule="every 1s", params=f'{{"dir": "{folder}"}}')
+        workbook.write("Jobs", HEADER, [steady, *[row(job, **{column: value})
+                                                  for job, column, value, _ in BAD_CELLS],
+                                        added])
+        wait_for(lambda: any(a["job"] == "added" for a in read_attempts(folder)), 8)
+        wait_for(lambda: len(workbook.records("Validation")) == len(BAD_CELLS), 8)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out + err
+    assert "Traceback" not in err, err[-3000:]
+    problem_lines = [line for line in err.splitlines() if "config problem" in line]
+    assert len(problem_lines) == len(BAD_CELLS), "\n".join(problem_lines)
