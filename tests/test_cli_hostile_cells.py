@@ -89,3 +89,41 @@ def test_hostile_cells_added_while_running_are_reported_once_and_good_jobs_go_on
     assert "Traceback" not in err, err[-3000:]
     problem_lines = [line for line in err.splitlines() if "config problem" in line]
     assert len(problem_lines) == len(BAD_CELLS), "\n".join(problem_lines)
+
+
+ERRORS = ["#DIV/0!", "#REF!", "#N/A", "#VALUE!", "#NAME?", "#NUM!", "#NULL!"]
+ERROR_COLUMNS = ["max_attempts", "enabled", "params", "timezone", "schedule", "automation",
+                 "max_attempts"]
+
+
+def save_error_cells(path, cells: dict[str, str]) -> None:
+    """Store cells as a spreadsheet saves a failed formula: type ``e``, the error text."""
+    from openpyxl import load_workbook
+
+    wb = load_workbook(path)
+    for address, value in cells.items():
+        tab, cell = address.split("!")
+        wb[tab][cell].value = value
+        wb[tab][cell].data_type = "e"
+    wb.save(path)
+
+
+def test_error_values_are_problems_at_their_cells_never_defaults(workbook, tmp_path):
+    workbook.write("Jobs", HEADER, [row("good"), *[row(f"err-{i}") for i in range(7)]])
+    workbook.settings(refresh_interval_s=5)
+    letters = {c: chr(ord("A") + HEADER.index(c)) for c in HEADER}
+    cells = {f"Jobs!{letters[column]}{number}": error for number, (column, error) in
+             enumerate(zip(ERROR_COLUMNS, ERRORS, strict=True), start=3)}
+    cells["Settings!B2"] = "#DIV/0!"
+    save_error_cells(workbook.path, cells)
+    result = cli("validate", "--sheet", str(workbook.path), cwd=tmp_path)
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.returncode == 1, result.stdout + result.stderr
+    reported = {line.split(":")[0]: line for line in result.stdout.splitlines()
+                if line.startswith(("Jobs!", "Settings!"))}
+    assert set(reported) == set(cells)
+    assert "Jobs!G3: max_attempts shows the error #DIV/0!" in reported["Jobs!G3"]
+    assert "Settings!B2: value shows the error #DIV/0!" in reported["Settings!B2"]
+    assert "1 valid job(s)" in result.stdout
+    ran = cli("run-job", "err-0", "--sheet", str(workbook.path), cwd=tmp_path)
+    assert ran.returncode == 1 and "Jobs!G3: max_attempts shows the error" in ran.stderr

@@ -26,6 +26,7 @@ from openpyxl.utils import get_column_letter, quote_sheetname
 from openpyxl.worksheet.datavalidation import DataValidation
 from python_calamine import CalamineWorkbook
 from sheetops.connectors.sheets.base import CellValue, InitReport, TabSpec, TabWrite
+from sheetops.connectors.sheets.error_cells import overlay_error_cells
 
 from sheetops.errors import SheetError
 from sheetops.metrics import SHEET_REQUESTS
@@ -100,9 +101,11 @@ class WorkbookSheet:
         """Every tab's displayed values (calamine reads ~8x faster than openpyxl)."""
         try:
             wb = CalamineWorkbook.from_path(str(self.path))
-            return {name: _trim([[display(v) for v in row] for row in
-                                 wb.get_sheet_by_name(name).to_python(skip_empty_area=False)])
+            tabs = {name: [[display(v) for v in row] for row in
+                           wb.get_sheet_by_name(name).to_python(skip_empty_area=False)]
                     for name in wb.sheet_names}
+            overlay_error_cells(self.path, tabs)
+            return {name: _trim(rows) for name, rows in tabs.items()}
         except Exception as exc:
             raise SheetError(f"cannot read {self.path}: {type(exc).__name__}: {exc}") from None
 

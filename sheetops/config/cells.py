@@ -16,6 +16,10 @@ PARAMS_MAX_DEPTH = 20
 PARAMS_MAX_CHARS = 20_000
 PARAMS_MAX_INT_DIGITS = 100
 TIMEZONE_MAX_CHARS = 64
+# what a spreadsheet shows for a formula that failed (Google's values API and, through
+# the workbook backend, an .xlsx file hand the parser this text)
+ERROR_VALUES = frozenset({"#DIV/0!", "#REF!", "#N/A", "#VALUE!", "#NAME?", "#NUM!",
+                          "#NULL!", "#GETTING_DATA", "#SPILL!", "#CALC!", "#ERROR!"})
 
 
 class _ParamsRejected(ValueError):

@@ -19,7 +19,7 @@ from functools import lru_cache
 from openpyxl.utils import get_column_letter
 
 from sheetops import tabs
-from sheetops.config.cells import parse_params, timezone_problem
+from sheetops.config.cells import ERROR_VALUES, parse_params, timezone_problem
 from sheetops.config.model import (
     CATCH_UP,
     AlertSpec,
@@ -48,6 +48,7 @@ class _Row:
                  columns: Mapping[str, int], problems: list[Problem]) -> None:
         self.tab, self.number, self.values = tab, number, values
         self.columns, self.problems = columns, problems
+        self._flagged: set[str] = set()  # cells with a problem already: one per cell
 
     def cell(self, name: str) -> str:
         index = self.columns.get(name)
@@ -62,8 +63,23 @@ class _Row:
         return "" if value is None else str(value).strip()
 
     def error(self, name: str, problem: str, severity: str = "error") -> None:
-        self.problems.append(Problem(self.tab, self.cell(name), self.get(name), problem,
-                                     severity))
+        cell = self.cell(name)
+        if cell in self._flagged:
+            return
+        self._flagged.add(cell)
+        self.problems.append(Problem(self.tab, cell, self.get(name), problem, severity))
+
+    def error_values(self) -> bool:
+        """Report every cell showing a spreadsheet error (``#DIV/0!``, ...); True if any.
+
+        Such a cell is a broken formula, never an empty cell to fill with a default."""
+        found = False
+        for name in self.columns:
+            if (value := self.get(name)) in ERROR_VALUES:
+                self.error(name, f"{name} shows the error {value}; fix the formula or "
+                                 "type a value")
+                found = True
+        return found
 
     def number_value(self, name: str, default: float, *, minimum: float = 0,
                      integer: bool = False, label: str = "") -> float | None:
@@ -148,8 +164,10 @@ def _parse_job_row(values: tuple[str, ...], columns: tuple[tuple[str, int], ...]
     """Parse one Jobs row on its own; cached, so an unchanged row costs a lookup."""
     problems: list[Problem] = []
     r = _Row(tabs.JOBS, number, values, dict(columns), problems)
+    ok = not r.error_values()
     job = r.get("job")
-    ok = True
+    if job in ERROR_VALUES:
+        return None, "", tuple(problems)
     if not _JOB_ID.match(job):
         r.error("job", "job id must be 1-128 letters, digits, '-', '_' or '.', starting with "
                        "a letter or digit" if job else "job id is empty")
@@ -216,6 +234,8 @@ def parse_settings(rows, problems: list[Problem]) -> SheetSettings:
                                              [c.name for c in tabs.SETTINGS_COLUMNS],
                                              ("key", "value"), problems):
         r = _Row(tabs.SETTINGS, number, row_values, columns, problems)
+        if r.error_values():
+            continue
         key = r.get("key").lower()
         if key not in tabs.SETTING_KEYS:
             r.error("key", f"unknown setting {key!r}; known settings: "
@@ -265,6 +285,8 @@ def parse_config(
                                          [c.name for c in tabs.RATE_LIMIT_COLUMNS],
                                          ("name", "rate"), problems):
         r = _Row(tabs.RATE_LIMITS, number, values, columns, problems)
+        if r.error_values():
+            continue
         name, rate, scope = r.get("name"), r.get("rate"), (r.get("scope").lower() or "global")
         if not name:
             r.error("name", "rate limit name is empty")
@@ -287,6 +309,8 @@ def parse_config(
                                          [c.name for c in tabs.TEMPLATE_COLUMNS],
                                          ("name", "body"), problems):
         r = _Row(tabs.TEMPLATES, number, values, columns, problems)
+        if r.error_values():
+            continue
         name = r.get("name")
         if not name:
             r.error("name", "template name is empty")
@@ -354,6 +378,8 @@ def parse_config(
                                          [c.name for c in tabs.ALERT_COLUMNS],
                                          ("name", "metric", "threshold"), problems):
         r = _Row(tabs.ALERTS, number, values, columns, problems)
+        if r.error_values():
+            continue
         alert = _parse_alert(r, jobs, settings)
         if alert is not None:
             alerts.append(alert)
