@@ -300,3 +300,31 @@ def test_demo_runs_offline_and_records_runs(tmp_path):
         demo_store.dispose()
     book = WorkbookHelper(tmp_path / "demo" / "ops.xlsx")
     assert book.records("Runs")
+
+
+def test_run_job_with_a_template_that_would_take_gigabytes_fails_at_once(workbook, tmp_path,
+                                                                         smtp):
+    workbook.write("Templates", ["name", "subject", "body", "format"],
+                   [["huge", "Hi", "{{ 'a' * 10**9 }}", "text"],
+                    ["fine", "Hi {{ name }}", "Hello {{ name }}", "text"]])
+    workbook.jobs({"job": "huge-mail", "automation": "send_email", "schedule": "manual",
+                   "template": "huge", "max_attempts": "1",
+                   "params": '{"recipients": ["a@example.com"], "vars": {"name": "A"}}'},
+                  {"job": "fine-mail", "automation": "send_email", "schedule": "manual",
+                   "template": "fine",
+                   "params": '{"recipients": ["b@example.com"], "vars": {"name": "B"}}'})
+    started = time.monotonic()
+    bad = cli("run-job", "huge-mail", "--sheet", str(workbook.path), cwd=tmp_path)
+    assert time.monotonic() - started < 30
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert "Traceback" not in bad.stderr
+    assert "TemplateLimitError: template value would be longer than 1,000,000" in bad.stdout
+    errors = workbook.records("Errors")
+    assert [(e["job"], e["error_type"]) for e in errors] == [("huge-mail",
+                                                              "TemplateLimitError")]
+    assert smtp.messages == []
+
+    good = cli("run-job", "fine-mail", "--sheet", str(workbook.path), cwd=tmp_path)
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert [m["To"] for m in smtp.wait_for(1)] == ["b@example.com"]
+    assert [r["status"] for r in workbook.records("Runs")] == ["ok", "failed"]
