@@ -31,6 +31,9 @@ class AttemptRequest:
     template: TemplateSpec | None = None
     rate_limit: RateLimitSpec | None = None
     trigger: str = "schedule"
+    #: the worker's memory limit for this attempt in MB (Settings ``worker_memory_mb``);
+    #: 0 = no limit
+    memory_mb: int = 0
 
 
 @dataclass(frozen=True)

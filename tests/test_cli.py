@@ -328,3 +328,24 @@ def test_run_job_with_a_template_that_would_take_gigabytes_fails_at_once(workboo
     assert good.returncode == 0, good.stdout + good.stderr
     assert [m["To"] for m in smtp.wait_for(1)] == ["b@example.com"]
     assert [r["status"] for r in workbook.records("Runs")] == ["ok", "failed"]
+
+
+def test_a_run_past_worker_memory_mb_fails_with_memory_error_and_others_go_on(workbook,
+                                                                               tmp_path,
+                                                                               store):
+    workbook.settings(worker_memory_mb=1024, status_flush_interval_s=1)
+    workbook.jobs(probe("hog", "every 2s", allocate_mb=4096), probe("fast", "every 1s"))
+    result = cli("run", "--for", "6", "--sheet", str(workbook.path), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+
+    runs = workbook.records("Runs")
+    assert {r["status"] for r in runs if r["job"] == "hog"} == {"failed"}
+    assert sum(r["status"] == "ok" for r in runs if r["job"] == "fast") >= 3
+    errors = workbook.records("Errors")
+    assert errors and {(e["job"], e["error_type"]) for e in errors} == {("hog", "MemoryError")}
+    assert {e["message"] for e in errors} == {
+        "the run needed more memory than the worker limit of 1024 MB "
+        "(Settings worker_memory_mb)"}
+    assert {r["error"][:11] for r in runs if r["job"] == "hog"} == {"MemoryError"}
+    assert {r["status"] for r in store.recent_runs(100) if r["job"] == "hog"} == {"failed"}
