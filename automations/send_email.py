@@ -16,9 +16,13 @@ The template (Templates tab) is rendered in Jinja2's sandbox with the variables 
 served — a refused address, a missing template variable — is recorded on the Errors tab
 and the others still get theirs. If the mail server stays unreachable after the
 connector's retries, the run fails and is retried only when nothing was sent yet in
-this attempt; once some emails went out the rest are recorded as failed instead, so a
-retry never sends anyone a duplicate. A dry run renders every email but sends none
-(and, sending nothing, does not wait for the rate limit).
+this attempt; once some emails went out the rest are recorded as failed instead. Every
+email sent is noted in the store for its run and recipient, and a retried attempt (after
+a timeout or a lost worker) skips the recipients an earlier attempt served, so a retry
+never sends anyone a duplicate. A recipient whose email cannot be built (a CR/LF in a
+header value) is a failed record; a run in which no recipient got the email fails. A dry
+run renders every email but sends none (and, sending nothing, does not wait for the rate
+limit).
 """
 
 from __future__ import annotations
@@ -67,6 +71,9 @@ def send_email(ctx: Any) -> dict[str, Any]:
                 ctx.record_failure(key, PermanentError(
                     f"recipient {index + 1} has no valid email address"))
                 continue
+            if not ctx.dry_run and ctx.deliveries.done(address):
+                sent += 1  # an earlier attempt of this run sent it: never twice
+                continue
             try:
                 rendered = ctx.render(**{**shared, **person, "email": address})
             except SecurityError as exc:
@@ -79,8 +86,14 @@ def send_email(ctx: Any) -> dict[str, Any]:
             except TemplateError as exc:
                 raise PermanentError(f"template {ctx.template.name!r} cannot be rendered: "
                                      f"{type(exc).__name__}: {exc}") from None
-            message = build_message(rendered, to=address, sender=config.sender,
-                                    reply_to=params.get("reply_to"), headers=headers)
+            try:
+                message = build_message(rendered, to=address, sender=config.sender,
+                                        reply_to=params.get("reply_to"), headers=headers)
+            except (ValueError, PermanentError) as exc:  # e.g. CR/LF in a header
+                ctx.record_failure(key, PermanentError(
+                    f"recipient {index + 1}: the email cannot be built: {exc}"),
+                    stage="render")
+                continue
             ready += 1
             if ctx.dry_run:
                 ctx.log.info("dry run: would send %r to %s", rendered.subject, address)
@@ -99,8 +112,12 @@ def send_email(ctx: Any) -> dict[str, Any]:
                         f"not sent, mail server unavailable after {sent} sent: {exc}"),
                         stage="send")
                 break
+            ctx.deliveries.add(address)
             sent += 1
     failed = len(ctx.record_failures)
+    if not ctx.dry_run and sent == 0 and failed >= len(recipients):
+        raise PermanentError(f"none of the {len(recipients)} recipient(s) got the email; "
+                             "each one is listed on the Errors tab")
     result: dict[str, Any] = {"records_in": len(recipients),
                               "records_out": ready if ctx.dry_run else sent,
                               "records_failed": failed, "sent": sent}

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sheetops import templates
 from sheetops.errors import PermanentError
 from sheetops.ratelimit import RateLimitSpec
 from sheetops.templates import Rendered, TemplateSpec
+
+if TYPE_CHECKING:
+    from sheetops.store.deliveries import Deliveries
 
 SECRET_PREFIX = "secret:"
 
@@ -31,6 +35,11 @@ class AttemptRequest:
     template: TemplateSpec | None = None
     rate_limit: RateLimitSpec | None = None
     trigger: str = "schedule"
+    #: the worker's memory limit for this attempt in MB (Settings ``worker_memory_mb``);
+    #: 0 = no limit
+    memory_mb: int = 0
+    #: the store, where :attr:`RunContext.deliveries` notes what this run already sent
+    store_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -147,7 +156,8 @@ class RunContext:
 
     ``params`` has secrets resolved; ``render`` fills the row's template;
     ``throttle`` waits for the row's rate limit; ``record_failure`` reports one bad
-    record without failing the run.
+    record without failing the run; ``deliveries`` remembers, across the run's attempts,
+    which records were already sent (so a retry never sends them again).
     """
 
     def __init__(self, request: AttemptRequest,
@@ -169,6 +179,13 @@ class RunContext:
             self.secrets)
         self._throttle = throttle
         self.record_failures: list[RecordFailure] = []
+
+    @functools.cached_property
+    def deliveries(self) -> Deliveries:
+        """What this run already delivered, kept in the store across attempts."""
+        from sheetops.store.deliveries import Deliveries
+
+        return Deliveries(self.request.store_url, self.run_id)
 
     @property
     def template(self) -> TemplateSpec | None:

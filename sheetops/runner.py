@@ -229,7 +229,8 @@ class Runner:
             template=run.snapshot.templates.get(spec.template) if spec.template else None,
             rate_limit=run.snapshot.rate_limits.get(spec.rate_limit)
             if spec.rate_limit else None,
-            trigger=run.trigger)
+            trigger=run.trigger, memory_mb=run.snapshot.settings.worker_memory_mb,
+            store_url=self.store.url)
 
     def _send(self, run: _Run, eta: float | None = None) -> None:
         self.executor.submit(self._next_request(run), eta)

@@ -145,6 +145,8 @@ SETTING_KEYS: dict[str, tuple[str, str]] = {
     "alert_default_channel": ("", "Channel for alert rules that leave channel empty."),
     "catch_up_max_runs": ("100", "Upper bound of runs started by catch_up=all per job."),
     "run_history_days": ("90", "Days of runs kept in the store."),
+    "worker_memory_mb": ("2048", "Memory (address space, MB) one worker process may use; "
+                                 "a run past it fails with MemoryError."),
 }
 
 

@@ -3,16 +3,44 @@
 The sandbox stops a sheet editor from reaching Python internals
 (``{{ ''.__class__.__mro__ }}`` raises ``SecurityError``); undefined variables render
 as errors, not as silent blanks, so a typo in a template fails the run visibly.
+
+Every render also has a cost limit, because alert templates render inside the scheduler
+process and a job's template inside a worker: a render that runs longer than
+``RENDER_TIME_LIMIT_S`` or writes more than ``RENDER_OUTPUT_LIMIT`` characters raises
+``TemplateLimitError`` instead of stalling the alert thread or filling the memory.
+Loops check the deadline as they iterate, ``*``/``**`` refuse results past the output
+limit, and ``namespace()`` refuses to hold a value past it.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError
+from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import Namespace
+
+from sheetops.errors import PermanentError
+
+#: the longest one template render may take (subject and body together)
+RENDER_TIME_LIMIT_S = 5.0
+#: the most characters one render may produce (and one value it may build)
+RENDER_OUTPUT_LIMIT = 1_000_000
+#: how many loop iterations pass between two deadline checks
+_CHECK_EVERY = 256
+_GUARD = "__sheetops_loop_guard"
+
+_deadline: ContextVar[float] = ContextVar("sheetops_template_deadline", default=float("inf"))
+
+
+class TemplateLimitError(PermanentError):
+    """A template render went past its time or output-size limit (it would hang or
+    exhaust memory); the render is stopped and the run or alert reports this instead."""
 
 
 @dataclass(frozen=True)
@@ -34,10 +62,83 @@ class Rendered:
         return self.format == "html"
 
 
+def _check_deadline() -> None:
+    if time.monotonic() > _deadline.get():
+        raise TemplateLimitError(f"template render took longer than {RENDER_TIME_LIMIT_S:g} s "
+                                 "(a loop too long?); it was stopped")
+
+
+def _too_big(what: str) -> TemplateLimitError:
+    return TemplateLimitError(f"template {what} would be longer than {RENDER_OUTPUT_LIMIT:,} "
+                              "characters; it was stopped")
+
+
+def _loop_guard(iterable: Iterable[Any]) -> Iterator[Any]:
+    """Wrap every ``{% for %}`` so that nested loops that print nothing still stop."""
+    for count, item in enumerate(iterable):
+        if count % _CHECK_EVERY == 0:
+            _check_deadline()
+        yield item
+
+
+def _sized(value: Any) -> Any:
+    if isinstance(value, (str, bytes, list, tuple)) and len(value) > RENDER_OUTPUT_LIMIT:
+        raise _too_big("value")
+    return value
+
+
+def _multiply(left: Any, right: Any) -> Any:
+    for seq, times in ((left, right), (right, left)):
+        if (isinstance(seq, (str, bytes, list, tuple)) and isinstance(times, int)
+                and len(seq) * times > RENDER_OUTPUT_LIMIT):
+            raise _too_big("value")
+    return left * right
+
+
+def _power(left: Any, right: Any) -> Any:
+    if (isinstance(left, int) and isinstance(right, int) and abs(left) > 1 and right > 0
+            and right * abs(left).bit_length() > RENDER_OUTPUT_LIMIT):
+        raise _too_big("number")
+    return left**right
+
+
+class _LimitedNamespace(Namespace):
+    """``namespace()`` whose attributes cannot grow past the output limit."""
+
+    def __setitem__(self, name: str, value: Any) -> None:  # type: ignore[override]
+        super().__setitem__(name, _sized(value))
+
+
+class LimitedEnvironment(ImmutableSandboxedEnvironment):
+    """The sandbox plus cost limits: loops check the render deadline, big ``*`` and
+    ``**`` results and oversized ``namespace`` values are refused."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.globals[_GUARD] = _loop_guard
+        self.globals["namespace"] = _LimitedNamespace
+
+    def call_binop(self, context: Any, operator_: str, left: Any, right: Any) -> Any:
+        if operator_ == "*":
+            return _multiply(left, right)
+        if operator_ == "**":
+            return _power(left, right)
+        return super().call_binop(context, operator_, left, right)
+
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+        tree = super()._parse(source, name, filename)
+        for loop in tree.find_all(nodes.For):
+            loop.iter = nodes.Call(nodes.Name(_GUARD, "load"), [loop.iter], [], None, None,
+                                   lineno=loop.lineno)
+        return tree
+
+
 @lru_cache(maxsize=2)
-def _environment(html: bool) -> ImmutableSandboxedEnvironment:
-    return ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=html,
-                                         keep_trailing_newline=True)
+def _environment(html: bool) -> LimitedEnvironment:
+    return LimitedEnvironment(undefined=StrictUndefined, autoescape=html,
+                              keep_trailing_newline=True)
 
 
 @lru_cache(maxsize=512)
@@ -54,8 +155,26 @@ def syntax_problem(source: str) -> str | None:
     return None
 
 
+def _limited(source: str, html: bool, variables: dict[str, Any], budget: list[int]) -> str:
+    """Stream one template, stopping at the deadline or when ``budget`` runs out."""
+    chunks = []
+    for chunk in _compile(source, html).generate(variables):
+        budget[0] -= len(chunk)
+        if budget[0] < 0:
+            raise _too_big("output")
+        _check_deadline()
+        chunks.append(chunk)
+    return "".join(chunks)
+
+
 def render(spec: TemplateSpec, variables: dict[str, Any]) -> Rendered:
+    """Render subject and body within the time and output limits (``TemplateLimitError``)."""
     html = spec.format == "html"
-    subject = _compile(spec.subject, False).render(variables) if spec.subject else ""
-    body = _compile(spec.body, html).render(variables) if spec.body else ""
+    budget = [RENDER_OUTPUT_LIMIT]
+    token = _deadline.set(time.monotonic() + RENDER_TIME_LIMIT_S)
+    try:
+        subject = _limited(spec.subject, False, variables, budget) if spec.subject else ""
+        body = _limited(spec.body, html, variables, budget) if spec.body else ""
+    finally:
+        _deadline.reset(token)
     return Rendered(subject.strip(), body, spec.format)

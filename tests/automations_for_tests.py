@@ -29,7 +29,8 @@ def probe(ctx: Any) -> dict[str, Any]:
     """Test probe: record the attempt, sleep, throttle, fail or succeed as params say.
 
     params: dir, sleep (s), throttle (permits to take), succeed_on (attempt number),
-    fail ("permanent"), message, bad_records (keys reported with record_failure).
+    fail ("permanent"), message, bad_records (keys reported with record_failure),
+    allocate_mb (memory to take, for the worker memory limit).
     """
     p = ctx.params
     folder = Path(p["dir"]) if p.get("dir") else None
@@ -41,6 +42,7 @@ def probe(ctx: Any) -> dict[str, Any]:
         name = f"{ctx.job}-{ctx.run_id}-{ctx.attempt}"
         _write_json(folder / f"{name}.start.json", record)
     time.sleep(float(p.get("sleep", 0)))
+    hog = bytearray(int(p.get("allocate_mb", 0)) * 1024 * 1024)
     for _ in range(int(p.get("throttle", 0))):
         ctx.throttle()
         record["permits"].append(time.time())
@@ -54,7 +56,7 @@ def probe(ctx: Any) -> dict[str, Any]:
         raise RuntimeError(message)
     for key in p.get("bad_records", []):
         ctx.record_failure(key, ValueError(f"record {key} has no email"))
-    n = int(p.get("records", 1))
+    n = int(p.get("records", 1)) + 0 * len(hog)
     return {"records_in": n, "records_out": n - len(p.get("bad_records", [])),
             "attempt": ctx.attempt}
 

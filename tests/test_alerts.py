@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from sheetops import templates
 from sheetops.alerts import (
     AlertEvaluator,
     ChannelDelivery,
@@ -283,6 +284,23 @@ def test_broken_template_still_alerts_with_the_built_in_text(store):
     assert kinds(evaluator.evaluate(T0)) == ["fired"]
     assert sent[0].subject == "[sheetops] FIRING: sync failing — sync"
     assert "Template 'alert' could not be used" in sent[0].body
+
+
+def test_an_endless_alert_template_is_stopped_and_the_built_in_text_is_sent(store, smtp,
+                                                                            monkeypatch):
+    monkeypatch.setattr(templates, "RENDER_TIME_LIMIT_S", 1.0)
+    record_runs(store, "sync", ["failed"] * 3)
+    endless = ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}"
+               "{% endfor %}")
+    evaluator = AlertEvaluator(store, Box(snapshot(rule(), templates=(
+        TemplateSpec("alert", "x", endless),))), ChannelDelivery(FAST))
+    started = time.monotonic()
+    assert kinds(evaluator.evaluate(T0)) == ["fired"]
+    assert time.monotonic() - started < 10
+    mail = smtp.wait_for(1)[0]
+    assert mail["Subject"] == "[sheetops] FIRING: sync failing — sync"
+    assert ("Template 'alert' could not be used: TemplateLimitError: template render took "
+            "longer than 1 s") in mail.get_content()
 
 
 # -- delivery failures --------------------------------------------------------------------

@@ -300,3 +300,97 @@ def test_demo_runs_offline_and_records_runs(tmp_path):
         demo_store.dispose()
     book = WorkbookHelper(tmp_path / "demo" / "ops.xlsx")
     assert book.records("Runs")
+
+
+def test_run_job_with_a_template_that_would_take_gigabytes_fails_at_once(workbook, tmp_path,
+                                                                         smtp):
+    workbook.write("Templates", ["name", "subject", "body", "format"],
+                   [["huge", "Hi", "{{ 'a' * 10**9 }}", "text"],
+                    ["fine", "Hi {{ name }}", "Hello {{ name }}", "text"]])
+    workbook.jobs({"job": "huge-mail", "automation": "send_email", "schedule": "manual",
+                   "template": "huge", "max_attempts": "1",
+                   "params": '{"recipients": ["a@example.com"], "vars": {"name": "A"}}'},
+                  {"job": "fine-mail", "automation": "send_email", "schedule": "manual",
+                   "template": "fine",
+                   "params": '{"recipients": ["b@example.com"], "vars": {"name": "B"}}'})
+    started = time.monotonic()
+    bad = cli("run-job", "huge-mail", "--sheet", str(workbook.path), cwd=tmp_path)
+    assert time.monotonic() - started < 30
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert "Traceback" not in bad.stderr
+    assert "TemplateLimitError: template value would be longer than 1,000,000" in bad.stdout
+    errors = workbook.records("Errors")
+    assert [(e["job"], e["error_type"]) for e in errors] == [("huge-mail",
+                                                              "TemplateLimitError")]
+    assert smtp.messages == []
+
+    good = cli("run-job", "fine-mail", "--sheet", str(workbook.path), cwd=tmp_path)
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert [m["To"] for m in smtp.wait_for(1)] == ["b@example.com"]
+    assert [r["status"] for r in workbook.records("Runs")] == ["ok", "failed"]
+
+
+def test_a_run_past_worker_memory_mb_fails_with_memory_error_and_others_go_on(workbook,
+                                                                               tmp_path,
+                                                                               store):
+    workbook.settings(worker_memory_mb=1024, status_flush_interval_s=1)
+    workbook.jobs(probe("hog", "every 2s", allocate_mb=4096), probe("fast", "every 1s"))
+    result = cli("run", "--for", "6", "--sheet", str(workbook.path), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+
+    runs = workbook.records("Runs")
+    assert {r["status"] for r in runs if r["job"] == "hog"} == {"failed"}
+    assert sum(r["status"] == "ok" for r in runs if r["job"] == "fast") >= 3
+    errors = workbook.records("Errors")
+    assert errors and {(e["job"], e["error_type"]) for e in errors} == {("hog", "MemoryError")}
+    assert {e["message"] for e in errors} == {
+        "the run needed more memory than the worker limit of 1024 MB "
+        "(Settings worker_memory_mb)"}
+    assert {r["error"][:11] for r in runs if r["job"] == "hog"} == {"MemoryError"}
+    assert {r["status"] for r in store.recent_runs(100) if r["job"] == "hog"} == {"failed"}
+
+
+def _mail_job(job: str, recipients: list, **columns: str) -> dict[str, str]:
+    return {"job": job, "automation": "send_email", "schedule": "manual",
+            "template": "hello", "max_attempts": "3", "backoff_initial_s": "0.1",
+            "params": json.dumps({"recipients": recipients}), **columns}
+
+
+def test_send_email_bad_recipient_is_a_failed_record_and_nobody_gets_two(workbook, tmp_path,
+                                                                         smtp, store):
+    workbook.write("Templates", ["name", "subject", "body", "format"],
+                   [["hello", "Hi {{ name }}", "Hello {{ name }}", "text"]])
+    workbook.jobs(_mail_job("mixed", [{"email": "a@example.com", "name": "A"},
+                                      {"email": "b@example.com", "name": "B\r\nBcc: x@evil"},
+                                      {"email": "c@example.com", "name": "C"}]),
+                  _mail_job("all-bad", [{"email": "d@example.com", "name": "D\nX: y"}]))
+    mixed = cli("run-job", "mixed", "--sheet", str(workbook.path), cwd=tmp_path)
+    assert mixed.returncode == 0, mixed.stdout + mixed.stderr
+    assert "records in/out/failed 3/2/1" in mixed.stdout
+    assert sorted(m["To"] for m in smtp.wait_for(2)) == ["a@example.com", "c@example.com"]
+    errors = workbook.records("Errors")
+    assert [(e["job"], e["record_key"], e["stage"]) for e in errors] == [
+        ("mixed", "b@example.com", "render")]
+    assert "recipient 2: the email cannot be built" in errors[0]["message"]
+
+    bad = cli("run-job", "all-bad", "--sheet", str(workbook.path), cwd=tmp_path)
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert "none of the 1 recipient(s) got the email" in bad.stdout
+    assert "of all-bad: failed after 1 attempt(s)" in bad.stdout
+    assert [r["status"] for r in workbook.records("Runs")] == ["failed", "ok"]
+    assert len(smtp.messages) == 2
+
+
+def test_send_email_retried_after_a_timeout_sends_nobody_a_second_copy(workbook, tmp_path,
+                                                                       smtp):
+    stuck = ("{% if email == 'c@example.com' %}{% for i in range(100000) %}"
+             "{% for j in range(100000) %}{% endfor %}{% endfor %}{% endif %}Hello")
+    workbook.write("Templates", ["name", "subject", "body", "format"],
+                   [["hello", "Hi", stuck, "text"]])
+    workbook.jobs(_mail_job("stuck-mail", ["a@example.com", "b@example.com", "c@example.com"],
+                            timeout_s="2"))
+    result = cli("run-job", "stuck-mail", "--sheet", str(workbook.path), cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "attempt 3: timeout" in result.stdout and "timeout after 3 attempt(s)" in result.stdout
+    assert sorted(m["To"] for m in smtp.messages) == ["a@example.com", "b@example.com"]

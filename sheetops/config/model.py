@@ -104,6 +104,7 @@ class SheetSettings:
     alert_default_channel: str = ""
     catch_up_max_runs: int = 100
     run_history_days: int = 90
+    worker_memory_mb: int = 2048
 
 
 @dataclass(frozen=True)

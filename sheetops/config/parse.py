@@ -37,7 +37,7 @@ _FALSE = {"false", "no", "n", "0", "off", ""}
 _JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)?$")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_SETTING_MINIMUM = {"alert_reminder_s": 0}  # 0 = never remind
+_SETTING_MINIMUM = {"alert_reminder_s": 0, "worker_memory_mb": 256}  # 0 = never remind
 _CHANNEL = re.compile(r"^(email:[^@\s]+@[^@\s]+|slack:[A-Za-z0-9_\-]+|webhook:[A-Za-z0-9_\-]+)$")
 
 

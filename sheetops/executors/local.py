@@ -34,6 +34,7 @@ from sheetops.attempt import run_attempt
 from sheetops.context import AttemptRequest, AttemptResult
 from sheetops.errors import RunTimeout, WorkerLost
 from sheetops.executors.base import Executor, OnResult, OnStart
+from sheetops.executors.memory import explain_memory_error, limit_memory
 from sheetops.hooks import Hooks
 from sheetops.ratelimit import RateLimiter, RateLimitSpec
 
@@ -123,7 +124,8 @@ def _worker_main(conn: Connection, progress, modules: list[str], path: list[str]
             progress[2] = time.time()
             progress[1] = position
             progress[0] = number
-            result = run_attempt(request, throttle)
+            limit_memory(request.memory_mb)
+            result = explain_memory_error(run_attempt(request, throttle), request.memory_mb)
             with send_lock:
                 held.append(result)
         busy.clear()
