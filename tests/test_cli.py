@@ -300,3 +300,47 @@ def test_demo_runs_offline_and_records_runs(tmp_path):
         demo_store.dispose()
     book = WorkbookHelper(tmp_path / "demo" / "ops.xlsx")
     assert book.records("Runs")
+
+
+# -- bad environment and arguments: one sentence, exit 2 ----------------------------------
+
+@pytest.mark.parametrize("data, expected", [
+    ("notes.txt", "--data notes.txt is not a SQLite file"),
+    (".", "--data . is a directory"),
+    ("missing/sheets.db", "the folder missing does not exist"),
+])
+def test_emulator_bad_data_path_is_one_sentence_and_exit_2(tmp_path, data, expected):
+    (tmp_path / "notes.txt").write_text("not a database\n")
+    result = cli("emulator", "--port", "0", "--data", data, cwd=tmp_path, timeout=30)
+    assert result.returncode == 2
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("command, env, expected", [
+    (("run-job", "x", "--sheet", "ops.xlsx"), {"SHEETOPS_STORE_URL": "notes"},
+     "(SHEETOPS_STORE_URL): file is not a database"),
+    (("dashboard", "--port", "0"), {"SHEETOPS_STORE_URL": "notes"},
+     "(SHEETOPS_STORE_URL): file is not a database"),
+    (("automations",), {"SHEETOPS_METRICS_PORT": "99999"},
+     "SHEETOPS_METRICS_PORT='99999' is not valid (input should be less than or equal"),
+    (("automations",), {"SHEETOPS_LOG_LEVEL": "LOUD"},
+     "SHEETOPS_LOG_LEVEL='LOUD' is not valid (use one of DEBUG, INFO"),
+])
+def test_bad_setting_is_one_sentence_and_exit_2(workbook, tmp_path, command, env, expected):
+    (tmp_path / "notes.txt").write_text("not a database\n")
+    env = {k: (f"sqlite:///{tmp_path / 'notes.txt'}" if v == "notes" else v)
+           for k, v in env.items()}
+    result = cli(*command, cwd=tmp_path, timeout=60, **env)
+    assert result.returncode == 2, result.stderr
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_unknown_setting_is_warned_once_in_one_line(tmp_path):
+    result = cli("automations", cwd=tmp_path, SHEETOPS_WROKERS="4")
+    assert result.returncode == 0
+    lines = [line for line in result.stderr.splitlines() if "SHEETOPS_WROKERS" in line]
+    assert len(lines) == 1 and lines[0].endswith(
+        "SHEETOPS_WROKERS is not a sheetops setting and is ignored")
+    assert "UserWarning" not in result.stderr and ".py:" not in result.stderr
