@@ -123,12 +123,21 @@ def validate(sheet: str = SheetOption) -> None:
         raise _fail(str(exc)) from None
     for problem in snapshot.problems:
         color = typer.colors.RED if problem.is_error else typer.colors.YELLOW
-        typer.secho(f"{problem}  [{problem.severity}]", fg=color)
+        typer.secho(f"{problem}  [{problem.severity}]{_import_note(str(problem))}", fg=color)
     errors = len(snapshot.errors)
     warnings = len(snapshot.problems) - errors
     typer.echo(f"{len(snapshot.jobs)} valid job(s), {errors} error(s), {warnings} warning(s); "
                f"written to the Validation tab")
     raise typer.Exit(1 if errors else 0)
+
+
+def _import_note(problem: str) -> str:
+    """Beside an ``unknown automation`` problem, the modules that failed to import (the
+    likely reason the name is unknown)."""
+    if "unknown automation" not in problem or not registry.failed:
+        return ""
+    return "; not imported: " + "; ".join(f"{module} ({why})"
+                                          for module, why in sorted(registry.failed.items()))
 
 
 @app.command()

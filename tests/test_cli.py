@@ -344,3 +344,33 @@ def test_unknown_setting_is_warned_once_in_one_line(tmp_path):
     assert len(lines) == 1 and lines[0].endswith(
         "SHEETOPS_WROKERS is not a sheetops setting and is ignored")
     assert "UserWarning" not in result.stderr and ".py:" not in result.stderr
+
+
+# -- automation discovery -----------------------------------------------------------------
+
+def test_working_directory_code_is_never_imported_and_builtins_stay(tmp_path):
+    marker = tmp_path / "imported.txt"
+    (tmp_path / "automations").mkdir()
+    for path in (tmp_path / "automations" / "__init__.py", tmp_path / "requests.py",
+                 tmp_path / "demo.py"):
+        path.write_text(f"open({str(marker)!r}, 'a').write({path.name!r})\n")
+    result = cli("automations", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    names = {line.split()[0] for line in result.stdout.splitlines()}
+    assert {"send_email", "http_get", "heartbeat", "t_probe"} <= names
+    assert not marker.exists()
+
+
+def test_module_that_fails_to_import_is_named_beside_unknown_automation(workbook, tmp_path):
+    (tmp_path / "libs").mkdir()
+    (tmp_path / "libs" / "team_autos.py").write_text("import no_such_dependency\n")
+    workbook.jobs({"job": "nightly", "automation": "team_job", "schedule": "every 1h",
+                   "enabled": "TRUE"})
+    result = cli("validate", "--sheet", "ops.xlsx", cwd=tmp_path,
+                 SHEETOPS_AUTOMATIONS="automations_for_tests,team_autos",
+                 PYTHONPATH=os.pathsep.join([str(TESTS_DIR), str(tmp_path / "libs")]))
+    assert result.returncode == 1
+    line = next(x for x in result.stdout.splitlines() if "unknown automation" in x)
+    assert line.startswith("Jobs!B2: unknown automation 'team_job'")
+    assert ("not imported: team_autos (ModuleNotFoundError: No module named "
+            "'no_such_dependency')") in line
