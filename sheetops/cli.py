@@ -54,9 +54,40 @@ def _open(sheet: str | None):
 
 
 def _store(settings: Settings, sheet_location: str):
+    return _open_store(settings.resolved_store_url(sheet_location))
+
+
+def _open_store(url: str):
+    """The store at ``url``; a file that is not a database is a StoreError, one sentence."""
+    from sqlalchemy.exc import DatabaseError
+
+    from sheetops.errors import StoreError
     from sheetops.store import Store
 
-    return Store(settings.resolved_store_url(sheet_location))
+    try:
+        return Store(url)
+    except DatabaseError as exc:
+        from sqlalchemy.engine import make_url
+
+        shown = make_url(url).render_as_string(hide_password=True)
+        raise StoreError(f"cannot use the store {shown} (SHEETOPS_STORE_URL): "
+                         f"{getattr(exc, 'orig', exc)}") from None
+
+
+def _check_emulator_data(data: str) -> None:
+    """Refuse a ``--data`` path that cannot hold the emulator's SQLite file."""
+    path = Path(data)
+    if path.is_dir():
+        raise _fail(f"--data {data} is a directory; give the path of a SQLite file, "
+                    f"e.g. {path / 'sheets.db'}")
+    if not path.parent.is_dir():
+        raise _fail(f"--data {data}: the folder {path.parent} does not exist; create it "
+                    "or choose another path")
+    if path.is_file() and path.stat().st_size:
+        with path.open("rb") as handle:
+            if handle.read(16) != b"SQLite format 3\x00":
+                raise _fail(f"--data {data} is not a SQLite file (the emulator keeps its "
+                            "spreadsheets in one); give a new or an existing emulator file")
 
 
 @app.command()
@@ -92,12 +123,21 @@ def validate(sheet: str = SheetOption) -> None:
         raise _fail(str(exc)) from None
     for problem in snapshot.problems:
         color = typer.colors.RED if problem.is_error else typer.colors.YELLOW
-        typer.secho(f"{problem}  [{problem.severity}]", fg=color)
+        typer.secho(f"{problem}  [{problem.severity}]{_import_note(str(problem))}", fg=color)
     errors = len(snapshot.errors)
     warnings = len(snapshot.problems) - errors
     typer.echo(f"{len(snapshot.jobs)} valid job(s), {errors} error(s), {warnings} warning(s); "
                f"written to the Validation tab")
     raise typer.Exit(1 if errors else 0)
+
+
+def _import_note(problem: str) -> str:
+    """Beside an ``unknown automation`` problem, the modules that failed to import (the
+    likely reason the name is unknown)."""
+    if "unknown automation" not in problem or not registry.failed:
+        return ""
+    return "; not imported: " + "; ".join(f"{module} ({why})"
+                                          for module, why in sorted(registry.failed.items()))
 
 
 @app.command()
@@ -259,6 +299,7 @@ def dashboard(host: str = typer.Option(None, help="Address to bind (default 127.
                     f"'sheetops[dashboard]' ({exc})") from None
     url = settings.resolved_store_url(sheet or settings.sheet)
     try:
+        _open_store(url).dispose()
         code = serve(url, host or settings.dashboard_host, port or settings.dashboard_port)
     except SheetopsError as exc:
         raise _fail(str(exc)) from None
@@ -283,6 +324,8 @@ def emulator(port: int = typer.Option(8085, help="Port on 127.0.0.1."),
     _prepare()
     from sheetops.testing.emulator import serve
 
+    if data:
+        _check_emulator_data(data)
     if seed and not Path(seed).is_file():
         raise _fail(f"--seed {seed}: no such workbook; give the path of an .xlsx file")
     try:

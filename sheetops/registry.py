@@ -1,19 +1,20 @@
 """Automations are registered by name; the sheet can name nothing else.
 
-``@automation("name")`` puts a function in the registry. Modules are discovered from
-the ``automations`` package and from ``SHEETOPS_AUTOMATIONS`` (comma-separated module
-names importable from ``sys.path``; the current directory counts), so a team can keep
-its automations in its own repository.
+``@automation("name")`` puts a function in the registry. Modules come only from what the
+deployment names: entry points in the ``sheetops.automations`` group (the built-ins are
+registered there too) and ``SHEETOPS_AUTOMATIONS`` (comma-separated module names of the
+installed environment or ``PYTHONPATH``). The working directory is never searched: running
+``sheetops`` in a shared folder that holds an ``automations/`` package or a
+``requests.py`` must not run that code.
 """
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
-import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
+from importlib.metadata import entry_points
 from typing import Any
 
 from sheetops.errors import SheetopsError, UnknownAutomation
@@ -35,6 +36,7 @@ class AutomationRegistry:
     def __init__(self) -> None:
         self._by_name: dict[str, Automation] = {}
         self._discovered: set[str] = set()
+        self.failed: dict[str, str] = {}  # module → why it could not be imported
 
     def register(self, name: str, fn: AutomationFn, description: str = "") -> None:
         existing = self._by_name.get(name)
@@ -63,33 +65,41 @@ class AutomationRegistry:
         return name in self._by_name
 
     def discover(self, extra_modules: Iterable[str] = ()) -> list[str]:
-        """Import the built-in ``automations`` package and ``extra_modules``.
+        """Import the entry-point modules and ``extra_modules`` (never from the cwd).
 
         Returns the modules that could not be imported, with the reason, so the CLI can
-        report them without stopping the automations that did load.
+        report them without stopping the automations that did load; they are also kept in
+        :attr:`failed` to explain an ``unknown automation`` problem.
         """
         problems: list[str] = []
-        cwd = str(Path.cwd())
-        if cwd not in sys.path:
-            sys.path.insert(0, cwd)
-        modules: list[str] = []
-        try:
-            from sheetops import automations
-
-            modules += [f"sheetops.automations.{m.name}" for m in pkgutil.iter_modules(
-                automations.__path__) if not m.name.startswith("_")]
-        except ImportError as exc:  # pragma: no cover - package missing from install
-            problems.append(f"automations: {exc}")
-        modules += [m.strip() for m in extra_modules if m.strip()]
-        for module in modules:
+        for module in [*_entry_point_modules(),
+                       *(m.strip() for m in extra_modules if m.strip())]:
             if module in self._discovered:
                 continue
             try:
                 importlib.import_module(module)
                 self._discovered.add(module)
+                self.failed.pop(module, None)
             except Exception as exc:
-                problems.append(f"{module}: {type(exc).__name__}: {exc}")
+                self.failed[module] = f"{type(exc).__name__}: {exc}"
+                problems.append(f"{module}: {self.failed[module]}")
         return problems
+
+
+ENTRY_POINT_GROUP = "sheetops.automations"
+
+
+def _entry_point_modules() -> list[str]:
+    """Modules named in the ``sheetops.automations`` entry-point group; the built-in
+    package as well when the installed metadata predates the group (an old editable
+    install), so the built-ins never silently vanish."""
+    modules = [ep.value.split(":")[0] for ep in entry_points(group=ENTRY_POINT_GROUP)]
+    if not any(m.startswith("sheetops.automations.") for m in modules):
+        from sheetops import automations
+
+        modules += [f"sheetops.automations.{m.name}" for m in pkgutil.iter_modules(
+            automations.__path__) if not m.name.startswith("_")]
+    return modules
 
 
 registry = AutomationRegistry()

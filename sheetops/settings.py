@@ -8,12 +8,12 @@ silently.
 
 from __future__ import annotations
 
+import logging
 import os
-import warnings
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sheetops.errors import SheetopsError
@@ -37,18 +37,34 @@ class Settings(BaseSettings):
     sheets_max_retries: int = 6
     log_format: str = "text"
     log_level: str = "INFO"
-    metrics_port: int = Field(default=0, description="Prometheus /metrics port; 0 = off")
+    metrics_port: int = Field(default=0, ge=0, le=65535,
+                              description="Prometheus /metrics port; 0 = off")
     metrics_host: str = "127.0.0.1"
     smtp_host: str = "127.0.0.1"
-    smtp_port: int = 25
+    smtp_port: int = Field(default=25, ge=1, le=65535)
     smtp_user: str = ""
     smtp_password: SecretStr = SecretStr("")
     smtp_starttls: bool = False
     smtp_sender: str = "sheetops@localhost"
     dashboard_password: SecretStr = SecretStr("")
     dashboard_host: str = "127.0.0.1"
-    dashboard_port: int = 8501
+    dashboard_port: int = Field(default=8501, ge=1, le=65535)
     require_services: bool = False
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        """A level name logging knows, so a typo fails at start, not as a traceback."""
+        if not isinstance(logging.getLevelName(value.upper()), int):
+            raise ValueError("use one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return value.upper()
+
+    @field_validator("log_format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        if value.lower() not in ("text", "json"):
+            raise ValueError("use text or json")
+        return value.lower()
 
     def resolved_store_url(self, sheet: str | None = None) -> str:
         """The store URL, defaulting to a SQLite file beside a workbook (or in the cwd)."""
@@ -77,15 +93,15 @@ def unknown_env_vars(environ: dict[str, str] | None = None) -> list[str]:
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    for name in unknown_env_vars():
-        warnings.warn(f"{name} is not a sheetops setting and is ignored", stacklevel=2)
+    """The settings, read once; unknown ``SHEETOPS_*`` names are reported by the CLI."""
     try:
         return Settings()
     except ValidationError as exc:  # one sentence per bad variable, not a traceback
         problems = []
         for error in exc.errors():
             name = "SHEETOPS_" + str(error["loc"][0]).upper() if error["loc"] else "?"
+            msg = error["msg"].removeprefix("Value error, ")
             problems.append(f"{name}={error.get('input')!r} is not valid "
-                            f"({error['msg'][:1].lower()}{error['msg'][1:]})")
+                            f"({msg[:1].lower()}{msg[1:]})")
         raise SheetopsError("; ".join(problems) + " (set it in the environment or .env)"
                             ) from None

@@ -394,3 +394,77 @@ def test_send_email_retried_after_a_timeout_sends_nobody_a_second_copy(workbook,
     assert result.returncode == 1, result.stdout + result.stderr
     assert "attempt 3: timeout" in result.stdout and "timeout after 3 attempt(s)" in result.stdout
     assert sorted(m["To"] for m in smtp.messages) == ["a@example.com", "b@example.com"]
+
+
+# -- bad environment and arguments: one sentence, exit 2 ----------------------------------
+
+@pytest.mark.parametrize("data, expected", [
+    ("notes.txt", "--data notes.txt is not a SQLite file"),
+    (".", "--data . is a directory"),
+    ("missing/sheets.db", "the folder missing does not exist"),
+])
+def test_emulator_bad_data_path_is_one_sentence_and_exit_2(tmp_path, data, expected):
+    (tmp_path / "notes.txt").write_text("not a database\n")
+    result = cli("emulator", "--port", "0", "--data", data, cwd=tmp_path, timeout=30)
+    assert result.returncode == 2
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("command, env, expected", [
+    (("run-job", "x", "--sheet", "ops.xlsx"), {"SHEETOPS_STORE_URL": "notes"},
+     "(SHEETOPS_STORE_URL): file is not a database"),
+    (("dashboard", "--port", "0"), {"SHEETOPS_STORE_URL": "notes"},
+     "(SHEETOPS_STORE_URL): file is not a database"),
+    (("automations",), {"SHEETOPS_METRICS_PORT": "99999"},
+     "SHEETOPS_METRICS_PORT='99999' is not valid (input should be less than or equal"),
+    (("automations",), {"SHEETOPS_LOG_LEVEL": "LOUD"},
+     "SHEETOPS_LOG_LEVEL='LOUD' is not valid (use one of DEBUG, INFO"),
+])
+def test_bad_setting_is_one_sentence_and_exit_2(workbook, tmp_path, command, env, expected):
+    (tmp_path / "notes.txt").write_text("not a database\n")
+    env = {k: (f"sqlite:///{tmp_path / 'notes.txt'}" if v == "notes" else v)
+           for k, v in env.items()}
+    result = cli(*command, cwd=tmp_path, timeout=60, **env)
+    assert result.returncode == 2, result.stderr
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_unknown_setting_is_warned_once_in_one_line(tmp_path):
+    result = cli("automations", cwd=tmp_path, SHEETOPS_WROKERS="4")
+    assert result.returncode == 0
+    lines = [line for line in result.stderr.splitlines() if "SHEETOPS_WROKERS" in line]
+    assert len(lines) == 1 and lines[0].endswith(
+        "SHEETOPS_WROKERS is not a sheetops setting and is ignored")
+    assert "UserWarning" not in result.stderr and ".py:" not in result.stderr
+
+
+# -- automation discovery -----------------------------------------------------------------
+
+def test_working_directory_code_is_never_imported_and_builtins_stay(tmp_path):
+    marker = tmp_path / "imported.txt"
+    (tmp_path / "automations").mkdir()
+    for path in (tmp_path / "automations" / "__init__.py", tmp_path / "requests.py",
+                 tmp_path / "demo.py"):
+        path.write_text(f"open({str(marker)!r}, 'a').write({path.name!r})\n")
+    result = cli("automations", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    names = {line.split()[0] for line in result.stdout.splitlines()}
+    assert {"send_email", "http_get", "heartbeat", "t_probe"} <= names
+    assert not marker.exists()
+
+
+def test_module_that_fails_to_import_is_named_beside_unknown_automation(workbook, tmp_path):
+    (tmp_path / "libs").mkdir()
+    (tmp_path / "libs" / "team_autos.py").write_text("import no_such_dependency\n")
+    workbook.jobs({"job": "nightly", "automation": "team_job", "schedule": "every 1h",
+                   "enabled": "TRUE"})
+    result = cli("validate", "--sheet", "ops.xlsx", cwd=tmp_path,
+                 SHEETOPS_AUTOMATIONS="automations_for_tests,team_autos",
+                 PYTHONPATH=os.pathsep.join([str(TESTS_DIR), str(tmp_path / "libs")]))
+    assert result.returncode == 1
+    line = next(x for x in result.stdout.splitlines() if "unknown automation" in x)
+    assert line.startswith("Jobs!B2: unknown automation 'team_job'")
+    assert ("not imported: team_autos (ModuleNotFoundError: No module named "
+            "'no_such_dependency')") in line

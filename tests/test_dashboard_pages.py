@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from sheetops.dashboard.ui import md_text
 from sheetops.settings import get_settings
 from sheetops.store import Store
 from sheetops.testing.http import HttpServer
@@ -146,7 +147,7 @@ def test_job_detail_and_run_now(store):
     assert len(runs) == 10 and set(runs["status"]) == {"ok", "failed", "timeout"}
     # failed runs have an expander with attempts; traceback on demand
     labels = [e.label for e in at.expander]
-    assert any(store.ids["failed"] in lbl for lbl in labels)
+    assert any(md_text(store.ids["failed"]) in lbl for lbl in labels)
     assert not any("HTTPError" in c.value for c in at.code)
     at.toggle(key=f"tb_{store.ids['failed']}_1").set_value(True).run()
     assert any("raise_for_status" in c.value for c in at.code)
@@ -230,3 +231,28 @@ def test_exposed_without_password_refuses(store):
         st_config.set_option("server.address", old)
     assert at.error and "without a password" in at.error[0].value
     assert not at.metric
+
+
+HOSTILE = "![pixel](http://evil.example/p.png) [click me](https://evil.example/x) **loud**"
+
+
+def test_text_from_the_sheet_and_the_store_is_shown_as_text_not_markdown(store):
+    from dataclasses import replace
+
+    from sheetops.store.rollups import publish_job_config
+    from sheetops.testing.store_fill import JOBS
+
+    publish_job_config(store, {j.job: (replace(j, owner=HOSTILE) if j.job == "fetch-orders"
+                                       else j) for j in JOBS})
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE runs SET error_message = ? WHERE id = ?",
+                             (HOSTILE, store.ids["failed"]))
+    at = _open("job_detail.py")
+    at.selectbox(key="detail_job").set_value("fetch-orders").run()
+    shown = [x.value for x in at.markdown] + [e.label for e in at.expander]
+    owner_line = next(v for v in shown if "owner" in v)
+    assert owner_line.endswith(r"owner \!\[pixel\]\(http\:\/\/evil\.example\/p\.png\) "
+                               r"\[click me\]\(https\:\/\/evil\.example\/x\) \*\*loud\*\*")
+    failed = next(v for v in shown if md_text(store.ids["failed"]) in v)
+    assert r"\!\[pixel\]" in failed and "](" not in failed
+    assert not any("![" in v or "](" in v for v in shown)

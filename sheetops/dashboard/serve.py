@@ -7,6 +7,7 @@ Called by ``sheetops dashboard``. Refuses to bind beyond loopback unless a passw
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,9 +16,10 @@ from sheetops.dashboard.auth import is_loopback, oidc_configured_in_files, passw
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = ROOT / "app.py"
+LAUNCHER = Path(__file__).with_name("launcher.py")  # app.py behind the Host/Origin guard
 
 
-def streamlit_command(host: str, port: int, app: Path = APP) -> list[str]:
+def streamlit_command(host: str, port: int, app: Path = LAUNCHER) -> list[str]:
     """The ``streamlit run`` command line (headless, no usage stats, no file watcher)."""
     return [sys.executable, "-m", "streamlit", "run", str(app),
             "--server.address", host, "--server.port", str(port),
@@ -39,12 +41,15 @@ def serve(store_url: str, host: str, port: int) -> int:
         return 2
     env = {**os.environ, "SHEETOPS_STORE_URL": store_url}
     proc = subprocess.Popen(streamlit_command(host, port), cwd=ROOT, env=env)
+    # SIGTERM (systemd, docker stop, kill) stops Streamlit too, not only this process.
+    signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
     try:
         return proc.wait()
     except KeyboardInterrupt:
         proc.terminate()
-        try:
-            return proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            return proc.wait()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    return 0

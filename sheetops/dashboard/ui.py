@@ -113,6 +113,17 @@ def auto_refresh(filters: Filters, body: Callable[[], None]) -> None:
 
 
 # -- formatting -------------------------------------------------------------------------
+_MARKDOWN_SPECIAL = frozenset("\\`*_{}[]()<>#+-.!|~:$=\"'&^%/@")
+
+
+def md_text(text: object) -> str:
+    """Text from the sheet or the store (owner, job names, error messages, user names),
+    escaped for a Markdown-rendering element so it shows as typed: no images loaded, no
+    links, no emphasis, no ``:icons:`` or ``$math$``."""
+    return "".join(f"\\{ch}" if ch in _MARKDOWN_SPECIAL else ch
+                   for ch in " ".join(str(text).split()))
+
+
 def when(ts: float | None) -> str:
     """Epoch seconds → ``2025-01-02 03:04:05 UTC`` ('—' when missing)."""
     if ts is None or pd.isna(ts):

@@ -33,11 +33,11 @@ with left:
         st.caption("Schedule not published yet (the scheduler stores it after a refresh).")
     else:
         row = config.iloc[0]
-        st.markdown(f"**Schedule:** {q.describe_schedule(row['schedule'])}  \n"
-                    f"`{row['schedule']}` · timezone {row['timezone']} · "
-                    f"{'enabled' if row['enabled'] else 'DISABLED'} · automation "
-                    f"`{row['automation']}`" + (f" · owner {row['owner']}" if row["owner"]
-                                                else ""))
+        st.markdown(f"**Schedule:** {ui.md_text(q.describe_schedule(row['schedule']))}  \n"
+                    f"{ui.md_text(row['schedule'])} · timezone {ui.md_text(row['timezone'])}"
+                    f" · {'enabled' if row['enabled'] else 'DISABLED'} · automation "
+                    f"{ui.md_text(row['automation'])}"
+                    + (f" · owner {ui.md_text(row['owner'])}" if row["owner"] else ""))
         upcoming = q.next_runs(row["schedule"], row["timezone"]) if row["enabled"] else []
         if upcoming:
             st.markdown("**Next runs:** " + ", ".join(
@@ -58,17 +58,18 @@ with right:
     b1, b2 = st.columns(2)
     if b1.button("Run now", type="primary", disabled=not can_run, key="run_now"):
         rid = store.request_run(job, requested_by=user or "", dry_run=False)
-        st.toast(f"Requested a run of {job} (request {rid}).")
+        st.toast(f"Requested a run of {ui.md_text(job)} (request {rid}).")
         st.session_state["last_request"] = (rid, job, False)
     if b2.button("Dry run", disabled=not can_run, key="dry_run"):
         rid = store.request_run(job, requested_by=user or "", dry_run=True)
-        st.toast(f"Requested a dry run of {job} (request {rid}).")
+        st.toast(f"Requested a dry run of {ui.md_text(job)} (request {rid}).")
         st.session_state["last_request"] = (rid, job, True)
     if not can_run:
         st.caption("Log in to run jobs.")
     last = st.session_state.get("last_request")
     if last and last[1] == job:
-        st.success(f"Request {last[0]} queued{' (dry run)' if last[2] else ''} by {user}; "
+        st.success(f"Request {last[0]} queued{' (dry run)' if last[2] else ''} by "
+                   f"{ui.md_text(user)}; "
                    "the scheduler picks it up within seconds.")
 
 
@@ -104,8 +105,9 @@ def body() -> None:
     errors = q.errors_list(store, run_ids=failing, limit=200)
     for run_id in failing:
         r = runs[runs["id"] == run_id].iloc[0]
-        with st.expander(f"{r['status']} · {r['started_at']:%Y-%m-%d %H:%M:%S} · {run_id} · "
-                         f"{r['error_type']}: {r['error_message'][:80]}"):
+        with st.expander(ui.md_text(f"{r['status']} · {r['started_at']:%Y-%m-%d %H:%M:%S} · "
+                                    f"{run_id} · {r['error_type']}: "
+                                    f"{r['error_message'][:80]}")):
             a = attempts[attempts["run_id"] == run_id]
             st.dataframe(a.drop(columns=["run_id", "traceback"]), hide_index=True,
                          width="stretch")

@@ -1,0 +1,98 @@
+"""``sheetops dashboard`` for real: Streamlit on a loopback port, behind the Host/Origin
+guard (DNS rebinding), and stopped with its Streamlit child on SIGTERM."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+SHEETOPS = str(Path(sys.executable).with_name("sheetops"))
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(port: int, path: str = "/_stcore/health", **headers: str) -> tuple[int, str]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path, headers=headers)
+        response = conn.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        conn.close()
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _wait(predicate, timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if predicate():
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+@pytest.fixture
+def dashboard(tmp_path):
+    port = _free_port()
+    env = {**os.environ, "SHEETOPS_STORE_URL": f"sqlite:///{tmp_path / 'store.db'}"}
+    env.pop("SHEETOPS_DASHBOARD_PASSWORD", None)
+    proc = subprocess.Popen([SHEETOPS, "dashboard", "--port", str(port)], cwd=tmp_path,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        _wait(lambda: _get(port)[0] == 200)
+        yield proc, port
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_foreign_host_or_origin_is_refused_own_address_served(dashboard):
+    _proc, port = dashboard
+    assert _get(port, Host=f"127.0.0.1:{port}") == (200, "ok")
+    assert _get(port, "/", Host=f"localhost:{port}")[0] == 200
+    status, body = _get(port, "/", Host=f"rebind.evil.example:{port}")
+    assert status == 403 and "Host rebind.evil.example" in body
+    status, body = _get(port, "/", Origin="http://evil.example")
+    assert status == 403 and "Origin http://evil.example" in body
+    # the websocket handshake, as a rebinding page's script would open it
+    ws = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+          "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
+    assert _get(port, "/_stcore/stream", **ws,
+                Host=f"rebind.evil.example:{port}")[0] == 403
+    assert _get(port, "/_stcore/stream", **ws, Origin="http://evil.example")[0] == 403
+    assert _get(port, "/_stcore/stream", **ws, Origin=f"http://127.0.0.1:{port}")[0] == 101
+
+
+def test_sigterm_stops_the_dashboard_and_its_streamlit_child(dashboard):
+    proc, port = dashboard
+    children = subprocess.run(["ps", "-o", "pid=", "--ppid", str(proc.pid)],
+                              capture_output=True, text=True).stdout.split()
+    assert children, "the dashboard runs Streamlit in a child process"
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=30)
+    _wait(lambda: not _port_open(port), timeout=30)
+    for pid in children:
+        _wait(lambda pid=pid: not Path(f"/proc/{pid}").exists()
+              or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2], timeout=30)
