@@ -1,11 +1,14 @@
-"""A local ``.xlsx`` workbook as the config sheet (the embedded default), via openpyxl.
+"""A local ``.xlsx`` workbook as the config sheet (the embedded default).
 
 Writes are atomic for the file: the workbook is re-read right before writing (so edits
 ops made to the config tabs since the last read are kept), saved to a temporary file
 beside it and moved into place. If the file changed while we were writing, the write
-is redone on the newer file. Strings are stored as text, so ``=1+1`` never becomes a
-formula. Openpyxl keeps values, notes, validations, formats and frozen panes; charts
-and images in the workbook are not preserved.
+is redone on the newer file. Writing existing tabs (the status tabs at every flush)
+copies every other part of the file through untouched (``xlsx_parts``), so config tabs
+keep their formulas and the values Excel or LibreOffice saved for them. Creating tabs
+(``init``) goes through openpyxl, which keeps values, notes, validations, formats and
+frozen panes, but not formula values, charts or images. Strings are stored as text, so
+``=1+1`` never becomes a formula. A read-only file is refused, never replaced.
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ import os
 import re
 import tempfile
 import threading
-from collections.abc import Sequence
+import zipfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from xml.etree import ElementTree
 
 from openpyxl import Workbook, load_workbook
 from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
@@ -25,6 +30,7 @@ from openpyxl.styles import Font, PatternFill
 from openpyxl.utils import get_column_letter, quote_sheetname
 from openpyxl.worksheet.datavalidation import DataValidation
 from python_calamine import CalamineWorkbook
+from sheetops.connectors.sheets import xlsx_parts
 from sheetops.connectors.sheets.base import CellValue, InitReport, TabSpec, TabWrite
 from sheetops.connectors.sheets.error_cells import overlay_error_cells
 
@@ -115,18 +121,39 @@ class WorkbookSheet:
         with self._lock:
             for _ in range(5):
                 stamp = self._stamp()
-                wb = self._load_for_edit()
-                for write in writes:
-                    ws = wb[write.tab] if write.tab in wb.sheetnames else wb.create_sheet(
-                        write.tab)
-                    for r, row in enumerate(write.padded, start=write.start_row):
-                        for c, value in enumerate(row, start=1):
-                            _set_raw(ws.cell(row=r, column=c), value)
+                self._check_writable()
+                try:
+                    saved = self._save_if_unchanged(
+                        lambda tmp: xlsx_parts.write_tabs(str(self.path), tmp, writes), stamp)
+                except xlsx_parts.PartsUnsupported:
+                    saved = self._write_with_openpyxl(writes, stamp)
+                except (OSError, zipfile.BadZipFile, KeyError, ElementTree.ParseError) as exc:
+                    raise SheetError(f"cannot write {self.path}: {type(exc).__name__}: "
+                                     f"{exc}") from None
                 SHEET_REQUESTS.labels("write").inc()
-                if self._save_if_unchanged(wb, stamp):
+                if saved:
                     return
             raise SheetError(f"{self.path} kept changing while sheetops wrote to it; "
                              "will retry at the next flush")
+
+    def _check_writable(self) -> None:
+        """Refuse a file the user made read-only rather than replace it by rename."""
+        if self.path.exists() and (not self.path.stat().st_mode & 0o222
+                                   or not os.access(self.path, os.W_OK)):
+            raise SheetError(f"{self.path} is read-only; make it writable (chmod u+w) so "
+                             "sheetops can write its status tabs")
+
+    def _write_with_openpyxl(self, writes: Sequence[TabWrite],
+                             stamp: tuple[int, int]) -> bool:
+        """Create missing tabs through openpyxl (formula values on other tabs are lost;
+        only used when a written tab does not exist yet)."""
+        wb = self._load_for_edit()
+        for write in writes:
+            ws = wb[write.tab] if write.tab in wb.sheetnames else wb.create_sheet(write.tab)
+            for r, row in enumerate(write.padded, start=write.start_row):
+                for c, value in enumerate(row, start=1):
+                    _set_raw(ws.cell(row=r, column=c), value)
+        return self._save_if_unchanged(wb.save, stamp)
 
     def _load_for_edit(self) -> Workbook:
         try:
@@ -136,13 +163,15 @@ class WorkbookSheet:
         except Exception as exc:
             raise SheetError(f"cannot open {self.path}: {type(exc).__name__}: {exc}") from None
 
-    def _save_if_unchanged(self, wb: Workbook, stamp: tuple[int, int] | None) -> bool:
-        """Save beside the file and move it into place, unless someone saved meanwhile."""
+    def _save_if_unchanged(self, save: Callable[[str], None],
+                           stamp: tuple[int, int] | None) -> bool:
+        """Save (``save(tmp_path)``) beside the file and move it into place, unless someone
+        saved meanwhile."""
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=".xlsx.tmp",
                                    dir=self.path.parent)
         os.close(fd)
         try:
-            wb.save(tmp)
+            save(tmp)
             if stamp is not None and self.path.exists() and self._stamp() != stamp:
                 return False
             os.chmod(tmp, self.path.stat().st_mode & 0o7777 if self.path.exists()
@@ -171,7 +200,7 @@ class WorkbookSheet:
                     continue
                 _create_tab(wb, spec)
                 report.created.append(spec.name)
-            if report.created and not self._save_if_unchanged(wb, stamp):
+            if report.created and not self._save_if_unchanged(wb.save, stamp):
                 raise SheetError(f"{self.path} changed while 'init' was writing it; run "
                                  "init again")
         return report
