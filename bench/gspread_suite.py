@@ -37,6 +37,7 @@ import unittest
 
 import gspread
 import pytest
+import requests
 from requests import Response
 
 from sheetops.connectors.sheets.google_http import anonymous_client
@@ -80,7 +81,8 @@ class _HtmlErrorClient(gspread.http_client.HTTPClient):
 
 
 def invalid_json_client():
-    return gspread.Client(auth=None, http_client=_HtmlErrorClient), _HtmlErrorClient.ERROR_MSG
+    gc = gspread.Client(auth=None, session=requests.Session(), http_client=_HtmlErrorClient)
+    return gc, _HtmlErrorClient.ERROR_MSG
 '''
 
 

@@ -56,9 +56,10 @@ def _merge_cells(ss: Spreadsheet, body: dict[str, Any]) -> dict[str, Any]:
         parts = [Bounds(r, b.col0, r + 1, b.col1) for r in range(b.row0, b.row1)]
     else:
         raise ApiError(400, f"Invalid value at 'mergeType': {kind}")
-    if any(_overlaps(m, b) for m in sheet.merges):
-        raise ApiError(400, "You can't merge cells that overlap an existing merge; "
-                            "unmerge them first.")
+    if any(_overlaps(m, b) and not _inside(m, b) for m in sheet.merges):
+        raise ApiError(400, "You can't merge cells that partially overlap an existing "
+                            "merge; unmerge them first.")
+    sheet.merges = [m for m in sheet.merges if not _inside(m, b)]  # a bigger merge wins
     for part in parts:
         if (part.row1 - part.row0) * (part.col1 - part.col0) < 2:
             continue

@@ -372,6 +372,8 @@ class Spreadsheet:
             sheet = self.sheet_named(name)
             if sheet is None:
                 raise A1Error(text)
+            if a1 and not is_a1(a1):
+                return self.resolve(a1)  # 'Sheet1'!NamedRange
             return sheet, parse_bounds(a1) if a1 else Bounds()
         except A1Error:
             raise ApiError(400, f"Unable to parse range: {text}") from None
@@ -586,9 +588,10 @@ def append(ss: Spreadsheet, text: str, values: Any, major: str, user_entered: bo
     """``values:append``: find the table in the range, write after its last row.
 
     The table is the first block of consecutive non-empty rows at or below the
-    range's first row (within the range's columns; a single cell means "from this
-    column on"); an empty column splits it and the last part is the table. Values go
-    below it starting at the table's first column. The grid
+    range's first row (within the range's columns); an empty column splits it and the
+    last part is the table. A single cell means "the table that starts at this cell"
+    (an empty cell: write right here, which gspread's ``insert_rows`` relies on).
+    Values go below the table starting at its first column. The grid
     grows when the rows do not fit; INSERT_ROWS shifts the cells below down.
     """
     sheet, b = ss.resolve(text)
@@ -601,17 +604,28 @@ def append(ss: Spreadsheet, text: str, values: Any, major: str, user_entered: bo
         if b.row0 <= r < row_hi and b.col0 <= c < col_hi and not _is_empty(cell):
             occupied.setdefault(r, []).append(c)
     table: Bounds | None = None
-    if occupied:
-        first = last = min(occupied)
+    if single:
+        first = b.row0 if b.col0 in occupied.get(b.row0, []) else None
+    else:
+        first = min(occupied, default=None)
+    if first is not None:
+        last = first
         while last + 1 in occupied:
             last += 1
         used = sorted({c for r in range(first, last + 1) for c in occupied[r]})
-        # An empty column splits the rows into side-by-side tables; Google appends to
-        # the last one (gspread issue #537: ["a", "", "c"] twice lands the second at C2).
-        lo = used[-1]
-        while lo - 1 in used:
-            lo -= 1
-        table = Bounds(first, lo, last + 1, used[-1] + 1)
+        # An empty column splits the rows into side-by-side tables: a single cell picks
+        # the one it starts, a wider range the last one (gspread issue #537:
+        # ["a", "", "c"] appended twice to the whole tab lands the second at C2).
+        lo = b.col0 if single else used[-1]
+        hi = lo
+        if single:
+            while hi + 1 in used:
+                hi += 1
+        else:
+            while lo - 1 in used:
+                lo -= 1
+            hi = used[-1]
+        table = Bounds(first, lo, last + 1, hi + 1)
         start_row, start_col = last + 1, lo
     else:
         start_row, start_col = b.row0, b.col0
