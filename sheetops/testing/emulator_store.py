@@ -583,6 +583,38 @@ def plan_write(ss: Spreadsheet, text: str, values: Any, major: str,
     return planned
 
 
+def _last_table(occupied: dict[int, list[int]]) -> Bounds | None:
+    """The first block of consecutive non-empty rows; an empty column splits it into
+    side-by-side tables and Google takes the last (gspread issue #537: ``["a", "", "c"]``
+    appended twice to the whole tab lands the second at C2)."""
+    if not occupied:
+        return None
+    first = last = min(occupied)
+    while last + 1 in occupied:
+        last += 1
+    used = sorted({c for r in range(first, last + 1) for c in occupied[r]})
+    lo = used[-1]
+    while lo - 1 in used:
+        lo -= 1
+    return Bounds(first, lo, last + 1, used[-1] + 1)
+
+
+def _table_at(occupied: dict[int, list[int]], row: int, col: int) -> Bounds | None:
+    """The table that starts at a cell: its run of filled cells to the right, and the
+    rows below while they have a value in the table's columns (``None``: empty cell)."""
+    if col not in occupied.get(row, []):
+        return None
+    hi = col
+    last = row
+    while True:
+        filled = set(occupied.get(last, []))
+        while hi + 1 in filled:
+            hi += 1
+        if not any(col <= c <= hi for c in occupied.get(last + 1, [])):
+            return Bounds(row, col, last + 1, hi + 1)
+        last += 1
+
+
 def append(ss: Spreadsheet, text: str, values: Any, major: str, user_entered: bool,
            insert_rows: bool) -> dict[str, Any]:
     """``values:append``: find the table in the range, write after its last row.
@@ -604,29 +636,10 @@ def append(ss: Spreadsheet, text: str, values: Any, major: str, user_entered: bo
         if b.row0 <= r < row_hi and b.col0 <= c < col_hi and not _is_empty(cell):
             occupied.setdefault(r, []).append(c)
     table: Bounds | None = None
-    if single:
-        first = b.row0 if b.col0 in occupied.get(b.row0, []) else None
-    else:
-        first = min(occupied, default=None)
-    if first is not None:
-        last = first
-        while last + 1 in occupied:
-            last += 1
-        used = sorted({c for r in range(first, last + 1) for c in occupied[r]})
-        # An empty column splits the rows into side-by-side tables: a single cell picks
-        # the one it starts, a wider range the last one (gspread issue #537:
-        # ["a", "", "c"] appended twice to the whole tab lands the second at C2).
-        lo = b.col0 if single else used[-1]
-        hi = lo
-        if single:
-            while hi + 1 in used:
-                hi += 1
-        else:
-            while lo - 1 in used:
-                lo -= 1
-            hi = used[-1]
-        table = Bounds(first, lo, last + 1, hi + 1)
-        start_row, start_col = last + 1, lo
+    table = (_table_at(occupied, b.row0, b.col0) if single
+             else _last_table(occupied))
+    if table is not None:
+        start_row, start_col = table.row1, table.col0
     else:
         start_row, start_col = b.row0, b.col0
     height = len(rows)
