@@ -34,6 +34,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from sheetops.testing import emulator_store as es
 from sheetops.testing.a1 import Bounds
+from sheetops.testing.emulator_batch import batch_update
 from sheetops.testing.emulator_store import ApiError, Spreadsheet, Store
 from sheetops.testing.server import BackgroundServer
 
@@ -336,7 +337,9 @@ class SheetsEmulator(BackgroundServer):
             mask = fields.replace("/", ".")
             keep = set(re.findall(r"rowData\.values\.(\w+)", mask)) or None
             meta["sheets"] = es.grid_data(ss, q.get("ranges", []), keep)
-        return meta
+            for entry in meta["sheets"]:
+                entry |= ss.sheet_by_id(entry["properties"]["sheetId"]).extras()
+        return es.pick_fields(meta, fields) if fields else meta
 
     def _create(self, who: str, p: dict[str, Any]) -> dict[str, Any]:
         props = p.get("properties", {})
@@ -368,7 +371,7 @@ class SheetsEmulator(BackgroundServer):
         return {}
 
     def _batch_update(self, ss: Spreadsheet, p: dict[str, Any]) -> dict[str, Any]:
-        new, replies = es.batch_update(ss, p.get("requests"))
+        new, replies = batch_update(ss, p.get("requests"))
         self.store.put(new)
         out: dict[str, Any] = {"spreadsheetId": ss.key, "replies": replies}
         if p.get("includeSpreadsheetInResponse"):

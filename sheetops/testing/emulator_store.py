@@ -7,13 +7,15 @@ so a structural ``batchUpdate`` can work on a cheap copy and be thrown away on e
 which gives Google's all-or-nothing behaviour.
 
 A cell is a dict with optional keys ``v`` (value: str, int, float or bool), ``f``
-(formula text), ``n`` (note) and ``d`` (``"date"``/``"datetime"``: ``v`` is a serial
-number shown in ISO form).
+(formula text), ``n`` (note), ``fmt`` (its ``userEnteredFormat``) and ``d``
+(``"date"``/``"datetime"``: ``v`` is a serial number shown in ISO form).
 """
 
 from __future__ import annotations
 
 import ast
+import copy
+import dataclasses
 import datetime as dt
 import json
 import operator
@@ -43,6 +45,7 @@ STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENI
           429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 502: "UNAVAILABLE",
           503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
 DEFAULT_ROWS, DEFAULT_COLS = 1000, 26
+DEFAULT_ROW_PX, DEFAULT_COL_PX = 21, 100
 _EPOCH = dt.datetime(1899, 12, 30)
 _NUMBER = re.compile(r"^[+-]?(\d{1,3}(,\d{3})+|\d+)?(\.\d+)?([eE][+-]?\d+)?$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -67,6 +70,15 @@ def _is_empty(cell: Cell | None) -> bool:
     return cell is None or ("f" not in cell and cell.get("v") in (None, ""))
 
 
+def is_blank(cell: Cell | None) -> bool:
+    """No value, note or format: the cell need not be stored."""
+    return _is_empty(cell) and not (cell and ("n" in cell or "fmt" in cell))
+
+
+#: What a cell keeps when only its value is written or cleared.
+KEPT_ON_WRITE = ("n", "fmt")
+
+
 def _eval_formula(formula: str) -> Any:
     """Arithmetic-only formulas (``=1+2*3``) get a value; anything else stays unevaluated."""
     ops = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
@@ -83,7 +95,7 @@ def _eval_formula(formula: str) -> Any:
         raise ValueError(formula)
 
     try:
-        return walk(ast.parse(formula[1:].replace("^", "**"), mode="eval").body)
+        return walk(ast.parse(formula[1:].strip().replace("^", "**"), mode="eval").body)
     except (SyntaxError, ValueError, ZeroDivisionError, TypeError, OverflowError):
         return None
 
@@ -157,6 +169,8 @@ def render(cell: Cell | None, option: str, dt_option: str) -> Any:
             return "TRUE" if value else "FALSE"
         if isinstance(value, int | float):
             return format_number(value)
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return int(value)  # Google's JSON has no 1.0: whole numbers come back as 1
     return value
 
 
@@ -200,11 +214,41 @@ class Sheet:
     cells: dict[tuple[int, int], Cell] = field(default_factory=dict)
     # (grid bounds, rule or None); the last entry covering a cell wins.
     validations: list[tuple[Bounds, dict[str, Any] | None]] = field(default_factory=list)
+    hide_gridlines: bool = False
+    merges: list[Bounds] = field(default_factory=list)
+    protected: list[dict[str, Any]] = field(default_factory=list)
+    basic_filter: dict[str, Any] | None = None
+    # "ROWS"/"COLUMNS" -> DimensionGroup JSON ({range, depth, collapsed})
+    groups: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    col_px: dict[int, int] = field(default_factory=dict)  # column widths set or resized
 
     def copy(self) -> Sheet:
-        return Sheet(self.sheet_id, self.title, self.index, self.rows, self.cols,
-                     self.frozen_rows, self.frozen_cols, self.hidden, dict(self.cells),
-                     list(self.validations))
+        return dataclasses.replace(
+            self, cells=dict(self.cells), validations=list(self.validations),
+            merges=list(self.merges), protected=copy.deepcopy(self.protected),
+            basic_filter=copy.deepcopy(self.basic_filter), groups=copy.deepcopy(self.groups),
+            col_px=dict(self.col_px))
+
+    def grid_range(self, b: Bounds) -> dict[str, Any]:
+        """``b`` as a GridRange with every index spelled out (open ends closed)."""
+        b = b.clip(self.rows, self.cols)
+        return {"sheetId": self.sheet_id, "startRowIndex": b.row0, "endRowIndex": b.row1,
+                "startColumnIndex": b.col0, "endColumnIndex": b.col1}
+
+    def extras(self) -> dict[str, Any]:
+        """The per-sheet parts of ``spreadsheets.get`` besides properties (absent when
+        empty, as Google leaves them out)."""
+        out: dict[str, Any] = {}
+        if self.merges:
+            out["merges"] = [self.grid_range(m) for m in self.merges]
+        if self.protected:
+            out["protectedRanges"] = copy.deepcopy(self.protected)
+        if self.basic_filter is not None:
+            out["basicFilter"] = copy.deepcopy(self.basic_filter)
+        for dim, key in (("ROWS", "rowGroups"), ("COLUMNS", "columnGroups")):
+            if self.groups.get(dim):
+                out[key] = copy.deepcopy(self.groups[dim])
+        return out
 
     def properties(self) -> dict[str, Any]:
         grid: dict[str, Any] = {"rowCount": self.rows, "columnCount": self.cols}
@@ -212,6 +256,8 @@ class Sheet:
             grid["frozenRowCount"] = self.frozen_rows
         if self.frozen_cols:
             grid["frozenColumnCount"] = self.frozen_cols
+        if self.hide_gridlines:
+            grid["hideGridlines"] = True
         props = {"sheetId": self.sheet_id, "title": self.title, "index": self.index,
                  "sheetType": "GRID", "gridProperties": grid}
         if self.hidden:
@@ -244,7 +290,10 @@ class Sheet:
         return {"props": self.properties(),
                 "cells": [[r, c, cell] for (r, c), cell in self.cells.items()],
                 "validations": [[[b.row0, b.col0, b.row1, b.col1], rule]
-                                for b, rule in self.validations]}
+                                for b, rule in self.validations],
+                "merges": [[m.row0, m.col0, m.row1, m.col1] for m in self.merges],
+                "protected": self.protected, "basic_filter": self.basic_filter,
+                "groups": self.groups, "col_px": [[c, px] for c, px in self.col_px.items()]}
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> Sheet:
@@ -253,7 +302,11 @@ class Sheet:
         return cls(p["sheetId"], p["title"], p["index"], grid["rowCount"], grid["columnCount"],
                    grid.get("frozenRowCount", 0), grid.get("frozenColumnCount", 0),
                    p.get("hidden", False), {(r, c): cell for r, c, cell in doc["cells"]},
-                   [(Bounds(*b), rule) for b, rule in doc["validations"]])
+                   [(Bounds(*b), rule) for b, rule in doc["validations"]],
+                   grid.get("hideGridlines", False),
+                   [Bounds(*m) for m in doc.get("merges", [])], doc.get("protected", []),
+                   doc.get("basic_filter"), doc.get("groups", {}),
+                   {c: px for c, px in doc.get("col_px", [])})
 
 
 @dataclass
@@ -266,11 +319,15 @@ class Spreadsheet:
     created: float = field(default_factory=time.time)
     modified: float = field(default_factory=time.time)
     readers: list[str] | None = None  # None: anyone with a token
+    time_zone: str = "Etc/GMT"
+    locale: str = "en_US"
+    named_ranges: list[dict[str, Any]] = field(default_factory=list)  # NamedRange JSON
 
     def copy(self) -> Spreadsheet:
-        return Spreadsheet(self.key, self.title, [s.copy() for s in self.sheets],
-                           self.created, self.modified,
-                           None if self.readers is None else list(self.readers))
+        return dataclasses.replace(
+            self, sheets=[s.copy() for s in self.sheets],
+            readers=None if self.readers is None else list(self.readers),
+            named_ranges=copy.deepcopy(self.named_ranges))
 
     def sheet_named(self, name: str) -> Sheet | None:
         folded = name.casefold()
@@ -301,6 +358,12 @@ class Spreadsheet:
                 named = self.sheet_named(a1 or "")
                 if named is not None:
                     return named, Bounds()
+                for nr in self.named_ranges:
+                    if nr["name"].casefold() == (a1 or "").casefold():
+                        g = nr["range"]
+                        return self.sheet_by_id(g.get("sheetId", 0)), Bounds(
+                            g.get("startRowIndex", 0), g.get("startColumnIndex", 0),
+                            g.get("endRowIndex"), g.get("endColumnIndex"))
                 if a1 is None or not is_a1(a1):
                     raise A1Error(text)
                 if not self.sheets:
@@ -309,21 +372,27 @@ class Spreadsheet:
             sheet = self.sheet_named(name)
             if sheet is None:
                 raise A1Error(text)
+            if a1 and not is_a1(a1):
+                return self.resolve(a1)  # 'Sheet1'!NamedRange
             return sheet, parse_bounds(a1) if a1 else Bounds()
         except A1Error:
             raise ApiError(400, f"Unable to parse range: {text}") from None
 
     def metadata(self, base_url: str) -> dict[str, Any]:
-        return {"spreadsheetId": self.key,
-                "properties": {"title": self.title, "locale": "en_US",
-                               "autoRecalc": "ON_CHANGE", "timeZone": "Etc/GMT",
-                               "defaultFormat": {}},
-                "sheets": [{"properties": s.properties()} for s in self.sheets],
-                "spreadsheetUrl": f"{base_url}/spreadsheets/d/{self.key}/edit"}
+        out = {"spreadsheetId": self.key,
+               "properties": {"title": self.title, "locale": self.locale,
+                              "autoRecalc": "ON_CHANGE", "timeZone": self.time_zone,
+                              "defaultFormat": {}},
+               "sheets": [{"properties": s.properties()} | s.extras() for s in self.sheets],
+               "spreadsheetUrl": f"{base_url}/spreadsheets/d/{self.key}/edit"}
+        if self.named_ranges:
+            out["namedRanges"] = copy.deepcopy(self.named_ranges)
+        return out
 
     def drive_file(self) -> dict[str, Any]:
         def stamp(t: float) -> str:
-            return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+            when = dt.datetime.fromtimestamp(t, dt.UTC)
+            return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
         return {"kind": "drive#file", "id": self.key, "name": self.title,
                 "mimeType": "application/vnd.google-apps.spreadsheet",
                 "createdTime": stamp(self.created), "modifiedTime": stamp(self.modified)}
@@ -331,12 +400,15 @@ class Spreadsheet:
     def to_json(self) -> dict[str, Any]:
         return {"key": self.key, "title": self.title, "created": self.created,
                 "modified": self.modified, "readers": self.readers,
-                "sheets": [s.to_json() for s in self.sheets]}
+                "sheets": [s.to_json() for s in self.sheets], "time_zone": self.time_zone,
+                "locale": self.locale, "named_ranges": self.named_ranges}
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> Spreadsheet:
         return cls(doc["key"], doc["title"], [Sheet.from_json(s) for s in doc["sheets"]],
-                   doc["created"], doc["modified"], doc.get("readers"))
+                   doc["created"], doc["modified"], doc.get("readers"),
+                   doc.get("time_zone", "Etc/GMT"), doc.get("locale", "en_US"),
+                   doc.get("named_ranges", []))
 
 
 def new_spreadsheet(title: str, tabs: Iterable[str] = ("Sheet1",)) -> Spreadsheet:
@@ -406,6 +478,8 @@ def grid_data(ss: Spreadsheet, ranges: list[str],
                     data["formattedValue"] = str(render(cell, "FORMATTED_VALUE", ""))
                 if cell.get("n"):
                     data["note"] = cell["n"]
+                if cell.get("fmt"):
+                    data["userEnteredFormat"] = copy.deepcopy(cell["fmt"])
                 if keep is not None:
                     data = {k: v for k, v in data.items() if k in keep}
                 if data:
@@ -428,6 +502,9 @@ def grid_data(ss: Spreadsheet, ranges: list[str],
         block: dict[str, Any] = {"startRow": b.row0, "startColumn": b.col0}
         if rows:
             block["rowData"] = rows
+        block["rowMetadata"] = [{"pixelSize": DEFAULT_ROW_PX} for _ in range(b.row0, b.row1)]
+        block["columnMetadata"] = [{"pixelSize": sheet.col_px.get(c, DEFAULT_COL_PX)}
+                                   for c in range(b.col0, b.col1)]
         entry = out.setdefault(sheet.sheet_id, {"properties": sheet.properties(), "data": []})
         entry["data"].append(block)
     return list(out.values())
@@ -468,8 +545,8 @@ class PlannedWrite:
                     continue
                 key = (self.row0 + i, self.col0 + j)
                 old = self.sheet.cells.get(key, {})
-                cell = {k: v for k, v in old.items() if k == "n"} | new
-                if _is_empty(cell) and "n" not in cell:
+                cell = {k: v for k, v in old.items() if k in KEPT_ON_WRITE} | new
+                if is_blank(cell):
                     self.sheet.cells.pop(key, None)
                 else:
                     self.sheet.cells[key] = cell
@@ -506,13 +583,47 @@ def plan_write(ss: Spreadsheet, text: str, values: Any, major: str,
     return planned
 
 
+def _last_table(occupied: dict[int, list[int]]) -> Bounds | None:
+    """The first block of consecutive non-empty rows; an empty column splits it into
+    side-by-side tables and Google takes the last (gspread issue #537: ``["a", "", "c"]``
+    appended twice to the whole tab lands the second at C2)."""
+    if not occupied:
+        return None
+    first = last = min(occupied)
+    while last + 1 in occupied:
+        last += 1
+    used = sorted({c for r in range(first, last + 1) for c in occupied[r]})
+    lo = used[-1]
+    while lo - 1 in used:
+        lo -= 1
+    return Bounds(first, lo, last + 1, used[-1] + 1)
+
+
+def _table_at(occupied: dict[int, list[int]], row: int, col: int) -> Bounds | None:
+    """The table that starts at a cell: its run of filled cells to the right, and the
+    rows below while they have a value in the table's columns (``None``: empty cell)."""
+    if col not in occupied.get(row, []):
+        return None
+    hi = col
+    last = row
+    while True:
+        filled = set(occupied.get(last, []))
+        while hi + 1 in filled:
+            hi += 1
+        if not any(col <= c <= hi for c in occupied.get(last + 1, [])):
+            return Bounds(row, col, last + 1, hi + 1)
+        last += 1
+
+
 def append(ss: Spreadsheet, text: str, values: Any, major: str, user_entered: bool,
            insert_rows: bool) -> dict[str, Any]:
     """``values:append``: find the table in the range, write after its last row.
 
     The table is the first block of consecutive non-empty rows at or below the
-    range's first row (within the range's columns; a single cell means "from this
-    column on"); values go below it starting at the table's first column. The grid
+    range's first row (within the range's columns); an empty column splits it and the
+    last part is the table. A single cell means "the table that starts at this cell"
+    (an empty cell: write right here, which gspread's ``insert_rows`` relies on).
+    Values go below the table starting at its first column. The grid
     grows when the rows do not fit; INSERT_ROWS shifts the cells below down.
     """
     sheet, b = ss.resolve(text)
@@ -525,13 +636,10 @@ def append(ss: Spreadsheet, text: str, values: Any, major: str, user_entered: bo
         if b.row0 <= r < row_hi and b.col0 <= c < col_hi and not _is_empty(cell):
             occupied.setdefault(r, []).append(c)
     table: Bounds | None = None
-    if occupied:
-        first = last = min(occupied)
-        while last + 1 in occupied:
-            last += 1
-        cols = [c for r in range(first, last + 1) for c in occupied[r]]
-        table = Bounds(first, min(cols), last + 1, max(cols) + 1)
-        start_row, start_col = last + 1, min(cols)
+    table = (_table_at(occupied, b.row0, b.col0) if single
+             else _last_table(occupied))
+    if table is not None:
+        start_row, start_col = table.row1, table.col0
     else:
         start_row, start_col = b.row0, b.col0
     height = len(rows)
@@ -552,13 +660,13 @@ def append(ss: Spreadsheet, text: str, values: Any, major: str, user_entered: bo
 
 
 def clear(ss: Spreadsheet, text: str) -> str:
-    """Clear values (notes and validation stay); return the cleared range."""
+    """Clear values (notes, formats and validation stay); return the cleared range."""
     sheet, b = ss.resolve(text)
     b = b.clip(sheet.rows, sheet.cols)
     for key in [k for k in sheet.cells if b.row0 <= k[0] < b.row1 and b.col0 <= k[1] < b.col1]:
-        note = sheet.cells[key].get("n")
-        if note:
-            sheet.cells[key] = {"n": note}
+        kept = {k: v for k, v in sheet.cells[key].items() if k in KEPT_ON_WRITE}
+        if kept:
+            sheet.cells[key] = kept
         else:
             del sheet.cells[key]
     return format_range(sheet.title, b)
@@ -566,7 +674,8 @@ def clear(ss: Spreadsheet, text: str) -> str:
 
 # --------------------------------------------------------------------------- batchUpdate
 
-def _grid_bounds(ss: Spreadsheet, grid: dict[str, Any]) -> tuple[Sheet, Bounds]:
+def grid_bounds(ss: Spreadsheet, grid: dict[str, Any]) -> tuple[Sheet, Bounds]:
+    """A GridRange as (tab, bounds); a range past the grid is Google's 400."""
     sheet = ss.sheet_by_id(grid.get("sheetId", 0))
     b = Bounds(grid.get("startRowIndex", 0), grid.get("startColumnIndex", 0),
                grid.get("endRowIndex"), grid.get("endColumnIndex"))
@@ -580,7 +689,44 @@ def _grid_bounds(ss: Spreadsheet, grid: dict[str, Any]) -> tuple[Sheet, Bounds]:
 
 
 def _fields(mask: str) -> list[str]:
-    return [f.strip().replace("/", ".") for f in mask.split(",") if f.strip()]
+    """A field mask as dotted paths: ``a(b,c),d/e`` is ``a.b``, ``a.c``, ``d.e``."""
+    out: list[str] = []
+    stack: list[str] = []
+    word = ""
+    for ch in mask.replace("/", ".") + ",":
+        if ch == "(":
+            stack.append(word.strip())
+            word = ""
+        elif ch in ",)":
+            if word.strip():
+                out.append(".".join([*stack, word.strip()]))
+            word = ""
+            if ch == ")" and stack:
+                stack.pop()
+        else:
+            word += ch
+    return out
+
+
+def pick_fields(doc: Any, mask: str) -> Any:
+    """``doc`` cut down to a ``fields`` mask (``sheets.properties,namedRanges``), as
+    Google's partial responses are; parts the mask names but ``doc`` lacks stay absent."""
+    tree: dict[str, Any] = {}
+    for path in _fields(mask):
+        node = tree
+        for part in path.split("."):
+            node = node.setdefault(part, {})
+
+    def cut(value: Any, node: dict[str, Any]) -> Any:
+        if not node or "*" in node:
+            return value
+        if isinstance(value, list):
+            return [cut(v, node) for v in value]
+        if isinstance(value, dict):
+            return {k: cut(v, node[k]) for k, v in value.items() if k in node}
+        return value
+
+    return cut(doc, tree)
 
 
 def _add_sheet(ss: Spreadsheet, body: dict[str, Any]) -> dict[str, Any]:
@@ -647,10 +793,15 @@ def _update_sheet_properties(ss: Spreadsheet, body: dict[str, Any]) -> dict[str,
             ss.reindex()
         elif f == "hidden":
             sheet.hidden = bool(props.get("hidden", False))
+            if all(s.hidden for s in ss.sheets):
+                raise ApiError(400, "You can't hide all the sheets in a document.")
+        elif f == "gridProperties.hideGridlines":
+            sheet.hide_gridlines = bool(grid.get("hideGridlines", False))
         elif f == "gridProperties":
             rows, cols = grid.get("rowCount", rows), grid.get("columnCount", cols)
             sheet.frozen_rows = grid.get("frozenRowCount", 0)
             sheet.frozen_cols = grid.get("frozenColumnCount", 0)
+            sheet.hide_gridlines = bool(grid.get("hideGridlines", False))
         elif f == "gridProperties.rowCount":
             rows = grid.get("rowCount", DEFAULT_ROWS)
         elif f == "gridProperties.columnCount":
@@ -684,7 +835,7 @@ def _append_dimension(ss: Spreadsheet, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def _set_data_validation(ss: Spreadsheet, body: dict[str, Any]) -> dict[str, Any]:
-    sheet, b = _grid_bounds(ss, body.get("range", {}))
+    sheet, b = grid_bounds(ss, body.get("range", {}))
     rule = body.get("rule")
     if rule is not None:
         kind = rule.get("condition", {}).get("type")
@@ -709,14 +860,51 @@ def _apply_cell_data(sheet: Sheet, key: tuple[int, int], data: dict[str, Any],
         for k in ("v", "f", "d"):
             cell.pop(k, None)
         cell |= cell_from_extended(data.get("userEnteredValue") or {})
+    fmt_fields = [f for f in fields if f.split(".")[0] == "userEnteredFormat"]
+    if every or fmt_fields:
+        _apply_format(cell, data.get("userEnteredFormat") or {},
+                      ["userEnteredFormat"] if every else fmt_fields)
     if every or "dataValidation" in fields:
         sheet.validations.append((Bounds(key[0], key[1], key[0] + 1, key[1] + 1),
                                   data.get("dataValidation")))
     if cell != old:
-        if _is_empty(cell) and "n" not in cell:
+        if is_blank(cell):
             sheet.cells.pop(key, None)
         else:
             sheet.cells[key] = cell
+
+
+def _apply_format(cell: Cell, given: dict[str, Any], paths: list[str]) -> None:
+    """Set the ``userEnteredFormat`` parts ``paths`` name; colours get their ``...Style``
+    twin, as Google echoes them."""
+    fmt = copy.deepcopy(cell.get("fmt", {}))
+    for path in paths:
+        parts = path.split(".")[1:]
+        if not parts:
+            fmt = copy.deepcopy(given)
+            continue
+        src: Any = given
+        dst = fmt
+        for part in parts[:-1]:
+            src = src.get(part, {}) if isinstance(src, dict) else {}
+            dst = dst.setdefault(part, {})
+        if isinstance(src, dict) and parts[-1] in src:
+            dst[parts[-1]] = copy.deepcopy(src[parts[-1]])
+        else:
+            dst.pop(parts[-1], None)
+    _add_color_styles(fmt)
+    if fmt:
+        cell["fmt"] = fmt
+    else:
+        cell.pop("fmt", None)
+
+
+def _add_color_styles(node: dict[str, Any]) -> None:
+    for key, value in list(node.items()):
+        if key.endswith("Color") and isinstance(value, dict):
+            node.setdefault(key + "Style", {"rgbColor": value})
+        elif isinstance(value, dict):
+            _add_color_styles(value)
 
 
 def _update_cells(ss: Spreadsheet, body: dict[str, Any]) -> dict[str, Any]:
@@ -725,7 +913,7 @@ def _update_cells(ss: Spreadsheet, body: dict[str, Any]) -> dict[str, Any]:
         raise ApiError(400, "'fields' is required for updateCells.")
     rows = body.get("rows", [])
     if "range" in body:
-        sheet, b = _grid_bounds(ss, body["range"])
+        sheet, b = grid_bounds(ss, body["range"])
     elif "start" in body:
         start = body["start"]
         sheet = ss.sheet_by_id(start.get("sheetId", 0))
@@ -755,8 +943,8 @@ def _update_cells(ss: Spreadsheet, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def _repeat_cell(ss: Spreadsheet, body: dict[str, Any]) -> dict[str, Any]:
-    sheet, b = _grid_bounds(ss, body.get("range", {}))
-    fields = [f for f in _fields(body.get("fields", "")) if not f.startswith("userEnteredFormat")]
+    sheet, b = grid_bounds(ss, body.get("range", {}))
+    fields = _fields(body.get("fields", ""))
     clipped = b.clip(sheet.rows, sheet.cols)
     if fields:
         for r in range(clipped.row0, clipped.row1):
@@ -766,16 +954,54 @@ def _repeat_cell(ss: Spreadsheet, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def _update_spreadsheet_properties(ss: Spreadsheet, body: dict[str, Any]) -> dict[str, Any]:
-    if "title" in _fields(body.get("fields", "")) or "*" in body.get("fields", ""):
-        ss.title = body.get("properties", {}).get("title", ss.title)
+    props = body.get("properties", {})
+    fields = _fields(body.get("fields", ""))
+    if "*" in fields:
+        fields = [f for f in ("title", "timeZone", "locale") if f in props]
+    for f in fields:
+        if f == "title":
+            ss.title = props.get("title", ss.title)
+        elif f == "timeZone":
+            ss.time_zone = props.get("timeZone") or "Etc/GMT"
+        elif f == "locale":
+            ss.locale = props.get("locale") or "en_US"
+        elif f.split(".")[0] not in ("autoRecalc", "defaultFormat", "spreadsheetTheme",
+                                     "iterativeCalculationSettings"):
+            raise ApiError(400, f"Invalid field mask: '{f}' is not a field of "
+                                "SpreadsheetProperties")
+    return {}
+
+
+def _update_dimension_properties(ss: Spreadsheet, body: dict[str, Any]) -> dict[str, Any]:
+    """Column widths are kept (``columnMetadata`` shows them); row heights are ignored."""
+    rng = body.get("range", {})
+    sheet = ss.sheet_by_id(rng.get("sheetId", 0))
+    size = body.get("properties", {}).get("pixelSize")
+    if rng.get("dimension") == "COLUMNS" and size is not None and "pixelSize" in _fields(
+            body.get("fields", "")):
+        for c in range(rng.get("startIndex", 0), rng.get("endIndex", sheet.cols)):
+            sheet.col_px[c] = int(size)
+    return {}
+
+
+def _auto_resize_dimensions(ss: Spreadsheet, body: dict[str, Any]) -> dict[str, Any]:
+    """Columns get as wide as their longest shown value (about 7 pixels a character)."""
+    dims = body.get("dimensions", {})
+    sheet = ss.sheet_by_id(dims.get("sheetId", 0))
+    if dims.get("dimension") == "COLUMNS":
+        for c in range(dims.get("startIndex", 0), dims.get("endIndex", sheet.cols)):
+            longest = max((len(str(render(cell, "FORMATTED_VALUE", "")))
+                           for (_, cc), cell in sheet.cells.items() if cc == c), default=0)
+            sheet.col_px[c] = max(DEFAULT_COL_PX // 4, 7 * longest + 10)
     return {}
 
 
 def _cosmetic(ss: Spreadsheet, body: dict[str, Any]) -> dict[str, Any]:
-    """Formatting requests the emulator accepts and ignores (it keeps no formats)."""
+    """Requests the emulator accepts and ignores (borders are not kept)."""
     return {}
 
 
+#: batchUpdate request kinds on cells and properties (see emulator_batch for the rest).
 REQUESTS = {
     "addSheet": _add_sheet,
     "deleteSheet": _delete_sheet,
@@ -785,34 +1011,10 @@ REQUESTS = {
     "updateCells": _update_cells,
     "repeatCell": _repeat_cell,
     "updateSpreadsheetProperties": _update_spreadsheet_properties,
-    "autoResizeDimensions": _cosmetic,
-    "updateDimensionProperties": _cosmetic,
+    "autoResizeDimensions": _auto_resize_dimensions,
+    "updateDimensionProperties": _update_dimension_properties,
     "updateBorders": _cosmetic,
 }
-
-
-def batch_update(ss: Spreadsheet, requests: Any) -> tuple[Spreadsheet, list[dict[str, Any]]]:
-    """Apply ``requests`` to a copy of ``ss``: either all apply or none (a 400 names the
-    first bad request, as Google's ``Invalid requests[i].kind: ...``)."""
-    if not isinstance(requests, list) or not requests:
-        raise ApiError(400, "Invalid JSON payload: 'requests' must be a non-empty list.")
-    work = ss.copy()
-    replies = []
-    for i, request in enumerate(requests):
-        if not isinstance(request, dict) or len(request) != 1:
-            raise ApiError(400, f"Invalid requests[{i}]: exactly one request kind expected.")
-        (kind, body), = request.items()
-        handler = REQUESTS.get(kind)
-        if handler is None:
-            raise ApiError(400, f'Invalid JSON payload received. Unknown name "{kind}" at '
-                                f"'requests[{i}]': Cannot find field.")
-        try:
-            replies.append(handler(work, body or {}))
-        except ApiError as e:
-            raise ApiError(400, f"Invalid requests[{i}].{kind}: {e.message}") from None
-        except (KeyError, TypeError, ValueError) as e:
-            raise ApiError(400, f"Invalid requests[{i}].{kind}: bad field {e}") from None
-    return work, replies
 
 
 # --------------------------------------------------------------------------- storage
@@ -846,7 +1048,8 @@ class Store:
         return ss
 
     def put(self, ss: Spreadsheet) -> None:
-        ss.modified = time.time()
+        # Drive's modifiedTime has milliseconds and moves on every write, even a fast one.
+        ss.modified = max(time.time(), ss.modified + 0.001)
         self.docs[ss.key] = ss
         if self.path is not None:
             self._execute("INSERT OR REPLACE INTO spreadsheets (key, doc) VALUES (?, ?)",
