@@ -17,6 +17,7 @@ from pathlib import Path
 
 import typer
 
+from sheetops import plugins
 from sheetops.errors import SheetopsError
 from sheetops.logs import setup_logging
 from sheetops.registry import discover_from_settings, registry
@@ -253,10 +254,10 @@ def dashboard(host: str = typer.Option(None, help="Address to bind (default 127.
     """Serve the Streamlit monitoring page for the configured store."""
     settings = _prepare()
     try:
-        from sheetops.dashboard.serve import serve
-    except ImportError as exc:
-        raise _fail(f"the dashboard needs the 'dashboard' extra: pip install "
-                    f"'sheetops[dashboard]' ({exc})") from None
+        plugins.require_extra("dashboard", "sheetops dashboard")
+    except SheetopsError as exc:
+        raise _fail(str(exc)) from None
+    from sheetops.dashboard.serve import serve
     url = settings.resolved_store_url(sheet or settings.sheet)
     try:
         code = serve(url, host or settings.dashboard_host, port or settings.dashboard_port)
