@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo dashboard test lint bench clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PY) >/dev/null 2>&1 || { echo "need $(PY) on PATH (or make PY=python3)"; exit 1; }
@@ -15,6 +15,10 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/sheetops demo
+
+# the dashboard over the store the demo leaves (.sheetops-demo/ops.sheetops.db)
+dashboard: $(STAMP)
+	$(BIN)/sheetops dashboard --sheet .sheetops-demo/ops.xlsx
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider

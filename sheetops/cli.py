@@ -13,22 +13,38 @@ import os
 import signal
 import sys
 import threading
+from importlib.metadata import version
 from pathlib import Path
 
 import typer
 
+from sheetops import plugins
 from sheetops.errors import SheetopsError
 from sheetops.logs import setup_logging
 from sheetops.registry import discover_from_settings, registry
 from sheetops.settings import Settings, get_settings, unknown_env_vars
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Spreadsheet-driven automation: ops edit a sheet, sheetops runs it.")
 
 SheetOption = typer.Option(None, "--sheet", "-s", envvar="SHEETOPS_SHEET",
                            help="Path to an .xlsx workbook or a Google Sheet URL/key.")
 
 log = logging.getLogger("sheetops.cli")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"sheetops {version('sheetops')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(show_version: bool = typer.Option(False, "--version", is_eager=True,
+                                            callback=_print_version,
+                                            help="Print the installed version and exit.")
+          ) -> None:
+    """Spreadsheet-driven automation: ops edit a sheet, sheetops runs it."""
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -195,7 +211,8 @@ def _run_engine(engine, for_seconds: float | None, run_all_now: bool = False) ->
     if run_all_now:  # the demo shows every scheduled job at once, not after its first fire
         for spec in engine.snapshot.jobs.values():
             if spec.enabled and not spec.parsed_schedule.is_manual:
-                engine.scheduler.run_now(spec.job, "manual", requested_by="demo")
+                # started by a sheetops command, not by a person: trigger "cli"
+                engine.scheduler.run_now(spec.job, "cli", requested_by="demo")
     typer.echo(f"sheetops is running {len(engine.snapshot.jobs)} job(s) from "
                f"{engine.sheet.location}; store {engine.store.safe_url}. "
                + ("Ctrl-C to stop." if for_seconds is None else
@@ -293,10 +310,10 @@ def dashboard(host: str = typer.Option(None, help="Address to bind (default 127.
     """Serve the Streamlit monitoring page for the configured store."""
     settings = _prepare()
     try:
-        from sheetops.dashboard.serve import serve
-    except ImportError as exc:
-        raise _fail(f"the dashboard needs the 'dashboard' extra: pip install "
-                    f"'sheetops[dashboard]' ({exc})") from None
+        plugins.require_extra("dashboard", "sheetops dashboard")
+    except SheetopsError as exc:
+        raise _fail(str(exc)) from None
+    from sheetops.dashboard.serve import serve
     url = settings.resolved_store_url(sheet or settings.sheet)
     try:
         _open_store(url).dispose()

@@ -8,6 +8,7 @@ that succeed, fail and retry, time out, and render a template into real emails.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +24,21 @@ CUSTOMERS = [{"id": i, "name": n} for i, n in enumerate(
     ["Acme", "Globex", "Initech", "Umbrella", "Hooli", "Stark", "Wayne"], start=1)]
 
 
+def _sheetops_command() -> str:
+    """The ``sheetops`` script of the running interpreter (``.venv/bin/sheetops`` after
+    ``make demo``), so the hint works without an activated virtualenv."""
+    script = Path(sys.executable).parent / "sheetops"
+    return str(script) if script.exists() else "sheetops"
+
+
 class DemoWorkspace:
     """The demo's files and loopback servers; a context manager that cleans up servers."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory.resolve()
         self.workbook = self.directory / "ops.xlsx"
-        self.store_path = self.directory / "sheetops.db"
+        # where `sheetops dashboard --sheet <workbook>` looks by default
+        self.store_path = self.workbook.with_suffix(".sheetops.db")
         self.http = HttpServer()
         self.smtp = SmtpServer()
 
@@ -106,4 +115,5 @@ class DemoWorkspace:
         return (f"demo finished: {ok} ok, {failed} failed, {timeout} timed out; "
                 f"{len(self.smtp.messages)} email(s) delivered to the local SMTP server.\n"
                 f"See the Status, Runs and Errors tabs in {self.workbook}; for the dashboard "
-                f"run: SHEETOPS_STORE_URL=sqlite:///{self.store_path} sheetops dashboard")
+                f"run: {_sheetops_command()} dashboard --sheet {self.workbook} "
+                f"(from a checkout: make dashboard)")

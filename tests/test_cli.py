@@ -18,6 +18,7 @@ from automations_for_tests import read_attempts
 from conftest import TESTS_DIR, WorkbookHelper
 from openpyxl import load_workbook
 
+import sheetops
 from sheetops.store import Store
 
 SHEETOPS = str(Path(sys.executable).with_name("sheetops"))
@@ -293,13 +294,21 @@ def test_demo_runs_offline_and_records_runs(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
     assert "demo finished:" in result.stdout
-    demo_store = Store(f"sqlite:///{tmp_path / 'demo' / 'sheetops.db'}")
+    # the store is where `sheetops dashboard --sheet <workbook>` looks by default
+    workbook_path = tmp_path / "demo" / "ops.xlsx"
+    demo_store = Store(f"sqlite:///{workbook_path.with_suffix('.sheetops.db')}")
     try:
         assert demo_store.count_runs() >= 1
     finally:
         demo_store.dispose()
-    book = WorkbookHelper(tmp_path / "demo" / "ops.xlsx")
-    assert book.records("Runs")
+    # the closing hint names a command that works without an activated virtualenv
+    hint = f"{Path(sys.executable).parent / 'sheetops'} dashboard --sheet {workbook_path}"
+    assert hint in result.stdout
+    runs = WorkbookHelper(workbook_path).records("Runs")
+    assert runs
+    # start-up runs were started by the command, not by a person clicking Run now
+    assert "manual" not in {r["trigger"] for r in runs}
+    assert "cli" in {r["trigger"] for r in runs}
 
 
 def test_run_job_with_a_template_that_would_take_gigabytes_fails_at_once(workbook, tmp_path,
@@ -468,3 +477,13 @@ def test_module_that_fails_to_import_is_named_beside_unknown_automation(workbook
     assert line.startswith("Jobs!B2: unknown automation 'team_job'")
     assert ("not imported: team_autos (ModuleNotFoundError: No module named "
             "'no_such_dependency')") in line
+
+
+def test_version_and_help_without_type_noise(tmp_path):
+    version = cli("--version", cwd=tmp_path)
+    assert version.returncode == 0
+    assert version.stdout.strip() == f"sheetops {sheetops.__version__}"
+    helptext = cli("run", "--help", cwd=tmp_path)
+    assert helptext.returncode == 0
+    assert "--progress / --no-progress" in helptext.stdout
+    assert "<bool>" not in helptext.stdout

@@ -8,5 +8,5 @@ from starlette.middleware import Middleware
 
 from sheetops.dashboard.guard import HostOriginGuard
 
-app = st.App(str(Path(__file__).resolve().parents[2] / "app.py"),
+app = st.App(str(Path(__file__).with_name("app.py")),
              middleware=[Middleware(HostOriginGuard)])

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -18,7 +19,7 @@ from sheetops.dashboard import queries as q
 from sheetops.settings import get_settings
 from sheetops.store import RunStatus, Store
 
-P = "sheetops/dashboard/pages"
+P = str(Path(__file__).resolve().parent / "pages")  # absolute: works when installed
 REFRESH_CHOICES = {"off": 0, "5 s": 5, "10 s": 10, "30 s": 30, "1 min": 60, "5 min": 300}
 DEFAULT_REFRESH = "30 s"
 

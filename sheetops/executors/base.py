@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from importlib.metadata import entry_points
 
+from sheetops import plugins
 from sheetops.context import AttemptRequest, AttemptResult
 from sheetops.errors import SheetopsError
 from sheetops.hooks import Hooks
@@ -60,21 +60,15 @@ class Executor(ABC):
         """Attempts running now."""
 
 
+_BUILTIN = {"local": "sheetops.executors.local:LocalExecutor"}
+
+
 def executor_class(name: str) -> type[Executor]:
     """Look up an executor by its alias in the ``sheetops.executors`` entry points."""
-    builtin = {"local": "sheetops.executors.local:LocalExecutor"}
-    targets = {ep.name: ep.value for ep in entry_points(group="sheetops.executors")}
-    target = targets.get(name) or builtin.get(name)
-    if target is None:
-        raise SheetopsError(f"unknown executor {name!r}; available: "
-                            f"{', '.join(sorted(set(targets) | set(builtin)))}")
-    module_name, _, attr = target.partition(":")
     try:
-        module = __import__(module_name, fromlist=[attr])
-    except ImportError as exc:
-        raise SheetopsError(f"executor {name!r} needs an extra that is not installed: "
-                            f"{exc}") from None
-    cls = getattr(module, attr)
+        cls = plugins.load("sheetops.executors", name, _BUILTIN)
+    except LookupError as exc:
+        raise SheetopsError(str(exc)) from None
     if not (isinstance(cls, type) and issubclass(cls, Executor)):
-        raise SheetopsError(f"{target} is not an Executor")
+        raise SheetopsError(f"executor {name!r} is not an Executor")
     return cls
