@@ -180,12 +180,10 @@ def _parse_job_row(values: tuple[str, ...], columns: tuple[tuple[str, int], ...]
     r = _Row(tabs.JOBS, number, values, dict(columns), problems)
     ok = not r.error_values()
     job = r.get("job")
-    if job in ERROR_VALUES:
-        return None, "", tuple(problems)
     if not _JOB_ID.match(job):
         r.error("job", "job id must be 1-128 letters, digits, '-', '_' or '.', starting with "
                        "a letter or digit" if job else "job id is empty")
-        return None, job, tuple(problems)
+        ok, job = False, ""  # the rest of the row is still checked: every problem at once
     automation = r.get("automation")
     if not automation:
         r.error("automation", "automation is empty; pick a registered automation name")
@@ -374,12 +372,14 @@ def parse_config(
                     continue
                 if job_id:
                     seen[job_id] = number
-                if spec is not None and spec.rate_limit and spec.rate_limit not in rate_limits:
-                    row.error("rate_limit", f"unknown rate limit {spec.rate_limit!r}; add it "
+                # checked on every row, valid or not, so validate names all its problems
+                rate_limit, template = row.get("rate_limit"), row.get("template")
+                if rate_limit and rate_limit not in rate_limits.keys() | ERROR_VALUES:
+                    row.error("rate_limit", f"unknown rate limit {rate_limit!r}; add it "
                                             "to the RateLimits tab or clear the cell")
                     spec = None
-                if spec is not None and spec.template and spec.template not in templates:
-                    row.error("template", f"unknown template {spec.template!r}; add it to "
+                if template and template not in templates.keys() | ERROR_VALUES:
+                    row.error("template", f"unknown template {template!r}; add it to "
                                           "the Templates tab or clear the cell")
                     spec = None
                 if spec is None and job_id:
