@@ -250,11 +250,11 @@ def run_job(job: str = typer.Argument(..., help="The job id from the Jobs tab.")
     try:
         backend = _open(sheet)
         engine = _engine(settings, backend, 1, False)
-        run_id, problem = engine.run_job(job, dry_run=dry_run)
+        run_id, problems = engine.run_job(job, dry_run=dry_run)
     except SheetopsError as exc:
         raise _fail(str(exc)) from None
-    if problem is not None:
-        raise _fail(str(problem), 1)
+    if problems:
+        raise _fail("\n".join(str(p) for p in problems), 1)
     record = engine.store.run(run_id) if run_id else None
     if record is None:
         raise _fail(f"the run of {job} was not recorded", 1)

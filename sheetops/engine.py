@@ -310,20 +310,22 @@ class Engine:
 
     # -- one-shot ------------------------------------------------------------------------
     def run_job(self, job: str, dry_run: bool = False, trigger: str = "cli"
-                ) -> tuple[str | None, Problem | None]:
-        """Run one job now and wait for it; the sheet's status tabs are updated."""
+                ) -> tuple[str | None, tuple[Problem, ...]]:
+        """Run one job now and wait for it; the sheet's status tabs are updated.
+
+        A job that cannot run returns every problem of its row (none is hidden behind
+        another)."""
         self.runner.start()
         try:
             snapshot = self.refresh_without_scheduling()
             if job not in snapshot.jobs:
-                problems = snapshot.invalid.get(job) or (
+                return None, snapshot.invalid.get(job) or (
                     Problem(tabs.JOBS, "A1", job, f"no job {job!r} on the Jobs tab"),)
-                return None, problems[0]
             run_id = self.runner.submit(snapshot.jobs[job], snapshot, trigger, time.time(),
                                         dry_run)
             if run_id is not None:
                 self.runner.wait(run_id)
-            return run_id, None
+            return run_id, ()
         finally:
             self.runner.stop()
             self.runner.flush()

@@ -127,3 +127,38 @@ def test_error_values_are_problems_at_their_cells_never_defaults(workbook, tmp_p
     assert "1 valid job(s)" in result.stdout
     ran = cli("run-job", "err-0", "--sheet", str(workbook.path), cwd=tmp_path)
     assert ran.returncode == 1 and "Jobs!G3: max_attempts shows the error" in ran.stderr
+
+
+def test_settings_out_of_range_or_twice_are_problems_at_their_cells(workbook, tmp_path):
+    workbook.write("Jobs", HEADER, [row("good")])
+    workbook.write("Settings", ["key", "value"], [
+        ["status_flush_interval_s", "1e308"], ["runs_tab_rows", str(10**12)],
+        ["refresh_interval_s", "5"], ["refresh_interval_s", "7"],
+        ["alert_reminder_s", "0"]])
+    result = cli("validate", "--sheet", str(workbook.path), cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = [line.rsplit("  [", 1)[0] for line in result.stdout.splitlines()
+             if line.startswith("Settings!")]
+    assert lines == [
+        "Settings!B2: status_flush_interval_s must be at most 3,600, got '1e308'",
+        "Settings!B3: runs_tab_rows must be at most 10,000, got '1000000000000'",
+        "Settings!A5: setting 'refresh_interval_s' is set twice (first on row 4); the first "
+        "one is used"]
+
+
+def test_validate_and_run_job_name_every_problem_of_a_row(workbook, tmp_path):
+    header = [*HEADER, "rate_limit", "template"]
+    workbook.write("Jobs", header, [
+        ["many", "t_probe", "every fortnight", "Mars/Base", "TRUE", "{}", "three", "smpt",
+         "nope"],
+        ["bad id!", "t_probe", "manual", "", "TRUE", "{}", "1", "smpt", ""]])
+    result = cli("validate", "--sheet", str(workbook.path), cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    cells = [line.split(":")[0] for line in result.stdout.splitlines()
+             if line.startswith("Jobs!")]
+    assert cells == ["Jobs!C2", "Jobs!D2", "Jobs!G2", "Jobs!H2", "Jobs!I2",
+                     "Jobs!A3", "Jobs!H3"]
+    ran = cli("run-job", "many", "--sheet", str(workbook.path), cwd=tmp_path)
+    assert ran.returncode == 1
+    for cell in ("C2", "D2", "G2", "H2", "I2"):
+        assert f"Jobs!{cell}:" in ran.stderr, ran.stderr

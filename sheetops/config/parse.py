@@ -37,7 +37,18 @@ _FALSE = {"false", "no", "n", "0", "off", ""}
 _JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)?$")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_SETTING_MINIMUM = {"alert_reminder_s": 0, "worker_memory_mb": 256}  # 0 = never remind
+# every numeric Settings key's sane range (documented in config_sheets/README.md)
+SETTING_RANGES: dict[str, tuple[float, float]] = {
+    "refresh_interval_s": (0.1, 86_400),
+    "status_flush_interval_s": (0.1, 3_600),
+    "runs_tab_rows": (1, 10_000),
+    "errors_tab_rows": (1, 10_000),
+    "alert_interval_s": (0.1, 86_400),
+    "alert_reminder_s": (0, 2_592_000),  # 0 = never remind; at most 30 days
+    "catch_up_max_runs": (1, 10_000),
+    "run_history_days": (1, 3_650),
+    "worker_memory_mb": (256, 1_048_576),
+}
 _CHANNEL = re.compile(r"^(email:[^@\s]+@[^@\s]+|slack:[A-Za-z0-9_\-]+|webhook:[A-Za-z0-9_\-]+)$")
 
 
@@ -82,7 +93,8 @@ class _Row:
         return found
 
     def number_value(self, name: str, default: float, *, minimum: float = 0,
-                     integer: bool = False, label: str = "") -> float | None:
+                     maximum: float = math.inf, integer: bool = False,
+                     label: str = "") -> float | None:
         text = self.get(name)
         name_text = label or name
         if text == "":
@@ -100,6 +112,9 @@ class _Row:
             return None
         if value < minimum:
             self.error(name, f"{name_text} must be at least {minimum:g}, got {text!r}")
+            return None
+        if value > maximum:
+            self.error(name, f"{name_text} must be at most {maximum:,g}, got {text!r}")
             return None
         return int(value) if integer else value
 
@@ -166,12 +181,10 @@ def _parse_job_row(values: tuple[str, ...], columns: tuple[tuple[str, int], ...]
     r = _Row(tabs.JOBS, number, values, dict(columns), problems)
     ok = not r.error_values()
     job = r.get("job")
-    if job in ERROR_VALUES:
-        return None, "", tuple(problems)
     if not _JOB_ID.match(job):
         r.error("job", "job id must be 1-128 letters, digits, '-', '_' or '.', starting with "
                        "a letter or digit" if job else "job id is empty")
-        return None, job, tuple(problems)
+        ok, job = False, ""  # the rest of the row is still checked: every problem at once
     automation = r.get("automation")
     if not automation:
         r.error("automation", "automation is empty; pick a registered automation name")
@@ -230,6 +243,7 @@ def parse_settings(rows, problems: list[Problem]) -> SheetSettings:
     defaults = SheetSettings()
     values: dict[str, object] = {}
     types = {f.name: type(getattr(defaults, f.name)) for f in fields(SheetSettings)}
+    seen: dict[str, int] = {}
     for number, row_values, columns in _rows(tabs.SETTINGS, rows,
                                              [c.name for c in tabs.SETTINGS_COLUMNS],
                                              ("key", "value"), problems):
@@ -243,6 +257,11 @@ def parse_settings(rows, problems: list[Problem]) -> SheetSettings:
             continue
         if key not in types:
             continue
+        if key in seen:
+            r.error("key", f"setting {key!r} is set twice (first on row {seen[key]}); "
+                           "the first one is used")
+            continue
+        seen[key] = number
         kind = types[key]
         if kind is str:
             text = r.get("value")
@@ -251,10 +270,9 @@ def parse_settings(rows, problems: list[Problem]) -> SheetSettings:
                 continue
             values[key] = text or getattr(defaults, key)
         else:
-            number_value = r.number_value("value", getattr(defaults, key),
-                                          minimum=_SETTING_MINIMUM.get(
-                                              key, 1 if key.endswith("rows") else 0.1),
-                                          integer=kind is int, label=key)
+            low, high = SETTING_RANGES[key]
+            number_value = r.number_value("value", getattr(defaults, key), minimum=low,
+                                          maximum=high, integer=kind is int, label=key)
             if number_value is not None:
                 values[key] = kind(number_value)
     return replace(defaults, **values)
@@ -355,12 +373,14 @@ def parse_config(
                     continue
                 if job_id:
                     seen[job_id] = number
-                if spec is not None and spec.rate_limit and spec.rate_limit not in rate_limits:
-                    row.error("rate_limit", f"unknown rate limit {spec.rate_limit!r}; add it "
+                # checked on every row, valid or not, so validate names all its problems
+                rate_limit, template = row.get("rate_limit"), row.get("template")
+                if rate_limit and rate_limit not in rate_limits.keys() | ERROR_VALUES:
+                    row.error("rate_limit", f"unknown rate limit {rate_limit!r}; add it "
                                             "to the RateLimits tab or clear the cell")
                     spec = None
-                if spec is not None and spec.template and spec.template not in templates:
-                    row.error("template", f"unknown template {spec.template!r}; add it to "
+                if template and template not in templates.keys() | ERROR_VALUES:
+                    row.error("template", f"unknown template {template!r}; add it to "
                                           "the Templates tab or clear the cell")
                     spec = None
                 if spec is None and job_id:
