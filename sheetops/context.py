@@ -13,12 +13,18 @@ from typing import TYPE_CHECKING, Any
 from sheetops import templates
 from sheetops.errors import PermanentError
 from sheetops.ratelimit import RateLimitSpec
+from sheetops.secrets import (
+    SECRET_PREFIX,
+    SecretsConfigError,
+    allowed_names,
+    available_secrets,
+    not_allowed,
+)
 from sheetops.templates import Rendered, TemplateSpec
 
 if TYPE_CHECKING:
     from sheetops.store.deliveries import Deliveries
 
-SECRET_PREFIX = "secret:"
 
 
 @dataclass(frozen=True)
@@ -72,13 +78,21 @@ class AttemptResult:
 
 
 def resolve_secrets(value: Any, environ: dict[str, str] | None = None) -> Any:
-    """Replace ``"secret:NAME"`` strings (at any depth) with the environment's ``NAME``."""
+    """Replace ``"secret:NAME"`` strings (at any depth) with the allowed secret ``NAME``
+    (see :mod:`sheetops.secrets`); a name the deployment does not allow is refused."""
     environ = os.environ if environ is None else environ
     if isinstance(value, str) and value.startswith(SECRET_PREFIX):
         name = value[len(SECRET_PREFIX):].strip()
-        if name not in environ:
+        try:
+            available = available_secrets(environ)
+            allowed = allowed_names(environ)
+        except SecretsConfigError as exc:
+            raise PermanentError(str(exc)) from None
+        if name not in allowed:
+            raise PermanentError(not_allowed(name))
+        if name not in available:
             raise PermanentError(f"secret {name!r} is not set in the environment")
-        return environ[name]
+        return available[name]
     if isinstance(value, dict):
         return {k: resolve_secrets(v, environ) for k, v in value.items()}
     if isinstance(value, list):
@@ -91,7 +105,10 @@ def secret_values(value: Any, environ: dict[str, str] | None = None) -> set[str]
     environ = os.environ if environ is None else environ
     found: set[str] = set()
     if isinstance(value, str) and value.startswith(SECRET_PREFIX):
-        secret = environ.get(value[len(SECRET_PREFIX):].strip(), "")
+        try:
+            secret = available_secrets(environ).get(value[len(SECRET_PREFIX):].strip(), "")
+        except SecretsConfigError:
+            secret = ""
         if len(secret) >= 4:
             found.add(secret)
     elif isinstance(value, dict):

@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = 8501
     require_services: bool = False
+    secrets: str = Field(default="", description="names secret:NAME may resolve (NAME,NAME)")
+    secrets_file: str = Field(default="", description="KEY=VALUE secrets file, mode 0600")
 
     def resolved_store_url(self, sheet: str | None = None) -> str:
         """The store URL, defaulting to a SQLite file beside a workbook (or in the cwd)."""

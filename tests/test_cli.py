@@ -19,6 +19,7 @@ from conftest import TESTS_DIR, WorkbookHelper
 from openpyxl import load_workbook
 
 from sheetops.store import Store
+from sheetops.testing.http import HttpServer
 
 SHEETOPS = str(Path(sys.executable).with_name("sheetops"))
 ALL_TABS = ["Jobs", "RateLimits", "Templates", "Settings", "Alerts", "Status", "Runs",
@@ -394,3 +395,40 @@ def test_send_email_retried_after_a_timeout_sends_nobody_a_second_copy(workbook,
     assert result.returncode == 1, result.stdout + result.stderr
     assert "attempt 3: timeout" in result.stdout and "timeout after 3 attempt(s)" in result.stdout
     assert sorted(m["To"] for m in smtp.messages) == ["a@example.com", "b@example.com"]
+
+
+def test_only_secrets_the_deployment_names_resolve(workbook, tmp_path, monkeypatch):
+    monkeypatch.setenv("SHEETOPS_DASHBOARD_PASSWORD", "dash-pass-123")
+    secrets_file = tmp_path / "secrets.env"
+    secrets_file.write_text("# sheetops secrets\nCRM_TOKEN=tok-from-file-99\n")
+    secrets_file.chmod(0o600)
+    with HttpServer() as server:
+        server.json("/hook", [{"ok": True}])
+        url = f"http://127.0.0.1:{server.port}/hook"
+
+        def job(name: str, secret: str) -> dict[str, str]:
+            return {"job": name, "automation": "http_get", "schedule": "manual",
+                    "max_attempts": "1", "params": json.dumps(
+                        {"url": url, "headers": {"X-Token": f"secret:{secret}"}})}
+
+        workbook.jobs(job("steal", "SHEETOPS_DASHBOARD_PASSWORD"), job("crm", "CRM_TOKEN"))
+        env = {"SHEETOPS_SECRETS_FILE": str(secrets_file)}
+        checked = cli("validate", "--sheet", str(workbook.path), cwd=tmp_path, **env)
+        assert checked.returncode == 1, checked.stdout + checked.stderr
+        problem = ("Jobs!E2: secret 'SHEETOPS_DASHBOARD_PASSWORD' is not one the deployment "
+                   "allows; add it to SHEETOPS_SECRETS or the SHEETOPS_SECRETS_FILE")
+        assert problem in checked.stdout
+        assert [(r["cell"], r["severity"]) for r in workbook.records("Validation")] == [
+            ("E2", "error")]
+
+        refused = cli("run-job", "steal", "--sheet", str(workbook.path), cwd=tmp_path, **env)
+        assert refused.returncode == 1 and "Jobs!E2: secret 'SHEETOPS_DASHBOARD_PASSWORD'" \
+            in refused.stderr, refused.stdout + refused.stderr
+        allowed = cli("run-job", "crm", "--sheet", str(workbook.path), cwd=tmp_path, **env)
+        assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+        assert [r.headers["x-token"] for r in server.requests] == ["tok-from-file-99"]
+
+        secrets_file.chmod(0o644)
+        loose = cli("run-job", "crm", "--sheet", str(workbook.path), cwd=tmp_path, **env)
+        assert loose.returncode == 1 and "is readable by others (mode 0644)" in loose.stderr
+        assert len(server.requests) == 1

@@ -268,6 +268,7 @@ def test_record_failures_become_errors_rows_with_their_record_key(make_runner, s
 
 def test_secrets_are_masked_in_everything_stored(make_runner, store, workbook, monkeypatch):
     secret = "tok-Sup3rSecret-4711"
+    monkeypatch.setenv("SHEETOPS_SECRETS", "API_TOKEN")
     monkeypatch.setenv("API_TOKEN", secret)  # before the workers start
     runner = make_runner()
     job = spec("leaky", automation="t_leak", max_attempts=1,

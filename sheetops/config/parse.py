@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from openpyxl.utils import get_column_letter
 
-from sheetops import tabs
+from sheetops import secrets, tabs
 from sheetops.config.model import (
     CATCH_UP,
     AlertSpec,
@@ -183,6 +183,9 @@ def _parse_job_row(values: tuple[str, ...], columns: tuple[tuple[str, int], ...]
         if not isinstance(params, dict):
             r.error("params", f"params must be a JSON object like {{\"url\": \"...\"}}, got "
                               f"a {type(params).__name__}")
+            ok = False
+        elif problem := secrets.params_problem(params):
+            r.error("params", problem)
             ok = False
         else:
             params_text = json.dumps(params, sort_keys=True, separators=(",", ":"))
