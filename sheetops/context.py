@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import functools
+import json
 import logging
 import os
 import traceback
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -120,9 +123,29 @@ def secret_values(value: Any, environ: dict[str, str] | None = None) -> set[str]
     return found
 
 
+#: every secret a run in this process has used: log lines of any logger (connectors'
+#: retry warnings included) are masked with these by :mod:`sheetops.logs`
+known_secrets: set[str] = set()
+
+
+@functools.lru_cache(maxsize=1024)
+def _forms(secret: str) -> tuple[str, ...]:
+    """The ways a secret reaches the outside: as-is, upper/lower case, base64 (standard
+    and URL-safe, padded or not), JSON-escaped and URL-quoted; longest first."""
+    raw = secret.encode()
+    encoded = {base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode()}
+    forms = {secret, secret.upper(), secret.lower(), json.dumps(secret)[1:-1],
+             urllib.parse.quote(secret, safe=""), urllib.parse.quote_plus(secret),
+             *encoded, *(e.rstrip("=") for e in encoded)}
+    return tuple(sorted((f for f in forms if len(f) >= 4), key=len, reverse=True))
+
+
 def mask(text: str, secrets: set[str]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, "***")
+    """``text`` with every secret, in each of its forms, replaced by ``***``."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        for form in _forms(secret):
+            if form in text:
+                text = text.replace(form, "***")
     return text
 
 
@@ -190,6 +213,7 @@ class RunContext:
         #: secret values this run uses (params and ``ctx.secret``): masked in its log
         #: lines, errors, tracebacks and result
         self.secrets: set[str] = secret_values(request.params)
+        known_secrets.update(self.secrets)
         self.log = _MaskingAdapter(
             logger or logging.getLogger(f"sheetops.automation.{request.automation}"),
             {"job": request.job, "run_id": request.run_id, "attempt": request.attempt},
@@ -225,6 +249,7 @@ class RunContext:
         value = resolve_secrets(SECRET_PREFIX + name)
         if len(value) >= 4:
             self.secrets.add(value)
+            known_secrets.add(value)
         return value
 
     def record_failure(self, record_key: Any, error: BaseException | str,

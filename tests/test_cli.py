@@ -432,3 +432,37 @@ def test_only_secrets_the_deployment_names_resolve(workbook, tmp_path, monkeypat
         loose = cli("run-job", "crm", "--sheet", str(workbook.path), cwd=tmp_path, **env)
         assert loose.returncode == 1 and "is readable by others (mode 0644)" in loose.stderr
         assert len(server.requests) == 1
+
+
+def test_a_secret_is_masked_in_every_form_on_tabs_store_and_logs(workbook, tmp_path, store):
+    import base64
+    from urllib.parse import quote
+
+    token = 'tok/Sup3r"Secret+4711'
+    host = "smtp-secret-host-7.invalid"
+    workbook.write("Templates", ["name", "subject", "body", "format"],
+                   [["hello", "Hi", "Hello", "text"]])
+    workbook.jobs({"job": "leaky", "automation": "t_leak", "schedule": "manual",
+                   "max_attempts": "1", "params": json.dumps({"token": "secret:API_TOKEN"})},
+                  {"job": "mail", "automation": "send_email", "schedule": "manual",
+                   "template": "hello", "max_attempts": "1", "params": json.dumps(
+                       {"recipients": ["a@example.com"], "smtp": {"host": "secret:SMTP_HOST"}})})
+    env = {"SHEETOPS_SECRETS": "API_TOKEN,SMTP_HOST", "API_TOKEN": token, "SMTP_HOST": host}
+    leaky = cli("run-job", "leaky", "--sheet", str(workbook.path), cwd=tmp_path, **env)
+    mail = cli("run-job", "mail", "--sheet", str(workbook.path), cwd=tmp_path, **env)
+    assert (leaky.returncode, mail.returncode) == (1, 1), leaky.stderr + mail.stderr
+    assert "server echoed ***" in leaky.stderr
+    assert "SMTP ***:25" in mail.stderr + mail.stdout
+
+    forms = [token, token.upper(), base64.b64encode(token.encode()).decode(),
+             json.dumps(token)[1:-1], quote(token, safe=""), host]
+    errors = workbook.records("Errors")
+    assert "key-***" in {e["record_key"] for e in errors}
+    outputs = {"stdout/stderr": leaky.stdout + leaky.stderr + mail.stdout + mail.stderr,
+               "tabs": json.dumps([workbook.rows(t) for t in ("Status", "Runs", "Errors")],
+                                  default=str),
+               "store": json.dumps([store.recent_errors(50), store.recent_runs(50)],
+                                   default=str)}
+    leaks = [(where, form) for where, text in outputs.items() for form in forms
+             if form in text or json.dumps(form)[1:-1] in text]
+    assert leaks == []
