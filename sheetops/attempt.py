@@ -74,4 +74,5 @@ def run_attempt(request: AttemptRequest,
 
 
 def _masked_failure(failure: RecordFailure, secrets: set[str]) -> RecordFailure:
-    return replace(failure, message=mask(failure.message, secrets)[:1000])
+    return replace(failure, message=mask(failure.message, secrets)[:1000],
+                   record_key=mask(failure.record_key, secrets))

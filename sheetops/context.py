@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import functools
+import json
 import logging
 import os
 import traceback
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -13,12 +16,18 @@ from typing import TYPE_CHECKING, Any
 from sheetops import templates
 from sheetops.errors import PermanentError
 from sheetops.ratelimit import RateLimitSpec
+from sheetops.secrets import (
+    SECRET_PREFIX,
+    SecretsConfigError,
+    allowed_names,
+    available_secrets,
+    not_allowed,
+)
 from sheetops.templates import Rendered, TemplateSpec
 
 if TYPE_CHECKING:
     from sheetops.store.deliveries import Deliveries
 
-SECRET_PREFIX = "secret:"
 
 
 @dataclass(frozen=True)
@@ -72,13 +81,21 @@ class AttemptResult:
 
 
 def resolve_secrets(value: Any, environ: dict[str, str] | None = None) -> Any:
-    """Replace ``"secret:NAME"`` strings (at any depth) with the environment's ``NAME``."""
+    """Replace ``"secret:NAME"`` strings (at any depth) with the allowed secret ``NAME``
+    (see :mod:`sheetops.secrets`); a name the deployment does not allow is refused."""
     environ = os.environ if environ is None else environ
     if isinstance(value, str) and value.startswith(SECRET_PREFIX):
         name = value[len(SECRET_PREFIX):].strip()
-        if name not in environ:
+        try:
+            available = available_secrets(environ)
+            allowed = allowed_names(environ)
+        except SecretsConfigError as exc:
+            raise PermanentError(str(exc)) from None
+        if name not in allowed:
+            raise PermanentError(not_allowed(name))
+        if name not in available:
             raise PermanentError(f"secret {name!r} is not set in the environment")
-        return environ[name]
+        return available[name]
     if isinstance(value, dict):
         return {k: resolve_secrets(v, environ) for k, v in value.items()}
     if isinstance(value, list):
@@ -91,7 +108,10 @@ def secret_values(value: Any, environ: dict[str, str] | None = None) -> set[str]
     environ = os.environ if environ is None else environ
     found: set[str] = set()
     if isinstance(value, str) and value.startswith(SECRET_PREFIX):
-        secret = environ.get(value[len(SECRET_PREFIX):].strip(), "")
+        try:
+            secret = available_secrets(environ).get(value[len(SECRET_PREFIX):].strip(), "")
+        except SecretsConfigError:
+            secret = ""
         if len(secret) >= 4:
             found.add(secret)
     elif isinstance(value, dict):
@@ -103,9 +123,29 @@ def secret_values(value: Any, environ: dict[str, str] | None = None) -> set[str]
     return found
 
 
+#: every secret a run in this process has used: log lines of any logger (connectors'
+#: retry warnings included) are masked with these by :mod:`sheetops.logs`
+known_secrets: set[str] = set()
+
+
+@functools.lru_cache(maxsize=1024)
+def _forms(secret: str) -> tuple[str, ...]:
+    """The ways a secret reaches the outside: as-is, upper/lower case, base64 (standard
+    and URL-safe, padded or not), JSON-escaped and URL-quoted; longest first."""
+    raw = secret.encode()
+    encoded = {base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode()}
+    forms = {secret, secret.upper(), secret.lower(), json.dumps(secret)[1:-1],
+             urllib.parse.quote(secret, safe=""), urllib.parse.quote_plus(secret),
+             *encoded, *(e.rstrip("=") for e in encoded)}
+    return tuple(sorted((f for f in forms if len(f) >= 4), key=len, reverse=True))
+
+
 def mask(text: str, secrets: set[str]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, "***")
+    """``text`` with every secret, in each of its forms, replaced by ``***``."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        for form in _forms(secret):
+            if form in text:
+                text = text.replace(form, "***")
     return text
 
 
@@ -173,6 +213,7 @@ class RunContext:
         #: secret values this run uses (params and ``ctx.secret``): masked in its log
         #: lines, errors, tracebacks and result
         self.secrets: set[str] = secret_values(request.params)
+        known_secrets.update(self.secrets)
         self.log = _MaskingAdapter(
             logger or logging.getLogger(f"sheetops.automation.{request.automation}"),
             {"job": request.job, "run_id": request.run_id, "attempt": request.attempt},
@@ -208,6 +249,7 @@ class RunContext:
         value = resolve_secrets(SECRET_PREFIX + name)
         if len(value) >= 4:
             self.secrets.add(value)
+            known_secrets.add(value)
         return value
 
     def record_failure(self, record_key: Any, error: BaseException | str,

@@ -12,7 +12,7 @@ import logging
 import sys
 from datetime import UTC, datetime
 
-from sheetops.context import AttemptResult
+from sheetops.context import AttemptResult, known_secrets, mask
 from sheetops.hooks import RunHook, RunInfo, RunOutcome
 
 CONTEXT_FIELDS = ("job", "run_id", "attempt", "stage", "record_key", "error_type")
@@ -32,7 +32,7 @@ class JsonFormatter(logging.Formatter):
                 payload[name] = value
         if record.exc_info:
             payload["traceback"] = self.formatException(record.exc_info)
-        return json.dumps(payload, default=str)
+        return mask(json.dumps(payload, default=str), known_secrets)
 
 
 class TextFormatter(logging.Formatter):
@@ -45,7 +45,7 @@ class TextFormatter(logging.Formatter):
                  if getattr(record, n, None) not in (None, "") and f"{getattr(record, n)}"
                  not in record.getMessage()]
         record.context = f" [{' '.join(parts)}]" if parts else ""
-        return super().format(record)
+        return mask(super().format(record), known_secrets)
 
 
 def setup_logging(fmt: str = "text", level: str = "INFO") -> None:

@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = Field(default=8501, ge=1, le=65535)
     require_services: bool = False
+    secrets: str = Field(default="", description="names secret:NAME may resolve (NAME,NAME)")
+    secrets_file: str = Field(default="", description="KEY=VALUE secrets file, mode 0600")
 
     @field_validator("log_level")
     @classmethod

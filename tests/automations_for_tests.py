@@ -8,11 +8,13 @@ in the worker processes instead of mocking them.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from sheetops import automation
 from sheetops.errors import PermanentError
@@ -66,7 +68,11 @@ def leak(ctx: Any) -> None:
     """Test: fail with a message, a traceback and a record failure holding a secret."""
     token = ctx.params["token"]
     ctx.record_failure("rec-1", RuntimeError(f"record rejected, token={token}"))
-    raise RuntimeError(f"login refused for token {token}")
+    ctx.record_failure(f"key-{token}", RuntimeError("the record key is the token"))
+    echoed = (token.upper(), base64.b64encode(token.encode()).decode(), json.dumps(token),
+              quote(token, safe=""))
+    ctx.log.warning("server echoed %s", " | ".join(echoed))
+    raise RuntimeError(f"login refused for token {token}; echoed {' | '.join(echoed)}")
 
 
 def read_attempts(folder: Path) -> list[dict[str, Any]]:

@@ -89,6 +89,7 @@ def test_http_get_404_is_permanent_and_not_retried(http):
 
 def test_http_get_sends_secret_headers_and_never_shows_them(http, monkeypatch, caplog):
     caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("SHEETOPS_SECRETS", "API_AUTH")
     monkeypatch.setenv("API_AUTH", "Bearer tok-supersecret-42")
     http.add("/private", Reply(403, {"error": "token tok-supersecret-42 revoked"}))
     with pytest.raises(PermanentError) as info:
@@ -194,6 +195,7 @@ def test_send_email_dry_run_renders_but_sends_nothing(smtp):
 def test_send_email_smtp_password_from_secret_never_logged(monkeypatch, caplog):
     caplog.set_level(logging.DEBUG)
     password = "smtp-pass-7788"
+    monkeypatch.setenv("SHEETOPS_SECRETS", "SMTP_PASSWORD")
     monkeypatch.setenv("SMTP_PASSWORD", password)
     with SmtpServer(auth=("bot", password)) as server:
         smtp = {"host": "127.0.0.1", "port": server.port, "user": "bot",

@@ -20,6 +20,7 @@ from openpyxl import load_workbook
 
 import sheetops
 from sheetops.store import Store
+from sheetops.testing.http import HttpServer
 
 SHEETOPS = str(Path(sys.executable).with_name("sheetops"))
 ALL_TABS = ["Jobs", "RateLimits", "Templates", "Settings", "Alerts", "Status", "Runs",
@@ -487,3 +488,74 @@ def test_version_and_help_without_type_noise(tmp_path):
     assert helptext.returncode == 0
     assert "--progress / --no-progress" in helptext.stdout
     assert "<bool>" not in helptext.stdout
+
+
+def test_only_secrets_the_deployment_names_resolve(workbook, tmp_path, monkeypatch):
+    monkeypatch.setenv("SHEETOPS_DASHBOARD_PASSWORD", "dash-pass-123")
+    secrets_file = tmp_path / "secrets.env"
+    secrets_file.write_text("# sheetops secrets\nCRM_TOKEN=tok-from-file-99\n")
+    secrets_file.chmod(0o600)
+    with HttpServer() as server:
+        server.json("/hook", [{"ok": True}])
+        url = f"http://127.0.0.1:{server.port}/hook"
+
+        def job(name: str, secret: str) -> dict[str, str]:
+            return {"job": name, "automation": "http_get", "schedule": "manual",
+                    "max_attempts": "1", "params": json.dumps(
+                        {"url": url, "headers": {"X-Token": f"secret:{secret}"}})}
+
+        workbook.jobs(job("steal", "SHEETOPS_DASHBOARD_PASSWORD"), job("crm", "CRM_TOKEN"))
+        env = {"SHEETOPS_SECRETS_FILE": str(secrets_file)}
+        checked = cli("validate", "--sheet", str(workbook.path), cwd=tmp_path, **env)
+        assert checked.returncode == 1, checked.stdout + checked.stderr
+        problem = ("Jobs!E2: secret 'SHEETOPS_DASHBOARD_PASSWORD' is not one the deployment "
+                   "allows; add it to SHEETOPS_SECRETS or the SHEETOPS_SECRETS_FILE")
+        assert problem in checked.stdout
+        assert [(r["cell"], r["severity"]) for r in workbook.records("Validation")] == [
+            ("E2", "error")]
+
+        refused = cli("run-job", "steal", "--sheet", str(workbook.path), cwd=tmp_path, **env)
+        assert refused.returncode == 1 and "Jobs!E2: secret 'SHEETOPS_DASHBOARD_PASSWORD'" \
+            in refused.stderr, refused.stdout + refused.stderr
+        allowed = cli("run-job", "crm", "--sheet", str(workbook.path), cwd=tmp_path, **env)
+        assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+        assert [r.headers["x-token"] for r in server.requests] == ["tok-from-file-99"]
+
+        secrets_file.chmod(0o644)
+        loose = cli("run-job", "crm", "--sheet", str(workbook.path), cwd=tmp_path, **env)
+        assert loose.returncode == 1 and "is readable by others (mode 0644)" in loose.stderr
+        assert len(server.requests) == 1
+
+
+def test_a_secret_is_masked_in_every_form_on_tabs_store_and_logs(workbook, tmp_path, store):
+    import base64
+    from urllib.parse import quote
+
+    token = 'tok/Sup3r"Secret+4711'
+    host = "smtp-secret-host-7.invalid"
+    workbook.write("Templates", ["name", "subject", "body", "format"],
+                   [["hello", "Hi", "Hello", "text"]])
+    workbook.jobs({"job": "leaky", "automation": "t_leak", "schedule": "manual",
+                   "max_attempts": "1", "params": json.dumps({"token": "secret:API_TOKEN"})},
+                  {"job": "mail", "automation": "send_email", "schedule": "manual",
+                   "template": "hello", "max_attempts": "1", "params": json.dumps(
+                       {"recipients": ["a@example.com"], "smtp": {"host": "secret:SMTP_HOST"}})})
+    env = {"SHEETOPS_SECRETS": "API_TOKEN,SMTP_HOST", "API_TOKEN": token, "SMTP_HOST": host}
+    leaky = cli("run-job", "leaky", "--sheet", str(workbook.path), cwd=tmp_path, **env)
+    mail = cli("run-job", "mail", "--sheet", str(workbook.path), cwd=tmp_path, **env)
+    assert (leaky.returncode, mail.returncode) == (1, 1), leaky.stderr + mail.stderr
+    assert "server echoed ***" in leaky.stderr
+    assert "SMTP ***:25" in mail.stderr + mail.stdout
+
+    forms = [token, token.upper(), base64.b64encode(token.encode()).decode(),
+             json.dumps(token)[1:-1], quote(token, safe=""), host]
+    errors = workbook.records("Errors")
+    assert "key-***" in {e["record_key"] for e in errors}
+    outputs = {"stdout/stderr": leaky.stdout + leaky.stderr + mail.stdout + mail.stderr,
+               "tabs": json.dumps([workbook.rows(t) for t in ("Status", "Runs", "Errors")],
+                                  default=str),
+               "store": json.dumps([store.recent_errors(50), store.recent_runs(50)],
+                                   default=str)}
+    leaks = [(where, form) for where, text in outputs.items() for form in forms
+             if form in text or json.dumps(form)[1:-1] in text]
+    assert leaks == []

@@ -140,6 +140,7 @@ def test_secrets_never_reach_logs_results_or_errors(monkeypatch, caplog, root_lo
 
     if "t_review_leaky" not in registry.names():
         automation("t_review_leaky")(_leaky)
+    monkeypatch.setenv("SHEETOPS_SECRETS", "REVIEW_TOKEN,REVIEW_OTHER")
     monkeypatch.setenv("REVIEW_TOKEN", "tok-very-secret-1")
     monkeypatch.setenv("REVIEW_OTHER", "other-very-secret-2")
     import io

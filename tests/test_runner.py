@@ -268,6 +268,7 @@ def test_record_failures_become_errors_rows_with_their_record_key(make_runner, s
 
 def test_secrets_are_masked_in_everything_stored(make_runner, store, workbook, monkeypatch):
     secret = "tok-Sup3rSecret-4711"
+    monkeypatch.setenv("SHEETOPS_SECRETS", "API_TOKEN")
     monkeypatch.setenv("API_TOKEN", secret)  # before the workers start
     runner = make_runner()
     job = spec("leaky", automation="t_leak", max_attempts=1,
@@ -279,7 +280,8 @@ def test_secrets_are_masked_in_everything_stored(make_runner, store, workbook, m
     stored += [v for a in store.attempts_of(run_id) for v in (a["error_message"],
                                                              a["traceback"])]
     stored += [v for e in store.recent_errors(10) for v in (e["message"], e["traceback"])]
-    assert record["error_message"] == "login refused for token ***"
+    assert record["error_message"] == 'login refused for token ***; echoed *** | *** | "***" | ***'
+    assert "key-***" in {e["record_key"] for e in store.recent_errors(10)}
     assert any("record rejected, token=***" in s for s in stored)
     assert not [s for s in stored if secret in s]
     writer = StatusWriter(store, workbook.sheet, lambda: Snapshot(jobs={job.job: job}))

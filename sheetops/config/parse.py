@@ -18,7 +18,7 @@ from functools import lru_cache
 
 from openpyxl.utils import get_column_letter
 
-from sheetops import tabs
+from sheetops import secrets, tabs
 from sheetops.config.cells import ERROR_VALUES, parse_params, timezone_problem
 from sheetops.config.model import (
     CATCH_UP,
@@ -208,6 +208,9 @@ def _parse_job_row(values: tuple[str, ...], columns: tuple[tuple[str, int], ...]
     params, problem = parse_params(r.get("params") or "{}")
     params_text = "{}"
     if params is None:
+        r.error("params", problem)
+        ok = False
+    elif problem := secrets.params_problem(params):
         r.error("params", problem)
         ok = False
     else:
