@@ -598,6 +598,37 @@ def queue_depths(store: Any, gauge_values: dict[str, tuple[float, float]] | None
 
 
 @dataclass(frozen=True)
+class SchedulerStatus:
+    """Whether a scheduler holds the store's lease, and when one last beat (published
+    its gauges). Without a holder, every number on the page is frozen: nothing runs."""
+
+    holder: str
+    lease_expires_at: float | None
+    last_beat_at: float | None
+
+    @property
+    def running(self) -> bool:
+        return bool(self.holder)
+
+
+def scheduler_status(store: Any, now: float | None = None,
+                     gauge_values: dict[str, tuple[float, float]] | None = None
+                     ) -> SchedulerStatus:
+    """The lease holder (an unexpired lease) and the ``scheduler_heartbeat`` gauge."""
+    from sheetops.leader import SCHEDULER
+
+    now = time.time() if now is None else now
+    values = gauges(store) if gauge_values is None else gauge_values
+    lease = t.leases.c
+    with engine_of(store).connect() as conn:
+        row = conn.execute(select(lease.holder, lease.expires_at).where(
+            lease.name == SCHEDULER, lease.expires_at >= now)).first()
+    beat = values.get("scheduler_heartbeat")
+    return SchedulerStatus(row[0] if row else "", float(row[1]) if row else None,
+                           beat[0] if beat else None)
+
+
+@dataclass(frozen=True)
 class OutboxStatus:
     """Pending (undelivered) sheet writes: how many, the oldest one's age, per tab."""
 

@@ -38,12 +38,16 @@ with left:
                     f" · {'enabled' if row['enabled'] else 'DISABLED'} · automation "
                     f"{ui.md_text(row['automation'])}"
                     + (f" · owner {ui.md_text(row['owner'])}" if row["owner"] else ""))
-        upcoming = q.next_runs(row["schedule"], row["timezone"]) if row["enabled"] else []
+        running = q.scheduler_status(store).running
+        upcoming = (q.next_runs(row["schedule"], row["timezone"])
+                    if row["enabled"] and running else [])
         if upcoming:
             st.markdown("**Next runs:** " + ", ".join(
                 d.strftime("%a %Y-%m-%d %H:%M %Z") for d in upcoming))
         else:
-            st.markdown("**Next runs:** none scheduled (manual or disabled)")
+            st.markdown("**Next runs:** none scheduled ("
+                        + ("manual or disabled" if running else "no scheduler is running")
+                        + ")")
     if not state.empty:
         s = state.iloc[0]
         c = st.columns(4)
