@@ -278,3 +278,19 @@ def test_pages_say_whether_a_scheduler_holds_the_lease(store):
     store.release_lease("scheduler", "ops-box:4242:abc123")
     at = _open()
     assert [w.value for w in at.warning if "No scheduler is running" in w.value]
+
+
+def test_invalid_jobs_are_listed_with_their_cells_on_jobs_and_config(store):
+    from sheetops.config.model import Problem
+
+    store.replace_problems([
+        Problem("Jobs", "C5", "every 10 parsecs", "'every 10 parsecs' is not an interval"),
+        Problem("Jobs", "B5", "nope", "unknown automation 'nope'"),
+        Problem("Jobs", "K3", "x", "unknown column 'x' is ignored", "warning")])
+    for page in ("jobs.py", "config.py"):
+        at = _open(page)
+        assert any("Not scheduled: 1 invalid row(s) on the Jobs tab" in h.value
+                   for h in at.subheader)
+        invalid = _frame(at, "row", "cell", "problem")
+        assert invalid[["row", "cell", "value"]].values.tolist() == [
+            [5, "B5", "nope"], [5, "C5", "every 10 parsecs"]]

@@ -706,6 +706,16 @@ def problems(store: Any) -> pd.DataFrame:
                  .order_by(case((p.severity == "error", 0), else_=1), p.id))
 
 
+def invalid_jobs(store: Any) -> pd.DataFrame:
+    """Jobs-tab rows that the last validation rejected (they are not scheduled and so are
+    missing from the published jobs): row, cell, value, problem — one line per problem."""
+    df = problems(store)
+    df = df[(df["tab"] == "Jobs") & (df["severity"] == "error")].copy()
+    df.insert(0, "row", df["cell"].str.extract(r"(\d+)$")[0].astype("Int64"))
+    return df.drop(columns=["tab", "severity"]).sort_values(["row", "cell"],
+                                                            kind="stable")
+
+
 def config_events(store: Any, limit: int = 200) -> pd.DataFrame:
     """Config change history, newest first: time, kind, job, detail."""
     engine = engine_of(store)

@@ -126,6 +126,16 @@ def auto_refresh(filters: Filters, body: Callable[[], None]) -> None:
     st.fragment(run_every=every)(body)()
 
 
+def invalid_jobs_table(store: Store) -> None:
+    """The Jobs-tab rows validation rejected, with their cells and problems (they would
+    otherwise simply be missing from the page)."""
+    invalid = q.invalid_jobs(store)
+    if invalid.empty:
+        return
+    st.subheader(f"Not scheduled: {invalid['row'].nunique()} invalid row(s) on the Jobs tab")
+    st.dataframe(invalid, hide_index=True, width="stretch", key="invalid_jobs")
+
+
 # -- formatting -------------------------------------------------------------------------
 _MARKDOWN_SPECIAL = frozenset("\\`*_{}[]()<>#+-.!|~:$=\"'&^%/@")
 
