@@ -294,3 +294,24 @@ def test_invalid_jobs_are_listed_with_their_cells_on_jobs_and_config(store):
         invalid = _frame(at, "row", "cell", "problem")
         assert invalid[["row", "cell", "value"]].values.tolist() == [
             [5, "B5", "nope"], [5, "C5", "every 10 parsecs"]]
+
+
+def test_job_detail_opens_an_enabled_job_and_shows_next_runs_to_the_second(store):
+    from sheetops.config.model import JobSpec
+    from sheetops.store.rollups import publish_job_config
+
+    publish_job_config(store, [JobSpec("a-off", "http_get", "every 1h", "UTC", enabled=False),
+                               JobSpec("b-fast", "http_get", "every 15s", "UTC")])
+    assert store.try_lease("scheduler", "ops-box:1:x", 15)
+    at = _open("job_detail.py")
+    assert at.selectbox(key="detail_job").value == "b-fast"
+    line = next(x.value for x in at.markdown if x.value.startswith("**Next runs:**"))
+    seconds = {stamp.split(":")[-1][:2] for stamp in line.split(", ")}
+    assert len(seconds) > 1, line  # 15 s apart: the seconds differ
+
+
+def test_queues_page_draws_no_empty_chart(store):
+    store.set_gauges({"queue_depth:run": 0, "queue_depth:fetch": 0, "queue_depth:enrich": 0})
+    at = _open("queues.py")
+    assert any(c.value == "Every queue is empty." for c in at.caption)
+    assert not at.get("arrow_vega_lite_chart")
