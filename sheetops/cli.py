@@ -314,13 +314,35 @@ def dashboard(host: str = typer.Option(None, help="Address to bind (default 127.
     except SheetopsError as exc:
         raise _fail(str(exc)) from None
     from sheetops.dashboard.serve import serve
-    url = settings.resolved_store_url(sheet or settings.sheet)
     try:
-        _open_store(url).dispose()
+        url = _dashboard_store_url(settings, sheet or settings.sheet)
+        store = _open_store(url)
+        typer.echo(f"dashboard for the store {store.safe_url}")
+        if not store.count_runs():
+            typer.echo(f"the store {store.safe_url} has no runs yet: the pages stay empty "
+                       "until 'sheetops run' uses it", err=True)
+        store.dispose()
         code = serve(url, host or settings.dashboard_host, port or settings.dashboard_port)
     except SheetopsError as exc:
         raise _fail(str(exc)) from None
     raise typer.Exit(code)
+
+
+def _dashboard_store_url(settings: Settings, sheet: str) -> str:
+    """The store ``run`` uses: SHEETOPS_STORE_URL, the one beside ``--sheet``, or — with
+    neither — the one workbook in this folder that has a ``<workbook>.sheetops.db``."""
+    if settings.store_url or sheet:
+        return settings.resolved_store_url(sheet)
+    found = sorted(p.name for p in Path.cwd().glob("*.xlsx")
+                   if p.with_suffix(".sheetops.db").is_file())
+    if len(found) == 1:
+        return settings.resolved_store_url(found[0])
+    if found:
+        raise _fail(f"several workbooks here have a store ({', '.join(found)}): choose "
+                    "one with --sheet WORKBOOK.xlsx or SHEETOPS_STORE_URL")
+    raise _fail("no store found: no workbook in this folder has a <workbook>.sheetops.db "
+                "beside it; give --sheet WORKBOOK.xlsx (the one 'sheetops run' uses) or "
+                "set SHEETOPS_STORE_URL")
 
 
 @app.command()

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from sheetops.store import Store
+
 SHEETOPS = str(Path(sys.executable).with_name("sheetops"))
 pytestmark = pytest.mark.slow
 
@@ -51,14 +53,18 @@ def _wait(predicate, timeout: float = 60) -> None:
     raise AssertionError(f"condition not met within {timeout}s")
 
 
+def _start(folder: Path, store_url: str) -> tuple[subprocess.Popen, int]:
+    port = _free_port()
+    env = {**os.environ, "SHEETOPS_STORE_URL": store_url, "SHEETOPS_SHEET": ""}
+    env.pop("SHEETOPS_DASHBOARD_PASSWORD", None)
+    return subprocess.Popen([SHEETOPS, "dashboard", "--port", str(port)], cwd=folder,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True), port
+
+
 @pytest.fixture
 def dashboard(tmp_path):
-    port = _free_port()
-    env = {**os.environ, "SHEETOPS_STORE_URL": f"sqlite:///{tmp_path / 'store.db'}"}
-    env.pop("SHEETOPS_DASHBOARD_PASSWORD", None)
-    proc = subprocess.Popen([SHEETOPS, "dashboard", "--port", str(port)], cwd=tmp_path,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    proc, port = _start(tmp_path, f"sqlite:///{tmp_path / 'store.db'}")
     try:
         _wait(lambda: _get(port)[0] == 200)
         yield proc, port
@@ -96,3 +102,36 @@ def test_sigterm_stops_the_dashboard_and_its_streamlit_child(dashboard):
     for pid in children:
         _wait(lambda pid=pid: not Path(f"/proc/{pid}").exists()
               or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2], timeout=30)
+
+
+def test_without_sheet_the_dashboard_uses_the_store_beside_the_folders_workbook(tmp_path):
+    (tmp_path / "ops.xlsx").write_bytes(b"")
+    (tmp_path / "notes.xlsx").write_bytes(b"")  # a workbook without a store is not a choice
+    Store(f"sqlite:///{tmp_path / 'ops.sheetops.db'}").dispose()
+    proc, port = _start(tmp_path, "")
+    try:
+        _wait(lambda: _get(port)[0] == 200)
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=30)[0]
+    assert f"dashboard for the store sqlite:///{tmp_path / 'ops.sheetops.db'}" in out
+    assert "has no runs yet" in out
+    assert not (tmp_path / "sheetops.db").exists()
+
+
+@pytest.mark.parametrize("workbooks, expected", [
+    (("a.xlsx", "b.xlsx"), "several workbooks here have a store (a.xlsx, b.xlsx)"),
+    ((), "no store found: no workbook in this folder"),
+])
+def test_without_sheet_and_no_single_store_says_how_to_choose(tmp_path, workbooks,
+                                                               expected):
+    for name in workbooks:
+        (tmp_path / name).write_bytes(b"")
+        Store(f"sqlite:///{(tmp_path / name).with_suffix('.sheetops.db')}").dispose()
+    env = {**os.environ, "SHEETOPS_STORE_URL": "", "SHEETOPS_SHEET": ""}
+    result = subprocess.run([SHEETOPS, "dashboard", "--port", str(_free_port())],
+                            cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2 and expected in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "sheetops.db").exists()

@@ -598,6 +598,37 @@ def queue_depths(store: Any, gauge_values: dict[str, tuple[float, float]] | None
 
 
 @dataclass(frozen=True)
+class SchedulerStatus:
+    """Whether a scheduler holds the store's lease, and when one last beat (published
+    its gauges). Without a holder, every number on the page is frozen: nothing runs."""
+
+    holder: str
+    lease_expires_at: float | None
+    last_beat_at: float | None
+
+    @property
+    def running(self) -> bool:
+        return bool(self.holder)
+
+
+def scheduler_status(store: Any, now: float | None = None,
+                     gauge_values: dict[str, tuple[float, float]] | None = None
+                     ) -> SchedulerStatus:
+    """The lease holder (an unexpired lease) and the ``scheduler_heartbeat`` gauge."""
+    from sheetops.leader import SCHEDULER
+
+    now = time.time() if now is None else now
+    values = gauges(store) if gauge_values is None else gauge_values
+    lease = t.leases.c
+    with engine_of(store).connect() as conn:
+        row = conn.execute(select(lease.holder, lease.expires_at).where(
+            lease.name == SCHEDULER, lease.expires_at >= now)).first()
+    beat = values.get("scheduler_heartbeat")
+    return SchedulerStatus(row[0] if row else "", float(row[1]) if row else None,
+                           beat[0] if beat else None)
+
+
+@dataclass(frozen=True)
 class OutboxStatus:
     """Pending (undelivered) sheet writes: how many, the oldest one's age, per tab."""
 
@@ -673,6 +704,16 @@ def problems(store: Any) -> pd.DataFrame:
     p = t.config_problems.c
     return _read(engine, select(p.tab, p.cell, p.value, p.problem, p.severity)
                  .order_by(case((p.severity == "error", 0), else_=1), p.id))
+
+
+def invalid_jobs(store: Any) -> pd.DataFrame:
+    """Jobs-tab rows that the last validation rejected (they are not scheduled and so are
+    missing from the published jobs): row, cell, value, problem — one line per problem."""
+    df = problems(store)
+    df = df[(df["tab"] == "Jobs") & (df["severity"] == "error")].copy()
+    df.insert(0, "row", df["cell"].str.extract(r"(\d+)$")[0].astype("Int64"))
+    return df.drop(columns=["tab", "severity"]).sort_values(["row", "cell"],
+                                                            kind="stable")
 
 
 def config_events(store: Any, limit: int = 200) -> pd.DataFrame:

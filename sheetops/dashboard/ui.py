@@ -38,10 +38,24 @@ def store() -> Store:
 
 
 def page_setup(title: str) -> str | None:
-    """Gate access, draw the title; returns the user (for Run now)."""
+    """Gate access, draw the title and whether a scheduler is running; returns the user
+    (for Run now)."""
     user = auth.require_access()
     st.title(title)
+    scheduler_banner(q.scheduler_status(store()))
     return user
+
+
+def scheduler_banner(status: q.SchedulerStatus) -> None:
+    """One line under the title: who holds the scheduler lease and when it last beat, or
+    a warning that the page is stale because no scheduler is running."""
+    beat = ago(status.last_beat_at)
+    if status.running:
+        st.caption(f"Scheduler {md_text(status.holder)} holds the lease · last beat {beat}")
+    else:
+        st.warning(f"No scheduler is running (no one holds the lease; last beat {beat}): "
+                   "these numbers are stale, nothing is scheduled and Run now requests "
+                   "wait until `sheetops run` starts.", icon=":material/warning:")
 
 
 @dataclass(frozen=True)
@@ -111,6 +125,16 @@ def auto_refresh(filters: Filters, body: Callable[[], None]) -> None:
     (only the fragment reruns, so the sidebar keeps its state)."""
     every = filters.refresh_s or None
     st.fragment(run_every=every)(body)()
+
+
+def invalid_jobs_table(store: Store) -> None:
+    """The Jobs-tab rows validation rejected, with their cells and problems (they would
+    otherwise simply be missing from the page)."""
+    invalid = q.invalid_jobs(store)
+    if invalid.empty:
+        return
+    st.subheader(f"Not scheduled: {invalid['row'].nunique()} invalid row(s) on the Jobs tab")
+    st.dataframe(invalid, hide_index=True, width="stretch", key="invalid_jobs")
 
 
 # -- formatting -------------------------------------------------------------------------

@@ -30,6 +30,7 @@ def body() -> None:
     jobs.insert(3, "in words", jobs["schedule"].map(q.describe_schedule))
     st.dataframe(ui.epoch_columns(jobs, "published_at"), hide_index=True, width="stretch",
                  key="jobs")
+    ui.invalid_jobs_table(store)
     st.subheader("Change history")
     st.dataframe(q.config_events(store), hide_index=True, width="stretch", key="events")
 

@@ -15,14 +15,16 @@ names = q.job_names(store)
 if not names:
     st.info("No jobs yet: the scheduler publishes them after its first config refresh.")
     st.stop()
+configs = q.job_configs(store)
 if st.session_state.get("detail_job") not in names:
-    st.session_state["detail_job"] = st.query_params.get("job", names[0])
+    enabled = configs[configs["enabled"].astype(bool)]["job"].tolist()
+    first = next((n for n in names if n in enabled), names[0])  # an enabled job first
+    st.session_state["detail_job"] = st.query_params.get("job", first)
     if st.session_state["detail_job"] not in names:
-        st.session_state["detail_job"] = names[0]
+        st.session_state["detail_job"] = first
 job = st.selectbox("Job", names, key="detail_job")
 st.query_params["job"] = job
 
-configs = q.job_configs(store)
 config = configs[configs["job"] == job]
 states = q.job_states(store)
 state = states[states["job"] == job]
@@ -38,12 +40,16 @@ with left:
                     f" · {'enabled' if row['enabled'] else 'DISABLED'} · automation "
                     f"{ui.md_text(row['automation'])}"
                     + (f" · owner {ui.md_text(row['owner'])}" if row["owner"] else ""))
-        upcoming = q.next_runs(row["schedule"], row["timezone"]) if row["enabled"] else []
+        running = q.scheduler_status(store).running
+        upcoming = (q.next_runs(row["schedule"], row["timezone"])
+                    if row["enabled"] and running else [])
         if upcoming:
             st.markdown("**Next runs:** " + ", ".join(
-                d.strftime("%a %Y-%m-%d %H:%M %Z") for d in upcoming))
+                d.strftime("%a %Y-%m-%d %H:%M:%S %Z") for d in upcoming))
         else:
-            st.markdown("**Next runs:** none scheduled (manual or disabled)")
+            st.markdown("**Next runs:** none scheduled ("
+                        + ("manual or disabled" if running else "no scheduler is running")
+                        + ")")
     if not state.empty:
         s = state.iloc[0]
         c = st.columns(4)

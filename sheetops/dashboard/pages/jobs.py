@@ -15,6 +15,7 @@ def body() -> None:
         table = table[table["job"].isin(filters.jobs)]
     if table.empty:
         st.info("No jobs yet: the scheduler publishes them after its first config refresh.")
+        ui.invalid_jobs_table(ui.store())
         return
     table = ui.epoch_columns(table, "last_start", "last_end", "last_success_at")
     st.caption(f"{len(table)} jobs · numbers over the last {filters.window_label}")
@@ -27,6 +28,7 @@ def body() -> None:
         "p95_s": st.column_config.NumberColumn("p95 s", format="%.2f"),
         "last_duration_s": st.column_config.NumberColumn("last duration s", format="%.2f"),
     })
+    ui.invalid_jobs_table(ui.store())
     job = st.selectbox("Open a job", table["job"].tolist(), index=None,
                        placeholder="choose a job")
     if job:

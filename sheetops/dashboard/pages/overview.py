@@ -83,7 +83,7 @@ def body() -> None:
     with c1:
         st.subheader("Queue depth per stage")
         if ov.queues.empty:
-            st.caption("No pipeline queues reported.")
+            st.caption("No queues yet: the scheduler reports them while it runs.")
         else:
             st.dataframe(ov.queues, hide_index=True, width="stretch")
     with c2:

@@ -21,9 +21,12 @@ def body() -> None:
     c[3].metric("Running / queued runs", f"{len(running):,}")
     st.subheader("Pipeline stages")
     if queues.empty:
-        st.caption("No pipeline queues reported.")
+        st.caption("No queues yet: the scheduler reports them while it runs.")
     else:
-        st.bar_chart(queues, x="stage", y="depth")
+        if queues["depth"].any():
+            st.bar_chart(queues, x="stage", y="depth")
+        else:
+            st.caption("Every queue is empty.")
         st.dataframe(queues, hide_index=True, width="stretch", key="stages")
     st.subheader("Sheet outbox (pending writes per tab)")
     st.dataframe([{"tab": k, "pending": v} for k, v in sorted(outbox.by_tab.items())],
