@@ -51,6 +51,7 @@ _URL_KEY = re.compile(r"^https?://[^/]+(?:/.*)?/spreadsheets/d/([A-Za-z0-9_-]+)"
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]{20,}$")
 _GOOGLE_HOSTS = ("docs.google.com", "sheets.google.com", "drive.google.com")
 DEFAULT_ROWS, DEFAULT_COLS = 1000, 26
+_PIXELS_PER_CHAR = 7  # Arial 10 in Sheets: about 7 pixels per character
 ROW_GROWTH = 100  # grow grids in steps, so a growing tab rarely costs a structural request
 
 
@@ -330,6 +331,11 @@ class GoogleSheet:
                     "rows": [{"values": [{"note": c.note} for c in spec.columns]}],
                     "fields": "note"}})
             for index, column in enumerate(spec.columns):
+                structural.append({"updateDimensionProperties": {
+                    "range": {"sheetId": tab.sheet_id, "dimension": "COLUMNS",
+                              "startIndex": index, "endIndex": index + 1},
+                    "properties": {"pixelSize": column.display_width * _PIXELS_PER_CHAR},
+                    "fields": "pixelSize"}})
                 rule = _validation_rule(column.choices, column.checkbox)
                 if rule is not None:
                     structural.append({"setDataValidation": {

@@ -239,7 +239,7 @@ def _create_tab(wb: Workbook, spec: TabSpec) -> None:
         comment.width, comment.height = 320, 110
         cell.comment = comment
         letter = get_column_letter(col)
-        ws.column_dimensions[letter].width = max(12, min(40, len(column.name) + 6))
+        ws.column_dimensions[letter].width = column.display_width
         rows = f"{letter}2:{letter}5000"
         if column.checkbox:
             dv = DataValidation(type="list", formula1='"TRUE,FALSE"', allow_blank=True)
