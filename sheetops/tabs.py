@@ -10,6 +10,9 @@ from __future__ import annotations
 from sheetops.connectors.sheets.base import ColumnSpec, TabSpec
 
 C = ColumnSpec
+# Conditional formats of a run's state: green ok, red failed/invalid, amber timeout.
+STATE_COLOURS = (("ok", "C6EFCE"), ("failed", "FFC7CE"), ("timeout", "FFEB9C"),
+                 ("invalid", "FFC7CE"))
 
 JOBS = "Jobs"
 RATE_LIMITS = "RateLimits"
@@ -85,7 +88,8 @@ ALERT_COLUMNS = (
 
 STATUS_COLUMNS = (
     C("job", "Job id.", width=24),
-    C("state", "idle, queued, running, ok, failed, timeout, disabled or invalid."),
+    C("state", "idle, queued, running, ok, failed, timeout, disabled or invalid.",
+      colours=STATE_COLOURS),
     C("last_start", "When the last run started (job's timezone).", width=23),
     C("last_end", "When the last run ended.", width=23),
     C("duration_s", "How long the last run took."),
@@ -107,7 +111,7 @@ RUN_COLUMNS = (
     C("trigger", "schedule, catch_up, manual, dashboard or cli."),
     C("start", "When it started (UTC).", width=23),
     C("end", "When it ended (UTC).", width=23),
-    C("status", "ok, failed or timeout."),
+    C("status", "ok, failed or timeout.", colours=STATE_COLOURS),
     C("attempts", "How many attempts it took."),
     C("records_in", "Records the run read."),
     C("records_out", "Records the run wrote."),

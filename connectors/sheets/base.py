@@ -22,6 +22,7 @@ class ColumnSpec:
     choices: tuple[str, ...] = ()  # a dropdown of allowed values
     checkbox: bool = False  # TRUE/FALSE validation
     width: int = 0  # characters its values need (a timestamp, an id); 0: the header's
+    colours: tuple[tuple[str, str], ...] = ()  # (value, RRGGBB): cells equal to it coloured
 
     @property
     def display_width(self) -> int:

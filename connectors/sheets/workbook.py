@@ -26,6 +26,7 @@ from xml.etree import ElementTree
 from openpyxl import Workbook, load_workbook
 from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.comments import Comment
+from openpyxl.formatting.rule import CellIsRule
 from openpyxl.styles import Font, PatternFill
 from openpyxl.utils import get_column_letter, quote_sheetname
 from openpyxl.worksheet.datavalidation import DataValidation
@@ -241,6 +242,10 @@ def _create_tab(wb: Workbook, spec: TabSpec) -> None:
         letter = get_column_letter(col)
         ws.column_dimensions[letter].width = column.display_width
         rows = f"{letter}2:{letter}5000"
+        for value, colour in column.colours:
+            ws.conditional_formatting.add(rows, CellIsRule(
+                operator="equal", formula=[f'"{value}"'],
+                fill=PatternFill("solid", bgColor=colour, fgColor=colour)))
         if column.checkbox:
             dv = DataValidation(type="list", formula1='"TRUE,FALSE"', allow_blank=True)
         elif column.choices:

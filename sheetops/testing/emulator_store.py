@@ -788,6 +788,7 @@ REQUESTS = {
     "autoResizeDimensions": _cosmetic,
     "updateDimensionProperties": _cosmetic,
     "updateBorders": _cosmetic,
+    "addConditionalFormatRule": _cosmetic,
 }
 
 
