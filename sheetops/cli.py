@@ -167,6 +167,7 @@ def run(sheet: str = SheetOption,
     settings = _prepare()
     try:
         backend = _open(sheet)
+        getattr(backend, "check_writable", lambda: None)()  # a read-only workbook: refuse
         engine = _engine(settings, backend, workers, progress)
     except SheetopsError as exc:
         raise _fail(str(exc)) from None

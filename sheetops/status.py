@@ -174,7 +174,7 @@ class StatusWriter:
             rows.append([
                 r["id"], r["job"], r["trigger"] + (" (dry run)" if r["dry_run"] else ""),
                 fmt_time(r["started_at"]), fmt_time(r["finished_at"]), status, r["attempts"],
-                f"{r['records_in']} / {r['records_out']} / {r['records_failed']}",
+                r["records_in"], r["records_out"], r["records_failed"],
                 round(r["duration_s"], 3) if r["duration_s"] is not None else "",
                 (f"{r['error_type']}: {r['error_message']}"[:300]
                  if status != RunStatus.OK.value and r["error_type"] else "")])

@@ -10,6 +10,9 @@ from __future__ import annotations
 from sheetops.connectors.sheets.base import ColumnSpec, TabSpec
 
 C = ColumnSpec
+# Conditional formats of a run's state: green ok, red failed/invalid, amber timeout.
+STATE_COLOURS = (("ok", "C6EFCE"), ("failed", "FFC7CE"), ("timeout", "FFEB9C"),
+                 ("invalid", "FFC7CE"))
 
 JOBS = "Jobs"
 RATE_LIMITS = "RateLimits"
@@ -84,44 +87,47 @@ ALERT_COLUMNS = (
 )
 
 STATUS_COLUMNS = (
-    C("job", "Job id."),
-    C("state", "idle, queued, running, ok, failed, timeout, disabled or invalid."),
-    C("last_start", "When the last run started (job's timezone)."),
-    C("last_end", "When the last run ended."),
+    C("job", "Job id.", width=24),
+    C("state", "idle, queued, running, ok, failed, timeout, disabled or invalid.",
+      colours=STATE_COLOURS),
+    C("last_start", "When the last run started (job's timezone).", width=23),
+    C("last_end", "When the last run ended.", width=23),
     C("duration_s", "How long the last run took."),
-    C("result", "Summary of the last run's result or error."),
+    C("result", "Summary of the last run's result or error.", width=40),
     C("records_in", "Records the last run read."),
     C("records_out", "Records the last run wrote."),
     C("records_failed", "Records the last run could not process."),
     C("consecutive_failures", "Failed runs in a row (0 after a success)."),
-    C("next_run_1", "Next scheduled run (job's timezone)."),
-    C("next_run_2", "The run after that."),
-    C("next_run_3", "And the one after."),
-    C("schedule", "The schedule in words."),
-    C("updated_at", "When sheetops wrote this row (UTC)."),
+    C("next_run_1", "Next scheduled run (job's timezone).", width=23),
+    C("next_run_2", "The run after that.", width=23),
+    C("next_run_3", "And the one after.", width=23),
+    C("schedule", "The schedule in words.", width=30),
+    C("updated_at", "When sheetops wrote this row (UTC).", width=23),
 )
 
 RUN_COLUMNS = (
-    C("run_id", "Unique id of the run."),
-    C("job", "Job id."),
+    C("run_id", "Unique id of the run.", width=32),
+    C("job", "Job id.", width=24),
     C("trigger", "schedule, catch_up, manual, dashboard or cli."),
-    C("start", "When it started (UTC)."),
-    C("end", "When it ended (UTC)."),
-    C("status", "ok, failed or timeout."),
+    C("start", "When it started (UTC).", width=23),
+    C("end", "When it ended (UTC).", width=23),
+    C("status", "ok, failed or timeout.", colours=STATE_COLOURS),
     C("attempts", "How many attempts it took."),
-    C("records", "records in / out / failed."),
+    C("records_in", "Records the run read."),
+    C("records_out", "Records the run wrote."),
+    C("records_failed", "Records the run could not process."),
     C("duration_s", "Total duration in seconds."),
-    C("error", "Short error summary when it failed."),
+    C("error", "Short error summary when it failed.", width=60),
 )
 
 ERROR_COLUMNS = (
-    C("time", "When the error happened (UTC)."),
-    C("job", "Job id."),
-    C("run_id", "The run it belongs to."),
+    C("time", "When the error happened (UTC).", width=23),
+    C("job", "Job id.", width=24),
+    C("run_id", "The run it belongs to.", width=32),
     C("stage", "Where it happened: run, or a pipeline stage."),
     C("attempt", "Attempt number."),
     C("error_type", "Python exception type."),
-    C("message", "Error message (secrets are masked)."),
+    C("message", "Error message (secrets are masked).", width=60),
     C("record_key", "The record that failed, when the automation names one."),
 )
 

@@ -260,8 +260,8 @@ def test_record_failures_become_errors_rows_with_their_record_key(make_runner, s
     assert {e["message"] for e in errors} == {"record cust-7 has no email",
                                               "record cust-9 has no email"}
     [run_row] = workbook.records("Runs")
-    assert (run_row["run_id"], run_row["status"], run_row["records"]) == (run_id, "ok",
-                                                                          "5 / 3 / 2")
+    assert (run_row["run_id"], run_row["status"], run_row["records_in"],
+            run_row["records_out"], run_row["records_failed"]) == (run_id, "ok", 5, 3, 2)
     [status] = workbook.records("Status")
     assert (status["job"], status["state"], status["records_failed"]) == ("enrich", "ok", 2)
 

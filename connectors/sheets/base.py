@@ -21,6 +21,14 @@ class ColumnSpec:
     note: str
     choices: tuple[str, ...] = ()  # a dropdown of allowed values
     checkbox: bool = False  # TRUE/FALSE validation
+    width: int = 0  # characters its values need (a timestamp, an id); 0: the header's
+    colours: tuple[tuple[str, str], ...] = ()  # (value, RRGGBB): cells equal to it coloured
+
+    @property
+    def display_width(self) -> int:
+        """Column width in characters: enough for the header and the values, bounded so
+        one long message column does not push the rest off screen."""
+        return max(12, min(60, max(len(self.name) + 6, self.width + 2)))
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,7 @@ _URL_KEY = re.compile(r"^https?://[^/]+(?:/.*)?/spreadsheets/d/([A-Za-z0-9_-]+)"
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]{20,}$")
 _GOOGLE_HOSTS = ("docs.google.com", "sheets.google.com", "drive.google.com")
 DEFAULT_ROWS, DEFAULT_COLS = 1000, 26
+_PIXELS_PER_CHAR = 7  # Arial 10 in Sheets: about 7 pixels per character
 ROW_GROWTH = 100  # grow grids in steps, so a growing tab rarely costs a structural request
 
 
@@ -330,6 +331,12 @@ class GoogleSheet:
                     "rows": [{"values": [{"note": c.note} for c in spec.columns]}],
                     "fields": "note"}})
             for index, column in enumerate(spec.columns):
+                structural.append({"updateDimensionProperties": {
+                    "range": {"sheetId": tab.sheet_id, "dimension": "COLUMNS",
+                              "startIndex": index, "endIndex": index + 1},
+                    "properties": {"pixelSize": column.display_width * _PIXELS_PER_CHAR},
+                    "fields": "pixelSize"}})
+                structural.extend(_colour_rules(tab.sheet_id, index, column.colours))
                 rule = _validation_rule(column.choices, column.checkbox)
                 if rule is not None:
                     structural.append({"setDataValidation": {
@@ -360,3 +367,17 @@ def _validation_rule(choices: tuple[str, ...], checkbox: bool) -> dict[str, Any]
                               "values": [{"userEnteredValue": c} for c in choices]},
                 "strict": True, "showCustomUi": True}
     return None
+
+
+def _colour_rules(sheet_id: int, index: int,
+                  colours: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
+    """addConditionalFormatRule requests colouring a column's cells equal to each value
+    (sent with the tab's creation, so a flush costs no extra request)."""
+    return [{"addConditionalFormatRule": {"index": 0, "rule": {
+        "ranges": [{"sheetId": sheet_id, "startRowIndex": 1, "startColumnIndex": index,
+                    "endColumnIndex": index + 1}],
+        "booleanRule": {
+            "condition": {"type": "TEXT_EQ", "values": [{"userEnteredValue": value}]},
+            "format": {"backgroundColor": {
+                "red": int(colour[0:2], 16) / 255, "green": int(colour[2:4], 16) / 255,
+                "blue": int(colour[4:6], 16) / 255}}}}}} for value, colour in colours]

@@ -26,6 +26,7 @@ from xml.etree import ElementTree
 from openpyxl import Workbook, load_workbook
 from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.comments import Comment
+from openpyxl.formatting.rule import CellIsRule
 from openpyxl.styles import Font, PatternFill
 from openpyxl.utils import get_column_letter, quote_sheetname
 from openpyxl.worksheet.datavalidation import DataValidation
@@ -121,7 +122,7 @@ class WorkbookSheet:
         with self._lock:
             for _ in range(5):
                 stamp = self._stamp()
-                self._check_writable()
+                self.check_writable()
                 try:
                     saved = self._save_if_unchanged(
                         lambda tmp: xlsx_parts.write_tabs(str(self.path), tmp, writes), stamp)
@@ -136,12 +137,12 @@ class WorkbookSheet:
             raise SheetError(f"{self.path} kept changing while sheetops wrote to it; "
                              "will retry at the next flush")
 
-    def _check_writable(self) -> None:
+    def check_writable(self) -> None:
         """Refuse a file the user made read-only rather than replace it by rename."""
         if self.path.exists() and (not self.path.stat().st_mode & 0o222
                                    or not os.access(self.path, os.W_OK)):
             raise SheetError(f"{self.path} is read-only; make it writable (chmod u+w) so "
-                             "sheetops can write its status tabs")
+                             "sheetops can write its tabs")
 
     def _write_with_openpyxl(self, writes: Sequence[TabWrite],
                              stamp: tuple[int, int]) -> bool:
@@ -167,8 +168,12 @@ class WorkbookSheet:
                            stamp: tuple[int, int] | None) -> bool:
         """Save (``save(tmp_path)``) beside the file and move it into place, unless someone
         saved meanwhile."""
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=".xlsx.tmp",
-                                   dir=self.path.parent)
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=".xlsx.tmp",
+                                       dir=self.path.parent)
+        except OSError as exc:
+            raise SheetError(f"cannot write {self.path}: its folder {self.path.parent} does "
+                             f"not accept new files ({exc.strerror})") from None
         os.close(fd)
         try:
             save(tmp)
@@ -188,10 +193,15 @@ class WorkbookSheet:
         with self._lock:
             existed = self.path.exists()
             stamp = self._stamp() if existed else None
+            self.check_writable()
             if existed:
                 wb = self._load_for_edit()
             else:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise SheetError(f"cannot create {self.path.parent}: "
+                                     f"{exc.strerror}") from None
                 wb = Workbook()
                 wb.remove(wb.active)
             for spec in specs:
@@ -233,8 +243,12 @@ def _create_tab(wb: Workbook, spec: TabSpec) -> None:
         comment.width, comment.height = 320, 110
         cell.comment = comment
         letter = get_column_letter(col)
-        ws.column_dimensions[letter].width = max(12, min(40, len(column.name) + 6))
+        ws.column_dimensions[letter].width = column.display_width
         rows = f"{letter}2:{letter}5000"
+        for value, colour in column.colours:
+            ws.conditional_formatting.add(rows, CellIsRule(
+                operator="equal", formula=[f'"{value}"'],
+                fill=PatternFill("solid", bgColor=colour, fgColor=colour)))
         if column.checkbox:
             dv = DataValidation(type="list", formula1='"TRUE,FALSE"', allow_blank=True)
         elif column.choices:

@@ -1014,6 +1014,7 @@ REQUESTS = {
     "autoResizeDimensions": _auto_resize_dimensions,
     "updateDimensionProperties": _update_dimension_properties,
     "updateBorders": _cosmetic,
+    "addConditionalFormatRule": _cosmetic,
 }
 
 
