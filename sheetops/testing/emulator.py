@@ -16,8 +16,10 @@ data-validation rules on writes.
 from __future__ import annotations
 
 import base64
+import csv
 import datetime as dt
 import html
+import io
 import json
 import random
 import re
@@ -42,6 +44,8 @@ _SPREADSHEET = re.compile(r"^/v4/spreadsheets/([^/:]+)(?::(batchUpdate))?$")
 _VALUES_BATCH = re.compile(r"^/v4/spreadsheets/([^/:]+)/values:(batchGet|batchUpdate|batchClear)$")
 _VALUES = re.compile(r"^/v4/spreadsheets/([^/:]+)/values/(.+?)(?::(append|clear))?$")
 _DRIVE_FILE = re.compile(r"^/drive/v3/files/([^/]+)$")
+_DRIVE_OP = re.compile(r"^/drive/v3/files/([^/]+)/(export|copy|comments)$")
+_DRIVE_UPLOAD = re.compile(r"^/upload/drive/v2/files/([^/]+)$")
 _HTML_SHEET = re.compile(r"^/spreadsheets/d/([^/]+)(?:/.*)?$")
 _DRIVE_NAME = re.compile(r"""name\s*=\s*["']((?:[^"'\\]|\\.)*)["']""")
 
@@ -265,12 +269,16 @@ class SheetsEmulator(BackgroundServer):
                                             "credential. Expected OAuth 2 access token.").body())
         principal = self._tokens.get(auth[7:].strip(), "anonymous")
         try:
-            payload = json.loads(body) if body.strip() else {}
-        except json.JSONDecodeError as e:
+            if kind == "drive.upload":
+                payload: Any = body.decode("utf-8")
+            else:
+                payload = json.loads(body) if body.strip() else {}
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             return Reply(400, ApiError(400, f"Invalid JSON payload received. {e}").body())
         try:
             with self.store.lock:
-                return Reply(200, route(principal, query, payload))
+                result = route(principal, query, payload)
+                return result if isinstance(result, Reply) else Reply(200, result)
         except ApiError as e:
             return Reply(e.code, e.body())
 
@@ -312,6 +320,22 @@ class SheetsEmulator(BackgroundServer):
                 return "drive.create", lambda who, q, p: self._drive_create(who, p)
             if method == "GET":
                 return "drive.list", lambda who, q, p: self._drive_list(who, q)
+        m = _DRIVE_OP.match(path)
+        if m:
+            key, op = unquote(m.group(1)), m.group(2)
+            if op == "export" and method == "GET":
+                return "drive.export", lambda who, q, p: self._drive_export(
+                    self._open(key, who), q)
+            if op == "copy" and method == "POST":
+                return "drive.copy", lambda who, q, p: self._drive_copy(self._open(key, who), p)
+            if op == "comments" and method == "GET":
+                return "drive.comments", lambda who, q, p: self._drive_comments(
+                    self._open(key, who))
+            return "", None
+        m = _DRIVE_UPLOAD.match(path)
+        if m and method == "PUT":
+            key = unquote(m.group(1))
+            return "drive.upload", lambda who, q, p: self._drive_import(self._open(key, who), p)
         m = _DRIVE_FILE.match(path)
         if m:
             key = unquote(m.group(1))
@@ -364,6 +388,49 @@ class SheetsEmulator(BackgroundServer):
                  if (name is None or ss.title == name)
                  and (ss.readers is None or who in ss.readers)]
         return {"kind": "drive#fileList", "files": files}
+
+    def _drive_export(self, ss: Spreadsheet, q: dict[str, list[str]]) -> Reply:
+        """Drive ``export`` as CSV (the only text format): the first tab, or ``gid``."""
+        if q.get("mimeType", [""])[0] != "text/csv":
+            raise ApiError(400, "The emulator exports text/csv only.")
+        gid = q.get("gid", [None])[0]
+        sheet = ss.sheet_by_id(int(gid)) if gid else ss.sheets[0]
+        out = io.StringIO()
+        rows = es.read_values(sheet, Bounds())
+        width = max((len(r) for r in rows), default=0)
+        csv.writer(out, lineterminator="\r\n").writerows(
+            r + [""] * (width - len(r)) for r in rows)
+        return Reply(200, out.getvalue().removesuffix("\r\n"),
+                     {"Content-Type": "text/csv"})
+
+    def _drive_copy(self, ss: Spreadsheet, p: dict[str, Any]) -> dict[str, Any]:
+        """Drive ``copy``: the same tabs, cells and side tables under a new key."""
+        new = es.new_spreadsheet(p.get("name") or f"Copy of {ss.title}", ())
+        new.sheets = [s.copy() for s in ss.sheets]
+        new.named_ranges = [dict(nr) for nr in ss.named_ranges]
+        new.time_zone, new.locale, new.readers = ss.time_zone, ss.locale, ss.readers
+        self.store.put(new)
+        file = new.drive_file()
+        return {k: file[k] for k in ("kind", "id", "name", "mimeType")}
+
+    def _drive_comments(self, ss: Spreadsheet) -> dict[str, Any]:
+        """Drive comments: the emulator keeps none (gspread's ``copy`` lists them)."""
+        return {"comments": []}
+
+    def _drive_import(self, ss: Spreadsheet, text: str) -> dict[str, Any]:
+        """Drive upload with ``convert``: a CSV replaces the first tab's cells, as
+        gspread's ``import_csv`` uses it."""
+        sheet = ss.sheets[0]
+        rows = list(csv.reader(io.StringIO(text)))
+        sheet.cells = {}
+        sheet.resize(max(sheet.rows, len(rows)), max([sheet.cols, *map(len, rows)]))
+        for r, row in enumerate(rows):
+            for c, value in enumerate(row):
+                cell = es.parse_input(value, user_entered=True)
+                if cell is not None and not es.is_blank(cell):
+                    sheet.cells[(r, c)] = cell
+        self.store.put(ss)
+        return ss.drive_file()
 
     def _drive_delete(self, key: str, who: str) -> dict[str, Any]:
         self._open(key, who)

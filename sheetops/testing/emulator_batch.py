@@ -79,9 +79,9 @@ def _unmerge_cells(ss: Spreadsheet, body: dict[str, Any]) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- dimensions
 
-def _dimension(body: dict[str, Any], sheet_ss: Spreadsheet) -> tuple[Sheet, bool, int, int]:
+def _dimension(body: dict[str, Any], ss: Spreadsheet) -> tuple[Sheet, bool, int, int]:
     rng = body.get("range", {})
-    sheet = sheet_ss.sheet_by_id(rng.get("sheetId", 0))
+    sheet = ss.sheet_by_id(rng.get("sheetId", 0))
     dim = rng.get("dimension")
     if dim not in ("ROWS", "COLUMNS"):
         raise ApiError(400, "range.dimension must be ROWS or COLUMNS")
