@@ -207,10 +207,7 @@ def _parse_job_row(values: tuple[str, ...], columns: tuple[tuple[str, int], ...]
         ok = False
     params, problem = parse_params(r.get("params") or "{}")
     params_text = "{}"
-    if params is None:
-        r.error("params", problem)
-        ok = False
-    elif problem := secrets.params_problem(params):
+    if params is None or (problem := secrets.params_problem(params)):
         r.error("params", problem)
         ok = False
     else:
