@@ -7,6 +7,7 @@ import time
 import traceback
 
 import pytest
+from sheetops.connectors import webhook
 from sheetops.connectors.http import (
     HttpClient,
     HttpStatusError,
@@ -15,7 +16,6 @@ from sheetops.connectors.http import (
     secrets_in,
 )
 
-from connectors import webhook
 from sheetops.errors import PermanentError, RetryableError
 from sheetops.testing.http import HttpServer, Reply
 

@@ -4,6 +4,7 @@ and use the installed ``sheetops`` from a temporary directory — never the chec
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -115,3 +116,18 @@ def test_google_dashboard_install_serves_the_dashboard(wheel: Path, tmp_path: Pa
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_nothing_imports_the_checkout_only_names() -> None:
+    """``connectors``/``automations`` exist as top-level names only in a checkout; code and
+    tests that import them pass here and fail for a user of the installed package."""
+    offenders = []
+    for folder in ("sheetops", "connectors", "automations", "tests", "bench"):
+        for path in (ROOT / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                         [node.module or ""] if isinstance(node, ast.ImportFrom)
+                         and not node.level else [])
+                offenders += [f"{path.relative_to(ROOT)}:{node.lineno}" for name in names
+                              if name.partition(".")[0] in {"connectors", "automations"}]
+    assert offenders == []
