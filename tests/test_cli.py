@@ -6,11 +6,13 @@ The test automations come in the documented way a team adds its own:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -44,6 +46,18 @@ def cli(*args: str, cwd: Path, timeout: float = 60, **env: str) -> subprocess.Co
 def start_cli(*args: str, cwd: Path) -> subprocess.Popen:
     return subprocess.Popen([SHEETOPS, *args], cwd=cwd, env=cli_env(), text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+@contextlib.contextmanager
+def running_cli(*args: str, cwd: Path) -> Iterator[subprocess.Popen]:
+    """``sheetops *args`` in the background, killed on the way out if still running."""
+    proc = start_cli(*args, cwd=cwd)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def wait_for(predicate, timeout: float = 15, interval: float = 0.1):
@@ -252,8 +266,7 @@ def test_hot_reload_while_running(workbook, tmp_path, store):
     jobs = [probe("steady", "every 1s", folder), probe("to-disable", "every 1s", folder),
             probe("to-break", "every 1s", folder)]
     workbook.jobs(*jobs)
-    proc = start_cli("run", "--for", "9", "--sheet", str(workbook.path), cwd=tmp_path)
-    try:
+    with running_cli("run", "--for", "9", "--sheet", str(workbook.path), cwd=tmp_path) as proc:
         wait_for(lambda: {"steady", "to-disable", "to-break"} <= {
             a["job"] for a in read_attempts(folder)}, 8)
         edited = [probe("steady", "every 1s", folder),
@@ -265,10 +278,6 @@ def test_hot_reload_while_running(workbook, tmp_path, store):
         wait_for(lambda: any(a["job"] == "added" for a in read_attempts(folder)), 6)
         wait_for(lambda: any(r["cell"] == "C4" for r in workbook.records("Validation")), 6)
         out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 0, out + err
     attempts = read_attempts(folder)
     settled = edited_at + 2.5  # one refresh (1 s) + control loop + a run in flight

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from automations_for_tests import read_attempts
-from test_cli import cli, start_cli, wait_for
+from test_cli import cli, running_cli, wait_for
 
 HEADER = ["job", "automation", "schedule", "timezone", "enabled", "params", "max_attempts"]
 
@@ -71,8 +71,7 @@ def test_hostile_cells_added_while_running_are_reported_once_and_good_jobs_go_on
     workbook.settings(refresh_interval_s=1, status_flush_interval_s=1)
     steady = row("steady", schedule="every 1s", params=f'{{"dir": "{folder}"}}')
     workbook.write("Jobs", HEADER, [steady])
-    proc = start_cli("run", "--for", "10", "--sheet", str(workbook.path), cwd=tmp_path)
-    try:
+    with running_cli("run", "--for", "10", "--sheet", str(workbook.path), cwd=tmp_path) as proc:
         wait_for(lambda: any(a["job"] == "steady" for a in read_attempts(folder)), 8)
         added = row("added", schedule="every 1s", params=f'{{"dir": "{folder}"}}')
         workbook.write("Jobs", HEADER, [steady, *[row(job, **{column: value})
@@ -81,10 +80,6 @@ def test_hostile_cells_added_while_running_are_reported_once_and_good_jobs_go_on
         wait_for(lambda: any(a["job"] == "added" for a in read_attempts(folder)), 8)
         wait_for(lambda: len(workbook.records("Validation")) == len(BAD_CELLS), 8)
         out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 0, out + err
     assert "Traceback" not in err, err[-3000:]
     problem_lines = [line for line in err.splitlines() if "config problem" in line]
