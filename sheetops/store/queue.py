@@ -1,0 +1,235 @@
+"""The durable queue's interface: what pipelines, run requests and executors rely on.
+
+Delivery is *at least once*: a claimed item is leased to one consumer until
+``claimed_until``; acked, it is gone; not acked in time (the worker died, hung or was
+killed), it is claimable again, with no cron job. Every claim carries a ``token``: an
+ack, nack, extend or dead-letter is accepted only while that claim's lease holds, so a
+worker that wakes up after its lease expired cannot ack an item someone else now has
+(fencing). An item delivered ``max_deliveries`` times without an ack ends as a dead
+letter instead of looping; dead letters are listed and replayed (``requeue``).
+
+*Exactly-once hand-off* between stages comes from :class:`QueueTransaction`: acks and
+puts made in one transaction commit together or not at all, and a stale claim refuses
+the whole unit. See docs/queue.md.
+
+The SQL implementation (SQLite, PostgreSQL) is :mod:`sheetops.store.queue_sql`.
+"""
+
+from __future__ import annotations
+
+import traceback as tb
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sheetops.errors import StoreError
+
+#: What a payload may be: anything ``json.dumps`` takes (dicts, lists, str, numbers, …).
+Payload = Any
+
+#: Seconds added to a work item's timeout to make its lease (see :func:`lease_for`).
+LEASE_GRACE_S = 10.0
+#: Deliveries after which an item that was never acked becomes a dead letter.
+MAX_DELIVERIES = 5
+
+
+class QueueError(StoreError):
+    """A queue operation that cannot be done as asked (bad payload, bad arguments)."""
+
+
+class StaleClaim(QueueError):
+    """An ack, nack, extend or dead-letter for a claim whose lease has expired (or that
+    was acked, nacked or reclaimed since). Nothing of the operation — or of the
+    transaction it was part of — was applied; the item belongs to whoever claims it
+    next."""
+
+    def __init__(self, ids: Sequence[int]) -> None:
+        self.ids = list(ids)
+        shown = ", ".join(str(i) for i in self.ids[:10]) + ("…" if len(self.ids) > 10 else "")
+        super().__init__(f"the lease on queue item(s) {shown} has expired or passed to "
+                         "another consumer; nothing was applied")
+
+
+def lease_for(timeout_s: float, grace_s: float = LEASE_GRACE_S) -> float:
+    """The lease to claim work with whose hard timeout is ``timeout_s``: the timeout
+    plus a grace for killing the worker and recording the outcome. A lease shorter
+    than the work lets a second consumer start it while the first still runs."""
+    if timeout_s <= 0:
+        raise QueueError(f"timeout_s must be positive, not {timeout_s!r}")
+    return float(timeout_s) + grace_s
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    """Why an item was nacked or dead-lettered."""
+
+    type: str
+    message: str
+    traceback: str = ""
+
+    @classmethod
+    def of(cls, error: BaseException | str | ErrorInfo | None) -> ErrorInfo:
+        """From an exception (its type, text and traceback), a message, or ``None``."""
+        if isinstance(error, ErrorInfo):
+            return error
+        if isinstance(error, BaseException):
+            return cls(type(error).__name__, str(error),
+                       "".join(tb.format_exception(error)) if error.__traceback__ else "")
+        return cls("", "" if error is None else str(error))
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One item leased to one consumer until ``claimed_until``. ``deliveries`` counts
+    this claim (1 on the first delivery)."""
+
+    id: int
+    queue: str
+    key: str | None
+    payload: Payload
+    deliveries: int
+    claimed_until: float
+    token: str
+    priority: int = 0
+    created_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """An item that will not be delivered again until it is requeued."""
+
+    id: int
+    queue: str
+    key: str | None
+    payload: Payload
+    deliveries: int
+    error: ErrorInfo
+    dead_at: float
+    created_at: float
+    priority: int = 0
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    """How many items are claimable now (``ready``: waiting, or with an expired lease),
+    ``delayed`` (put with a delay or nacked with one), ``claimed`` (leased) and
+    ``dead``."""
+
+    ready: int = 0
+    delayed: int = 0
+    claimed: int = 0
+    dead: int = 0
+
+    @property
+    def waiting(self) -> int:
+        """Items not yet done: ready, delayed or claimed (dead letters excluded)."""
+        return self.ready + self.delayed + self.claimed
+
+
+class QueueTransaction(ABC):
+    """One unit of work over any queues of one store: everything done through it
+    commits together, or nothing does (a :class:`StaleClaim` refuses the whole unit).
+
+    ``connection`` is the SQLAlchemy connection it runs in, so a SQL sink can write its
+    output in the same transaction as the ack.
+    """
+
+    connection: Any
+
+    @abstractmethod
+    def put(self, queue: str, payloads: Sequence[Payload], *,
+            keys: Sequence[str | None] | None = None, delay_s: float = 0,
+            priority: int = 0, dedupe: bool = False) -> list[int]:
+        """Add ``payloads`` to ``queue``; see :meth:`Queue.put`."""
+
+    @abstractmethod
+    def claim(self, queue: str, n: int, *, consumer: str, lease_s: float) -> list[Claim]:
+        """Claim up to ``n`` items of ``queue``; see :meth:`Queue.claim`."""
+
+    @abstractmethod
+    def ack(self, claims: Sequence[Claim]) -> None:
+        """Mark ``claims`` (of any queues) done; raises :class:`StaleClaim`."""
+
+    @abstractmethod
+    def nack(self, claim: Claim, delay_s: float = 0,
+             error: BaseException | str | ErrorInfo | None = None) -> None:
+        """Give ``claim`` back, claimable after ``delay_s``; raises :class:`StaleClaim`."""
+
+    @abstractmethod
+    def extend(self, claims: Sequence[Claim], lease_s: float) -> list[Claim]:
+        """Renew ``claims``' leases to ``lease_s`` from now; raises :class:`StaleClaim`."""
+
+    @abstractmethod
+    def dead_letter(self, claim: Claim, error: BaseException | str | ErrorInfo) -> None:
+        """Make ``claim``'s item a dead letter now; raises :class:`StaleClaim`."""
+
+
+class Queue(ABC):
+    """A named durable queue. Each method is its own transaction; use
+    :meth:`transaction` to combine several (an ack with the next stage's puts)."""
+
+    name: str
+    max_deliveries: int
+
+    @abstractmethod
+    def put(self, payloads: Sequence[Payload], *, keys: Sequence[str | None] | None = None,
+            delay_s: float = 0, priority: int = 0, dedupe: bool = False) -> list[int]:
+        """Add ``payloads`` (JSON values) in one batch, claimable after ``delay_s``,
+        higher ``priority`` first, then first in first out. ``keys`` (one per payload,
+        optional) name the records; with ``dedupe`` a payload whose key is already in
+        the queue (waiting, claimed or dead, not yet acked) is skipped. Returns the ids
+        of the items added, in order."""
+
+    @abstractmethod
+    def claim(self, n: int, *, consumer: str, lease_s: float) -> list[Claim]:
+        """Lease up to ``n`` claimable items (waiting and due, or whose lease expired)
+        to ``consumer`` for ``lease_s`` seconds (:func:`lease_for` of the work's
+        timeout). An expired item already delivered ``max_deliveries`` times becomes a
+        dead letter instead. Returns at once, possibly with nothing."""
+
+    @abstractmethod
+    def ack(self, claims: Sequence[Claim]) -> None:
+        """The claims' work is done: remove their items. All or nothing: raises
+        :class:`StaleClaim` (and acks none) if any lease has expired."""
+
+    @abstractmethod
+    def nack(self, claim: Claim, delay_s: float = 0,
+             error: BaseException | str | ErrorInfo | None = None) -> None:
+        """The work failed: make the item claimable again after ``delay_s``, or a dead
+        letter if it has had ``max_deliveries`` deliveries."""
+
+    @abstractmethod
+    def extend(self, claims: Sequence[Claim], lease_s: float) -> list[Claim]:
+        """Heartbeat: the leases now end ``lease_s`` from now. Returns the renewed
+        claims (their ``claimed_until`` moved); raises :class:`StaleClaim`."""
+
+    @abstractmethod
+    def dead_letter(self, claim: Claim, error: BaseException | str | ErrorInfo) -> None:
+        """The item cannot be processed (a bad record): keep it aside, with ``error``."""
+
+    @abstractmethod
+    def dead_letters(self, limit: int = 100, *, keys: Sequence[str] | None = None,
+                     ids: Sequence[int] | None = None) -> list[DeadLetter]:
+        """Dead letters, oldest first, optionally only those with the given keys/ids."""
+
+    @abstractmethod
+    def requeue(self, ids: Sequence[int] | None = None, *, keys: Sequence[str] | None = None,
+                edited: Mapping[int, Payload] | None = None) -> int:
+        """Replay dead letters: by ``ids``, by ``keys``, or every one when both are
+        ``None``; ``edited`` replaces the payloads of the given ids (a fixed record).
+        Their delivery count starts again. Returns how many were requeued."""
+
+    @abstractmethod
+    def depth(self) -> QueueDepth:
+        """Counts of ready, delayed, claimed and dead items."""
+
+    @abstractmethod
+    def oldest_age(self) -> float | None:
+        """Seconds since the oldest item not yet done (not acked, not dead) was put;
+        ``None`` when there is none. A stage's lag."""
+
+    @abstractmethod
+    def transaction(self) -> Any:
+        """A context manager yielding a :class:`QueueTransaction` over this queue's
+        store."""
