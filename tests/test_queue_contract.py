@@ -134,6 +134,7 @@ def test_queues_are_separate_and_priority_goes_first(queues: Queues) -> None:
         "high", "low1", "low2"]
     assert b.depth() == QueueDepth(ready=1)
     assert queues.names() == ["a", "b"]
+    assert queues.depths() == {"a": QueueDepth(claimed=3), "b": QueueDepth(ready=1)}
 
 
 def test_bad_puts_are_refused_with_a_queue_error(queues: Queues) -> None:

@@ -79,7 +79,7 @@ class ErrorInfo:
         return cls("", "" if error is None else str(error))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Claim:
     """One item leased to one consumer until ``claimed_until``. ``deliveries`` counts
     this claim (1 on the first delivery)."""

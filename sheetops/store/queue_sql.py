@@ -48,10 +48,12 @@ from sqlalchemy import (
     delete,
     event,
     func,
+    inspect,
     literal,
     select,
     update,
 )
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool, QueuePool
 
 from sheetops.store.queue import (
@@ -391,24 +393,23 @@ class SqlQueue(Queue):
             return result.rowcount or 0
 
     def depth(self) -> QueueDepth:
-        now = self.queues.now()
-        live, due, leased = q.state == LIVE, q.visible_at <= now, q.token.is_not(None)
-
-        def count(condition):
-            return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
-
-        with self.queues.engine.connect() as conn:
-            row = conn.execute(select(
-                count(and_(live, due)), count(and_(live, ~due, ~leased)),
-                count(and_(live, ~due, leased)), count(q.state == DEAD))
-                .where(q.queue == self.name)).one()
-        return QueueDepth(*(int(v) for v in row))
+        return self.queues.depths([self.name]).get(self.name, QueueDepth())
 
     def oldest_age(self) -> float | None:
         with self.queues.engine.connect() as conn:
             oldest = conn.execute(select(func.min(q.created_at)).where(
                 q.queue == self.name, q.state == LIVE)).scalar()
         return None if oldest is None else max(0.0, self.queues.now() - oldest)
+
+
+def _create_table(engine: Engine) -> None:
+    """Create the queue's table unless it exists; two processes starting at once may
+    race to it, and the loser finds it made."""
+    try:
+        queue_items.create(engine, checkfirst=True)
+    except DBAPIError:
+        if not inspect(engine).has_table(queue_items.name):
+            raise
 
 
 class Queues:
@@ -430,7 +431,7 @@ class Queues:
         self._own_engine = self.engine is not engine
         self.now = now
         self._max_deliveries: dict[str, int] = {}
-        queue_items.create(engine, checkfirst=True)
+        _create_table(self.engine)
 
     def dispose(self) -> None:
         """Close the connections this object opened (none when it uses the store's)."""
@@ -466,6 +467,23 @@ class Queues:
                 conn.rollback()
                 raise
             conn.commit()
+
+    def depths(self, names: Sequence[str] | None = None) -> dict[str, QueueDepth]:
+        """Depth of every queue (or of ``names``) in one query: for the Queues page,
+        Prometheus and alert metrics."""
+        now = self.now()
+        live, due, leased = q.state == LIVE, q.visible_at <= now, q.token.is_not(None)
+
+        def count(condition):
+            return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+        query = select(q.queue, count(and_(live, due)), count(and_(live, ~due, ~leased)),
+                       count(and_(live, ~due, leased)), count(q.state == DEAD)
+                       ).group_by(q.queue)
+        if names is not None:
+            query = query.where(q.queue.in_(list(names)))
+        with self.engine.connect() as conn:
+            return {r[0]: QueueDepth(*(int(v) for v in r[1:])) for r in conn.execute(query)}
 
     def names(self) -> list[str]:
         """Every queue with an item (live or dead)."""
