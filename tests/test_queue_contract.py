@@ -348,6 +348,16 @@ def test_ack_and_put_commit_together_or_not_at_all(queues: Queues) -> None:
     assert [c.payload for c in stage2.claim(5, consumer="w", lease_s=LEASE)] == [10, 20, 30]
 
 
+def test_a_claim_inside_a_rolled_back_transaction_never_happened(queues: Queues) -> None:
+    q = queues.queue("q")
+    q.put(["a"])
+    with pytest.raises(RuntimeError), queues.transaction() as tx:
+        assert [c.payload for c in tx.claim("q", 5, consumer="w", lease_s=LEASE)] == ["a"]
+        raise RuntimeError("crashed before committing the claim")
+    [claim] = q.claim(5, consumer="w", lease_s=LEASE)
+    assert claim.deliveries == 1
+
+
 def test_a_stale_claim_refuses_the_whole_transaction(queues: Queues, clock: Clock) -> None:
     stage1, stage2 = queues.queue("stage1"), queues.queue("stage2")
     stage1.put(["a", "b"])

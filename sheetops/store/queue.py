@@ -177,9 +177,9 @@ class Queue(ABC):
             delay_s: float = 0, priority: int = 0, dedupe: bool = False) -> list[int]:
         """Add ``payloads`` (JSON values) in one batch, claimable after ``delay_s``,
         higher ``priority`` first, then first in first out. ``keys`` (one per payload,
-        optional) name the records; with ``dedupe`` a payload whose key is already in
-        the queue (waiting, claimed or dead, not yet acked) is skipped. Returns the ids
-        of the items added, in order."""
+        optional) name the records; with ``dedupe`` a payload is skipped when an item
+        put with ``dedupe`` and the same key is still in the queue (waiting, claimed
+        or dead: not yet acked). Returns the ids of the items added, in order."""
 
     @abstractmethod
     def claim(self, n: int, *, consumer: str, lease_s: float) -> list[Claim]:

@@ -269,6 +269,7 @@ class SqlTransaction(QueueTransaction):
             "dead_at": case((poisoned, now), else_=None),
             "error_type": case((poisoned, "LeaseExpired"), else_=q.error_type),
             "error": case((poisoned, expired), else_=q.error),
+            "traceback": case((poisoned, ""), else_=q.traceback),
         }
         claims: list[Claim] = []
         while len(claims) < n:
