@@ -17,11 +17,10 @@ def body() -> None:
     c[1].metric("Jobs with errors", f"{counts['job'].nunique():,}")
     c[2].metric("Error types", f"{counts['error_type'].nunique():,}")
     st.subheader("By job, stage and type")
-    st.dataframe(counts, hide_index=True, width="stretch", key="error_counts")
+    ui.table(counts, key="error_counts")
     st.subheader("Most recent")
     errors = q.errors_list(store, filters.window_s, jobs=filters.jobs, limit=200)
-    st.dataframe(errors.drop(columns=["traceback"]), hide_index=True, width="stretch",
-                 key="errors_recent")
+    ui.table(errors.drop(columns=["traceback"]), key="errors_recent")
     with_tb = errors[errors["traceback"] != ""]
     if not with_tb.empty:
         choice = st.selectbox("Show the traceback of", with_tb["id"].tolist(), index=None,

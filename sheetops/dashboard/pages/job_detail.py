@@ -95,8 +95,7 @@ def body() -> None:
     requests = requests[requests["job"] == job]
     if not requests.empty:
         with st.expander(f"Run now requests ({len(requests)})"):
-            st.dataframe(ui.epoch_columns(requests, "created_at", "claimed_at"),
-                         hide_index=True, width="stretch")
+            ui.table(ui.epoch_columns(requests, "created_at", "claimed_at"))
 
     st.subheader(f"Recent runs (last {filters.window_label})")
     runs = q.runs_list(store, filters.window_s, jobs=[job], statuses=filters.statuses,
@@ -104,8 +103,7 @@ def body() -> None:
     if runs.empty:
         st.caption("No runs in this window.")
         return
-    st.dataframe(runs.drop(columns=["job"]), hide_index=True, width="stretch",
-                 key="job_runs")
+    ui.table(runs.drop(columns=["job"]), key="job_runs", pin="id", first=ui.RUN_COLUMNS)
     failing = runs[runs["status"].isin(q.FAILED)]["id"].tolist()[:10]
     attempts = q.attempts_of(store, failing)
     errors = q.errors_list(store, run_ids=failing, limit=200)
@@ -115,12 +113,10 @@ def body() -> None:
                                     f"{run_id} · {r['error_type']}: "
                                     f"{r['error_message'][:80]}")):
             a = attempts[attempts["run_id"] == run_id]
-            st.dataframe(a.drop(columns=["run_id", "traceback"]), hide_index=True,
-                         width="stretch")
+            ui.table(a.drop(columns=["run_id", "traceback"]))
             e = errors[errors["run_id"] == run_id]
             if not e.empty:
-                st.dataframe(e.drop(columns=["traceback", "run_id", "job"]),
-                             hide_index=True, width="stretch")
+                ui.table(e.drop(columns=["traceback", "run_id", "job"]))
             for _, att in a.iterrows():
                 if att["traceback"] and st.toggle(f"Traceback of attempt {att['attempt']}",
                                                   key=f"tb_{run_id}_{att['attempt']}"):

@@ -41,7 +41,7 @@ def body() -> None:
     c[2].metric("Config warnings", f"{cfg.warnings:,}")
     if cfg.errors or cfg.warnings:
         with st.expander(f"Config problems ({cfg.errors + cfg.warnings})"):
-            st.dataframe(ov.problems, hide_index=True, width="stretch")
+            ui.table(ov.problems)
 
     left, right = st.columns(2)
     with left:
@@ -65,13 +65,7 @@ def body() -> None:
     st.subheader("Per job")
     per_job = ov.per_job.copy()
     per_job["last_start"] = ui.epoch_columns(per_job, "last_start")["last_start"]
-    st.dataframe(per_job, hide_index=True, width="stretch", column_config={
-        "success_rate": st.column_config.NumberColumn("success", format="percent"),
-        "failure_rate": st.column_config.NumberColumn("failure", format="percent"),
-        "avg_s": st.column_config.NumberColumn("avg s", format="%.2f"),
-        "p50_s": st.column_config.NumberColumn("p50 s", format="%.2f"),
-        "p95_s": st.column_config.NumberColumn("p95 s", format="%.2f"),
-    })
+    ui.table(per_job, key="per_job", pin="job")
     if not per_job.empty:
         st.subheader("Duration p95 by job")
         top = per_job.nlargest(30, "p95_s")
@@ -85,15 +79,14 @@ def body() -> None:
         if ov.queues.empty:
             st.caption("No queues yet: the scheduler reports them while it runs.")
         else:
-            st.dataframe(ov.queues, hide_index=True, width="stretch")
+            ui.table(ov.queues)
     with c2:
         st.subheader("Alerts firing")
         if ov.alerts_firing.empty:
             st.caption("No alert is firing.")
         else:
-            st.dataframe(ov.alerts_firing[["rule", "job", "metric", "last_value",
-                                           "threshold", "firing_since", "undelivered"]],
-                         hide_index=True, width="stretch")
+            ui.table(ov.alerts_firing[["rule", "job", "metric", "last_value", "threshold",
+                                       "firing_since", "undelivered"]])
     st.caption(f"Queries took {sum(ov.timings.values()) * 1000:.0f} ms · refreshed "
                f"{ui.when(ov.window.until)}"
                + (" · over windows longer than 24 h the counts are exact and the "
