@@ -145,7 +145,7 @@ def _column(name: str, values: pd.Series) -> Any:
         return st.column_config.DatetimeColumn(name, format=TIME_FORMAT, width=150)
     if name in LONG_TEXT:
         return st.column_config.TextColumn(name, width=TEXT_WIDTH)
-    if name in IDS:
+    if name in IDS and not pd.api.types.is_numeric_dtype(values):
         return st.column_config.TextColumn(name, width=ID_WIDTH)
     if name.endswith("_rate"):
         return st.column_config.NumberColumn(name.removesuffix("_rate"), format="percent")

@@ -21,7 +21,8 @@ def body() -> None:
     ui.table(counts, key="error_counts")
     st.subheader("Most recent")
     errors = q.errors_list(store, filters.window_s, jobs=filters.jobs, limit=200)
-    ui.table(errors.drop(columns=["traceback"]), key="errors_recent")
+    ui.table(errors.drop(columns=["traceback"]), key="errors_recent", first=(
+        "time", "job", "error_type", "message", "record_key", "stage", "attempt", "run_id"))
     with_tb = errors[errors["traceback"] != ""]
     if not with_tb.empty:
         choice = st.selectbox("Show the traceback of", with_tb["id"].tolist(), index=None,
