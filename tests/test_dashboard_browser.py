@@ -31,6 +31,8 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
         "--disable-component-update", "--disable-sync", "--no-first-run"]
 SHOTS = Path(os.environ.get("SHEETOPS_SCREENSHOTS", ROOT / "bench" / "out" / "screenshots"))
 DOCS_IMG = ROOT / "docs" / "img"
+UPDATE_DOCS = os.environ.get("SHEETOPS_UPDATE_SCREENSHOTS") == "1"  # read before the
+# autouse isolated_env fixture clears SHEETOPS_* variables
 LOAD_MS = 120_000  # a first page load on a busy two-core machine can take a minute
 PAGES = {"overview": "", "jobs": "jobs", "job_detail": "job_detail?job=fetch-orders",
          "runs": "runs", "errors": "errors", "queues": "queues", "config": "config",
@@ -198,7 +200,6 @@ def test_every_page_keeps_its_tables_in_a_1280px_window(dashboard):
     assert store.try_lease("scheduler", "ops-box:4242:demo", 3600)
     store.set_gauges({"scheduler_heartbeat": time.time()})
     SHOTS.mkdir(parents=True, exist_ok=True)
-    update_docs = os.environ.get("SHEETOPS_UPDATE_SCREENSHOTS") == "1"
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         try:
@@ -220,7 +221,7 @@ def test_every_page_keeps_its_tables_in_a_1280px_window(dashboard):
                 page.screenshot(path=str(shot))
                 _shrink_png(shot)
                 assert shot.stat().st_size < 250_000, (name, shot.stat().st_size)
-                if update_docs:
+                if UPDATE_DOCS:
                     DOCS_IMG.mkdir(parents=True, exist_ok=True)
                     shutil.copyfile(shot, DOCS_IMG / shot.name)
                 if name == "errors":

@@ -384,3 +384,32 @@ def test_errors_page_shows_the_config_errors_and_links_the_config_page(store):
     at = _open("errors.py")
     assert not any(h.value.startswith("Config errors") for h in at.subheader)
     assert not at.get("page_link")
+
+
+def test_monitoring_doc_pictures_every_page():
+    """docs/monitoring.md has a section and a screenshot (taken by the browser test,
+    small enough for the repository) for every page the dashboard's router serves."""
+    import re
+
+    router = (ROOT / "sheetops" / "dashboard" / "app.py").read_text(encoding="utf-8")
+    pages = re.findall(r'st\.Page\(PAGES / "(\w+)\.py", title="([^"]+)"', router)
+    assert len(pages) == len(list((ROOT / P).glob("*.py"))) == 8
+    doc = (ROOT / "docs" / "monitoring.md").read_text(encoding="utf-8")
+    section = doc.split("\n## The dashboard\n", 1)[1].split("\n## ", 1)[0]
+    for stem, title in pages:
+        body = section.split(f"\n### {title}\n", 1)
+        assert len(body) == 2, f"no section for the {title} page"
+        image = f"img/dashboard_{stem}.png"
+        assert f"]({image})" in body[1].split("\n### ", 1)[0], image
+        png = ROOT / "docs" / image
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size < 250_000
+
+
+def test_readme_says_run_now_works_on_loopback_without_a_password(store):
+    """What README says about the password is what the code does: on loopback without
+    one, Run now is enabled and records the machine's user."""
+    at = _open("job_detail.py")
+    assert not at.button(key="run_now").disabled
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "Run now needs no password on loopback" in readme
+    assert "required for Run now" not in readme
