@@ -50,14 +50,6 @@ with left:
             st.markdown("**Next runs:** none scheduled ("
                         + ("manual or disabled" if running else "no scheduler is running")
                         + ")")
-    if not state.empty:
-        s = state.iloc[0]
-        c = st.columns(4)
-        c[0].metric("Last status", s["last_status"] or "—")
-        c[1].metric("Consecutive failures", int(s["consecutive_failures"]))
-        c[2].metric("Since last success", "never" if s["last_success_at"] is None else
-                    ui.duration(time.time() - s["last_success_at"]))
-        c[3].metric("Last duration", ui.duration(s["last_duration_s"]))
 with right:
     st.markdown("**Run it now**")
     can_run = user is not None
@@ -77,12 +69,20 @@ with right:
         st.success(f"Request {last[0]} queued{' (dry run)' if last[2] else ''} by "
                    f"{ui.md_text(user)}; "
                    "the scheduler picks it up within seconds.")
+if not state.empty:  # full width: in the left column the values were cut ("time…")
+    s = state.iloc[0]
+    c = st.columns(4)
+    c[0].metric("Last status", s["last_status"] or "—")
+    c[1].metric("Consecutive failures", int(s["consecutive_failures"]))
+    c[2].metric("Since last success", "never" if s["last_success_at"] is None else
+                ui.duration(time.time() - s["last_success_at"]))
+    c[3].metric("Last duration", ui.duration(s["last_duration_s"]))
 
 
 def body() -> None:
     summary = q.job_summary(store, filters.window_s, jobs=[job])
     row = summary.iloc[0] if not summary.empty else None
-    c = st.columns(6)
+    c = st.columns(3) + st.columns(3)  # three a row: durations are not cut short
     c[0].metric("Runs", f"{int(row['runs']) if row is not None else 0:,}")
     c[1].metric("Failure rate", ui.pct(row["failure_rate"] if row is not None else None))
     c[2].metric("Duration p95", ui.duration(row["p95_s"] if row is not None else None))

@@ -16,20 +16,21 @@ def body() -> None:
     st.caption(f"Last {filters.window_label} · {ui.when(ov.window.since)} → "
                f"{ui.when(ov.window.until)}"
                + (f" · jobs: {', '.join(filters.jobs)}" if filters.jobs else ""))
-    c = st.columns(6)
+    c = st.columns(4)  # four a row: a value such as "10.0 min" is never cut to "10.0 …"
     c[0].metric("Runs", f"{tot.runs:,}")
     c[1].metric("Success rate", ui.pct(tot.success_rate))
     c[2].metric("Failure rate", ui.pct(tot.failure_rate))
-    c[3].metric("Duration p50", ui.duration(tot.p50_s))
-    c[4].metric("Duration p95", ui.duration(tot.p95_s))
-    c[5].metric("Running now", f"{ov.running:,}")
-    c = st.columns(6)
-    c[0].metric("Failed", f"{tot.failed:,}")
-    c[1].metric("Timed out", f"{tot.timeout:,}")
-    c[2].metric("Run requests waiting", f"{ov.pending_requests:,}")
-    c[3].metric("Outbox depth", f"{ov.outbox.depth:,}")
-    c[4].metric("Outbox oldest", ui.duration(ov.outbox.oldest_age_s))
-    c[5].metric("Alerts firing", f"{len(ov.alerts_firing):,}")
+    c[3].metric("Running now", f"{ov.running:,}")
+    c = st.columns(4)
+    c[0].metric("Duration p50", ui.duration(tot.p50_s))
+    c[1].metric("Duration p95", ui.duration(tot.p95_s))
+    c[2].metric("Failed", f"{tot.failed:,}")
+    c[3].metric("Timed out", f"{tot.timeout:,}")
+    c = st.columns(4)
+    c[0].metric("Run requests waiting", f"{ov.pending_requests:,}")
+    c[1].metric("Outbox depth", f"{ov.outbox.depth:,}")
+    c[2].metric("Outbox oldest", ui.duration(ov.outbox.oldest_age_s))
+    c[3].metric("Alerts firing", f"{len(ov.alerts_firing):,}")
 
     cfg = ov.config
     refresh_state = ("—" if cfg.last_refresh_ok is None
