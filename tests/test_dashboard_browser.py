@@ -1,11 +1,17 @@
 """End to end: ``streamlit run app.py`` on a loopback port against a temp SQLite store,
 driven by headless Chromium (Debian's, through playwright): open Job detail, click
 "Run now", see the request in the store, let a stand-in scheduler run it, and see the
-run on the page after a refresh."""
+run on the page after a refresh; and every page at 1280 px keeps its tables inside the
+window, photographed for docs/monitoring.md.
+
+Screenshots go to ``SHEETOPS_SCREENSHOTS`` (default ``bench/out/screenshots``); with
+``SHEETOPS_UPDATE_SCREENSHOTS=1`` the page pictures are also copied to ``docs/img`` (so a
+test run never changes the checkout unless asked)."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import time
@@ -16,13 +22,24 @@ import pytest
 
 from sheetops.dashboard.serve import streamlit_command
 from sheetops.store import Batch, Store
-from sheetops.testing.store_fill import fill_realistic
+from sheetops.testing.http import HttpServer
+from sheetops.testing.store_fill import add_alerts, fill_realistic, make_run
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
 SHOTS = Path(os.environ.get("SHEETOPS_SCREENSHOTS", ROOT / "bench" / "out" / "screenshots"))
+DOCS_IMG = ROOT / "docs" / "img"
+UPDATE_DOCS = os.environ.get("SHEETOPS_UPDATE_SCREENSHOTS") == "1"  # read before the
+# autouse isolated_env fixture clears SHEETOPS_* variables
+LOAD_MS = 120_000  # a first page load on a busy two-core machine can take a minute
+PAGES = {"overview": "", "jobs": "jobs", "job_detail": "job_detail?job=fetch-orders",
+         "runs": "runs", "errors": "errors", "queues": "queues", "config": "config",
+         "alerts": "alerts"}
+"""Each page of the dashboard: screenshot name → URL path."""
+LONG_MESSAGE = ("connection reset while posting the batch to "
+                "https://crm.example.com/api/v2/contacts/bulk-upsert?include=owner,tags; ") * 5
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -131,5 +148,84 @@ def test_run_now_end_to_end(dashboard):
             metric = page.locator('[data-testid="stMetric"]', has_text="Records in")
             expect(metric).to_contain_text("37")  # 10+10+4+10 before, +3 now
             page.screenshot(path=str(SHOTS / "job_detail_after_run.png"), full_page=True)
+        finally:
+            browser.close()
+
+
+TABLES_JS = """() => {
+  const main = document.querySelector('[data-testid="stMainBlockContainer"]')
+    .getBoundingClientRect();
+  return [...document.querySelectorAll('[data-testid="stDataFrame"]')]
+    .filter(e => e.offsetParent !== null)
+    .map(e => {
+      const r = e.getBoundingClientRect();
+      const scroller = e.querySelector('.dvn-scroller');
+      return {left: r.left, right: r.right, mainRight: main.right,
+              content: scroller ? scroller.scrollWidth : 0};
+    });
+}"""
+TEXT_WIDTH_JS = """(text) => {
+  const ctx = document.createElement('canvas').getContext('2d');
+  ctx.font = '14px "Source Sans", sans-serif';
+  return ctx.measureText(text).width;
+}"""
+
+
+def _shrink_png(path: Path) -> None:
+    """Keep screenshots small for the repository: a 256-colour palette is exact enough for
+    a page of text and flat colours."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        small = img.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+    small.save(path, optimize=True)
+
+
+def test_every_page_keeps_its_tables_in_a_1280px_window(dashboard):
+    """At 1280 px every table of every page stays inside the window and its column (no
+    page scrolls sideways), a 400-character error message does not stretch its table, and
+    each page is photographed (``docs/img/dashboard_<page>.png`` when asked)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    base, store = dashboard
+    now = time.time()
+    failed = make_run("sync-crm", now - 600, "failed", 3.0,
+                      error=("ConnectionError", LONG_MESSAGE))
+    store.record(Batch(new_runs=[failed], errors=[{
+        "run_id": failed["id"], "job": "sync-crm", "attempt": 1, "stage": "run",
+        "time": now - 597, "error_type": "ConnectionError", "message": LONG_MESSAGE,
+        "record_key": "", "traceback": ""}]))
+    with HttpServer() as server:
+        add_alerts(store, now, server)
+    assert store.try_lease("scheduler", "ops-box:4242:demo", 3600)
+    store.set_gauges({"scheduler_heartbeat": time.time()})
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1400})
+            for name, path in PAGES.items():
+                page.goto(f"{base}/{path}", wait_until="domcontentloaded")
+                expect(page.locator('[data-testid="stDataFrame"] >> visible=true').first
+                       ).to_be_visible(timeout=LOAD_MS)
+                expect(page.get_by_text("holds the lease")).to_be_visible(timeout=LOAD_MS)
+                page.wait_for_function(
+                    "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')",
+                    timeout=LOAD_MS)
+                tables = page.evaluate(TABLES_JS)
+                assert tables, name
+                assert page.evaluate("document.documentElement.scrollWidth") <= 1280, name
+                for t in tables:
+                    assert t["right"] <= min(1280, t["mainRight"] + 1), (name, t)
+                shot = SHOTS / f"dashboard_{name}.png"
+                page.screenshot(path=str(shot))
+                _shrink_png(shot)
+                assert shot.stat().st_size < 250_000, (name, shot.stat().st_size)
+                if UPDATE_DOCS:
+                    DOCS_IMG.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(shot, DOCS_IMG / shot.name)
+                if name == "errors":
+                    recent = tables[-1]  # "Most recent", with the long message
+                    assert 0 < recent["content"] < page.evaluate(TEXT_WIDTH_JS, LONG_MESSAGE)
         finally:
             browser.close()

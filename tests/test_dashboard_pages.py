@@ -3,13 +3,14 @@ runs: assert the numbers the pages show (metrics and dataframes)."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from sheetops.dashboard.ui import md_text
+from sheetops.dashboard.ui import TEXT_WIDTH, md_text
 from sheetops.settings import get_settings
 from sheetops.store import Store
 from sheetops.testing.http import HttpServer
@@ -315,3 +316,100 @@ def test_queues_page_draws_no_empty_chart(store):
     at = _open("queues.py")
     assert any(c.value == "Every queue is empty." for c in at.caption)
     assert not at.get("arrow_vega_lite_chart")
+
+
+PAGES = (None, "jobs.py", "job_detail.py", "runs.py", "errors.py", "queues.py", "config.py",
+         "alerts.py")
+SHOWN_AS_NONE = {"None", "nan", "NaN", "NaT", "<NA>"}
+
+
+def test_no_table_shows_none_for_an_empty_value(store):
+    """A running run has no end or duration, a waiting request no claim, an undelivered
+    alert no delivery time: those cells are empty. Streamlit draws a missing value as
+    "None" unless the table has a placeholder, so every table must carry an empty one,
+    and no value may be the text of a missing value."""
+    with HttpServer() as server:
+        add_alerts(store, time.time(), server)
+    store.request_run("sync-crm", requested_by="ana")
+    missing_seen = set()
+    for page in PAGES:
+        at = _open(page)
+        if page == "job_detail.py":
+            at.selectbox(key="detail_job").set_value("sync-crm").run()
+        assert at.dataframe, page
+        for frame in at.dataframe:
+            df = frame.value
+            assert frame.proto.placeholder == "", (page, list(df.columns))
+            text = df.astype(str).where(df.notna(), "")
+            assert not text.isin(SHOWN_AS_NONE).any().any(), (page, list(df.columns))
+            missing_seen |= {(page, c) for c in df.columns if df[c].isna().any()}
+    assert {("runs.py", "finished_at"), ("runs.py", "duration_s"),
+            ("queues.py", "claimed_at"), ("alerts.py", "delivered_at")} <= missing_seen
+
+
+def test_long_text_is_bounded_and_the_run_id_pinned(store):
+    """Messages and problems get a fixed width (the browser test checks that every table
+    then stays inside the window); a runs table keeps the run id in view and shows how the
+    run ended first."""
+    for page in PAGES:
+        at = _open(page)
+        for frame in at.dataframe:
+            config = json.loads(frame.proto.columns or "{}")
+            columns = list(frame.value.columns)
+            for name in set(columns) & {"error_message", "message", "problem", "detail"}:
+                assert config[name]["width"] == TEXT_WIDTH, (page, name)
+    runs = next(f for f in _open("runs.py").dataframe if "error_message" in f.value.columns)
+    config = json.loads(runs.proto.columns)
+    assert config["id"]["pinned"] is True
+    assert list(runs.proto.column_order)[:4] == ["id", "job", "status", "started_at"]
+
+
+def test_errors_page_shows_the_config_errors_and_links_the_config_page(store):
+    from sheetops.config.model import Problem
+
+    store.replace_problems([
+        Problem("Jobs", "C5", "every 10 parsecs", "'every 10 parsecs' is not an interval"),
+        Problem("Alerts", "D3", "speed", "unknown metric 'speed'"),
+        Problem("Jobs", "K3", "x", "unknown column 'x' is ignored", "warning")])
+    at = _open("errors.py")
+    assert any(h.value == "Config errors: 2 (and 1 warning(s))" for h in at.subheader)
+    shown = _frame(at, "tab", "cell", "problem")
+    assert shown[["tab", "cell", "problem"]].values.tolist() == [
+        ["Jobs", "C5", "'every 10 parsecs' is not an interval"],
+        ["Alerts", "D3", "unknown metric 'speed'"]]
+    links = at.get("page_link")
+    assert [link.proto.label for link in links] == ["All config problems on the Config page"]
+    assert links[0].proto.page.endswith("config")
+    store.replace_problems([])
+    at = _open("errors.py")
+    assert not any(h.value.startswith("Config errors") for h in at.subheader)
+    assert not at.get("page_link")
+
+
+def test_monitoring_doc_pictures_every_page():
+    """docs/monitoring.md has a section and a screenshot (taken by the browser test,
+    small enough for the repository) for every page the dashboard's router serves."""
+    import re
+
+    router = (ROOT / "sheetops" / "dashboard" / "app.py").read_text(encoding="utf-8")
+    pages = re.findall(r'st\.Page\(PAGES / "(\w+)\.py", title="([^"]+)"', router)
+    assert len(pages) == len(list((ROOT / P).glob("*.py"))) == 8
+    doc = (ROOT / "docs" / "monitoring.md").read_text(encoding="utf-8")
+    section = doc.split("\n## The dashboard\n", 1)[1].split("\n## ", 1)[0]
+    for stem, title in pages:
+        body = section.split(f"\n### {title}\n", 1)
+        assert len(body) == 2, f"no section for the {title} page"
+        image = f"img/dashboard_{stem}.png"
+        assert f"]({image})" in body[1].split("\n### ", 1)[0], image
+        png = ROOT / "docs" / image
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size < 250_000
+
+
+def test_readme_says_run_now_works_on_loopback_without_a_password(store):
+    """What README says about the password is what the code does: on loopback without
+    one, Run now is enabled and records the machine's user."""
+    at = _open("job_detail.py")
+    assert not at.button(key="run_now").disabled
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "Run now needs no password on loopback" in readme
+    assert "required for Run now" not in readme

@@ -127,6 +127,51 @@ def auto_refresh(filters: Filters, body: Callable[[], None]) -> None:
     st.fragment(run_every=every)(body)()
 
 
+# -- tables -----------------------------------------------------------------------------
+LONG_TEXT = frozenset({"error_message", "message", "problem", "detail", "subject", "error",
+                       "result", "notes", "value", "traceback"})
+"""Columns whose text can run long: bounded to a fixed width (the whole text shows when
+the cell is clicked), so one long message does not push the other columns off the page."""
+IDS = frozenset({"id", "run_id", "requested_by", "holder"})
+TIME_FORMAT = "YYYY-MM-DD HH:mm:ss"
+TEXT_WIDTH, ID_WIDTH = 240, 190  # pixels: a long message, a run id
+RUN_COLUMNS = ("id", "job", "status", "started_at", "duration_s", "error_type", "error_message")
+"""What a runs table shows first: which run, how it ended, how long, why."""
+
+
+def _column(name: str, values: pd.Series) -> Any:
+    """The default display of one column, from its name and type (``None``: Streamlit's)."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return st.column_config.DatetimeColumn(name, format=TIME_FORMAT, width=150)
+    if name in LONG_TEXT:
+        return st.column_config.TextColumn(name, width=TEXT_WIDTH)
+    if name in IDS and not pd.api.types.is_numeric_dtype(values):
+        return st.column_config.TextColumn(name, width=ID_WIDTH)
+    if name.endswith("_rate"):
+        return st.column_config.NumberColumn(name.removesuffix("_rate"), format="percent")
+    if pd.api.types.is_float_dtype(values) and name.endswith("_s"):
+        return st.column_config.NumberColumn(name.removesuffix("_s") + " s", format="%.2f")
+    return None
+
+
+def table(data: pd.DataFrame | list[dict[str, Any]], *, key: str | None = None,
+          first: tuple[str, ...] = (), pin: str | None = None,
+          column_config: dict[str, Any] | None = None) -> None:
+    """Draw a table the way every page does: the container's width, an empty cell where a
+    value is missing (not ``None``), times to the second, long text bounded. ``first``
+    puts those columns first (the others follow, none hidden); ``pin`` keeps one column
+    in view while the table scrolls sideways; ``column_config`` relabels or resizes."""
+    df = data if isinstance(data, pd.DataFrame) else pd.DataFrame(data)
+    config = {c: spec for c in df.columns if (spec := _column(str(c), df[c])) is not None}
+    if pin in df.columns:
+        config[pin] = {**(config.get(pin) or {}), "pinned": True}
+    config.update(column_config or {})
+    order = [c for c in first if c in df.columns]
+    order += [c for c in df.columns if c not in order]
+    st.dataframe(df, hide_index=True, width="stretch", placeholder="", column_config=config,
+                 column_order=order if first else None, key=key)
+
+
 def invalid_jobs_table(store: Store) -> None:
     """The Jobs-tab rows validation rejected, with their cells and problems (they would
     otherwise simply be missing from the page)."""
@@ -134,7 +179,7 @@ def invalid_jobs_table(store: Store) -> None:
     if invalid.empty:
         return
     st.subheader(f"Not scheduled: {invalid['row'].nunique()} invalid row(s) on the Jobs tab")
-    st.dataframe(invalid, hide_index=True, width="stretch", key="invalid_jobs")
+    table(invalid, key="invalid_jobs")
 
 
 # -- formatting -------------------------------------------------------------------------

@@ -31,7 +31,7 @@ def body() -> None:
         if undelivered:
             st.warning(f"{undelivered} firing alert(s) could not be delivered to their "
                        "channel yet; the evaluator keeps trying.")
-        st.dataframe(firing, hide_index=True, width="stretch", key="firing")
+        ui.table(firing, key="firing")
     st.subheader("History")
     kinds = st.multiselect("Kinds", list(KIND_LABELS), format_func=KIND_LABELS.get,
                            key="alert_kinds")
@@ -39,7 +39,7 @@ def body() -> None:
     if events.empty:
         st.caption("No alert event yet (rules come from the Alerts tab).")
     else:
-        st.dataframe(events, hide_index=True, width="stretch", key="history")
+        ui.table(events, key="history")
 
 
 ui.auto_refresh(filters, body)

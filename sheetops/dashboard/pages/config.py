@@ -24,15 +24,14 @@ def body() -> None:
     if problems.empty:
         st.success("The config is clean.")
     else:
-        st.dataframe(problems, hide_index=True, width="stretch", key="problems")
+        ui.table(problems, key="problems")
     st.subheader("Jobs")
     jobs = q.job_configs(store)
     jobs.insert(3, "in words", jobs["schedule"].map(q.describe_schedule))
-    st.dataframe(ui.epoch_columns(jobs, "published_at"), hide_index=True, width="stretch",
-                 key="jobs")
+    ui.table(ui.epoch_columns(jobs, "published_at"), key="jobs", pin="job")
     ui.invalid_jobs_table(store)
     st.subheader("Change history")
-    st.dataframe(q.config_events(store), hide_index=True, width="stretch", key="events")
+    ui.table(q.config_events(store), key="events")
 
 
 ui.auto_refresh(filters, body)

@@ -16,12 +16,13 @@ def body() -> None:
     c[0].metric("Errors", f"{int(counts['errors'].sum()) if not counts.empty else 0:,}")
     c[1].metric("Jobs with errors", f"{counts['job'].nunique():,}")
     c[2].metric("Error types", f"{counts['error_type'].nunique():,}")
+    config_problems(store)
     st.subheader("By job, stage and type")
-    st.dataframe(counts, hide_index=True, width="stretch", key="error_counts")
+    ui.table(counts, key="error_counts")
     st.subheader("Most recent")
     errors = q.errors_list(store, filters.window_s, jobs=filters.jobs, limit=200)
-    st.dataframe(errors.drop(columns=["traceback"]), hide_index=True, width="stretch",
-                 key="errors_recent")
+    ui.table(errors.drop(columns=["traceback"]), key="errors_recent", first=(
+        "time", "job", "error_type", "message", "record_key", "stage", "attempt", "run_id"))
     with_tb = errors[errors["traceback"] != ""]
     if not with_tb.empty:
         choice = st.selectbox("Show the traceback of", with_tb["id"].tolist(), index=None,
@@ -29,6 +30,25 @@ def body() -> None:
                               placeholder="choose an error")
         if choice is not None:
             st.code(with_tb[with_tb["id"] == choice].iloc[0]["traceback"], language="python")
+
+
+def config_problems(store) -> None:
+    """The config sheet's errors (tab, cell, problem) next to the runs' errors: a row the
+    validation rejected is an error too, though no run recorded it. Warnings stay on the
+    Config page, which the link opens."""
+    problems = q.problems(store)
+    errors = problems[problems["severity"] == "error"].drop(columns=["severity"])
+    warnings = int((problems["severity"] != "error").sum())
+    if errors.empty and not warnings:
+        return
+    st.subheader(f"Config errors: {len(errors)}" + (f" (and {warnings} warning(s))"
+                                                     if warnings else ""))
+    if not errors.empty:
+        st.caption("Rows of the config sheet that validation rejected: they are skipped "
+                   "until fixed.")
+        ui.table(errors, key="config_errors")
+    st.page_link(f"{ui.P}/config.py", label="All config problems on the Config page",
+                 icon=":material/table:")
 
 
 def _label(df, error_id) -> str:

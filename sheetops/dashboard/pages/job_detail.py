@@ -50,14 +50,6 @@ with left:
             st.markdown("**Next runs:** none scheduled ("
                         + ("manual or disabled" if running else "no scheduler is running")
                         + ")")
-    if not state.empty:
-        s = state.iloc[0]
-        c = st.columns(4)
-        c[0].metric("Last status", s["last_status"] or "—")
-        c[1].metric("Consecutive failures", int(s["consecutive_failures"]))
-        c[2].metric("Since last success", "never" if s["last_success_at"] is None else
-                    ui.duration(time.time() - s["last_success_at"]))
-        c[3].metric("Last duration", ui.duration(s["last_duration_s"]))
 with right:
     st.markdown("**Run it now**")
     can_run = user is not None
@@ -77,12 +69,20 @@ with right:
         st.success(f"Request {last[0]} queued{' (dry run)' if last[2] else ''} by "
                    f"{ui.md_text(user)}; "
                    "the scheduler picks it up within seconds.")
+if not state.empty:  # full width: in the left column the values were cut ("time…")
+    s = state.iloc[0]
+    c = st.columns(4)
+    c[0].metric("Last status", s["last_status"] or "—")
+    c[1].metric("Consecutive failures", int(s["consecutive_failures"]))
+    c[2].metric("Since last success", "never" if s["last_success_at"] is None else
+                ui.duration(time.time() - s["last_success_at"]))
+    c[3].metric("Last duration", ui.duration(s["last_duration_s"]))
 
 
 def body() -> None:
     summary = q.job_summary(store, filters.window_s, jobs=[job])
     row = summary.iloc[0] if not summary.empty else None
-    c = st.columns(6)
+    c = st.columns(3) + st.columns(3)  # three a row: durations are not cut short
     c[0].metric("Runs", f"{int(row['runs']) if row is not None else 0:,}")
     c[1].metric("Failure rate", ui.pct(row["failure_rate"] if row is not None else None))
     c[2].metric("Duration p95", ui.duration(row["p95_s"] if row is not None else None))
@@ -95,8 +95,7 @@ def body() -> None:
     requests = requests[requests["job"] == job]
     if not requests.empty:
         with st.expander(f"Run now requests ({len(requests)})"):
-            st.dataframe(ui.epoch_columns(requests, "created_at", "claimed_at"),
-                         hide_index=True, width="stretch")
+            ui.table(ui.epoch_columns(requests, "created_at", "claimed_at"))
 
     st.subheader(f"Recent runs (last {filters.window_label})")
     runs = q.runs_list(store, filters.window_s, jobs=[job], statuses=filters.statuses,
@@ -104,8 +103,7 @@ def body() -> None:
     if runs.empty:
         st.caption("No runs in this window.")
         return
-    st.dataframe(runs.drop(columns=["job"]), hide_index=True, width="stretch",
-                 key="job_runs")
+    ui.table(runs.drop(columns=["job"]), key="job_runs", pin="id", first=ui.RUN_COLUMNS)
     failing = runs[runs["status"].isin(q.FAILED)]["id"].tolist()[:10]
     attempts = q.attempts_of(store, failing)
     errors = q.errors_list(store, run_ids=failing, limit=200)
@@ -115,12 +113,10 @@ def body() -> None:
                                     f"{run_id} · {r['error_type']}: "
                                     f"{r['error_message'][:80]}")):
             a = attempts[attempts["run_id"] == run_id]
-            st.dataframe(a.drop(columns=["run_id", "traceback"]), hide_index=True,
-                         width="stretch")
+            ui.table(a.drop(columns=["run_id", "traceback"]))
             e = errors[errors["run_id"] == run_id]
             if not e.empty:
-                st.dataframe(e.drop(columns=["traceback", "run_id", "job"]),
-                             hide_index=True, width="stretch")
+                ui.table(e.drop(columns=["traceback", "run_id", "job"]))
             for _, att in a.iterrows():
                 if att["traceback"] and st.toggle(f"Traceback of attempt {att['attempt']}",
                                                   key=f"tb_{run_id}_{att['attempt']}"):

@@ -19,15 +19,9 @@ def body() -> None:
         return
     table = ui.epoch_columns(table, "last_start", "last_end", "last_success_at")
     st.caption(f"{len(table)} jobs · numbers over the last {filters.window_label}")
-    st.dataframe(table, hide_index=True, width="stretch", column_config={
-        "job": st.column_config.TextColumn("job", pinned=True),
-        "success_rate": st.column_config.NumberColumn("success", format="percent"),
-        "failure_rate": st.column_config.NumberColumn("failure", format="percent"),
-        "avg_s": st.column_config.NumberColumn("avg s", format="%.2f"),
-        "p50_s": st.column_config.NumberColumn("p50 s", format="%.2f"),
-        "p95_s": st.column_config.NumberColumn("p95 s", format="%.2f"),
-        "last_duration_s": st.column_config.NumberColumn("last duration s", format="%.2f"),
-    })
+    ui.table(table, key="jobs", pin="job", first=(
+        "job", "schedule_words", "enabled", "last_status", "last_start", "consecutive_failures",
+        "last_success_at", "runs", "success_rate", "p95_s", "records_failed"))
     ui.invalid_jobs_table(ui.store())
     job = st.selectbox("Open a job", table["job"].tolist(), index=None,
                        placeholder="choose a job")

@@ -16,20 +16,21 @@ def body() -> None:
     st.caption(f"Last {filters.window_label} · {ui.when(ov.window.since)} → "
                f"{ui.when(ov.window.until)}"
                + (f" · jobs: {', '.join(filters.jobs)}" if filters.jobs else ""))
-    c = st.columns(6)
+    c = st.columns(4)  # four a row: a value such as "10.0 min" is never cut to "10.0 …"
     c[0].metric("Runs", f"{tot.runs:,}")
     c[1].metric("Success rate", ui.pct(tot.success_rate))
     c[2].metric("Failure rate", ui.pct(tot.failure_rate))
-    c[3].metric("Duration p50", ui.duration(tot.p50_s))
-    c[4].metric("Duration p95", ui.duration(tot.p95_s))
-    c[5].metric("Running now", f"{ov.running:,}")
-    c = st.columns(6)
-    c[0].metric("Failed", f"{tot.failed:,}")
-    c[1].metric("Timed out", f"{tot.timeout:,}")
-    c[2].metric("Run requests waiting", f"{ov.pending_requests:,}")
-    c[3].metric("Outbox depth", f"{ov.outbox.depth:,}")
-    c[4].metric("Outbox oldest", ui.duration(ov.outbox.oldest_age_s))
-    c[5].metric("Alerts firing", f"{len(ov.alerts_firing):,}")
+    c[3].metric("Running now", f"{ov.running:,}")
+    c = st.columns(4)
+    c[0].metric("Duration p50", ui.duration(tot.p50_s))
+    c[1].metric("Duration p95", ui.duration(tot.p95_s))
+    c[2].metric("Failed", f"{tot.failed:,}")
+    c[3].metric("Timed out", f"{tot.timeout:,}")
+    c = st.columns(4)
+    c[0].metric("Run requests waiting", f"{ov.pending_requests:,}")
+    c[1].metric("Outbox depth", f"{ov.outbox.depth:,}")
+    c[2].metric("Outbox oldest", ui.duration(ov.outbox.oldest_age_s))
+    c[3].metric("Alerts firing", f"{len(ov.alerts_firing):,}")
 
     cfg = ov.config
     refresh_state = ("—" if cfg.last_refresh_ok is None
@@ -41,7 +42,7 @@ def body() -> None:
     c[2].metric("Config warnings", f"{cfg.warnings:,}")
     if cfg.errors or cfg.warnings:
         with st.expander(f"Config problems ({cfg.errors + cfg.warnings})"):
-            st.dataframe(ov.problems, hide_index=True, width="stretch")
+            ui.table(ov.problems)
 
     left, right = st.columns(2)
     with left:
@@ -65,13 +66,7 @@ def body() -> None:
     st.subheader("Per job")
     per_job = ov.per_job.copy()
     per_job["last_start"] = ui.epoch_columns(per_job, "last_start")["last_start"]
-    st.dataframe(per_job, hide_index=True, width="stretch", column_config={
-        "success_rate": st.column_config.NumberColumn("success", format="percent"),
-        "failure_rate": st.column_config.NumberColumn("failure", format="percent"),
-        "avg_s": st.column_config.NumberColumn("avg s", format="%.2f"),
-        "p50_s": st.column_config.NumberColumn("p50 s", format="%.2f"),
-        "p95_s": st.column_config.NumberColumn("p95 s", format="%.2f"),
-    })
+    ui.table(per_job, key="per_job", pin="job")
     if not per_job.empty:
         st.subheader("Duration p95 by job")
         top = per_job.nlargest(30, "p95_s")
@@ -85,15 +80,14 @@ def body() -> None:
         if ov.queues.empty:
             st.caption("No queues yet: the scheduler reports them while it runs.")
         else:
-            st.dataframe(ov.queues, hide_index=True, width="stretch")
+            ui.table(ov.queues)
     with c2:
         st.subheader("Alerts firing")
         if ov.alerts_firing.empty:
             st.caption("No alert is firing.")
         else:
-            st.dataframe(ov.alerts_firing[["rule", "job", "metric", "last_value",
-                                           "threshold", "firing_since", "undelivered"]],
-                         hide_index=True, width="stretch")
+            ui.table(ov.alerts_firing[["rule", "job", "metric", "last_value", "threshold",
+                                       "firing_since", "undelivered"]])
     st.caption(f"Queries took {sum(ov.timings.values()) * 1000:.0f} ms · refreshed "
                f"{ui.when(ov.window.until)}"
                + (" · over windows longer than 24 h the counts are exact and the "

@@ -27,17 +27,15 @@ def body() -> None:
             st.bar_chart(queues, x="stage", y="depth")
         else:
             st.caption("Every queue is empty.")
-        st.dataframe(queues, hide_index=True, width="stretch", key="stages")
+        ui.table(queues, key="stages")
     st.subheader("Sheet outbox (pending writes per tab)")
-    st.dataframe([{"tab": k, "pending": v} for k, v in sorted(outbox.by_tab.items())],
-                 hide_index=True, width="stretch", key="outbox")
+    ui.table([{"tab": k, "pending": v} for k, v in sorted(outbox.by_tab.items())],
+             key="outbox")
     st.subheader("Running now")
-    st.dataframe(ui.epoch_columns(running, "started_at"), hide_index=True, width="stretch",
-                 key="running")
+    ui.table(ui.epoch_columns(running, "started_at"), key="running")
     st.subheader("Run now requests")
-    st.dataframe(ui.epoch_columns(q.run_requests(store, limit=100), "created_at",
-                                  "claimed_at"), hide_index=True, width="stretch",
-                 key="requests")
+    ui.table(ui.epoch_columns(q.run_requests(store, limit=100), "created_at", "claimed_at"),
+             key="requests")
 
 
 ui.auto_refresh(filters, body)

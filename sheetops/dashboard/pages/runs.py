@@ -19,8 +19,7 @@ def body() -> None:
     runs = q.runs_list(store, filters.window_s, jobs=filters.jobs, statuses=filters.statuses,
                        limit=limit)
     st.caption(f"{len(runs):,} most recent runs in the last {filters.window_label}")
-    st.dataframe(runs, hide_index=True, width="stretch", column_config={
-        "duration_s": st.column_config.NumberColumn("duration s", format="%.2f")})
+    ui.table(runs, key="runs", pin="id", first=ui.RUN_COLUMNS)
 
 
 ui.auto_refresh(filters, body)
