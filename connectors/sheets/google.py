@@ -273,7 +273,8 @@ class GoogleSheet:
             return None
         meta = self._call(self.http.fetch_sheet_metadata, self.key, params={
             "ranges": f"{_quoted(found.title)}!1:2",
-            "fields": "sheets(data(rowData(values(formattedValue,dataValidation))))"})
+            "fields": "sheets.data.rowData.values.formattedValue,"
+                      "sheets.data.rowData.values.dataValidation"})
         rows = [r.get("values", []) for s in meta.get("sheets", [])
                 for d in s.get("data", []) for r in d.get("rowData", [])]
         if len(rows) < 2:
