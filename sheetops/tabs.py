@@ -38,17 +38,18 @@ CONFIG_TABS = (JOBS, RATE_LIMITS, TEMPLATES, SETTINGS, ALERTS)
 SYSTEM_TABS = (STATUS, RUNS, ERRORS, VALIDATION)
 
 JOB_COLUMNS: tuple[ColumnSpec, ...] = (
-    C("job", "Unique id of the job, e.g. nightly-crm-sync. Letters, digits, - _ ."),
+    C("job", "Unique id of the job, e.g. nightly-crm-sync. Letters, digits, - _ .",
+      width=22),
     C("automation", "Name of a registered automation (pick from the list). Never an "
-                    "import path."),
+                    "import path.", width=16),
     C("schedule", "When it runs: 5-field cron (0 6 * * 1-5), every 10m / every 30s / "
-                  "every 2h, @hourly, @daily, or manual."),
+                  "every 2h, @hourly, @daily, or manual.", width=14),
     C("timezone", "IANA timezone for the schedule, e.g. Europe/Berlin. Empty: Settings "
-                  "timezone."),
+                  "timezone.", width=16),
     C("enabled", f"TRUE to run it, FALSE to pause it ({_BOOLEAN_HINT}).",
       choices=BOOLEAN_CHOICES),
     C("params", 'JSON object handed to the automation, e.g. {"url": "https://..."}. '
-                'Secrets by name only: "secret:SMTP_PASSWORD".'),
+                'Secrets by name only: "secret:SMTP_PASSWORD".', width=40),
     C("rate_limit", "Name of a row in RateLimits that throttles this job (optional)."),
     C("template", "Name of a row in Templates the automation renders (optional)."),
     C("max_attempts", "Attempts before the run fails (default 3). 1 = no retry."),
@@ -59,7 +60,7 @@ JOB_COLUMNS: tuple[ColumnSpec, ...] = (
     C("catch_up", "After sheetops was down: skip missed runs, run once, or run all "
                   "(default once).", choices=("skip", "once", "all")),
     C("owner", "Who to ask about this job (free text)."),
-    C("notes", "Anything else (free text, ignored by sheetops)."),
+    C("notes", "Anything else (free text, ignored by sheetops).", width=40),
 )
 
 RATE_LIMIT_COLUMNS = (
@@ -71,14 +72,15 @@ RATE_LIMIT_COLUMNS = (
 
 TEMPLATE_COLUMNS = (
     C("name", "Name jobs use in their template column."),
-    C("subject", "Subject line (Jinja2), e.g. Report for {{ customer }}."),
-    C("body", "Body text (Jinja2, sandboxed): {{ name }}, {% for x in items %}…"),
+    C("subject", "Subject line (Jinja2), e.g. Report for {{ customer }}.", width=30),
+    C("body", "Body text (Jinja2, sandboxed): {{ name }}, {% for x in items %}…",
+      width=50),
     C("format", "text or html (default text).", choices=("text", "html")),
 )
 
 SETTINGS_COLUMNS = (
-    C("key", "A setting name; see config_sheets/README.md for the list."),
-    C("value", "Its value."),
+    C("key", "A setting name; see config_sheets/README.md for the list.", width=24),
+    C("value", "Its value.", width=16),
 )
 
 ALERT_COLUMNS = (
@@ -92,7 +94,7 @@ ALERT_COLUMNS = (
                    "0.5 = 50%)."),
     C("window", "Time window the metric looks at, e.g. 15m, 1h, 1d (default 1h)."),
     C("channel", "Where to send it: email:ops@example.com, slack:NAME or webhook:NAME "
-                 "(URL from env SHEETOPS_WEBHOOK_NAME)."),
+                 "(URL from env SHEETOPS_WEBHOOK_NAME).", width=24),
     C("enabled", f"TRUE to evaluate this rule, FALSE to pause it ({_BOOLEAN_HINT}).",
       choices=BOOLEAN_CHOICES),
 )
@@ -145,8 +147,8 @@ ERROR_COLUMNS = (
 VALIDATION_COLUMNS = (
     C("tab", "Tab with the problem."),
     C("cell", "Cell address (A1)."),
-    C("value", "What the cell holds."),
-    C("problem", "What is wrong and how to fix it."),
+    C("value", "What the cell holds.", width=30),
+    C("problem", "What is wrong and how to fix it.", width=60),
     C("severity", "error (row skipped) or warning (row used)."),
 )
 
