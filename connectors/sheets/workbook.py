@@ -82,9 +82,9 @@ class WorkbookSheet:
         self._lock = threading.Lock()
         self._cache_key: tuple[int, int] | None = None
         self._cache: dict[str, list[list[str]]] = {}
-        # (tab, column) -> (file stamp, choices) last found current, so a refresh that
-        # changed nothing costs no look inside the file
-        self._choices_seen: dict[tuple[str, str], tuple[tuple[int, int], tuple[str, ...]]] = {}
+        # (tab, column) -> (CRCs of the tab and the list tab, choices) last found current,
+        # so a refresh where neither changed costs only a look at the zip's directory
+        self._choices_seen: dict[tuple[str, str], tuple[object, tuple[str, ...]]] = {}
 
     @classmethod
     def matches(cls, location: str) -> bool:
@@ -155,14 +155,12 @@ class WorkbookSheet:
         """
         choices = tuple(choices)
         key = (tab, column)
-        try:
-            stamp = self._stamp()
-        except FileNotFoundError:
-            return False
-        if not choices or self._choices_seen.get(key) == (stamp, choices):
-            return False
         title = f"Invalid {column}"
         try:
+            stamp = self._stamp()
+            seen = xlsx_parts.fingerprint(str(self.path), (tab, LISTS_TAB))
+            if not choices or self._choices_seen.get(key) == (seen, choices):
+                return False
             formula = xlsx_parts.list_formula(xlsx_parts.read_part(str(self.path), tab), title)
             plan = self._choices_plan(formula, tab, column, choices) if formula else None
         except (xlsx_parts.PartsUnsupported, OSError, zipfile.BadZipFile, KeyError,
@@ -170,7 +168,7 @@ class WorkbookSheet:
             log.debug("dropdown %s.%s of %s not checked: %s", tab, column, self.path, exc)
             return False
         if plan is None:
-            self._choices_seen[key] = (stamp, choices)
+            self._choices_seen[key] = (seen, choices)
             return False
         new_formula, writes = plan
         with self._lock:
@@ -180,7 +178,8 @@ class WorkbookSheet:
                 hidden=(LISTS_TAB,)), stamp)
             SHEET_REQUESTS.labels("write").inc()
         if saved:  # else someone saved meanwhile: the next refresh looks again
-            self._choices_seen[key] = (self._stamp(), choices)
+            self._choices_seen[key] = (
+                xlsx_parts.fingerprint(str(self.path), (tab, LISTS_TAB)), choices)
             log.info("the %s dropdown on %s now offers: %s", column, tab, ", ".join(choices))
         return saved
 

@@ -144,6 +144,15 @@ def _add_hidden_sheet(files: dict[str, bytes], name: str) -> str:
     return part
 
 
+def fingerprint(source: str, names: Sequence[str]) -> tuple[int | None, ...]:
+    """The CRCs of the named tabs' worksheet parts (None for a missing tab): they stay
+    the same while the status tabs are rewritten, since every other part is copied."""
+    with zipfile.ZipFile(source) as src:
+        parts = sheet_parts(src)
+        known = {info.filename: info.CRC for info in src.infolist()}
+        return tuple(known.get(parts.get(name, "")) for name in names)
+
+
 def read_part(source: str, tab: str) -> str:
     """The worksheet XML of ``tab`` (PartsUnsupported if the file has no such tab)."""
     with zipfile.ZipFile(source) as src:
