@@ -12,6 +12,9 @@ or rows:
 * :meth:`GoogleSheet.write_batch`: one ``values:batchUpdate`` (RAW, so ``=SUM(A1)``
   stays text), preceded by one structural ``batchUpdate`` only when a tab must be
   created or its grid grown;
+* :meth:`GoogleSheet.keep_choices`: one read of the Jobs tab's first two rows, once per
+  process; a changed dropdown list is a ``setDataValidation`` in the next write's
+  structural ``batchUpdate`` (an unchanged one costs nothing);
 * :meth:`GoogleSheet.ensure_tabs`: one metadata read, one structural ``batchUpdate``
   (new tabs with frozen header, header notes, dropdown and checkbox validation) and
   one ``values:batchUpdate`` (headers and examples); existing tabs are not touched.
