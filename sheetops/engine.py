@@ -52,6 +52,7 @@ def init_sheet(sheet: SheetBackend, examples: bool = True) -> InitReport:
 def validate_sheet(sheet: SheetBackend) -> Snapshot:
     """Parse the config and write its problems to the Validation tab (one write)."""
     snapshot = read_config(sheet)
+    tabs.keep_dropdowns(sheet)  # e.g. a newly registered automation joins its dropdown
     sheet.write_batch([with_clearing(tabs.VALIDATION, validation_rows(snapshot.problems),
                                      snapshot.validation_rows)])
     return snapshot
@@ -126,6 +127,7 @@ class Engine:
             self.scheduler.snapshot = snapshot
             return snapshot
         report = self.scheduler.apply(snapshot)
+        tabs.keep_dropdowns(self.sheet)  # a write only when the registry changed
         if report.changed or report.caught_up:
             self.store.add_config_events(report.events())
             self.store.record(Batch(outbox=[(tabs.STATUS, "")]))

@@ -7,12 +7,22 @@ type and give an example.
 
 from __future__ import annotations
 
-from sheetops.connectors.sheets.base import ColumnSpec, TabSpec
+import logging
+
+from sheetops.connectors.sheets.base import ColumnSpec, SheetBackend, TabSpec
+
+log = logging.getLogger("sheetops.sheets")
 
 C = ColumnSpec
 # Conditional formats of a run's state: green ok, red failed/invalid, amber timeout.
 STATE_COLOURS = (("ok", "C6EFCE"), ("failed", "FFC7CE"), ("timeout", "FFEB9C"),
                  ("invalid", "FFC7CE"))
+# What an `enabled` cell accepts: its dropdown offers these, its note names them, and
+# the parser reads them (case-insensitively) as on / off.
+TRUE_WORDS = ("TRUE", "yes", "1")
+FALSE_WORDS = ("FALSE", "no", "0")
+BOOLEAN_CHOICES = tuple(w for pair in zip(TRUE_WORDS, FALSE_WORDS, strict=True) for w in pair)
+_BOOLEAN_HINT = "yes/no and 1/0 work too"
 
 JOBS = "Jobs"
 RATE_LIMITS = "RateLimits"
@@ -28,17 +38,18 @@ CONFIG_TABS = (JOBS, RATE_LIMITS, TEMPLATES, SETTINGS, ALERTS)
 SYSTEM_TABS = (STATUS, RUNS, ERRORS, VALIDATION)
 
 JOB_COLUMNS: tuple[ColumnSpec, ...] = (
-    C("job", "Unique id of the job, e.g. nightly-crm-sync. Letters, digits, - _ ."),
+    C("job", "Unique id of the job, e.g. nightly-crm-sync. Letters, digits, - _ .",
+      width=22),
     C("automation", "Name of a registered automation (pick from the list). Never an "
-                    "import path."),
+                    "import path.", width=16),
     C("schedule", "When it runs: 5-field cron (0 6 * * 1-5), every 10m / every 30s / "
-                  "every 2h, @hourly, @daily, or manual."),
+                  "every 2h, @hourly, @daily, or manual.", width=14),
     C("timezone", "IANA timezone for the schedule, e.g. Europe/Berlin. Empty: Settings "
-                  "timezone."),
-    C("enabled", "TRUE to run it, FALSE to pause it (yes/no and 1/0 work too).",
-      checkbox=True),
+                  "timezone.", width=16),
+    C("enabled", f"TRUE to run it, FALSE to pause it ({_BOOLEAN_HINT}).",
+      choices=BOOLEAN_CHOICES),
     C("params", 'JSON object handed to the automation, e.g. {"url": "https://..."}. '
-                'Secrets by name only: "secret:SMTP_PASSWORD".'),
+                'Secrets by name only: "secret:SMTP_PASSWORD".', width=40),
     C("rate_limit", "Name of a row in RateLimits that throttles this job (optional)."),
     C("template", "Name of a row in Templates the automation renders (optional)."),
     C("max_attempts", "Attempts before the run fails (default 3). 1 = no retry."),
@@ -49,7 +60,7 @@ JOB_COLUMNS: tuple[ColumnSpec, ...] = (
     C("catch_up", "After sheetops was down: skip missed runs, run once, or run all "
                   "(default once).", choices=("skip", "once", "all")),
     C("owner", "Who to ask about this job (free text)."),
-    C("notes", "Anything else (free text, ignored by sheetops)."),
+    C("notes", "Anything else (free text, ignored by sheetops).", width=40),
 )
 
 RATE_LIMIT_COLUMNS = (
@@ -61,14 +72,15 @@ RATE_LIMIT_COLUMNS = (
 
 TEMPLATE_COLUMNS = (
     C("name", "Name jobs use in their template column."),
-    C("subject", "Subject line (Jinja2), e.g. Report for {{ customer }}."),
-    C("body", "Body text (Jinja2, sandboxed): {{ name }}, {% for x in items %}…"),
+    C("subject", "Subject line (Jinja2), e.g. Report for {{ customer }}.", width=30),
+    C("body", "Body text (Jinja2, sandboxed): {{ name }}, {% for x in items %}…",
+      width=50),
     C("format", "text or html (default text).", choices=("text", "html")),
 )
 
 SETTINGS_COLUMNS = (
-    C("key", "A setting name; see config_sheets/README.md for the list."),
-    C("value", "Its value."),
+    C("key", "A setting name; see config_sheets/README.md for the list.", width=24),
+    C("value", "Its value.", width=16),
 )
 
 ALERT_COLUMNS = (
@@ -82,8 +94,9 @@ ALERT_COLUMNS = (
                    "0.5 = 50%)."),
     C("window", "Time window the metric looks at, e.g. 15m, 1h, 1d (default 1h)."),
     C("channel", "Where to send it: email:ops@example.com, slack:NAME or webhook:NAME "
-                 "(URL from env SHEETOPS_WEBHOOK_NAME)."),
-    C("enabled", "TRUE to evaluate this rule.", checkbox=True),
+                 "(URL from env SHEETOPS_WEBHOOK_NAME).", width=24),
+    C("enabled", f"TRUE to evaluate this rule, FALSE to pause it ({_BOOLEAN_HINT}).",
+      choices=BOOLEAN_CHOICES),
 )
 
 STATUS_COLUMNS = (
@@ -134,8 +147,8 @@ ERROR_COLUMNS = (
 VALIDATION_COLUMNS = (
     C("tab", "Tab with the problem."),
     C("cell", "Cell address (A1)."),
-    C("value", "What the cell holds."),
-    C("problem", "What is wrong and how to fix it."),
+    C("value", "What the cell holds.", width=30),
+    C("problem", "What is wrong and how to fix it.", width=60),
     C("severity", "error (row skipped) or warning (row used)."),
 )
 
@@ -162,11 +175,32 @@ def _automation_names() -> tuple[str, ...]:
     return tuple(sorted(registry.names()))
 
 
+def live_dropdowns() -> dict[tuple[str, str], tuple[str, ...]]:
+    """Dropdowns whose list comes from the deployment rather than from this file:
+    (tab, column) -> choices. ``validate`` and ``run`` keep the sheet's copy current."""
+    return {(JOBS, "automation"): _automation_names()}
+
+
+def keep_dropdowns(sheet: SheetBackend) -> None:
+    """Bring the sheet's live dropdowns up to date with the registry (a newly registered
+    automation can be picked and typed). Backends write only when a list changed; a
+    failure is logged and never stops the caller's refresh or validation."""
+    keep = getattr(sheet, "keep_choices", None)
+    if keep is None:
+        return
+    for (tab, column), choices in live_dropdowns().items():
+        try:
+            keep(tab, column, choices)
+        except Exception as exc:
+            log.warning("could not update the %s dropdown on %s of %s: %s", column, tab,
+                        sheet.location, exc)
+
+
 def config_tab_specs(examples: bool = True) -> list[TabSpec]:
     """Specs of every tab, with the automation dropdown filled from the registry."""
-    names = _automation_names()
+    live = live_dropdowns()
     jobs_cols = tuple(
-        ColumnSpec(c.name, c.note, names) if c.name == "automation" else c
+        ColumnSpec(c.name, c.note, live[(JOBS, c.name)]) if (JOBS, c.name) in live else c
         for c in JOB_COLUMNS)
     ex = examples
     return [

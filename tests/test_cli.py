@@ -106,7 +106,7 @@ def test_init_creates_every_tab_with_notes_dropdowns_and_examples(tmp_path):
     automation_list = lists[f"{header['automation']}2:{header['automation']}5000"]
     for name in ("heartbeat", "http_get", "send_email", "t_probe"):  # t_probe: env module
         assert name in automation_list
-    assert lists[f"{header['enabled']}2:{header['enabled']}5000"] == '"TRUE,FALSE"'
+    assert lists[f"{header['enabled']}2:{header['enabled']}5000"] == '"TRUE,FALSE,yes,no,1,0"'
     assert jobs.max_row >= 2  # example rows
     # the example config is valid as created
     assert cli("validate", "--sheet", "ops.xlsx", cwd=tmp_path).returncode == 0

@@ -103,7 +103,7 @@ def test_init_validate_run_job_and_run(emulator_env: SheetsEmulator, google_shee
     assert emulator_env.values(key, "Alerts")[0] == header
     assert alerts.cells[(0, 0)].get("n"), "header cells carry notes"
     kinds = {rule["condition"]["type"] for _b, rule in alerts.validations if rule}
-    assert kinds == {"ONE_OF_LIST", "BOOLEAN"}  # metric dropdown, enabled checkbox
+    assert kinds == {"ONE_OF_LIST"}  # metric and enabled (TRUE/FALSE/yes/no/1/0) dropdowns
     assert model.sheet_named("Runs").frozen_rows == 1
 
     # init again: nothing to do, nothing touched (alongside a first validate)

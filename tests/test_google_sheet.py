@@ -249,3 +249,91 @@ def test_client_side_rate_limit_waits(emulator_env: SheetsEmulator,
                         lambda *a, **k: bool(waits))
     sheet.read_tabs(["Sheet1"])
     assert len(waits) == 1 and 0 < waits[0] <= 60
+
+
+def _dropdown(emulator_env: SheetsEmulator, key: str, tab: str, column: str) -> list[str]:
+    """What the dropdown under ``column`` (row 2) offers on the emulated sheet."""
+    sheet = emulator_env.spreadsheet(key).sheet_named(tab)
+    header = emulator_env.values(key, tab)[0]
+    rule = sheet.validation_at(1, header.index(column))
+    assert rule is not None and rule["condition"]["type"] == "ONE_OF_LIST", rule
+    return [v["userEnteredValue"] for v in rule["condition"]["values"]]
+
+
+def test_a_changed_automation_list_rides_along_with_the_next_write(
+        emulator_env: SheetsEmulator, google_sheet_url: str) -> None:
+    from sheetops import tabs
+    from sheetops.registry import registry
+
+    registry.discover()
+    key = _key(google_sheet_url)
+    sheet = GoogleSheet.open(google_sheet_url)
+    sheet.ensure_tabs(tabs.config_tab_specs())
+    names = tuple(registry.names())
+    assert _dropdown(emulator_env, key, "Jobs", "automation") == list(names)
+    emulator_env.reset_counts()
+    assert not sheet.keep_choices("Jobs", "automation", names)  # current: nothing to send
+    assert dict(emulator_env.counts) == {"get": 1}  # looked up once (Jobs!1:2)
+    emulator_env.reset_counts()
+    assert not sheet.keep_choices("Jobs", "automation", names)
+    sheet.write_batch([TabWrite("Status", [["a"]], start_row=2)])
+    assert dict(emulator_env.counts) == {"values.batchUpdate": 1}  # a flush: one request
+
+    grown = tuple(sorted((*names, "crm_sync")))
+    emulator_env.reset_counts()
+    assert sheet.keep_choices("Jobs", "automation", grown)
+    assert not sheet.keep_choices("Jobs", "automation", grown)  # queued once
+    assert dict(emulator_env.counts) == {}  # nothing sent until the next write
+    sheet.write_batch([TabWrite("Status", [["b"]], start_row=2)])
+    assert dict(emulator_env.counts) == {"batchUpdate": 1, "values.batchUpdate": 1}
+    assert _dropdown(emulator_env, key, "Jobs", "automation") == list(grown)
+    assert emulator_env.values(key, "Status")[1] == ["b"]  # and the flush's values landed
+    emulator_env.reset_counts()
+    sheet.write_batch([TabWrite("Status", [["c"]], start_row=2)])
+    assert dict(emulator_env.counts) == {"values.batchUpdate": 1}  # sent once
+
+
+def test_enabled_is_a_dropdown_of_what_its_note_says(emulator_env: SheetsEmulator,
+                                                     google_sheet_url: str) -> None:
+    from sheetops import tabs
+    from sheetops.registry import registry
+
+    registry.discover()
+    key = _key(google_sheet_url)
+    sheet = GoogleSheet.open(google_sheet_url)
+    sheet.ensure_tabs(tabs.config_tab_specs())
+    for tab in ("Jobs", "Alerts"):
+        assert _dropdown(emulator_env, key, tab, "enabled") == [
+            "TRUE", "FALSE", "yes", "no", "1", "0"]
+        header = emulator_env.values(key, tab)[0]
+        note = emulator_env.spreadsheet(key).sheet_named(tab).cells[
+            (0, header.index("enabled"))]["n"]
+        assert "yes/no and 1/0" in note
+    # examples are real booleans (RAW), shown TRUE/FALSE, never 1/0
+    jobs = emulator_env.spreadsheet(key).sheet_named("Jobs")
+    header = emulator_env.values(key, "Jobs")[0]
+    assert [jobs.cells[(r, header.index("enabled"))]["v"] for r in (1, 2)] == [True, False]
+    assert [row[header.index("enabled")] for row in emulator_env.values(key, "Jobs")[1:]] == [
+        "TRUE", "FALSE"]
+
+
+def test_validate_offers_a_newly_registered_automation_on_google(
+        emulator_env: SheetsEmulator, google_sheet_url: str, tmp_path: Path) -> None:
+    from conftest import TESTS_DIR
+    from test_cli_google import base_env, cli
+
+    key = _key(google_sheet_url)
+    env = base_env(tmp_path) | {"SHEETOPS_AUTOMATIONS": ""}
+    assert cli("init", "--sheet", google_sheet_url, env=env, cwd=tmp_path).returncode == 0
+    assert "t_probe" not in _dropdown(emulator_env, key, "Jobs", "automation")
+    env |= {"SHEETOPS_AUTOMATIONS": "automations_for_tests", "PYTHONPATH": str(TESTS_DIR)}
+    emulator_env.reset_counts()
+    result = cli("validate", "--sheet", google_sheet_url, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "t_probe" in _dropdown(emulator_env, key, "Jobs", "automation")
+    # one look at Jobs!1:2, and the dropdown in the Validation write's structural request
+    assert emulator_env.counts["batchUpdate"] == 1
+    emulator_env.reset_counts()
+    result = cli("validate", "--sheet", google_sheet_url, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "batchUpdate" not in emulator_env.counts  # unchanged list: no structural request

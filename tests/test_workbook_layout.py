@@ -50,3 +50,31 @@ def test_states_are_coloured_and_the_colours_survive_status_flushes(workbook, tm
                    if str(rng.sqref).startswith(f"{letter}2:")}
         assert colours == {"ok": "C6EFCE", "failed": "FFC7CE", "timeout": "FFEB9C",
                            "invalid": "FFC7CE"}, tab
+
+
+def test_booleans_written_to_status_tabs_are_true_false_cells(tmp_path):
+    """A boolean reaches a tab as a real boolean cell formatted TRUE/FALSE (LibreOffice
+    shows an unformatted one as 1/0); the format is added to the file once."""
+    import zipfile
+
+    from sheetops.connectors.sheets import xlsx_parts
+    from sheetops.connectors.sheets.base import TabWrite
+    from sheetops.connectors.sheets.workbook import WorkbookSheet
+
+    from sheetops.engine import init_sheet
+
+    for examples in (False, True):  # without and with booleans (Jobs.enabled) already
+        path = tmp_path / f"ops-{examples}.xlsx"
+        sheet = WorkbookSheet(path)
+        init_sheet(sheet, examples=examples)
+        for _ in range(2):
+            sheet.write_batch([TabWrite("Status", [["a", "ok", True], ["b", "failed", False]],
+                                        start_row=2)])
+        ws = load_workbook(path)["Status"]
+        assert [(c.value, c.number_format) for c in ws["C"][1:3]] == [
+            (True, xlsx_parts.BOOLEAN_FORMAT), (False, xlsx_parts.BOOLEAN_FORMAT)]
+        assert sheet.read_tabs(["Status"])["Status"][1:] == [["a", "ok", "TRUE"],
+                                                              ["b", "failed", "FALSE"]]
+        with zipfile.ZipFile(path) as z:
+            styles = z.read("xl/styles.xml").decode()
+        assert styles.count("&quot;TRUE&quot;;&quot;TRUE&quot;;&quot;FALSE&quot;") == 1

@@ -12,6 +12,9 @@ or rows:
 * :meth:`GoogleSheet.write_batch`: one ``values:batchUpdate`` (RAW, so ``=SUM(A1)``
   stays text), preceded by one structural ``batchUpdate`` only when a tab must be
   created or its grid grown;
+* :meth:`GoogleSheet.keep_choices`: one read of the Jobs tab's first two rows, once per
+  process; a changed dropdown list is a ``setDataValidation`` in the next write's
+  structural ``batchUpdate`` (an unchanged one costs nothing);
 * :meth:`GoogleSheet.ensure_tabs`: one metadata read, one structural ``batchUpdate``
   (new tabs with frozen header, header notes, dropdown and checkbox validation) and
   one ``values:batchUpdate`` (headers and examples); existing tabs are not touched.
@@ -26,6 +29,7 @@ outbox) keeps the writes for later.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import secrets
@@ -46,6 +50,7 @@ from sheetops.errors import SheetError, SheetUnavailable
 from sheetops.settings import get_settings
 
 T = TypeVar("T")
+log = logging.getLogger("sheetops.sheets")
 
 _URL_KEY = re.compile(r"^https?://[^/]+(?:/.*)?/spreadsheets/d/([A-Za-z0-9_-]+)")
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]{20,}$")
@@ -94,6 +99,11 @@ class GoogleSheet:
         self.metadata_ttl_s = metadata_ttl_s
         self._tabs: dict[str, _Tab] = {}
         self._fetched_at = 0.0
+        # dropdowns kept current (keep_choices): what the sheet offers, once looked up,
+        # and the setDataValidation requests that ride along with the next write
+        self._choices: dict[tuple[str, str], tuple[str, ...] | None] = {}
+        self._pending: dict[tuple[str, str], tuple[dict[str, Any], tuple[str, ...]]] = {}
+        self._dropdown_at: dict[tuple[str, str], tuple[int, int]] = {}
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -231,12 +241,76 @@ class GoogleSheet:
             out[name] = [[_as_text(v) for v in row] for row in vr.get("values", [])]
         return out
 
+    # ------------------------------------------------------------------ dropdowns
+    def keep_choices(self, tab: str, column: str, choices: Sequence[str]) -> bool:
+        """Make the dropdown ``init`` put on ``tab``.``column`` offer ``choices``; True
+        when a change was queued.
+
+        The sheet's list is looked up once (one read of the tab's first two rows);
+        after that this costs no request. A changed list becomes one
+        ``setDataValidation`` request sent in the next write's structural
+        ``batchUpdate`` (a flush with nothing else structural gains one request, only
+        then). A column without a list dropdown (an editor removed it) is left alone.
+        """
+        choices = tuple(choices)
+        key = (tab.casefold(), column.casefold())
+        if not choices:
+            return False
+        if key not in self._choices:
+            self._choices[key] = self._look_up_choices(tab, column)
+        pending = self._pending.get(key)
+        if self._choices[key] is None or (pending[1] if pending else self._choices[key]
+                                          ) == choices:
+            return False
+        request = self._dropdown_request(tab, column, choices)
+        if request is None:
+            return False
+        self._pending[key] = (request, choices)
+        return True
+
+    def _look_up_choices(self, tab: str, column: str) -> tuple[str, ...] | None:
+        """The values of the ONE_OF_LIST dropdown under the ``column`` header (row 2),
+        None when there is none; remembers the column for the request."""
+        found = self._tab(tab)
+        if found is None:
+            return None
+        meta = self._call(self.http.fetch_sheet_metadata, self.key, params={
+            "ranges": f"{_quoted(found.title)}!1:2",
+            "fields": "sheets.data.rowData.values.formattedValue,"
+                      "sheets.data.rowData.values.dataValidation"})
+        rows = [r.get("values", []) for s in meta.get("sheets", [])
+                for d in s.get("data", []) for r in d.get("rowData", [])]
+        if len(rows) < 2:
+            return None
+        headers = [str(v.get("formattedValue", "")).strip().casefold() for v in rows[0]]
+        if column.casefold() not in headers:
+            return None
+        index = headers.index(column.casefold())
+        rule = rows[1][index].get("dataValidation", {}) if index < len(rows[1]) else {}
+        condition = rule.get("condition", {})
+        if condition.get("type") != "ONE_OF_LIST":
+            return None
+        self._dropdown_at[(tab.casefold(), column.casefold())] = (found.sheet_id, index)
+        return tuple(str(v.get("userEnteredValue", "")) for v in condition.get("values", []))
+
+    def _dropdown_request(self, tab: str, column: str,
+                          choices: tuple[str, ...]) -> dict[str, Any] | None:
+        where = self._dropdown_at.get((tab.casefold(), column.casefold()))
+        if where is None:
+            return None
+        sheet_id, index = where
+        return {"setDataValidation": {
+            "range": {"sheetId": sheet_id, "startRowIndex": 1, "startColumnIndex": index,
+                      "endColumnIndex": index + 1},
+            "rule": _validation_rule(choices, False)}}
+
     # ------------------------------------------------------------------ writing
     def write_batch(self, writes: Sequence[TabWrite]) -> None:
         """All writes in one ``values:batchUpdate`` (RAW), after at most one structural
-        ``batchUpdate`` that creates missing tabs and grows grids. If Google rejects
-        the writes because the cached metadata was stale, it is re-read and the
-        writes are tried once more."""
+        ``batchUpdate`` that creates missing tabs, grows grids and updates dropdowns
+        (:meth:`keep_choices`). If Google rejects the writes because the cached
+        metadata was stale, it is re-read and the writes are tried once more (without
+        the dropdown updates, which must never hold the status tabs back)."""
         writes = [w for w in writes if w.rows]
         if not writes:
             return
@@ -245,6 +319,12 @@ class GoogleSheet:
         except SheetError as e:
             if isinstance(e, SheetUnavailable):
                 raise
+            if self._pending:
+                log.warning("Google refused a dropdown update of %s (%s); the status "
+                            "write goes on without it", self.location, e)
+                for key in self._pending:
+                    self._choices[key] = None  # do not try again in this process
+                self._pending.clear()
             self.refresh_metadata()
             self._write(writes)
 
@@ -256,7 +336,8 @@ class GoogleSheet:
             folded = w.tab.casefold()
             title, rows, cols = need.get(folded, (w.tab, 0, 0))
             need[folded] = (title, max(rows, w.start_row - 1 + len(padded)), max(cols, width))
-        requests_: list[dict[str, Any]] = []
+        requests_: list[dict[str, Any]] = [request for request, _ in self._pending.values()]
+        sent = dict(self._pending)
         created: list[_Tab] = []
         grown: list[_Tab] = []
         for title, rows, cols in need.values():
@@ -281,6 +362,11 @@ class GoogleSheet:
             self._call(self.http.batch_update, self.key, {"requests": requests_})
             for tab in created + grown:
                 self._remember(tab)
+            for key, (_, choices) in sent.items():
+                self._choices[key] = choices
+                self._pending.pop(key, None)
+                log.info("the %s dropdown on %s now offers: %s", key[1], key[0],
+                         ", ".join(choices))
         data = []
         for w in writes:
             tab = self._tab(w.tab)

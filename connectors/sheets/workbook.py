@@ -14,6 +14,7 @@ frozen panes, but not formula values, charts or images. Strings are stored as te
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import re
 import tempfile
@@ -28,7 +29,7 @@ from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.comments import Comment
 from openpyxl.formatting.rule import CellIsRule
 from openpyxl.styles import Font, PatternFill
-from openpyxl.utils import get_column_letter, quote_sheetname
+from openpyxl.utils import column_index_from_string, get_column_letter, quote_sheetname
 from openpyxl.worksheet.datavalidation import DataValidation
 from python_calamine import CalamineWorkbook
 from sheetops.connectors.sheets import xlsx_parts
@@ -38,7 +39,10 @@ from sheetops.connectors.sheets.error_cells import overlay_error_cells
 from sheetops.errors import SheetError
 from sheetops.metrics import SHEET_REQUESTS
 
+log = logging.getLogger("sheetops.sheets")
 LISTS_TAB = "_lists"
+_INLINE_MAX = 250  # Excel refuses inline lists over 255 characters
+_LIST_RANGE = re.compile(r"^'?(.+?)'?!\$?([A-Z]+)\$?(\d+):\$?([A-Z]+)\$?(\d+)$")
 _HEADER_FILL = PatternFill("solid", fgColor="DDE7F0")
 _SYSTEM_FILL = PatternFill("solid", fgColor="EEEEEE")
 
@@ -78,6 +82,9 @@ class WorkbookSheet:
         self._lock = threading.Lock()
         self._cache_key: tuple[int, int] | None = None
         self._cache: dict[str, list[list[str]]] = {}
+        # (tab, column) -> (CRCs of the tab and the list tab, choices) last found current,
+        # so a refresh where neither changed costs only a look at the zip's directory
+        self._choices_seen: dict[tuple[str, str], tuple[object, tuple[str, ...]]] = {}
 
     @classmethod
     def matches(cls, location: str) -> bool:
@@ -136,6 +143,84 @@ class WorkbookSheet:
                     return
             raise SheetError(f"{self.path} kept changing while sheetops wrote to it; "
                              "will retry at the next flush")
+
+    def keep_choices(self, tab: str, column: str, choices: Sequence[str]) -> bool:
+        """Make the dropdown ``init`` put on ``tab``.``column`` offer ``choices``; True
+        when the file was written (only when the list differed).
+
+        Only that validation's formula (and, for a long list, the hidden ``_lists`` tab
+        holding it) changes; every other part of the file is copied byte for byte, so
+        an editor's formatting of the Jobs tab survives. A tab without that dropdown
+        (removed by an editor, or a file from elsewhere) is left alone.
+        """
+        choices = tuple(choices)
+        key = (tab, column)
+        title = f"Invalid {column}"
+        try:
+            stamp = self._stamp()
+            seen = xlsx_parts.fingerprint(str(self.path), (tab, LISTS_TAB))
+            if not choices or self._choices_seen.get(key) == (seen, choices):
+                return False
+            formula = xlsx_parts.list_formula(xlsx_parts.read_part(str(self.path), tab), title)
+            plan = self._choices_plan(formula, tab, column, choices) if formula else None
+        except (xlsx_parts.PartsUnsupported, OSError, zipfile.BadZipFile, KeyError,
+                ElementTree.ParseError, SheetError) as exc:
+            log.debug("dropdown %s.%s of %s not checked: %s", tab, column, self.path, exc)
+            return False
+        if plan is None:
+            self._choices_seen[key] = (seen, choices)
+            return False
+        new_formula, writes = plan
+        with self._lock:
+            self.check_writable()
+            saved = self._save_if_unchanged(lambda tmp: xlsx_parts.write_tabs(
+                str(self.path), tmp, writes, {tab: (title, new_formula)},
+                hidden=(LISTS_TAB,)), stamp)
+            SHEET_REQUESTS.labels("write").inc()
+        if saved:  # else someone saved meanwhile: the next refresh looks again
+            self._choices_seen[key] = (
+                xlsx_parts.fingerprint(str(self.path), (tab, LISTS_TAB)), choices)
+            log.info("the %s dropdown on %s now offers: %s", column, tab, ", ".join(choices))
+        return saved
+
+    def _choices_plan(self, formula: str, tab: str, column: str, choices: tuple[str, ...]
+                      ) -> tuple[str, list[TabWrite]] | None:
+        """(new formula, writes to the list tab) that make the dropdown offer ``choices``;
+        None when it already does."""
+        inline = ",".join(choices)
+        fits = len(inline) <= _INLINE_MAX and not re.search(r'[",]', "".join(choices))
+        if formula.startswith('"'):
+            current = tuple(c for c in formula.strip('"').split(",") if c)
+            if current == choices:
+                return None
+            if fits:
+                return f'"{inline}"', []
+            lists, col = self.read_tabs([LISTS_TAB]).get(LISTS_TAB), None
+        else:
+            where = _LIST_RANGE.match(formula)
+            if where is None or where.group(2) != where.group(4):
+                raise xlsx_parts.PartsUnsupported(f"list formula {formula!r}")
+            lists = self.read_tabs([where.group(1)]).get(where.group(1))
+            if lists is None or where.group(1) != LISTS_TAB:
+                raise xlsx_parts.PartsUnsupported(f"list tab {where.group(1)!r}")
+            col = column_index_from_string(where.group(2)) - 1
+            first, last = int(where.group(3)), int(where.group(5))
+            current = tuple(r[col] if col < len(r) else "" for r in lists[first - 1:last])
+            if current == choices:
+                return None
+        lists = lists or []  # too long to be inline: the list moves to a hidden tab
+        width = max([len(r) for r in lists] or [0])
+        if col is None:
+            col = width
+            width += 1
+        rows = [list(r) + [""] * (width - len(r)) for r in lists]
+        rows += [[""] * width for _ in range(len(choices) + 1 - len(rows))]
+        rows[0][col] = f"{tab}.{column}"
+        for r, row in enumerate(rows[1:]):
+            row[col] = choices[r] if r < len(choices) else ""
+        letter = get_column_letter(col + 1)
+        return (f"{quote_sheetname(LISTS_TAB)}!${letter}$2:${letter}${len(choices) + 1}",
+                [TabWrite(LISTS_TAB, rows, width=width)])
 
     def check_writable(self) -> None:
         """Refuse a file the user made read-only rather than replace it by rename."""
@@ -230,6 +315,8 @@ def _set_raw(cell, value: CellValue) -> None:
         cell.data_type = "s"  # never a formula, even when it starts with '='
     else:
         cell.value = value
+        if isinstance(value, bool):  # LibreOffice shows an unformatted boolean as 1/0
+            cell.number_format = xlsx_parts.BOOLEAN_FORMAT
 
 
 def _create_tab(wb: Workbook, spec: TabSpec) -> None:

@@ -32,8 +32,9 @@ from sheetops.config.schedule import ScheduleError, parse_schedule
 from sheetops.ratelimit import RateLimitSpec, parse_rate
 from sheetops.templates import TemplateSpec, syntax_problem
 
-_TRUE = {"true", "yes", "y", "1", "on", "x", "✓"}
-_FALSE = {"false", "no", "n", "0", "off", ""}
+# the words the `enabled` dropdown offers, plus a few older spellings still read
+_TRUE = {w.lower() for w in tabs.TRUE_WORDS} | {"y", "on", "x", "✓"}
+_FALSE = {w.lower() for w in tabs.FALSE_WORDS} | {"n", "off", ""}
 _JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)?$")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -126,7 +127,8 @@ class _Row:
             return True
         if text in _FALSE:
             return False
-        self.error(name, f"{name} must be TRUE or FALSE (yes/no, 1/0), got {text!r}")
+        others = ", ".join(tabs.BOOLEAN_CHOICES[2:])
+        self.error(name, f"{name} must be TRUE or FALSE (or {others}), got {text!r}")
         return None
 
 
