@@ -1,0 +1,12 @@
+"""Alembic's environment: always given an open connection by :mod:`sheetops.store.migrate`
+(``config.attributes["connection"]``); no alembic.ini, no URL of its own."""
+
+from __future__ import annotations
+
+from alembic import context
+
+connection = context.config.attributes["connection"]
+context.configure(connection=connection, render_as_batch=True,
+                  transaction_per_migration=False)
+with context.begin_transaction():
+    context.run_migrations()
