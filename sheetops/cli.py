@@ -377,6 +377,33 @@ def emulator(port: int = typer.Option(8085, help="Port on 127.0.0.1."),
                     "choose another --port") from None
 
 
+@app.command()
+def migrate(sheet: str = SheetOption,
+            store: str = typer.Option(None, "--store", help="The store URL (default: "
+                                      "SHEETOPS_STORE_URL, else the SQLite file beside the "
+                                      "workbook).")) -> None:
+    """Create or upgrade the store's schema to this version of sheetops (a second run is a
+    no-op; `run`, `run-job` and `demo` do it on start)."""
+    settings = _prepare()
+    try:
+        from sheetops.store.db import Database, safe_url
+        from sheetops.store.migrate import migrate as upgrade
+
+        url = store or settings.resolved_store_url(sheet)
+        db = Database(url)
+        try:
+            report = upgrade(db)
+        finally:
+            db.dispose()
+    except SheetopsError as exc:
+        raise _fail(str(exc)) from None
+    if report.changed:
+        typer.echo(f"migrated the store at {safe_url(url)} from "
+                   f"{report.before or 'no revision'} to revision {report.after}")
+    else:
+        typer.echo(f"the store at {safe_url(url)} is up to date (revision {report.after})")
+
+
 @app.command("automations")
 def list_automations() -> None:
     """List the registered automations (what the Jobs tab's automation column accepts)."""

@@ -30,7 +30,6 @@ from sheetops.runner import Runner
 from sheetops.scheduler import Scheduler
 from sheetops.status import StatusWriter, validation_rows, with_clearing
 from sheetops.store import Batch, Store
-from sheetops.store.rollups import refresh_rollups
 
 T = TypeVar("T")
 log = logging.getLogger("sheetops.engine")
@@ -143,11 +142,7 @@ class Engine:
         return snapshot
 
     def _publish_job_config(self, snapshot: Snapshot) -> None:
-        try:
-            from sheetops.store.rollups import publish_job_config
-        except ImportError:
-            return
-        publish_job_config(self.store, snapshot.jobs)
+        self.store.publish_job_config(snapshot.jobs)
 
     # -- running ----------------------------------------------------------------------
     def start(self) -> None:
@@ -272,7 +267,8 @@ class Engine:
                 if time.time() >= next_prune:  # Settings run_history_days, hourly
                     self.prune_history()
                     next_prune = time.time() + 3600
-                refresh_rollups(self.store)  # the dashboard's hourly/daily run rollups
+                # the dashboard's hourly/daily run rollups: kept here, only read there
+                self.store.rollups.refresh()
             except Exception:
                 log.exception("status loop error; continuing")
 

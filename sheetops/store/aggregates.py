@@ -13,6 +13,7 @@ k`` per job along the (job, duration_s, started_at) covering index, which needs 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -29,21 +30,30 @@ Jobs = Sequence[str] | None
 
 
 @dataclass(frozen=True)
-class Span:
+class Window:
     """A time window ``[since, until)`` of run start times, in epoch seconds."""
 
     since: float
     until: float
 
+    @classmethod
+    def last(cls, seconds: float, now: float | None = None) -> Window:
+        now = time.time() if now is None else now
+        return cls(now - seconds, now)
 
-def run_filter(span: Span | None, jobs: Jobs = None,
+    @property
+    def seconds(self) -> float:
+        return self.until - self.since
+
+
+def run_filter(window: Window | None, jobs: Jobs = None,
                statuses: Sequence[str] | None = None) -> list[ColumnElement]:
-    """Conditions on ``runs``: started in ``span``, of ``jobs``, in ``statuses``
+    """Conditions on ``runs``: started in ``window``, of ``jobs``, in ``statuses``
     (dry runs included: this is for lists)."""
     r = t.runs.c
     conds: list[ColumnElement] = []
-    if span is not None:
-        conds += [r.started_at >= span.since, r.started_at < span.until]
+    if window is not None:
+        conds += [r.started_at >= window.since, r.started_at < window.until]
     if jobs:
         conds.append(r.job.in_(list(jobs)))
     if statuses:
@@ -51,9 +61,9 @@ def run_filter(span: Span | None, jobs: Jobs = None,
     return conds
 
 
-def counted(span: Span | None, jobs: Jobs = None) -> list[ColumnElement]:
+def counted(window: Window | None, jobs: Jobs = None) -> list[ColumnElement]:
     """The runs aggregates count: :func:`run_filter` without dry runs."""
-    return [*run_filter(span, jobs), t.runs.c.dry_run.is_(False)]
+    return [*run_filter(window, jobs), t.runs.c.dry_run.is_(False)]
 
 
 def count_if(cond: ColumnElement) -> ColumnElement:
@@ -75,8 +85,8 @@ def with_rates(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def job_counts(engine: Engine, span: Span, jobs: Jobs = None) -> pd.DataFrame:
-    """Per job over ``span``: runs, ok, failed, timeout, running, avg_s, last_start,
+def job_counts(engine: Engine, window: Window, jobs: Jobs = None) -> pd.DataFrame:
+    """Per job over ``window``: runs, ok, failed, timeout, running, avg_s, last_start,
     records in/out/failed and timed (runs with a duration), dry runs left out; plus
     ``dry_runs``. Jobs with only dry runs appear with zeros."""
     r = t.runs.c
@@ -95,43 +105,43 @@ def job_counts(engine: Engine, span: Span, jobs: Jobs = None) -> pd.DataFrame:
         func.coalesce(func.sum(case((real, r.records_failed))), 0).label("records_failed"),
         func.count(case((real, r.duration_s))).label("timed"),
         count_if(r.dry_run.is_(True)).label("dry_runs"),
-    ).where(*run_filter(span, jobs)).group_by(r.job).order_by(r.job)
+    ).where(*run_filter(window, jobs)).group_by(r.job).order_by(r.job)
     with engine.connect() as conn:
         result = conn.execute(query)
         return pd.DataFrame([tuple(x) for x in result.fetchall()], columns=list(result.keys()))
 
 
-def finished_counts(engine: Engine, span: Span, jobs: Jobs = None) -> pd.DataFrame:
+def finished_counts(engine: Engine, window: Window, jobs: Jobs = None) -> pd.DataFrame:
     """Per job: ``finished`` and ``failures`` (failed + timed out) of the non-dry runs
-    that started in ``span`` — what failure rates are made of."""
+    that started in ``window`` — what failure rates are made of."""
     r = t.runs.c
     with engine.connect() as conn:
         rows = conn.execute(
             select(r.job, count_if(r.status.in_([s.value for s in
                                                  (RunStatus.OK, *FAILURES)])),
                    count_if(r.status.in_([s.value for s in FAILURES])))
-            .where(*counted(span, jobs)).group_by(r.job)).all()
+            .where(*counted(window, jobs)).group_by(r.job)).all()
     return pd.DataFrame([tuple(x) for x in rows], columns=["job", "finished", "failures"])
 
 
-def failure_rates(engine: Engine, span: Span, jobs: Jobs = None,
+def failure_rates(engine: Engine, window: Window, jobs: Jobs = None,
                   min_finished: int = 1) -> dict[str, float]:
     """``failures / finished`` per job with at least ``min_finished`` finished runs."""
-    df = finished_counts(engine, span, jobs)
+    df = finished_counts(engine, window, jobs)
     df = df[df["finished"] >= max(1, min_finished)]
     return {job: f / n for job, n, f in zip(df["job"], df["finished"], df["failures"],
                                            strict=True)}
 
 
-def _timed_counts(engine: Engine, span: Span, jobs: Jobs) -> dict[str, int]:
+def _timed_counts(engine: Engine, window: Window, jobs: Jobs) -> dict[str, int]:
     r = t.runs.c
     with engine.connect() as conn:
         return {j: int(n) for j, n in conn.execute(
-            select(r.job, func.count(r.duration_s)).where(*counted(span, jobs))
+            select(r.job, func.count(r.duration_s)).where(*counted(window, jobs))
             .group_by(r.job)) if n}
 
 
-def duration_percentiles(engine: Engine, span: Span, jobs: Jobs = None,
+def duration_percentiles(engine: Engine, window: Window, jobs: Jobs = None,
                          percentiles: tuple[int, ...] = (50, 95),
                          counts: dict[str, int] | None = None,
                          large_window_rows: int = LARGE_WINDOW_ROWS) -> pd.DataFrame:
@@ -140,17 +150,17 @@ def duration_percentiles(engine: Engine, span: Span, jobs: Jobs = None,
     (job → runs with a duration) saves a query when the caller has them."""
     r = t.runs.c
     names = [f"p{p}_s" for p in percentiles]
-    conds = [*counted(span, jobs), r.duration_s.is_not(None)]
+    conds = [*counted(window, jobs), r.duration_s.is_not(None)]
     if engine.dialect.name == "postgresql":
         cols = [func.percentile_disc(p / 100).within_group(r.duration_s).label(n)
                 for p, n in zip(percentiles, names, strict=True)]
         query = select(r.job, *cols).where(*conds).group_by(r.job)
     else:
         if counts is None:
-            counts = _timed_counts(engine, span, jobs)
+            counts = _timed_counts(engine, window, jobs)
         counts = {j: int(n) for j, n in counts.items() if n}
         if sum(counts.values()) >= large_window_rows:
-            return _indexed_percentiles(engine, span, counts, percentiles, names)
+            return _indexed_percentiles(engine, window, counts, percentiles, names)
         ranked = select(
             r.job, r.duration_s,
             func.row_number().over(partition_by=r.job, order_by=r.duration_s).label("rn"),
@@ -164,7 +174,7 @@ def duration_percentiles(engine: Engine, span: Span, jobs: Jobs = None,
     return pd.DataFrame([tuple(x) for x in rows], columns=["job", *names])
 
 
-def _indexed_percentiles(engine: Engine, span: Span, counts: dict[str, int],
+def _indexed_percentiles(engine: Engine, window: Window, counts: dict[str, int],
                          percentiles: tuple[int, ...], names: list[str]) -> pd.DataFrame:
     sql = text("SELECT duration_s FROM runs INDEXED BY ix_runs_dash_job_duration "
                "WHERE job = :job AND dry_run = 0 AND duration_s IS NOT NULL "
@@ -174,19 +184,19 @@ def _indexed_percentiles(engine: Engine, span: Span, counts: dict[str, int],
     with engine.connect() as conn:
         for job, n in sorted(counts.items()):
             rows.append([job, *(conn.execute(sql, {
-                "job": job, "since": span.since, "until": span.until, "k": rank(n, p)})
+                "job": job, "since": window.since, "until": window.until, "k": rank(n, p)})
                 .scalar() for p in percentiles)])
     return pd.DataFrame(rows, columns=["job", *names])
 
 
-def total_percentiles(engine: Engine, span: Span, jobs: Jobs = None,
+def total_percentiles(engine: Engine, window: Window, jobs: Jobs = None,
                       percentiles: tuple[int, ...] = (50, 95),
                       large_window_rows: int = LARGE_WINDOW_ROWS) -> dict[int, float | None]:
     """Nearest-rank duration percentiles over every (filtered, non-dry) run in the
     window: count them, then ``ORDER BY duration_s LIMIT 1 OFFSET k`` per percentile
     (along the duration index when the window is large)."""
     r = t.runs.c
-    conds = [*counted(span, jobs), r.duration_s.is_not(None)]
+    conds = [*counted(window, jobs), r.duration_s.is_not(None)]
     out: dict[int, float | None] = dict.fromkeys(percentiles)
     with engine.connect() as conn:
         n = int(conn.execute(select(func.count()).select_from(t.runs).where(*conds))
@@ -200,7 +210,7 @@ def total_percentiles(engine: Engine, span: Span, jobs: Jobs = None,
                     "SELECT duration_s FROM runs INDEXED BY ix_runs_dash_duration "
                     "WHERE dry_run = 0 AND duration_s IS NOT NULL AND started_at >= :since "
                     "AND started_at < :until ORDER BY duration_s LIMIT 1 OFFSET :k"),
-                    {"since": span.since, "until": span.until, "k": rank(n, p)}).scalar()
+                    {"since": window.since, "until": window.until, "k": rank(n, p)}).scalar()
             else:
                 out[p] = conn.execute(select(r.duration_s).where(*conds)
                                       .order_by(r.duration_s).limit(1)

@@ -19,28 +19,40 @@ never migrates: it opens the store with ``migrate=False`` and gets
 
 from __future__ import annotations
 
-import functools
+import logging
 import os
 import socket
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 
 from sheetops.errors import StoreError
 from sheetops.store import schema
 from sheetops.store.db import Database
 from sheetops.store.leases import LeaseStore
 
-BASELINE = "0001"
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+log = logging.getLogger("sheetops.store")
+
+#: Every revision in ``migrations/versions``, oldest first; the last is the head this code
+#: writes. Kept here so opening a store that is up to date (or empty) never imports
+#: Alembic; ``tests/test_migrations.py`` checks it against the scripts.
+REVISIONS = ("0001", "0002", "0003")
+BASELINE = REVISIONS[0]
+HEAD = REVISIONS[-1]
 MIGRATION_LEASE = "store:migrate"
 _LEASE_TTL_S = 600.0
+# Alembic's own version table, as ``alembic stamp`` creates it.
+_version_table = sa.Table(
+    "alembic_version", sa.MetaData(),
+    sa.Column("version_num", sa.String(32), nullable=False),
+    sa.PrimaryKeyConstraint("version_num", name="alembic_version_pkc"))
 
 
 class StoreTooNew(StoreError):
@@ -65,33 +77,29 @@ class MigrationReport:
         return self.state != "current"
 
 
-def _config() -> Config:
+def alembic_config() -> Config:
+    """Alembic's configuration, in code: the scripts in ``migrations/`` (no alembic.ini)."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
     return config
 
 
-@functools.cache
-def _script() -> ScriptDirectory:
-    return ScriptDirectory.from_config(_config())
-
-
 def head() -> str:
     """The revision this code writes."""
-    return str(_script().get_current_head())
+    return HEAD
 
 
 def _state(conn: sa.Connection) -> tuple[str, str | None]:
-    current = MigrationContext.configure(conn).get_current_revision()
-    if current is not None:
-        if current == head():
-            return "current", current
-        try:
-            _script().get_revision(current)
-        except Exception:
-            return "newer", current
-        return "behind", current
-    if sa.inspect(conn).has_table(schema.runs.name):
+    inspector = sa.inspect(conn)
+    if inspector.has_table(_version_table.name):
+        current = conn.execute(sa.select(_version_table.c.version_num)).scalar()
+        if current is not None:
+            if current == HEAD:
+                return "current", current
+            return ("behind" if current in REVISIONS else "newer"), current
+    if inspector.has_table(schema.runs.name):
         return "unversioned", None
     return "empty", None
 
@@ -114,7 +122,7 @@ def check(db: Database) -> None:
     if state != "current":
         raise StoreNeedsMigration(
             f"the store at {db.safe_url} needs `sheetops migrate` (it is at "
-            f"{_describe(state, current)}; this sheetops expects revision {head()})")
+            f"{_describe(state, current)}; this sheetops expects revision {HEAD})")
 
 
 def _too_new(db: Database, revision: str | None) -> StoreTooNew:
@@ -127,17 +135,24 @@ def _describe(state: str, current: str | None) -> str:
         state, f"revision {current}")
 
 
-def _upgrade(db: Database, state: str) -> None:
-    with db.engine.begin() as conn:
-        config = _config()
-        config.attributes["connection"] = conn
-        if state == "empty":
+def _upgrade(db: Database, state: str, before: str | None) -> None:
+    if state == "empty":  # the current schema at once, stamped as head
+        with db.engine.begin() as conn:
             schema.metadata.create_all(conn)
-            command.stamp(config, "head")
-            return
+            _version_table.create(conn, checkfirst=True)
+            conn.execute(sa.insert(_version_table).values(version_num=HEAD))
+        return
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # sheetops logs what it did
+    from alembic import command
+
+    with db.engine.begin() as conn:
+        config = alembic_config()
+        config.attributes["connection"] = conn
         if state == "unversioned":
             command.stamp(config, BASELINE)
         command.upgrade(config, "head")
+    log.warning("upgraded the store at %s from %s to revision %s", db.safe_url,
+                before or "the schema of sheetops 0.1.0", HEAD)
 
 
 def migrate(db: Database, wait_s: float = 300.0) -> MigrationReport:
@@ -148,7 +163,7 @@ def migrate(db: Database, wait_s: float = 300.0) -> MigrationReport:
     except sa.exc.OperationalError as exc:
         raise StoreError(f"cannot open the store at {db.safe_url}: {exc.orig}") from None
     if state == "current":
-        return MigrationReport(before, head(), state)
+        return MigrationReport(before, HEAD, state)
     if state == "newer":
         raise _too_new(db, before)
     schema.leases.create(db.engine, checkfirst=True)
@@ -164,14 +179,14 @@ def migrate(db: Database, wait_s: float = 300.0) -> MigrationReport:
         with db.engine.connect() as conn:
             state, _ = _state(conn)
         if state == "current":
-            return MigrationReport(before, head(), "current")
+            return MigrationReport(before, HEAD, "current")
     try:
         with db.engine.connect() as conn:
             state, before = _state(conn)  # another process may have done it meanwhile
         if state == "newer":
             raise _too_new(db, before)
         if state != "current":
-            _upgrade(db, state)
+            _upgrade(db, state, before)
     finally:
         leases.release_lease(MIGRATION_LEASE, holder)
-    return MigrationReport(before, head(), state)
+    return MigrationReport(before, HEAD, state)

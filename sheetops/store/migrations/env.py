@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import logging
+
 from alembic import context
 
+logging.getLogger("alembic").setLevel(logging.WARNING)  # sheetops logs what it did
 connection = context.config.attributes["connection"]
 context.configure(connection=connection, render_as_batch=True,
                   transaction_per_migration=False)
