@@ -15,8 +15,8 @@ import sqlalchemy as sa
 
 from sheetops.dashboard import queries as q
 from sheetops.store import Batch, Store
+from sheetops.store import reads
 from sheetops.store import rollups as ru
-from sheetops.store.rollups import publish_job_config
 from sheetops.testing.http import HttpServer
 from sheetops.testing.store_fill import HOUR, JOBS, add_alerts, fill_realistic, make_run
 
@@ -134,7 +134,7 @@ def test_runs_errors_attempts_lists(filled):
     failed = q.runs_list(store, 24 * HOUR, now=now, statuses=["failed", "timeout"])
     assert set(failed["id"]) == {ids["failed"], ids["timeout"], ids["crm_failed"]}
     assert q.status_counts(store, 24 * HOUR, now=now) == {
-        "queued": 0, "running": 1, "ok": 14, "failed": 2, "timeout": 1}
+        "queued": 0, "running": 1, "ok": 14, "failed": 2, "timeout": 1, "dry runs": 0}
     att = q.attempts_of(store, [ids["failed"]])
     assert att["attempt"].tolist() == [1, 2, 3]
     assert "HTTPError" in att.iloc[0]["traceback"]
@@ -159,7 +159,7 @@ def test_jobs_table_and_schedule(filled):
     paris = q.next_runs("0 7 * * 1-5", "Europe/Paris", now=now)
     assert all(d.hour == 7 and d.weekday() < 5 for d in paris)
     # publishing again replaces the set
-    publish_job_config(store, [JOBS[0]])
+    store.publish_job_config([JOBS[0]])
     assert q.job_configs(store)["job"].tolist() == ["fetch-orders"]
 
 
@@ -234,33 +234,28 @@ def test_indexes_are_used(filled):
     assert "COVERING INDEX ix_runs_dash_job_started" in plan
 
 
-def test_large_window_percentiles_match(filled, monkeypatch):
+def test_large_window_percentiles_match(filled):
     """The index-walking path for large windows gives the same nearest ranks."""
     store, now, _ = filled
     small = q.job_summary(store, 24 * HOUR, now=now)
     small_total = q.total_percentiles(store, 24 * HOUR, now=now)
-    monkeypatch.setattr(q, "LARGE_WINDOW_ROWS", 1)
-    large = q.job_summary(store, 24 * HOUR, now=now)
+    large = q.job_summary(store, 24 * HOUR, now=now, large_window_rows=1)
     assert large[["job", "p50_s", "p95_s"]].equals(small[["job", "p50_s", "p95_s"]])
-    assert q.total_percentiles(store, 24 * HOUR, now=now) == small_total
+    assert q.total_percentiles(store, 24 * HOUR, now=now, large_window_rows=1) == small_total
 
 
 # -- long windows: rollups ---------------------------------------------------------------
-def _exact(monkeypatch):
-    monkeypatch.setattr(q, "EXACT_MAX_WINDOW_S", 1e12)
-
-
-def test_long_windows_read_rollups_with_exact_counts(filled, monkeypatch):
+def test_long_windows_read_rollups_with_exact_counts(filled):
     store, now, _ = filled
+    assert q.overview(store, 7 * DAY, now=now).approximate
+    assert ru.rollup_refreshed_at(store) is None  # the dashboard never refreshes them
+    store.rollups.refresh(now)  # the engine does
     for window in (7 * DAY, 30 * DAY):
         assert q.uses_rollups(window)
         ov = q.overview(store, window, now=now)
         assert ov.approximate
-        assert ru.rollup_refreshed_at(store) is not None  # refreshed on first use
-        with monkeypatch.context() as m:
-            _exact(m)
-            exact = q.overview(store, window, now=now)
-            assert not exact.approximate
+        exact = q.overview(store, window, now=now, exact_max_window_s=1e12)
+        assert not exact.approximate
         cols = ["job", "runs", "ok", "failed", "timeout", "running", "records_in",
                 "records_out", "records_failed"]
         assert ov.per_job[cols].equals(exact.per_job[cols])
@@ -291,14 +286,14 @@ def test_long_windows_read_rollups_with_exact_counts(filled, monkeypatch):
 
 def test_segments_cover_the_window_once():
     w = q.Window(1_000_000.5, 1_000_000.5 + 30 * DAY)
-    segs = q._segments(w, refreshed_at=w.until - 10)
+    segs = reads._segments(w, refreshed_at=w.until - 10)
     assert [k for k, _, _ in segs] == ["raw", "hourly", "daily", "hourly", "raw"]
     assert segs[0][1] == w.since and segs[-1][2] == w.until
     assert all(a[2] == b[1] for a, b in itertools.pairwise(segs))
     # stale rollups: everything after the last refresh is read from runs
-    stale = q._segments(w, refreshed_at=w.since + 2 * DAY + 100)
+    stale = reads._segments(w, refreshed_at=w.since + 2 * DAY + 100)
     assert stale[-1][0] == "raw" and stale[-1][1] == (w.since + 2 * DAY + 100) // HOUR * HOUR
-    assert q._segments(w, refreshed_at=0) == [("raw", w.since, w.until)]
+    assert reads._segments(w, refreshed_at=0) == [("raw", w.since, w.until)]
 
 
 def test_histogram_buckets():

@@ -221,16 +221,18 @@ class Overview:
     alerts_firing: pd.DataFrame
     problems: pd.DataFrame
     timings: dict[str, float] = field(default_factory=dict)
+    exact_max_window_s: float | None = None
 
     @property
     def approximate(self) -> bool:
         """Percentiles come from the rollups' histogram (windows longer than 24 h)."""
-        return uses_rollups(self.window)
+        return uses_rollups(self.window, self.exact_max_window_s)
 
 
 def overview(store: Store, window: Window | float, now: float | None = None,
-             jobs: Jobs = None) -> Overview:
-    """All the Overview's numbers (the page calls exactly this; so does the bench)."""
+             jobs: Jobs = None, *, exact_max_window_s: float | None = None) -> Overview:
+    """All the Overview's numbers (the page calls exactly this; so does the bench).
+    ``exact_max_window_s`` moves the line between exact SQL and the rollups."""
     w = window if isinstance(window, Window) else Window.last(float(window), now)
     timings: dict[str, float] = {}
 
@@ -240,14 +242,17 @@ def overview(store: Store, window: Window | float, now: float | None = None,
         timings[name] = time.perf_counter() - t0
         return value
 
-    if uses_rollups(w):
+    if uses_rollups(w, exact_max_window_s):
         rs = timed("job_summary", rollup_summary, store, w, jobs=jobs)
         per_job, pct = rs.per_job, rs.total
         timings["total_percentiles"] = 0.0
     else:
-        per_job = timed("job_summary", job_summary, store, w, jobs=jobs)
-        pct = timed("total_percentiles", total_percentiles, store, w, jobs=jobs)
-    over_time = timed("runs_over_time", runs_over_time, store, w, jobs=jobs)
+        per_job = timed("job_summary", job_summary, store, w, jobs=jobs,
+                        exact_max_window_s=exact_max_window_s)
+        pct = timed("total_percentiles", total_percentiles, store, w, jobs=jobs,
+                    exact_max_window_s=exact_max_window_s)
+    over_time = timed("runs_over_time", runs_over_time, store, w, jobs=jobs,
+                      exact_max_window_s=exact_max_window_s)
     g = timed("gauges", gauges, store)
     firing = timed("alerts", alerts_firing, store)
     running = timed("running", store.count_runs, status=RunStatus.RUNNING.value)
@@ -258,4 +263,5 @@ def overview(store: Store, window: Window | float, now: float | None = None,
         queues=queue_depths(store, g), outbox=timed("outbox", outbox_status, store,
                                                     now=w.until),
         config=timed("config", config_status, store, g), alerts_firing=firing,
-        problems=timed("problems", problems, store), timings=timings)
+        problems=timed("problems", problems, store), timings=timings,
+        exact_max_window_s=exact_max_window_s)

@@ -333,10 +333,10 @@ def totals_from(summary: pd.DataFrame, p50: float | None, p95: float | None) -> 
 
 
 def totals(store: Store, window: Window | float, now: float | None = None,
-           jobs: Jobs = None) -> Totals:
+           jobs: Jobs = None, *, exact_max_window_s: float | None = None) -> Totals:
     """Totals over the window: the per-job aggregates summed, plus the percentiles."""
     w = _window(window, now)
-    if uses_rollups(w):
+    if uses_rollups(w, exact_max_window_s):
         rs = rollup_summary(store, w, jobs=jobs)
         return totals_from(rs.per_job, rs.total[50], rs.total[95])
     pct = total_percentiles(store, w, jobs=jobs)
@@ -351,7 +351,8 @@ def bucket_seconds(window_s: float, target: int = 48) -> int:
 
 def runs_over_time(store: Store, window: Window | float, now: float | None = None,
                    jobs: Jobs = None,
-                   bucket_s: int | None = None) -> pd.DataFrame:
+                   bucket_s: int | None = None, *,
+                   exact_max_window_s: float | None = None) -> pd.DataFrame:
     """Runs, ok, failed (incl. timeouts), average and max duration per time bucket:
     columns ``time`` (UTC datetime of the bucket start), ``runs, ok, failed, avg_s,
     max_s``. Empty buckets are filled with zeros so the chart shows the gaps."""
@@ -364,7 +365,7 @@ def runs_over_time(store: Store, window: Window | float, now: float | None = Non
             agg.count_if(r.status.in_([f.value for f in FAILURES])).label("failed"),
             cast(func.avg(r.duration_s), Float).label("avg_s"),
             func.max(r.duration_s).label("max_s")]
-    if uses_rollups(w):
+    if uses_rollups(w, exact_max_window_s):
         df = _runs_over_time_rollup(engine, w, jobs, bucket, origin)
     elif engine.dialect.name == "sqlite":
         # One range scan per bucket along the started_at covering index: linear in the

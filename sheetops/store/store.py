@@ -23,7 +23,7 @@ from sqlalchemy import Engine
 from sheetops.store import migrate as migrations
 from sheetops.store.alerts import AlertStore
 from sheetops.store.config import ConfigStore
-from sheetops.store.db import Database
+from sheetops.store.db import Database, safe_url
 from sheetops.store.leases import LeaseStore
 from sheetops.store.outbox import OutboxStore
 from sheetops.store.requests import RunRequestStore
@@ -59,7 +59,7 @@ class Store:
     @property
     def safe_url(self) -> str:
         """The URL with any password masked, for messages and the dashboard."""
-        return self.db.safe_url
+        return safe_url(self.url)
 
     def dispose(self) -> None:
         self.db.dispose()
