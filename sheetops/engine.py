@@ -33,6 +33,9 @@ from sheetops.store import Batch, Store
 
 T = TypeVar("T")
 log = logging.getLogger("sheetops.engine")
+#: The dashboard reads runs newer than the last rollup refresh raw; a one-shot run
+#: refreshes the rollups when they are older than this.
+ROLLUP_MAX_AGE_S = 600.0
 
 
 def read_config(sheet: SheetBackend, previous: Snapshot | None = None) -> Snapshot:
@@ -266,6 +269,7 @@ class Engine:
                 self.status.flush()
                 if time.time() >= next_prune:  # Settings run_history_days, hourly
                     self.prune_history()
+                    self.store.analyze()  # keeps the dashboard's plans on its indexes
                     next_prune = time.time() + 3600
                 # the dashboard's hourly/daily run rollups: kept here, only read there
                 self.store.rollups.refresh()
@@ -326,6 +330,8 @@ class Engine:
             self.runner.stop()
             self.runner.flush()
             self.status.flush()
+            # no status loop here: keep the rollups as fresh as the dashboard expects
+            self.store.rollups.refresh_if_older(ROLLUP_MAX_AGE_S)
 
     def refresh_without_scheduling(self) -> Snapshot:
         snapshot = read_config(self.sheet)

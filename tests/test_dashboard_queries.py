@@ -14,8 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from sheetops.dashboard import queries as q
-from sheetops.store import Batch, Store
-from sheetops.store import reads
+from sheetops.store import Batch, Store, reads
 from sheetops.store import rollups as ru
 from sheetops.testing.http import HttpServer
 from sheetops.testing.store_fill import HOUR, JOBS, add_alerts, fill_realistic, make_run
@@ -345,3 +344,61 @@ def test_refresh_is_incremental_and_follows_status_changes(store):
     with store.engine.connect() as conn:
         daily = conn.execute(sa.select(sa.func.sum(ru.runs_daily.c.runs))).scalar()
     assert daily == 20
+
+
+# -- the dashboard only reads -------------------------------------------------------------
+def test_overview_renders_on_a_read_only_store(tmp_path):
+    """No DDL, no ANALYZE, no rollup refresh on any query path: every Overview query runs
+    on a SQLite store opened read-only (``mode=ro``)."""
+    path = tmp_path / "ro.db"
+    writer = Store(f"sqlite:///{path}")
+    now = time.time()
+    fill_realistic(writer, now)
+    writer.dispose()
+    store = q.open_store(f"sqlite:///file:{path}?mode=ro&uri=true")
+    try:
+        for window in (HOUR, 24 * HOUR, 7 * DAY, 30 * DAY):
+            ov = q.overview(store, window, now=now)
+            assert ov.running == 1
+        assert ov.totals.runs == 23 and ov.totals.failed == 2
+        assert len(q.jobs_table(store, 24 * HOUR, now=now)) == 3
+        with pytest.raises(sa.exc.OperationalError, match="readonly"):
+            store.rollups.refresh(now)  # the engine's job, and it cannot here
+    finally:
+        store.dispose()
+
+
+# -- one rule for dry runs --------------------------------------------------------------
+def test_page_figures_and_alert_metrics_agree_with_dry_runs(tmp_path):
+    """Dry runs are left out of rates and percentiles on the pages and in the alerts
+    alike, and counted apart: the Overview's failure rate and p95 for a job are the values
+    its alert rules fire on."""
+    from sheetops.alerts import AlertEvaluator
+    from sheetops.config.model import AlertSpec, JobSpec, SheetSettings, Snapshot
+
+    store = Store(f"sqlite:///{tmp_path / 'dry.db'}")
+    now = time.time()
+    runs = [make_run("sync", now - 3000 + i * 60, status, duration)
+            for i, (status, duration) in enumerate(
+                [("failed", 2.0), ("failed", 3.0), ("failed", 4.0), ("ok", 1.0)])]
+    for i in range(6):  # dry runs: all ok, very slow
+        dry = make_run("sync", now - 2000 + i * 60, "ok", 500.0 + i)
+        dry["dry_run"] = True
+        runs.append(dry)
+    store.record(Batch(new_runs=runs))
+    rules = (AlertSpec("failing", "sync", "failure_rate", 0.5, 3600, "webhook:x", row=2),
+             AlertSpec("slow", "sync", "duration_p95_s", 3.0, 3600, "webhook:x", row=3))
+    snap = Snapshot(jobs={"sync": JobSpec("sync", "http_get", "every 1m", "UTC")},
+                    alerts=rules, settings=SheetSettings())
+    fired = {e.rule: e.value for e in AlertEvaluator(store, lambda: snap, lambda m: None)
+             .evaluate(now) if e.kind == "fired"}
+    page = q.overview(store, HOUR, now=now).per_job.set_index("job").loc["sync"]
+    assert fired == {"failing": 0.75, "slow": 4.0}
+    assert page["failure_rate"] == fired["failing"] and page["p95_s"] == fired["slow"]
+    assert (page["runs"], page["ok"], page["failed"], page["dry_runs"]) == (4, 1, 3, 6)
+    assert q.status_counts(store, HOUR, now=now)["dry runs"] == 6
+    store.rollups.refresh(now)
+    week = q.job_summary(store, 7 * DAY, now=now).set_index("job").loc["sync"]
+    assert (week["runs"], week["failure_rate"], week["dry_runs"]) == (4, 0.75, 6)
+    assert week["p95_s"] == pytest.approx(4.0, rel=0.13)
+    store.dispose()

@@ -64,6 +64,14 @@ class Store:
     def dispose(self) -> None:
         self.db.dispose()
 
+    def analyze(self) -> None:
+        """Refresh the query planner's statistics, so the dashboard's covering indexes
+        are chosen on a large store (SQLite ``ANALYZE``; PostgreSQL's autovacuum keeps
+        its own). The engine calls it on its hourly housekeeping."""
+        if self.db.dialect == "sqlite":
+            with self.engine.begin() as conn:
+                conn.exec_driver_sql("ANALYZE")
+
     # -- runs --------------------------------------------------------------------------
     def record(self, batch: Batch) -> None:
         self.runs.record(batch)
