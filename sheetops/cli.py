@@ -74,20 +74,11 @@ def _store(settings: Settings, sheet_location: str):
 
 
 def _open_store(url: str):
-    """The store at ``url``; a file that is not a database is a StoreError, one sentence."""
-    from sqlalchemy.exc import DatabaseError
-
-    from sheetops.errors import StoreError
+    """The store at ``url``, migrated if it is behind; a file that is not a database (or
+    a store newer than this sheetops) is a StoreError, one sentence."""
     from sheetops.store import Store
 
-    try:
-        return Store(url)
-    except DatabaseError as exc:
-        from sqlalchemy.engine import make_url
-
-        shown = make_url(url).render_as_string(hide_password=True)
-        raise StoreError(f"cannot use the store {shown} (SHEETOPS_STORE_URL): "
-                         f"{getattr(exc, 'orig', exc)}") from None
+    return Store(url)
 
 
 def _check_emulator_data(data: str) -> None:

@@ -104,6 +104,19 @@ def _state(conn: sa.Connection) -> tuple[str, str | None]:
     return "empty", None
 
 
+def _read_state(db: Database) -> tuple[str, str | None]:
+    """:func:`_state`, with a store that cannot be opened (or is not a database) as one
+    sentence."""
+    try:
+        with db.engine.connect() as conn:
+            return _state(conn)
+    except sa.exc.OperationalError as exc:
+        raise StoreError(f"cannot open the store at {db.safe_url}: {exc.orig}") from None
+    except sa.exc.DatabaseError as exc:  # e.g. a file that is not a database
+        raise StoreError(f"cannot use the store {db.safe_url} (SHEETOPS_STORE_URL): "
+                         f"{exc.orig}") from None
+
+
 def current_revision(db: Database) -> str | None:
     """The store's revision (``None``: empty or written by 0.1.0)."""
     with db.engine.connect() as conn:
@@ -112,11 +125,7 @@ def current_revision(db: Database) -> str | None:
 
 def check(db: Database) -> None:
     """Raise unless the store is at this code's head revision (for readers)."""
-    try:
-        with db.engine.connect() as conn:
-            state, current = _state(conn)
-    except sa.exc.OperationalError as exc:
-        raise StoreError(f"cannot open the store at {db.safe_url}: {exc.orig}") from None
+    state, current = _read_state(db)
     if state == "newer":
         raise _too_new(db, current)
     if state != "current":
@@ -157,11 +166,7 @@ def _upgrade(db: Database, state: str, before: str | None) -> None:
 
 def migrate(db: Database, wait_s: float = 300.0) -> MigrationReport:
     """Create or upgrade the store to head (see the module docstring); idempotent."""
-    try:
-        with db.engine.connect() as conn:
-            state, before = _state(conn)
-    except sa.exc.OperationalError as exc:
-        raise StoreError(f"cannot open the store at {db.safe_url}: {exc.orig}") from None
+    state, before = _read_state(db)
     if state == "current":
         return MigrationReport(before, HEAD, state)
     if state == "newer":
