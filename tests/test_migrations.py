@@ -209,3 +209,20 @@ def test_two_processes_opening_an_empty_store_make_it_once(tmp_path) -> None:
         assert conn.execute(sa.text("SELECT count(*) FROM alembic_version")).scalar_one() == 1
         assert conn.execute(sa.text("SELECT count(*) FROM leases")).scalar_one() == 0
     store.dispose()
+
+
+def test_the_dashboard_page_says_the_store_needs_migrate(old_sqlite, monkeypatch) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    from sheetops.settings import get_settings
+
+    monkeypatch.setenv("SHEETOPS_STORE_URL", old_sqlite)
+    monkeypatch.delenv("SHEETOPS_DASHBOARD_PASSWORD", raising=False)
+    get_settings.cache_clear()
+    at = AppTest.from_file(str(TESTS_DIR.parent / "app.py"), default_timeout=60)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert [e.value for e in at.error] == [
+        f"the store at {old_sqlite} needs `sheetops migrate` (it is at the schema of "
+        f"sheetops 0.1.0; this sheetops expects revision {migrations.HEAD})"]
+    get_settings.cache_clear()
