@@ -164,6 +164,17 @@ def _upgrade(db: Database, state: str, before: str | None) -> None:
                 before or "the schema of sheetops 0.1.0", HEAD)
 
 
+def _create_leases(db: Database) -> None:
+    """The lease table the migration is done under (0.1.0 has it; an empty store gets
+    it first). Two processes creating it at once: one wins, the other finds it."""
+    try:
+        schema.leases.create(db.engine, checkfirst=True)
+    except sa.exc.DBAPIError:
+        with db.engine.connect() as conn:
+            if not sa.inspect(conn).has_table(schema.leases.name):
+                raise
+
+
 def migrate(db: Database, wait_s: float = 300.0) -> MigrationReport:
     """Create or upgrade the store to head (see the module docstring); idempotent."""
     state, before = _read_state(db)
@@ -171,7 +182,7 @@ def migrate(db: Database, wait_s: float = 300.0) -> MigrationReport:
         return MigrationReport(before, HEAD, state)
     if state == "newer":
         raise _too_new(db, before)
-    schema.leases.create(db.engine, checkfirst=True)
+    _create_leases(db)
     leases = LeaseStore(db)
     holder = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
     deadline = time.monotonic() + wait_s
