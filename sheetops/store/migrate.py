@@ -25,6 +25,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -55,6 +56,16 @@ _version_table = sa.Table(
     sa.PrimaryKeyConstraint("version_num", name="alembic_version_pkc"))
 
 
+class StoreState(StrEnum):
+    """Where a store's schema stands against this code."""
+
+    EMPTY = "empty"              # no tables
+    UNVERSIONED = "unversioned"  # tables, no alembic_version: written by 0.1.0
+    BEHIND = "behind"            # a known revision before head
+    CURRENT = "current"          # at head
+    NEWER = "newer"              # a revision this code does not know
+
+
 class StoreTooNew(StoreError):
     """The store was written by a newer sheetops (a revision this code does not know)."""
 
@@ -70,11 +81,11 @@ class MigrationReport:
 
     before: str | None
     after: str
-    state: str  # "empty", "unversioned", "behind", "current"
+    state: StoreState
 
     @property
     def changed(self) -> bool:
-        return self.state != "current"
+        return self.state != StoreState.CURRENT
 
 
 def alembic_config() -> Config:
@@ -91,20 +102,20 @@ def head() -> str:
     return HEAD
 
 
-def _state(conn: sa.Connection) -> tuple[str, str | None]:
+def _state(conn: sa.Connection) -> tuple[StoreState, str | None]:
     inspector = sa.inspect(conn)
     if inspector.has_table(_version_table.name):
         current = conn.execute(sa.select(_version_table.c.version_num)).scalar()
         if current is not None:
             if current == HEAD:
-                return "current", current
-            return ("behind" if current in REVISIONS else "newer"), current
+                return StoreState.CURRENT, current
+            return (StoreState.BEHIND if current in REVISIONS else StoreState.NEWER), current
     if inspector.has_table(schema.runs.name):
-        return "unversioned", None
-    return "empty", None
+        return StoreState.UNVERSIONED, None
+    return StoreState.EMPTY, None
 
 
-def _read_state(db: Database) -> tuple[str, str | None]:
+def _read_state(db: Database) -> tuple[StoreState, str | None]:
     """:func:`_state`, with a store that cannot be opened (or is not a database) as one
     sentence."""
     try:
@@ -126,9 +137,9 @@ def current_revision(db: Database) -> str | None:
 def check(db: Database) -> None:
     """Raise unless the store is at this code's head revision (for readers)."""
     state, current = _read_state(db)
-    if state == "newer":
+    if state == StoreState.NEWER:
         raise _too_new(db, current)
-    if state != "current":
+    if state != StoreState.CURRENT:
         raise StoreNeedsMigration(
             f"the store at {db.safe_url} needs `sheetops migrate` (it is at "
             f"{_describe(state, current)}; this sheetops expects revision {HEAD})")
@@ -139,13 +150,14 @@ def _too_new(db: Database, revision: str | None) -> StoreTooNew:
                        f"(revision {revision}); upgrade sheetops")
 
 
-def _describe(state: str, current: str | None) -> str:
-    return {"empty": "no tables yet", "unversioned": "the schema of sheetops 0.1.0"}.get(
-        state, f"revision {current}")
+def _describe(state: StoreState, current: str | None) -> str:
+    words = {StoreState.EMPTY: "no tables yet",
+             StoreState.UNVERSIONED: "the schema of sheetops 0.1.0"}
+    return words.get(state, f"revision {current}")
 
 
-def _upgrade(db: Database, state: str, before: str | None) -> None:
-    if state == "empty":  # the current schema at once, stamped as head
+def _upgrade(db: Database, state: StoreState, before: str | None) -> None:
+    if state == StoreState.EMPTY:  # the current schema at once, stamped as head
         with db.engine.begin() as conn:
             schema.metadata.create_all(conn)
             _version_table.create(conn, checkfirst=True)
@@ -157,7 +169,7 @@ def _upgrade(db: Database, state: str, before: str | None) -> None:
     with db.engine.begin() as conn:
         config = alembic_config()
         config.attributes["connection"] = conn
-        if state == "unversioned":
+        if state == StoreState.UNVERSIONED:
             command.stamp(config, BASELINE)
         command.upgrade(config, "head")
     log.warning("upgraded the store at %s from %s to revision %s", db.safe_url,
@@ -178,9 +190,9 @@ def _create_leases(db: Database) -> None:
 def migrate(db: Database, wait_s: float = 300.0) -> MigrationReport:
     """Create or upgrade the store to head (see the module docstring); idempotent."""
     state, before = _read_state(db)
-    if state == "current":
+    if state == StoreState.CURRENT:
         return MigrationReport(before, HEAD, state)
-    if state == "newer":
+    if state == StoreState.NEWER:
         raise _too_new(db, before)
     _create_leases(db)
     leases = LeaseStore(db)
@@ -194,14 +206,14 @@ def migrate(db: Database, wait_s: float = 300.0) -> MigrationReport:
         threading.Event().wait(0.2)
         with db.engine.connect() as conn:
             state, _ = _state(conn)
-        if state == "current":
-            return MigrationReport(before, HEAD, "current")
+        if state == StoreState.CURRENT:
+            return MigrationReport(before, HEAD, StoreState.CURRENT)
     try:
         with db.engine.connect() as conn:
             state, before = _state(conn)  # another process may have done it meanwhile
-        if state == "newer":
+        if state == StoreState.NEWER:
             raise _too_new(db, before)
-        if state != "current":
+        if state != StoreState.CURRENT:
             _upgrade(db, state, before)
     finally:
         leases.release_lease(MIGRATION_LEASE, holder)
