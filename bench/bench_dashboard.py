@@ -31,7 +31,6 @@ import pandas as pd
 from sheetops.dashboard import queries as q
 from sheetops.store import Batch, Store
 from sheetops.store import schema as t
-from sheetops.store.rollups import refresh_rollups
 
 DAY = 86400.0
 
@@ -129,19 +128,19 @@ def main(argv: list[str] | None = None) -> int:
         now = fill(store, n)
         t_fill = time.perf_counter() - t0
         t0 = time.perf_counter()
-        q.ensure_schema(store)
+        store.analyze()  # the engine's hourly housekeeping
         t_index = time.perf_counter() - t0
         t0 = time.perf_counter()
-        refresh_rollups(store, now)
+        store.rollups.refresh(now)
         t_rollup = time.perf_counter() - t0
         print(f"filled {n:,} runs over 30 days, 200 jobs in {t_fill:.1f} s; "
-              f"dashboard indexes in {t_index:.1f} s; rollups built in {t_rollup:.1f} s")
+              f"planner statistics in {t_index:.1f} s; rollups built in {t_rollup:.1f} s")
         # what the status loop does every few seconds: a few new runs, then a refresh
         store.record(Batch(new_runs=[{
             "id": f"new-{k}", "job": "job-001", "trigger": "schedule", "scheduled_for": now,
             "started_at": now - 1 + k / 10, "finished_at": now, "status": "ok",
             "attempts": 1, "duration_s": 0.5, "result": "{}"} for k in range(5)]))
-        t_incr = _time(lambda: refresh_rollups(store), args.repeat)
+        t_incr = _time(lambda: store.rollups.refresh(), args.repeat)
         q.overview(store, DAY, now=now)  # warm the page cache like a second render
         rows = []
         for label, w in q.WINDOWS.items():

@@ -52,36 +52,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import (
-    Engine,
-    and_,
-    case,
-    delete,
-    func,
-    insert,
-    select,
-    update,
-)
-
 from sheetops.config.model import AlertSpec, Snapshot
 from sheetops.errors import PermanentError, RetryableError
 from sheetops.retry import call_policy
-from sheetops.store import schema as t
-from sheetops.store.alerts_schema import (
-    DELIVERY_FAILED,
-    FIRED,
-    REMINDER,
-    RESOLVED,
-    alert_events,
-    alert_state,
-)
+from sheetops.store import Store, aggregates
+from sheetops.store.aggregates import Window
+from sheetops.store.schema import DELIVERY_FAILED, FIRED, REMINDER, RESOLVED
 from sheetops.templates import Rendered, TemplateSpec, render
 
 log = logging.getLogger("sheetops.alerts")
 
 FAILURE_RATE_MIN_RUNS = 3
-FINISHED = ("ok", "failed", "timeout")
-FAILED = ("failed", "timeout")
 METRICS = ("failure_rate", "consecutive_failures", "duration_p95_s", "queue_depth",
            "no_success_for_s")
 
@@ -222,12 +203,12 @@ class AlertEvaluator:
     ``snapshot_provider`` returns the current config :class:`Snapshot`; ``deliver``
     sends one message or raises (default :class:`ChannelDelivery`)."""
 
-    def __init__(self, store: Any, snapshot_provider: Callable[[], Snapshot],
+    def __init__(self, store: Store, snapshot_provider: Callable[[], Snapshot],
                  deliver: Deliver | None = None, *,
                  min_runs: int = FAILURE_RATE_MIN_RUNS,
                  max_pending_tries: int = 20) -> None:
         self.store = store
-        self.engine: Engine = store.engine
+        self.alerts = store.alerts
         self._snapshot = snapshot_provider
         self.deliver = deliver or ChannelDelivery()
         self.min_runs = max(1, min_runs)
@@ -236,7 +217,6 @@ class AlertEvaluator:
         self._thread: threading.Thread | None = None
         self._next_due = 0.0
         self.evaluations = 0
-        ensure_alert_tables(self.engine)
 
     # -- scheduling (the engine's control loop calls tick) ---------------------------
     def tick(self, now: float | None = None) -> bool:
@@ -314,66 +294,38 @@ class AlertEvaluator:
         return [_Target(rule, rule.job, queues.get("run"))]
 
     def _values(self, rule: AlertSpec, jobs: list[str], now: float) -> dict[str, float]:
-        r = t.runs.c
-        since = now - rule.window_s
-        where = [r.started_at >= since, r.started_at <= now, r.dry_run.is_(False),
-                 r.status.in_(FINISHED)]
-        where.append(r.job.in_(jobs))
-        with self.engine.connect() as conn:
-            if rule.metric == "failure_rate":
-                rows = conn.execute(
-                    select(r.job, func.count(),
-                           func.sum(case((r.status.in_(FAILED), 1), else_=0)))
-                    .where(*where).group_by(r.job)).all()
-                return {job: failed / total for job, total, failed in rows
-                        if total >= self.min_runs}
-            if rule.metric == "duration_p95_s":
-                ranked = (select(r.job.label("job"), r.duration_s.label("d"),
-                                 func.row_number().over(partition_by=r.job,
-                                                        order_by=r.duration_s).label("rn"),
-                                 func.count().over(partition_by=r.job).label("n"))
-                          .where(*where, r.duration_s.is_not(None)).subquery())
-                rows = conn.execute(select(ranked.c.job, func.min(ranked.c.d))
-                                    .where(ranked.c.rn >= ranked.c.n * 0.95)
-                                    .group_by(ranked.c.job)).all()
-                return {job: float(d) for job, d in rows}
-            states = {row.job: row for row in conn.execute(
-                select(t.job_state.c.job, t.job_state.c.consecutive_failures,
-                       t.job_state.c.last_success_at)
-                .where(t.job_state.c.job.in_(jobs)))}
-            if rule.metric == "consecutive_failures":
-                return {job: float(states[job].consecutive_failures if job in states else 0)
-                        for job in jobs}
-            if rule.metric == "no_success_for_s":
-                missing = [j for j in jobs if j not in states or
-                           states[j].last_success_at is None]
-                first_run = dict(conn.execute(
-                    select(r.job, func.min(r.started_at))
-                    .where(r.job.in_(missing), r.dry_run.is_(False))
-                    .group_by(r.job)).all()) if missing else {}
-                first_seen = dict(conn.execute(
-                    select(alert_state.c.job, alert_state.c.first_seen_at)
-                    .where(alert_state.c.rule == rule.name)).all())
-                values = {}
-                for job in jobs:
-                    state = states.get(job)
-                    base = (state.last_success_at if state is not None and
-                            state.last_success_at is not None else
-                            first_run.get(job) or first_seen.get(job) or now)
-                    values[job] = max(0.0, now - base)
-                return values
+        """The metric of ``rule`` per job, through the same aggregates the dashboard
+        shows (:mod:`sheetops.store.aggregates`: dry runs left out)."""
+        window = Window(now - rule.window_s, now)
+        engine = self.store.engine
+        if rule.metric == "failure_rate":
+            return aggregates.failure_rates(engine, window, jobs, self.min_runs)
+        if rule.metric == "duration_p95_s":
+            df = aggregates.duration_percentiles(engine, window, jobs, (95,))
+            return {job: float(v) for job, v in zip(df["job"], df["p95_s"], strict=True)
+                    if v is not None}
+        health = self.alerts.job_health(jobs)
+        if rule.metric == "consecutive_failures":
+            return {job: float(health[job][0] if job in health else 0) for job in jobs}
+        if rule.metric == "no_success_for_s":
+            missing = [j for j in jobs if j not in health or health[j][1] is None]
+            first_run = self.alerts.first_runs(missing)
+            first_seen = self.alerts.first_seen(rule.name)
+            values = {}
+            for job in jobs:
+                success = health[job][1] if job in health else None
+                base = (success if success is not None else
+                        first_run.get(job) or first_seen.get(job) or now)
+                values[job] = max(0.0, now - base)
+            return values
         log.warning("alert %r: unknown metric %r", rule.name, rule.metric)
         return {}
 
     def _gauges(self) -> dict[str, float]:
-        with self.engine.connect() as conn:
-            return {row.name: row.value for row in conn.execute(
-                select(t.gauges.c.name, t.gauges.c.value))}
+        return {name: value for name, (value, _at) in self.store.gauges().items()}
 
     def _states(self) -> dict[tuple[str, str], dict[str, Any]]:
-        with self.engine.connect() as conn:
-            return {(row.rule, row.job): dict(row._mapping)
-                    for row in conn.execute(select(alert_state))}
+        return self.alerts.states()
 
     # -- the state machine --------------------------------------------------------------
     def _step(self, target: _Target, state: dict[str, Any] | None, snapshot: Snapshot,
@@ -414,12 +366,11 @@ class AlertEvaluator:
         return events
 
     def _send_new(self, message: AlertMessage, state: dict[str, Any]) -> list[AlertEvent]:
-        with self.engine.begin() as conn:
-            event_id = int(conn.execute(insert(alert_events).values(
-                time=message.time, rule=message.rule, job=message.job, kind=message.kind,
-                metric=message.metric, value=message.value, threshold=message.threshold,
-                channel=message.channel, subject=message.subject, message=message.body,
-                format=message.format)).inserted_primary_key[0])
+        event_id = self.alerts.add_event(
+            time=message.time, rule=message.rule, job=message.job, kind=message.kind,
+            metric=message.metric, value=message.value, threshold=message.threshold,
+            channel=message.channel, subject=message.subject, message=message.body,
+            format=message.format)
         event = AlertEvent(event_id, message.time, message.kind, message.rule, message.job,
                            message.metric, message.value, message.threshold,
                            message.channel, message.subject, message.body)
@@ -430,17 +381,17 @@ class AlertEvaluator:
 
     def _retry_pending(self, rule: AlertSpec, state: dict[str, Any], now: float
                        ) -> list[AlertEvent]:
-        with self.engine.connect() as conn:
-            row = conn.execute(select(alert_events).where(
-                alert_events.c.id == state["pending_event_id"])).first()
-        if row is None or row.delivered_at is not None:
+        row = self.alerts.event(state["pending_event_id"])
+        if row is None or row["delivered_at"] is not None:
             state["pending_event_id"], state["pending_tries"] = None, 0
             return []
-        message = AlertMessage(row.kind, row.rule, row.job, row.metric, row.value,
-                               row.threshold, rule.window_s, rule.channel, now,
-                               state["firing_since"], row.subject, row.message, row.format)
-        event = AlertEvent(row.id, row.time, row.kind, row.rule, row.job, row.metric,
-                           row.value, row.threshold, rule.channel, row.subject, row.message)
+        message = AlertMessage(row["kind"], row["rule"], row["job"], row["metric"],
+                               row["value"], row["threshold"], rule.window_s, rule.channel,
+                               now, state["firing_since"], row["subject"], row["message"],
+                               row["format"])
+        event = AlertEvent(row["id"], row["time"], row["kind"], row["rule"], row["job"],
+                           row["metric"], row["value"], row["threshold"], rule.channel,
+                           row["subject"], row["message"])
         return self._attempt(event, message, state, new=False)
 
     def _attempt(self, event: AlertEvent, message: AlertMessage, state: dict[str, Any],
@@ -463,21 +414,17 @@ class AlertEvaluator:
                 state["pending_event_id"], state["pending_tries"] = None, 0
             log.warning("alert %s: %s", message.rule, note,
                         extra={"job": message.job, "stage": "alert"})
-            with self.engine.begin() as conn:
-                failed_id = int(conn.execute(insert(alert_events).values(
-                    time=message.time, rule=message.rule, job=message.job,
-                    kind=DELIVERY_FAILED, metric=message.metric, value=message.value,
-                    threshold=message.threshold, channel=message.channel,
-                    subject=message.subject, message=note, format="text",
-                    error=error)).inserted_primary_key[0])
+            failed_id = self.alerts.add_event(
+                time=message.time, rule=message.rule, job=message.job,
+                kind=DELIVERY_FAILED, metric=message.metric, value=message.value,
+                threshold=message.threshold, channel=message.channel,
+                subject=message.subject, message=note, format="text", error=error)
             failed = AlertEvent(failed_id, message.time, DELIVERY_FAILED, message.rule,
                                 message.job, message.metric, message.value,
                                 message.threshold, message.channel, message.subject, note,
                                 False, error)
             return [event, failed] if new else [failed]
-        with self.engine.begin() as conn:
-            conn.execute(update(alert_events).where(alert_events.c.id == event.id)
-                         .values(delivered_at=now, channel=message.channel))
+        self.alerts.mark_delivered(event.id, now, message.channel)
         state["pending_event_id"], state["pending_tries"] = None, 0
         state["last_sent_at"] = now
         return [AlertEvent(event.id, event.time, event.kind, event.rule, event.job,
@@ -487,32 +434,22 @@ class AlertEvaluator:
     def _forget(self, state: dict[str, Any], now: float) -> list[AlertEvent]:
         """A pair no longer evaluated (rule removed or disabled, job gone): drop its
         state; if it was firing, note that in the history without sending anything."""
-        with self.engine.begin() as conn:
-            conn.execute(delete(alert_state).where(and_(
-                alert_state.c.rule == state["rule"], alert_state.c.job == state["job"])))
-            if state["firing_since"] is None:
-                return []
-            note = ("no longer evaluated (the rule was removed or disabled, or the job is "
-                    "gone); closed without a message")
-            event_id = int(conn.execute(insert(alert_events).values(
-                time=now, rule=state["rule"], job=state["job"], kind=RESOLVED,
-                metric=state["metric"], value=state["last_value"],
-                threshold=state["threshold"], channel="", subject="", message=note,
-                format="text")).inserted_primary_key[0])
+        if state["firing_since"] is None:
+            self.alerts.forget(state["rule"], state["job"])
+            return []
+        note = ("no longer evaluated (the rule was removed or disabled, or the job is "
+                "gone); closed without a message")
+        event_id = self.alerts.forget(state["rule"], state["job"], {
+            "time": now, "rule": state["rule"], "job": state["job"], "kind": RESOLVED,
+            "metric": state["metric"], "value": state["last_value"],
+            "threshold": state["threshold"], "channel": "", "subject": "", "message": note,
+            "format": "text"})
         return [AlertEvent(event_id, now, RESOLVED, state["rule"], state["job"],
                            state["metric"], state["last_value"], state["threshold"], "",
                            "", note)]
 
     def _save_state(self, state: dict[str, Any], new: bool) -> None:
-        columns = {c.name for c in alert_state.columns}
-        values = {k: v for k, v in state.items() if k in columns}
-        with self.engine.begin() as conn:
-            if new:
-                conn.execute(insert(alert_state).values(**values))
-            else:
-                conn.execute(update(alert_state).where(and_(
-                    alert_state.c.rule == state["rule"], alert_state.c.job == state["job"]))
-                    .values(**values))
+        self.alerts.save_state(state, new)
 
     # -- texts ----------------------------------------------------------------------------
     def _message(self, kind: str, rule: AlertSpec, key: str, value: float | None,
@@ -627,55 +564,14 @@ def _iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
 
 
-# -- reads for the dashboard -------------------------------------------------------------
-_ensured: set[int] = set()
-
-
-def ensure_alert_tables(engine: Engine) -> None:
-    """Create the alert tables on a store opened before this module was imported."""
-    if id(engine) in _ensured:
-        return
-    t.metadata.create_all(engine, tables=[alert_state, alert_events])
-    _ensured.add(id(engine))
-
-
-def _engine_of(store: Any) -> Engine:
-    engine = getattr(store, "engine", store)
-    ensure_alert_tables(engine)
-    return engine
-
-
-def recent_alert_events(store: Any, limit: int = 200, *, rule: str | None = None,
+# -- reads for the dashboard (the SQL is in sheetops.store.alerts) -----------------------
+def recent_alert_events(store: Store, limit: int = 200, *, rule: str | None = None,
                         job: str | None = None, kinds: Iterable[str] | None = None
                         ) -> list[dict[str, Any]]:
-    """``alert_events`` rows, newest first: id, time, rule, job, kind, metric, value,
-    threshold, channel, subject, message, format, delivered_at, error."""
-    e = alert_events.c
-    query = select(alert_events).order_by(e.time.desc(), e.id.desc()).limit(limit)
-    if rule:
-        query = query.where(e.rule == rule)
-    if job:
-        query = query.where(e.job == job)
-    if kinds:
-        query = query.where(e.kind.in_(list(kinds)))
-    with _engine_of(store).connect() as conn:
-        return [dict(row._mapping) for row in conn.execute(query)]
+    """``alert_events`` rows, newest first (see :meth:`AlertStore.recent_events`)."""
+    return store.alerts.recent_events(limit, rule=rule, job=job, kinds=kinds)
 
 
-def firing_alerts(store: Any) -> list[dict[str, Any]]:
-    """The (rule, job) pairs firing now, longest-firing first: rule, job, metric,
-    threshold, channel, last_value, firing_since, last_notified_at, last_sent_at,
-    evaluated_at, undelivered (a message is waiting to be delivered)."""
-    s = alert_state.c
-    with _engine_of(store).connect() as conn:
-        rows = conn.execute(select(alert_state).where(s.firing_since.is_not(None))
-                            .order_by(s.firing_since, s.rule, s.job)).all()
-    result = []
-    for row in rows:
-        item = dict(row._mapping)
-        item["undelivered"] = item.pop("pending_event_id") is not None
-        item.pop("pending_tries", None)
-        item.pop("first_seen_at", None)
-        result.append(item)
-    return result
-
+def firing_alerts(store: Store) -> list[dict[str, Any]]:
+    """The (rule, job) pairs firing now (see :meth:`AlertStore.firing`)."""
+    return store.alerts.firing()

@@ -74,20 +74,11 @@ def _store(settings: Settings, sheet_location: str):
 
 
 def _open_store(url: str):
-    """The store at ``url``; a file that is not a database is a StoreError, one sentence."""
-    from sqlalchemy.exc import DatabaseError
-
-    from sheetops.errors import StoreError
+    """The store at ``url``, migrated if it is behind; a file that is not a database (or
+    a store newer than this sheetops) is a StoreError, one sentence."""
     from sheetops.store import Store
 
-    try:
-        return Store(url)
-    except DatabaseError as exc:
-        from sqlalchemy.engine import make_url
-
-        shown = make_url(url).render_as_string(hide_password=True)
-        raise StoreError(f"cannot use the store {shown} (SHEETOPS_STORE_URL): "
-                         f"{getattr(exc, 'orig', exc)}") from None
+    return Store(url)
 
 
 def _check_emulator_data(data: str) -> None:
@@ -375,6 +366,33 @@ def emulator(port: int = typer.Option(8085, help="Port on 127.0.0.1."),
     except OSError as exc:
         raise _fail(f"cannot serve the emulator on 127.0.0.1:{port} ({exc.strerror or exc}): "
                     "choose another --port") from None
+
+
+@app.command()
+def migrate(sheet: str = SheetOption,
+            store: str = typer.Option(None, "--store", help="The store URL (default: "
+                                      "SHEETOPS_STORE_URL, else the SQLite file beside the "
+                                      "workbook).")) -> None:
+    """Create or upgrade the store's schema to this version of sheetops (a second run is a
+    no-op; `run`, `run-job` and `demo` do it on start)."""
+    settings = _prepare()
+    try:
+        from sheetops.store.db import Database, safe_url
+        from sheetops.store.migrate import migrate as upgrade
+
+        url = store or settings.resolved_store_url(sheet)
+        db = Database(url)
+        try:
+            report = upgrade(db)
+        finally:
+            db.dispose()
+    except SheetopsError as exc:
+        raise _fail(str(exc)) from None
+    if report.changed:
+        typer.echo(f"migrated the store at {safe_url(url)} from "
+                   f"{report.before or 'no revision'} to revision {report.after}")
+    else:
+        typer.echo(f"the store at {safe_url(url)} is up to date (revision {report.after})")
 
 
 @app.command("automations")

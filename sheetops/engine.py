@@ -30,10 +30,12 @@ from sheetops.runner import Runner
 from sheetops.scheduler import Scheduler
 from sheetops.status import StatusWriter, validation_rows, with_clearing
 from sheetops.store import Batch, Store
-from sheetops.store.rollups import refresh_rollups
 
 T = TypeVar("T")
 log = logging.getLogger("sheetops.engine")
+#: The dashboard reads runs newer than the last rollup refresh raw; a one-shot run
+#: refreshes the rollups when they are older than this.
+ROLLUP_MAX_AGE_S = 600.0
 
 
 def read_config(sheet: SheetBackend, previous: Snapshot | None = None) -> Snapshot:
@@ -145,11 +147,7 @@ class Engine:
         return snapshot
 
     def _publish_job_config(self, snapshot: Snapshot) -> None:
-        try:
-            from sheetops.store.rollups import publish_job_config
-        except ImportError:
-            return
-        publish_job_config(self.store, snapshot.jobs)
+        self.store.publish_job_config(snapshot.jobs)
 
     # -- running ----------------------------------------------------------------------
     def start(self) -> None:
@@ -273,8 +271,10 @@ class Engine:
                 self.status.flush()
                 if time.time() >= next_prune:  # Settings run_history_days, hourly
                     self.prune_history()
+                    self.store.analyze()  # keeps the dashboard's plans on its indexes
                     next_prune = time.time() + 3600
-                refresh_rollups(self.store)  # the dashboard's hourly/daily run rollups
+                # the dashboard's hourly/daily run rollups: kept here, only read there
+                self.store.rollups.refresh()
             except Exception:
                 log.exception("status loop error; continuing")
 
@@ -332,6 +332,8 @@ class Engine:
             self.runner.stop()
             self.runner.flush()
             self.status.flush()
+            # no status loop here: keep the rollups as fresh as the dashboard expects
+            self.store.rollups.refresh_if_older(ROLLUP_MAX_AGE_S)
 
     def refresh_without_scheduling(self) -> Snapshot:
         snapshot = read_config(self.sheet)

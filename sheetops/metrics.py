@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
@@ -26,6 +26,9 @@ from prometheus_client.registry import Collector
 
 from sheetops.context import AttemptResult
 from sheetops.hooks import RunHook, RunInfo, RunOutcome
+
+if TYPE_CHECKING:
+    from sheetops.store import Store
 
 log = logging.getLogger("sheetops.metrics")
 
@@ -75,7 +78,7 @@ class MetricsHook(RunHook):
     With a ``store``, also registers a :class:`StoreCollector` on the metrics' registry
     (replacing one registered before), so gauges are served from the same endpoint."""
 
-    def __init__(self, store: Any = None, metrics: Metrics | None = None) -> None:
+    def __init__(self, store: Store | None = None, metrics: Metrics | None = None) -> None:
         self.metrics = metrics or METRICS
         self.collector: StoreCollector | None = None
         if store is not None:
@@ -107,7 +110,7 @@ class MetricsHook(RunHook):
 class StoreCollector(Collector):
     """Gauges read from the store at each scrape (a handful of small queries)."""
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
 
     def describe(self) -> list:

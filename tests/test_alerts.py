@@ -227,12 +227,7 @@ def test_other_metrics(store):
 
 
 def _all_states(store):
-    from sqlalchemy import select
-
-    from sheetops.store.alerts_schema import alert_state
-
-    with store.engine.connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(select(alert_state))]
+    return list(store.alerts.states().values())
 
 
 def test_removed_rule_closes_its_incident_without_a_message(store):
@@ -365,7 +360,7 @@ def test_a_raising_channel_never_reaches_the_scheduler(store):
     assert kinds(evaluator.evaluate_safely(T0)) == ["fired", "delivery_failed"]
     store.dispose()
     broken = AlertEvaluator(store, Box(snapshot(rule())), explode)
-    broken.engine = None  # anything going wrong inside: logged, not raised
+    broken.alerts = None  # anything going wrong inside: logged, not raised
     assert broken.evaluate_safely(T0) == []
     assert broken.tick(T0) is True
     broken.join(5)

@@ -240,11 +240,10 @@ HOSTILE = "![pixel](http://evil.example/p.png) [click me](https://evil.example/x
 def test_text_from_the_sheet_and_the_store_is_shown_as_text_not_markdown(store):
     from dataclasses import replace
 
-    from sheetops.store.rollups import publish_job_config
     from sheetops.testing.store_fill import JOBS
 
-    publish_job_config(store, {j.job: (replace(j, owner=HOSTILE) if j.job == "fetch-orders"
-                                       else j) for j in JOBS})
+    store.publish_job_config({j.job: (replace(j, owner=HOSTILE) if j.job == "fetch-orders"
+                                      else j) for j in JOBS})
     with store.engine.begin() as conn:
         conn.exec_driver_sql("UPDATE runs SET error_message = ? WHERE id = ?",
                              (HOSTILE, store.ids["failed"]))
@@ -299,10 +298,9 @@ def test_invalid_jobs_are_listed_with_their_cells_on_jobs_and_config(store):
 
 def test_job_detail_opens_an_enabled_job_and_shows_next_runs_to_the_second(store):
     from sheetops.config.model import JobSpec
-    from sheetops.store.rollups import publish_job_config
 
-    publish_job_config(store, [JobSpec("a-off", "http_get", "every 1h", "UTC", enabled=False),
-                               JobSpec("b-fast", "http_get", "every 15s", "UTC")])
+    store.publish_job_config([JobSpec("a-off", "http_get", "every 1h", "UTC", enabled=False),
+                              JobSpec("b-fast", "http_get", "every 15s", "UTC")])
     assert store.try_lease("scheduler", "ops-box:1:x", 15)
     at = _open("job_detail.py")
     assert at.selectbox(key="detail_job").value == "b-fast"

@@ -14,9 +14,8 @@ import pytest
 import sqlalchemy as sa
 
 from sheetops.dashboard import queries as q
-from sheetops.store import Batch, Store
+from sheetops.store import Batch, Store, reads
 from sheetops.store import rollups as ru
-from sheetops.store.rollups import publish_job_config
 from sheetops.testing.http import HttpServer
 from sheetops.testing.store_fill import HOUR, JOBS, add_alerts, fill_realistic, make_run
 
@@ -134,7 +133,7 @@ def test_runs_errors_attempts_lists(filled):
     failed = q.runs_list(store, 24 * HOUR, now=now, statuses=["failed", "timeout"])
     assert set(failed["id"]) == {ids["failed"], ids["timeout"], ids["crm_failed"]}
     assert q.status_counts(store, 24 * HOUR, now=now) == {
-        "queued": 0, "running": 1, "ok": 14, "failed": 2, "timeout": 1}
+        "queued": 0, "running": 1, "ok": 14, "failed": 2, "timeout": 1, "dry runs": 0}
     att = q.attempts_of(store, [ids["failed"]])
     assert att["attempt"].tolist() == [1, 2, 3]
     assert "HTTPError" in att.iloc[0]["traceback"]
@@ -159,7 +158,7 @@ def test_jobs_table_and_schedule(filled):
     paris = q.next_runs("0 7 * * 1-5", "Europe/Paris", now=now)
     assert all(d.hour == 7 and d.weekday() < 5 for d in paris)
     # publishing again replaces the set
-    publish_job_config(store, [JOBS[0]])
+    store.publish_job_config([JOBS[0]])
     assert q.job_configs(store)["job"].tolist() == ["fetch-orders"]
 
 
@@ -234,33 +233,28 @@ def test_indexes_are_used(filled):
     assert "COVERING INDEX ix_runs_dash_job_started" in plan
 
 
-def test_large_window_percentiles_match(filled, monkeypatch):
+def test_large_window_percentiles_match(filled):
     """The index-walking path for large windows gives the same nearest ranks."""
     store, now, _ = filled
     small = q.job_summary(store, 24 * HOUR, now=now)
     small_total = q.total_percentiles(store, 24 * HOUR, now=now)
-    monkeypatch.setattr(q, "LARGE_WINDOW_ROWS", 1)
-    large = q.job_summary(store, 24 * HOUR, now=now)
+    large = q.job_summary(store, 24 * HOUR, now=now, large_window_rows=1)
     assert large[["job", "p50_s", "p95_s"]].equals(small[["job", "p50_s", "p95_s"]])
-    assert q.total_percentiles(store, 24 * HOUR, now=now) == small_total
+    assert q.total_percentiles(store, 24 * HOUR, now=now, large_window_rows=1) == small_total
 
 
 # -- long windows: rollups ---------------------------------------------------------------
-def _exact(monkeypatch):
-    monkeypatch.setattr(q, "EXACT_MAX_WINDOW_S", 1e12)
-
-
-def test_long_windows_read_rollups_with_exact_counts(filled, monkeypatch):
+def test_long_windows_read_rollups_with_exact_counts(filled):
     store, now, _ = filled
+    assert q.overview(store, 7 * DAY, now=now).approximate
+    assert ru.rollup_refreshed_at(store) is None  # the dashboard never refreshes them
+    store.rollups.refresh(now)  # the engine does
     for window in (7 * DAY, 30 * DAY):
         assert q.uses_rollups(window)
         ov = q.overview(store, window, now=now)
         assert ov.approximate
-        assert ru.rollup_refreshed_at(store) is not None  # refreshed on first use
-        with monkeypatch.context() as m:
-            _exact(m)
-            exact = q.overview(store, window, now=now)
-            assert not exact.approximate
+        exact = q.overview(store, window, now=now, exact_max_window_s=1e12)
+        assert not exact.approximate
         cols = ["job", "runs", "ok", "failed", "timeout", "running", "records_in",
                 "records_out", "records_failed"]
         assert ov.per_job[cols].equals(exact.per_job[cols])
@@ -291,14 +285,14 @@ def test_long_windows_read_rollups_with_exact_counts(filled, monkeypatch):
 
 def test_segments_cover_the_window_once():
     w = q.Window(1_000_000.5, 1_000_000.5 + 30 * DAY)
-    segs = q._segments(w, refreshed_at=w.until - 10)
+    segs = reads._segments(w, refreshed_at=w.until - 10)
     assert [k for k, _, _ in segs] == ["raw", "hourly", "daily", "hourly", "raw"]
     assert segs[0][1] == w.since and segs[-1][2] == w.until
     assert all(a[2] == b[1] for a, b in itertools.pairwise(segs))
     # stale rollups: everything after the last refresh is read from runs
-    stale = q._segments(w, refreshed_at=w.since + 2 * DAY + 100)
+    stale = reads._segments(w, refreshed_at=w.since + 2 * DAY + 100)
     assert stale[-1][0] == "raw" and stale[-1][1] == (w.since + 2 * DAY + 100) // HOUR * HOUR
-    assert q._segments(w, refreshed_at=0) == [("raw", w.since, w.until)]
+    assert reads._segments(w, refreshed_at=0) == [("raw", w.since, w.until)]
 
 
 def test_histogram_buckets():
@@ -350,3 +344,61 @@ def test_refresh_is_incremental_and_follows_status_changes(store):
     with store.engine.connect() as conn:
         daily = conn.execute(sa.select(sa.func.sum(ru.runs_daily.c.runs))).scalar()
     assert daily == 20
+
+
+# -- the dashboard only reads -------------------------------------------------------------
+def test_overview_renders_on_a_read_only_store(tmp_path):
+    """No DDL, no ANALYZE, no rollup refresh on any query path: every Overview query runs
+    on a SQLite store opened read-only (``mode=ro``)."""
+    path = tmp_path / "ro.db"
+    writer = Store(f"sqlite:///{path}")
+    now = time.time()
+    fill_realistic(writer, now)
+    writer.dispose()
+    store = q.open_store(f"sqlite:///file:{path}?mode=ro&uri=true")
+    try:
+        for window in (HOUR, 24 * HOUR, 7 * DAY, 30 * DAY):
+            ov = q.overview(store, window, now=now)
+            assert ov.running == 1
+        assert ov.totals.runs == 23 and ov.totals.failed == 2
+        assert len(q.jobs_table(store, 24 * HOUR, now=now)) == 3
+        with pytest.raises(sa.exc.OperationalError, match="readonly"):
+            store.rollups.refresh(now)  # the engine's job, and it cannot here
+    finally:
+        store.dispose()
+
+
+# -- one rule for dry runs --------------------------------------------------------------
+def test_page_figures_and_alert_metrics_agree_with_dry_runs(tmp_path):
+    """Dry runs are left out of rates and percentiles on the pages and in the alerts
+    alike, and counted apart: the Overview's failure rate and p95 for a job are the values
+    its alert rules fire on."""
+    from sheetops.alerts import AlertEvaluator
+    from sheetops.config.model import AlertSpec, JobSpec, SheetSettings, Snapshot
+
+    store = Store(f"sqlite:///{tmp_path / 'dry.db'}")
+    now = time.time()
+    runs = [make_run("sync", now - 3000 + i * 60, status, duration)
+            for i, (status, duration) in enumerate(
+                [("failed", 2.0), ("failed", 3.0), ("failed", 4.0), ("ok", 1.0)])]
+    for i in range(6):  # dry runs: all ok, very slow
+        dry = make_run("sync", now - 2000 + i * 60, "ok", 500.0 + i)
+        dry["dry_run"] = True
+        runs.append(dry)
+    store.record(Batch(new_runs=runs))
+    rules = (AlertSpec("failing", "sync", "failure_rate", 0.5, 3600, "webhook:x", row=2),
+             AlertSpec("slow", "sync", "duration_p95_s", 3.0, 3600, "webhook:x", row=3))
+    snap = Snapshot(jobs={"sync": JobSpec("sync", "http_get", "every 1m", "UTC")},
+                    alerts=rules, settings=SheetSettings())
+    fired = {e.rule: e.value for e in AlertEvaluator(store, lambda: snap, lambda m: None)
+             .evaluate(now) if e.kind == "fired"}
+    page = q.overview(store, HOUR, now=now).per_job.set_index("job").loc["sync"]
+    assert fired == {"failing": 0.75, "slow": 4.0}
+    assert page["failure_rate"] == fired["failing"] and page["p95_s"] == fired["slow"]
+    assert (page["runs"], page["ok"], page["failed"], page["dry_runs"]) == (4, 1, 3, 6)
+    assert q.status_counts(store, HOUR, now=now)["dry runs"] == 6
+    store.rollups.refresh(now)
+    week = q.job_summary(store, 7 * DAY, now=now).set_index("job").loc["sync"]
+    assert (week["runs"], week["failure_rate"], week["dry_runs"]) == (4, 0.75, 6)
+    assert week["p95_s"] == pytest.approx(4.0, rel=0.13)
+    store.dispose()

@@ -16,6 +16,7 @@ import streamlit as st
 
 from sheetops.dashboard import auth
 from sheetops.dashboard import queries as q
+from sheetops.errors import StoreError
 from sheetops.settings import get_settings
 from sheetops.store import RunStatus, Store
 
@@ -26,15 +27,19 @@ DEFAULT_REFRESH = "30 s"
 
 @st.cache_resource(show_spinner=False)
 def _open_store(url: str) -> Store:
-    store = Store(url)
-    q.ensure_schema(store)
-    return store
+    return q.open_store(url)
 
 
 def store() -> Store:
     """The store named by ``SHEETOPS_STORE_URL`` (or the default SQLite file), shared by
-    every session of this server."""
-    return _open_store(get_settings().resolved_store_url())
+    every session of this server. The dashboard never migrates it: a store that needs
+    ``sheetops migrate`` (or a newer sheetops) stops the page with that one sentence."""
+    try:
+        return _open_store(get_settings().resolved_store_url())
+    except StoreError as exc:
+        st.error(str(exc))
+        st.stop()
+        raise
 
 
 def page_setup(title: str) -> str | None:

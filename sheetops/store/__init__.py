@@ -1,6 +1,9 @@
-"""Durable state: runs, attempts, errors, job state, the sheet outbox, run requests."""
+"""Durable state, and the one home of SQL: runs, attempts, errors, job state, leases,
+run requests, the sheet outbox, config, alerts, rollups and the dashboard's reads."""
 
+from sheetops.store.migrate import StoreNeedsMigration, StoreTooNew
 from sheetops.store.schema import RunStatus
 from sheetops.store.store import Batch, Store, open_store, result_summary
 
-__all__ = ["Batch", "RunStatus", "Store", "open_store", "result_summary"]
+__all__ = ["Batch", "RunStatus", "Store", "StoreNeedsMigration", "StoreTooNew", "open_store",
+           "result_summary"]

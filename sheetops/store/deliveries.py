@@ -13,35 +13,19 @@ from __future__ import annotations
 import logging
 import time
 
-from sqlalchemy import Column, Engine, Float, String, Table, create_engine, event, select
+from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.pool import NullPool
 
-from sheetops.store.schema import metadata
-from sheetops.store.store import _sqlite_pragmas
+from sheetops.store.db import shared_engine
+from sheetops.store.schema import deliveries
 
 log = logging.getLogger("sheetops.store")
-
-deliveries = Table(
-    "deliveries", metadata,
-    Column("run_id", String(64), primary_key=True),
-    Column("record_key", String(500), primary_key=True),
-    Column("at", Float, nullable=False),
-)
-
-_engines: dict[str, Engine] = {}
 
 
 def _engine(url: str) -> Engine | None:
     if not url or ":memory:" in url:
         return None
-    if url not in _engines:
-        engine = create_engine(url, future=True, poolclass=NullPool)
-        if engine.dialect.name == "sqlite":
-            event.listen(engine, "connect", _sqlite_pragmas)
-        deliveries.create(engine, checkfirst=True)
-        _engines[url] = engine
-    return _engines[url]
+    return shared_engine(url)
 
 
 class Deliveries:

@@ -1,5 +1,10 @@
-"""The store's tables (SQLAlchemy Core). Times are UTC epoch seconds (floats), which
-aggregate the same way on SQLite and PostgreSQL."""
+"""Every table of the store, in one place (SQLAlchemy Core).
+
+Times are UTC epoch seconds (floats), which aggregate the same way on SQLite and
+PostgreSQL. A change here is a change of the store's schema: it needs a migration in
+:mod:`sheetops.store.migrations` (``tests/test_migrations.py`` checks that upgrading a
+store to the head revision gives exactly these tables and indexes).
+"""
 
 from __future__ import annotations
 
@@ -31,7 +36,14 @@ class RunStatus(StrEnum):
 
     @property
     def finished(self) -> bool:
-        return self in (RunStatus.OK, RunStatus.FAILED, RunStatus.TIMEOUT)
+        return self in FINISHED
+
+
+#: Runs that ended (counted in success and failure rates) and those that count as failures.
+FINISHED = (RunStatus.OK, RunStatus.FAILED, RunStatus.TIMEOUT)
+FAILURES = (RunStatus.FAILED, RunStatus.TIMEOUT)
+#: Runs a scheduler that died leaves behind.
+UNFINISHED = (RunStatus.RUNNING, RunStatus.QUEUED)
 
 
 runs = Table(
@@ -165,4 +177,130 @@ leases = Table(
     Column("name", String(64), primary_key=True),
     Column("holder", String(200), nullable=False),
     Column("expires_at", Float, nullable=False),
+)
+
+
+# -- the dashboard's read side -----------------------------------------------------------
+# Overview aggregates per job over a window: one index range scan, no table lookups.
+# Every dashboard index carries ``dry_run``: aggregates leave dry runs out (revision 0003).
+Index("ix_runs_dash_job_started", runs.c.job, runs.c.started_at, runs.c.status,
+      runs.c.duration_s, runs.c.records_in, runs.c.records_out, runs.c.records_failed,
+      runs.c.dry_run)
+# Percentiles by ORDER BY duration_s … OFFSET k, restricted to a window, per job.
+Index("ix_runs_dash_job_duration", runs.c.job, runs.c.dry_run, runs.c.duration_s,
+      runs.c.started_at)
+# Totals and the over-time charts: a range scan on started_at that covers the columns.
+Index("ix_runs_dash_started", runs.c.started_at, runs.c.status, runs.c.duration_s, runs.c.job,
+      runs.c.dry_run)
+# The total percentiles over a large window: ORDER BY duration_s … OFFSET k in index order.
+Index("ix_runs_dash_duration", runs.c.dry_run, runs.c.duration_s, runs.c.started_at,
+      runs.c.job)
+
+# The job configuration the scheduler publishes after each refresh, so pages can show
+# schedules without touching the sheet (only non-secret columns).
+job_config = Table(
+    "job_config", metadata,
+    Column("job", String(128), primary_key=True),
+    Column("automation", String(128), nullable=False, default=""),
+    Column("schedule", String(128), nullable=False, default=""),
+    Column("timezone", String(64), nullable=False, default="UTC"),
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("owner", String(128), nullable=False, default=""),
+    Column("notes", Text, nullable=False, default=""),
+    Column("published_at", Float, nullable=False),
+)
+
+# -- hourly (and daily) run rollups ------------------------------------------------------
+# Per job and per hour of ``started_at``: counts by status, duration sum/count/min/max,
+# records, the last start, and a log-bucket histogram of durations (``h00`` … ``h71``).
+# Dry runs are counted in ``dry_runs`` only: every other column leaves them out (the
+# rule of :mod:`sheetops.store.aggregates`). ``runs_daily`` sums the hourly rows per day.
+HIST_BUCKETS = 72
+HIST_COLUMNS = tuple(f"h{i:02d}" for i in range(HIST_BUCKETS))
+COUNT_COLUMNS = ("runs", "queued", "running", "ok", "failed", "timeout", "timed",
+                 "records_in", "records_out", "records_failed", "dry_runs")
+
+
+def _rollup_table(name: str, period: str) -> Table:
+    return Table(
+        name, metadata,
+        Column(period, Float, primary_key=True),       # start of the hour/day, epoch s
+        Column("job", String(128), primary_key=True),
+        *(Column(c, Integer, nullable=False, default=0) for c in COUNT_COLUMNS),
+        Column("duration_sum", Float, nullable=False, default=0.0),
+        Column("duration_min", Float),
+        Column("duration_max", Float),
+        Column("last_start", Float),
+        *(Column(c, Integer, nullable=False, default=0) for c in HIST_COLUMNS),
+    )
+
+
+runs_hourly = _rollup_table("runs_hourly", "hour")
+runs_daily = _rollup_table("runs_daily", "day")
+# The few hours with runs still running or queued (re-aggregated at every refresh).
+ROLLUP_OPEN = (runs_hourly.c.running + runs_hourly.c.queued) > 0
+Index("ix_runs_hourly_open", runs_hourly.c.hour, sqlite_where=ROLLUP_OPEN,
+      postgresql_where=ROLLUP_OPEN)
+rollup_state = Table(
+    "rollup_state", metadata,
+    Column("name", String(32), primary_key=True),
+    Column("refreshed_at", Float, nullable=False),   # runs recorded before this are in
+    Column("seconds", Float, nullable=False, default=0.0),  # the last refresh took
+)
+
+# -- deliveries: what an automation already sent in a run (sheetops.store.deliveries) ---
+deliveries = Table(
+    "deliveries", metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("record_key", String(500), primary_key=True),
+    Column("at", Float, nullable=False),
+)
+
+# -- alerts ------------------------------------------------------------------------------
+# ``alert_state`` holds one row per evaluated (rule, job) pair: whether it is firing and
+# since when, what was last sent and whether a message still waits for delivery.
+# ``alert_events`` is the history: every fired, reminder and resolved message and every
+# failed delivery.
+FIRED = "fired"
+REMINDER = "reminder"
+RESOLVED = "resolved"
+DELIVERY_FAILED = "delivery_failed"
+EVENT_KINDS = (FIRED, REMINDER, RESOLVED, DELIVERY_FAILED)
+
+alert_state = Table(
+    "alert_state", metadata,
+    Column("rule", String(128), primary_key=True),
+    # the job (or, for queue_depth with job *, the queue) this row watches
+    Column("job", String(128), primary_key=True),
+    Column("metric", String(32), nullable=False),
+    Column("threshold", Float, nullable=False),
+    Column("channel", String(256), nullable=False, default=""),
+    Column("first_seen_at", Float, nullable=False),
+    Column("evaluated_at", Float, nullable=False),
+    Column("last_value", Float),               # NULL: not enough data to judge
+    Column("firing_since", Float),             # NULL: not firing
+    Column("last_notified_at", Float),         # last fired/reminder message (sent or not)
+    Column("last_sent_at", Float),             # last message actually delivered
+    Column("pending_event_id", Integer),       # an alert_events row not yet delivered
+    Column("pending_tries", Integer, nullable=False, default=0),
+)
+
+alert_events = Table(
+    "alert_events", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("time", Float, nullable=False),
+    Column("rule", String(128), nullable=False),
+    Column("job", String(128), nullable=False),
+    Column("kind", String(16), nullable=False),  # fired, reminder, resolved, delivery_failed
+    Column("metric", String(32), nullable=False, default=""),
+    Column("value", Float),
+    Column("threshold", Float),
+    Column("channel", String(256), nullable=False, default=""),
+    Column("subject", Text, nullable=False, default=""),
+    Column("message", Text, nullable=False, default=""),
+    Column("format", String(8), nullable=False, default="text"),
+    Column("delivered_at", Float),             # when the message reached the channel
+    Column("error", Text, nullable=False, default=""),
+    Index("ix_alert_events_time", "time"),
+    Index("ix_alert_events_rule_job_time", "rule", "job", "time"),
 )

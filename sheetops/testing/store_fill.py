@@ -18,7 +18,6 @@ from typing import Any
 
 from sheetops.config.model import AlertSpec, JobSpec, Problem, SheetSettings, Snapshot
 from sheetops.store import Batch, Store
-from sheetops.store.rollups import publish_job_config
 
 HOUR = 3600.0
 TRACEBACK = ('Traceback (most recent call last):\n  File "automations/http_get.py", line 42,'
@@ -106,7 +105,7 @@ def fill_realistic(store: Store, now: float) -> dict[str, str]:
                                                          "schedule every 5m -> every 10m")])
     store.set_gauges({"queue_depth:fetch": 7, "queue_depth:enrich": 2, "running": 1,
                       "last_refresh_at": now - 30, "last_refresh_ok": 1})
-    publish_job_config(store, {j.job: j for j in JOBS})
+    store.publish_job_config({j.job: j for j in JOBS})
     return {"failed": failed["id"], "timeout": timeout["id"], "crm_failed": crm_failed["id"],
             "running": running["id"]}
 

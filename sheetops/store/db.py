@@ -1,0 +1,104 @@
+"""One SQLAlchemy engine per store URL, set up the same way for every part of the store.
+
+SQLite files get WAL, a busy timeout and (on builds without the math functions) a
+Python ``ln()`` for the rollups' histogram buckets; a read-only SQLite URI
+(``sqlite:///file:…?mode=ro&uri=true``) is left in the journal mode it has.
+PostgreSQL gets ``pool_pre_ping``. :class:`Database` is what every focused store holds.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.pool import NullPool
+
+from sheetops.errors import StoreError
+
+_engines: dict[str, Engine] = {}
+_lock = threading.Lock()
+
+
+def safe_url(url: str) -> str:
+    """The URL with any password masked, for messages and the dashboard."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return "<invalid store URL>"
+
+
+def _read_only(url: str) -> bool:
+    return url.startswith("sqlite") and "mode=ro" in url
+
+
+def _sqlite_setup(read_only: bool):
+    def setup(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        if not read_only:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=OFF")
+        try:
+            cursor.execute("SELECT ln(2.0)")
+        except Exception:  # SQLite built without the math functions
+            dbapi_connection.create_function(
+                "ln", 1, lambda x: math.log(x) if x is not None and x > 0 else None,
+                deterministic=True)
+        cursor.close()
+    return setup
+
+
+def make_engine(url: str) -> Engine:
+    """A new engine for ``url`` (NullPool for SQLite files: connections are cheap and
+    never shared between threads)."""
+    try:
+        engine = create_engine(
+            url, future=True,
+            **({"poolclass": NullPool} if url.startswith("sqlite") and ":memory:" not in url
+               else {"pool_pre_ping": True}))
+    except (ArgumentError, ImportError, ValueError) as exc:  # ValueError: a bad port
+        raise StoreError(f"cannot use store URL {safe_url(url)}: {exc}") from None
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_setup(_read_only(url)))
+    return engine
+
+
+def shared_engine(url: str) -> Engine:
+    """The one engine of this process for ``url`` (used where a part of the store is
+    opened from a URL alone, e.g. deliveries in a worker process)."""
+    with _lock:
+        if url not in _engines:
+            _engines[url] = make_engine(url)
+        return _engines[url]
+
+
+class Database:
+    """An engine and the few dialect differences the stores need."""
+
+    def __init__(self, url: str, engine: Engine | None = None) -> None:
+        self.url = url
+        if engine is None:
+            engine = make_engine(url)
+        elif engine.dialect.name == "sqlite":
+            event.listen(engine, "connect", _sqlite_setup(_read_only(url)))
+        self.engine = engine
+        self.dialect = self.engine.dialect.name
+        self.insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        self.mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+
+    @property
+    def safe_url(self) -> str:
+        return safe_url(self.url)
+
+    @property
+    def read_only(self) -> bool:
+        return _read_only(self.url)
+
+    def dispose(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,270 @@
+"""The schema of sheetops 0.1.0 (main at 2e057a7), frozen: what the migrations start from.
+
+Never edit it: a change of the live schema (:mod:`sheetops.store.schema`) is a new
+revision in ``versions/``. 0.1.0 created most of these tables when the store opened and
+the rest (the dashboard's indexes and tables, the alert and delivery tables) on first use,
+so a store it wrote may lack some; revision 0002 adds what is missing.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+
+runs = Table(
+    "runs", metadata,
+    Column("id", String(40), primary_key=True),
+    Column("job", String(128), nullable=False),
+    Column("trigger", String(16), nullable=False),
+    Column("scheduled_for", Float),
+    Column("started_at", Float),
+    Column("finished_at", Float),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("records_in", Integer, nullable=False, default=0),
+    Column("records_out", Integer, nullable=False, default=0),
+    Column("records_failed", Integer, nullable=False, default=0),
+    Column("duration_s", Float),
+    Column("result", Text, nullable=False, default="{}"),
+    Column("error_type", String(128), nullable=False, default=""),
+    Column("error_message", Text, nullable=False, default=""),
+    Column("dry_run", Boolean, nullable=False, default=False),
+    Column("requested_by", String(128), nullable=False, default=""),
+    Index("ix_runs_job_started", "job", "started_at"),
+    Index("ix_runs_started", "started_at"),
+    Index("ix_runs_status", "status"),
+)
+
+attempts = Table(
+    "attempts", metadata,
+    Column("run_id", String(40), primary_key=True),
+    Column("attempt", Integer, primary_key=True),
+    Column("job", String(128), nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("finished_at", Float, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("error_type", String(128), nullable=False, default=""),
+    Column("error_message", Text, nullable=False, default=""),
+    Column("traceback", Text, nullable=False, default=""),
+)
+
+errors = Table(
+    "errors", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("time", Float, nullable=False),
+    Column("job", String(128), nullable=False),
+    Column("run_id", String(40), nullable=False),
+    Column("stage", String(64), nullable=False, default="run"),
+    Column("attempt", Integer, nullable=False, default=1),
+    Column("error_type", String(128), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("record_key", String(256), nullable=False, default=""),
+    Column("traceback", Text, nullable=False, default=""),
+    Index("ix_errors_time", "time"),
+    Index("ix_errors_job_time", "job", "time"),
+)
+
+job_state = Table(
+    "job_state", metadata,
+    Column("job", String(128), primary_key=True),
+    Column("last_fire_time", Float),
+    Column("last_run_id", String(40)),
+    Column("last_status", String(16), nullable=False, default=""),
+    Column("last_start", Float),
+    Column("last_end", Float),
+    Column("last_duration_s", Float),
+    Column("last_result", Text, nullable=False, default=""),
+    Column("records_in", Integer, nullable=False, default=0),
+    Column("records_out", Integer, nullable=False, default=0),
+    Column("records_failed", Integer, nullable=False, default=0),
+    Column("consecutive_failures", Integer, nullable=False, default=0),
+    Column("last_success_at", Float),
+    Column("updated_at", Float),
+)
+
+outbox = Table(
+    "outbox", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tab", String(32), nullable=False),
+    Column("key", String(160), nullable=False, default=""),
+    Column("created_at", Float, nullable=False),
+    Column("delivered_at", Float),
+    Index("ix_outbox_pending", "delivered_at", "id"),
+)
+
+run_requests = Table(
+    "run_requests", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job", String(128), nullable=False),
+    Column("dry_run", Boolean, nullable=False, default=False),
+    Column("requested_by", String(128), nullable=False, default=""),
+    Column("created_at", Float, nullable=False),
+    Column("claimed_at", Float),
+    Column("run_id", String(40)),
+    Index("ix_run_requests_pending", "claimed_at", "id"),
+)
+
+config_problems = Table(
+    "config_problems", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tab", String(32), nullable=False),
+    Column("cell", String(16), nullable=False),
+    Column("value", Text, nullable=False, default=""),
+    Column("problem", Text, nullable=False),
+    Column("severity", String(8), nullable=False),
+)
+
+config_events = Table(
+    "config_events", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("time", Float, nullable=False),
+    Column("kind", String(16), nullable=False),  # refresh, added, changed, removed, failed
+    Column("job", String(128), nullable=False, default=""),
+    Column("detail", Text, nullable=False, default=""),
+    Index("ix_config_events_time", "time"),
+)
+
+gauges = Table(
+    "gauges", metadata,
+    Column("name", String(128), primary_key=True),
+    Column("value", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+sheet_extent = Table(
+    "sheet_extent", metadata,
+    Column("tab", String(32), primary_key=True),
+    Column("rows", Integer, nullable=False),
+)
+
+leases = Table(
+    "leases", metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(200), nullable=False),
+    Column("expires_at", Float, nullable=False),
+)
+
+
+# -- the dashboard's read side -----------------------------------------------------------
+# Overview aggregates per job over a window: one index range scan, no table lookups.
+Index("ix_runs_dash_job_started", runs.c.job, runs.c.started_at, runs.c.status,
+      runs.c.duration_s, runs.c.records_in, runs.c.records_out, runs.c.records_failed)
+# Percentiles by ORDER BY duration_s … OFFSET k, restricted to a window, per job.
+Index("ix_runs_dash_job_duration", runs.c.job, runs.c.duration_s, runs.c.started_at)
+# Totals and the over-time charts: a range scan on started_at that covers the columns.
+Index("ix_runs_dash_started", runs.c.started_at, runs.c.status, runs.c.duration_s, runs.c.job)
+# The total percentiles over a large window: ORDER BY duration_s … OFFSET k in index order.
+Index("ix_runs_dash_duration", runs.c.duration_s, runs.c.started_at, runs.c.job)
+
+# The job configuration the scheduler publishes after each refresh, so pages can show
+# schedules without touching the sheet (only non-secret columns).
+job_config = Table(
+    "job_config", metadata,
+    Column("job", String(128), primary_key=True),
+    Column("automation", String(128), nullable=False, default=""),
+    Column("schedule", String(128), nullable=False, default=""),
+    Column("timezone", String(64), nullable=False, default="UTC"),
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("owner", String(128), nullable=False, default=""),
+    Column("notes", Text, nullable=False, default=""),
+    Column("published_at", Float, nullable=False),
+)
+
+# -- hourly (and daily) run rollups ------------------------------------------------------
+# Per job and per hour of ``started_at``: counts by status, duration sum/count/min/max,
+# records, the last start, and a log-bucket histogram of durations (``h00`` … ``h71``).
+HIST_BUCKETS = 72
+HIST_COLUMNS = tuple(f"h{i:02d}" for i in range(HIST_BUCKETS))
+COUNT_COLUMNS = ("runs", "queued", "running", "ok", "failed", "timeout", "timed",
+                 "records_in", "records_out", "records_failed")
+
+
+def _rollup_table(name: str, period: str) -> Table:
+    return Table(
+        name, metadata,
+        Column(period, Float, primary_key=True),       # start of the hour/day, epoch s
+        Column("job", String(128), primary_key=True),
+        *(Column(c, Integer, nullable=False, default=0) for c in COUNT_COLUMNS),
+        Column("duration_sum", Float, nullable=False, default=0.0),
+        Column("duration_min", Float),
+        Column("duration_max", Float),
+        Column("last_start", Float),
+        *(Column(c, Integer, nullable=False, default=0) for c in HIST_COLUMNS),
+    )
+
+
+runs_hourly = _rollup_table("runs_hourly", "hour")
+runs_daily = _rollup_table("runs_daily", "day")
+# The few hours with runs still running or queued (re-aggregated at every refresh).
+ROLLUP_OPEN = (runs_hourly.c.running + runs_hourly.c.queued) > 0
+Index("ix_runs_hourly_open", runs_hourly.c.hour, sqlite_where=ROLLUP_OPEN,
+      postgresql_where=ROLLUP_OPEN)
+rollup_state = Table(
+    "rollup_state", metadata,
+    Column("name", String(32), primary_key=True),
+    Column("refreshed_at", Float, nullable=False),   # runs recorded before this are in
+    Column("seconds", Float, nullable=False, default=0.0),  # the last refresh took
+)
+
+# -- deliveries: what an automation already sent in a run ---
+deliveries = Table(
+    "deliveries", metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("record_key", String(500), primary_key=True),
+    Column("at", Float, nullable=False),
+)
+
+# -- alerts ------------------------------------------------------------------------------
+# ``alert_state`` holds one row per evaluated (rule, job) pair: whether it is firing and
+# since when, what was last sent and whether a message still waits for delivery.
+# ``alert_events`` is the history: every fired, reminder and resolved message and every
+# failed delivery.
+alert_state = Table(
+    "alert_state", metadata,
+    Column("rule", String(128), primary_key=True),
+    # the job (or, for queue_depth with job *, the queue) this row watches
+    Column("job", String(128), primary_key=True),
+    Column("metric", String(32), nullable=False),
+    Column("threshold", Float, nullable=False),
+    Column("channel", String(256), nullable=False, default=""),
+    Column("first_seen_at", Float, nullable=False),
+    Column("evaluated_at", Float, nullable=False),
+    Column("last_value", Float),               # NULL: not enough data to judge
+    Column("firing_since", Float),             # NULL: not firing
+    Column("last_notified_at", Float),         # last fired/reminder message (sent or not)
+    Column("last_sent_at", Float),             # last message actually delivered
+    Column("pending_event_id", Integer),       # an alert_events row not yet delivered
+    Column("pending_tries", Integer, nullable=False, default=0),
+)
+
+alert_events = Table(
+    "alert_events", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("time", Float, nullable=False),
+    Column("rule", String(128), nullable=False),
+    Column("job", String(128), nullable=False),
+    Column("kind", String(16), nullable=False),  # fired, reminder, resolved, delivery_failed
+    Column("metric", String(32), nullable=False, default=""),
+    Column("value", Float),
+    Column("threshold", Float),
+    Column("channel", String(256), nullable=False, default=""),
+    Column("subject", Text, nullable=False, default=""),
+    Column("message", Text, nullable=False, default=""),
+    Column("format", String(8), nullable=False, default="text"),
+    Column("delivered_at", Float),             # when the message reached the channel
+    Column("error", Text, nullable=False, default=""),
+    Index("ix_alert_events_time", "time"),
+    Index("ix_alert_events_rule_job_time", "rule", "job", "time"),
+)

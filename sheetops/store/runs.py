@@ -1,0 +1,197 @@
+"""Runs, attempts, errors and job state: what the runner records and the tabs show.
+
+Writes come in batches — one transaction per :meth:`RunStore.record` — so thousands of
+runs a second cost a handful of commits.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, Table, delete, func, insert, select, update
+
+from sheetops.store import schema as t
+from sheetops.store.db import Database
+from sheetops.store.schema import UNFINISHED, RunStatus
+
+#: The tabs an interrupted run touches (their outbox entries).
+_INTERRUPT_TABS = ("Runs", "Errors", "Status")
+
+
+@dataclass
+class Batch:
+    """Everything one flush writes, in one transaction."""
+
+    new_runs: list[dict[str, Any]] = field(default_factory=list)
+    run_updates: list[dict[str, Any]] = field(default_factory=list)
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    job_states: dict[str, dict[str, Any]] = field(default_factory=dict)
+    outbox: list[tuple[str, str]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.new_runs or self.run_updates or self.attempts or self.errors
+                    or self.job_states or self.outbox)
+
+
+def _bulk_insert(table: Table, mark: str) -> tuple[str, list[tuple[str, Any]]]:
+    columns = [(c.name, c.default.arg if c.default is not None and c.default.is_scalar
+                else None) for c in table.columns if not (c.primary_key and c.autoincrement
+                                                          is True)]
+    names = ", ".join(name for name, _ in columns)
+    marks = ", ".join(mark for _ in columns)
+    return f"INSERT INTO {table.name} ({names}) VALUES ({marks})", columns
+
+
+class RunStore:
+    """Runs, attempts, errors and job states."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._bulk = {table.name: _bulk_insert(table, db.mark)
+                      for table in (t.runs, t.attempts, t.errors)}
+
+    # -- writes ----------------------------------------------------------------------
+    def record(self, batch: Batch) -> None:
+        """Write one batch (runs, updates, attempts, errors, job states, outbox
+        entries) in one transaction."""
+        if not batch:
+            return
+        now = time.time()
+        with self.db.engine.begin() as conn:
+            self._insert_many(conn, t.runs, batch.new_runs)
+            for row in batch.run_updates:
+                values = {k: v for k, v in row.items() if k != "id"}
+                conn.execute(update(t.runs).where(t.runs.c.id == row["id"]).values(**values))
+            self._insert_many(conn, t.attempts, batch.attempts)
+            self._insert_many(conn, t.errors, batch.errors)
+            if batch.job_states:
+                self._upsert_many(conn, t.job_state, "job", [
+                    {"job": job, **values, "updated_at": now}
+                    for job, values in batch.job_states.items()])
+            if batch.outbox:
+                conn.execute(insert(t.outbox), [
+                    {"tab": tab, "key": key, "created_at": now} for tab, key in batch.outbox])
+
+    def _insert_many(self, conn: Connection, table: Table,
+                     rows: list[dict[str, Any]]) -> None:
+        """Insert many rows through the driver's executemany: the hot path of recording
+        thousands of runs a second, where SQLAlchemy's per-row processing dominates."""
+        if not rows:
+            return
+        sql, columns = self._bulk[table.name]
+        conn.exec_driver_sql(sql, [tuple(row.get(c, d) for c, d in columns) for row in rows])
+
+    def _upsert_many(self, conn: Connection, table: Table, key: str,
+                     rows: list[dict[str, Any]]) -> None:
+        """Insert-or-update many rows through the driver (``ON CONFLICT … DO UPDATE``,
+        the same SQL on SQLite and PostgreSQL). A new row gets the columns' defaults; an
+        existing row has only the given columns updated."""
+        defaults = {c.name: c.default.arg for c in table.columns
+                    if c.default is not None and c.default.is_scalar}
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for row in rows:
+            groups.setdefault(tuple(sorted(row)), []).append(row)
+        mark = self.db.mark
+        for given, group in groups.items():
+            filled = [c for c in defaults if c not in given]
+            columns = [*given, *filled]
+            updates = ", ".join(f"{c} = excluded.{c}" for c in given if c != key)
+            sql = (f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES "
+                   f"({', '.join(mark for _ in columns)}) ON CONFLICT ({key}) DO "
+                   + (f"UPDATE SET {updates}" if updates else "NOTHING"))
+            conn.exec_driver_sql(sql, [tuple(r[c] for c in given) +
+                                       tuple(defaults[c] for c in filled) for r in group])
+
+    def interrupt_unfinished(self, keep: Iterable[str] = ()) -> list[str]:
+        """End runs left ``running``/``queued`` by a scheduler that died (SIGKILL, power
+        loss) as failed ``Interrupted``, so they do not look alive forever; the runs in
+        ``keep`` (still running in this process) are left alone. Returns their ids. Call
+        it only from the scheduler that owns the store, before it starts."""
+        now = time.time()
+        unfinished = [s.value for s in UNFINISHED]
+        keep = set(keep)
+        with self.db.engine.begin() as conn:
+            rows = [r for r in conn.execute(
+                select(t.runs.c.id, t.runs.c.job, t.runs.c.started_at, t.runs.c.attempts)
+                .where(t.runs.c.status.in_(unfinished))).all() if r.id not in keep]
+            if not rows:
+                return []
+            message = "sheetops stopped while this run was in progress (process killed)"
+            ids = [r.id for r in rows]
+            for start in range(0, len(ids), 500):
+                conn.execute(update(t.runs).where(
+                    t.runs.c.id.in_(ids[start:start + 500]),
+                    t.runs.c.status.in_(unfinished)).values(
+                    status=RunStatus.FAILED.value, finished_at=now,
+                    error_type="Interrupted", error_message=message))
+            self._insert_many(conn, t.errors, [
+                {"time": now, "job": r.job, "run_id": r.id, "stage": "run",
+                 "attempt": r.attempts or 1, "error_type": "Interrupted", "message": message,
+                 "record_key": "", "traceback": ""} for r in rows])
+            conn.execute(insert(t.outbox), [
+                {"tab": tab, "key": "", "created_at": now} for tab in _INTERRUPT_TABS])
+        return [r.id for r in rows]
+
+    def set_fire_times(self, times: dict[str, float]) -> None:
+        """Note each job's last scheduled fire time (catch-up after downtime reads it)."""
+        if not times:
+            return
+        stmt = self.db.insert(t.job_state)
+        stmt = stmt.on_conflict_do_update(index_elements=["job"], set_={
+            "last_fire_time": stmt.excluded.last_fire_time})
+        with self.db.engine.begin() as conn:
+            conn.execute(stmt, [{"job": j, "last_fire_time": v} for j, v in times.items()])
+
+    def prune(self, older_than: float) -> int:
+        """Delete runs, attempts and errors older than ``older_than`` and delivered
+        outbox entries; returns the number of runs deleted."""
+        with self.db.engine.begin() as conn:
+            old_runs = select(t.runs.c.id).where(t.runs.c.started_at < older_than)
+            conn.execute(delete(t.attempts).where(t.attempts.c.run_id.in_(old_runs)))
+            n = conn.execute(delete(t.runs).where(t.runs.c.started_at < older_than)).rowcount
+            conn.execute(delete(t.errors).where(t.errors.c.time < older_than))
+            conn.execute(delete(t.outbox).where(t.outbox.c.delivered_at < older_than))
+        return n or 0
+
+    # -- reads -----------------------------------------------------------------------
+    def job_states(self) -> dict[str, dict[str, Any]]:
+        with self.db.engine.connect() as conn:
+            return {r.job: dict(r._mapping) for r in conn.execute(select(t.job_state))}
+
+    def recent_runs(self, limit: int, job: str | None = None) -> list[dict[str, Any]]:
+        q = select(t.runs).order_by(t.runs.c.started_at.desc(), t.runs.c.id.desc()).limit(limit)
+        if job:
+            q = q.where(t.runs.c.job == job)
+        with self.db.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    def recent_errors(self, limit: int, job: str | None = None) -> list[dict[str, Any]]:
+        q = select(t.errors).order_by(t.errors.c.time.desc(), t.errors.c.id.desc()).limit(limit)
+        if job:
+            q = q.where(t.errors.c.job == job)
+        with self.db.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        with self.db.engine.connect() as conn:
+            row = conn.execute(select(t.runs).where(t.runs.c.id == run_id)).first()
+            return dict(row._mapping) if row else None
+
+    def attempts_of(self, run_id: str) -> list[dict[str, Any]]:
+        with self.db.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(
+                select(t.attempts).where(t.attempts.c.run_id == run_id)
+                .order_by(t.attempts.c.attempt))]
+
+    def count_runs(self, job: str | None = None, status: str | None = None) -> int:
+        q = select(func.count()).select_from(t.runs)
+        if job:
+            q = q.where(t.runs.c.job == job)
+        if status:
+            q = q.where(t.runs.c.status == status)
+        with self.db.engine.connect() as conn:
+            return int(conn.execute(q).scalar_one())
