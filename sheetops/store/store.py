@@ -101,9 +101,7 @@ class Store:
         now = time.time()
         with self.engine.begin() as conn:
             self._insert_many(conn, t.runs, batch.new_runs)
-            for row in batch.run_updates:
-                values = {k: v for k, v in row.items() if k != "id"}
-                conn.execute(update(t.runs).where(t.runs.c.id == row["id"]).values(**values))
+            self._update_runs(conn, batch.run_updates)
             self._insert_many(conn, t.attempts, batch.attempts)
             self._insert_many(conn, t.errors, batch.errors)
             if batch.job_states:
@@ -121,6 +119,21 @@ class Store:
             return
         sql, columns = self._bulk[table.name]
         conn.exec_driver_sql(sql, [tuple(row.get(c, d) for c, d in columns) for row in rows])
+
+    def _update_runs(self, conn, rows: list[dict[str, Any]]) -> None:
+        """Update many runs through the driver's executemany, one statement per set of
+        columns: a run queued in one flush is updated in the next, thousands a second."""
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for row in rows:
+            groups.setdefault(tuple(c for c in row if c != "id"), []).append(row)
+        mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+        for columns, group in groups.items():
+            if not columns:
+                continue
+            sql = (f"UPDATE {t.runs.name} SET {', '.join(f'{c} = {mark}' for c in columns)} "
+                   f"WHERE id = {mark}")
+            conn.exec_driver_sql(sql, [(*(r[c] for c in columns), r["id"])
+                                       for r in group])
 
     def _upsert_many(self, conn, table, key: str, rows: list[dict[str, Any]]) -> None:
         """Insert-or-update many rows through the driver (``ON CONFLICT … DO UPDATE``,
