@@ -142,11 +142,12 @@ class Runner:
         now = time.time()
         run = _Run(new_run_id(now), spec, snapshot, trigger, scheduled_for, dry_run,
                    requested_by)
-        with self._lock:
+        with self._lock:  # recorded under the lock: before stop() can end the run
             admitted = self._admit(run)
+            if admitted is not None:
+                self.recorder.record(_queued(run, now))
         if admitted is None:
             return None
-        self.recorder.record(_queued(run, now))
         if admitted:
             self.executor.submit(self._next_request(run))
         return run.run_id
@@ -161,8 +162,8 @@ class Runner:
             chunk = runs[start:start + 256]  # the rest are still being handed off
             with self._lock:
                 admitted = [(run, self._admit(run)) for run in chunk]
-            self.recorder.record_many(_queued(run, now) for run, ok in admitted
-                                      if ok is not None)
+                self.recorder.record_many(_queued(run, now) for run, ok in admitted
+                                          if ok is not None)
             self.executor.submit_many([self._next_request(run) for run, ok in admitted
                                        if ok])
         return len(runs)

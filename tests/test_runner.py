@@ -12,6 +12,8 @@ import json
 import os
 import random
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -457,9 +459,31 @@ def a_runs_events(run_id: str = "r1"):
     ]
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, isolated_env, services) -> Iterator[str]:
+    """The test's SQLite store, or a fresh PostgreSQL database dropped afterwards."""
+    if request.param == "sqlite":
+        yield isolated_env
+        return
+    services.postgres()
+    import sqlalchemy as sa
+    from test_store import PG_ADMIN
+
+    name = f"sheetops_test_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
 @pytest.mark.parametrize("flush_after_each", [False, True])
-def test_a_runs_rows_are_the_same_however_flushes_fall(isolated_env, flush_after_each):
-    store = BatchesStore(isolated_env)
+def test_a_runs_rows_are_the_same_however_flushes_fall(store_url, flush_after_each):
+    store = BatchesStore(store_url)
     recorder = Recorder(store)
     for event in a_runs_events():
         recorder.record(event)
