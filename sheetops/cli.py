@@ -238,6 +238,8 @@ def run_job(job: str = typer.Argument(..., help="The job id from the Jobs tab.")
             dry_run: bool = typer.Option(False, "--dry-run", help="Tell the automation not "
                                          "to change anything outside (ctx.dry_run).")) -> None:
     """Run one job now and print its result (exit 0 on success, 1 on failure)."""
+    from sheetops.store import RunStatus
+
     settings = _prepare()
     try:
         backend = _open(sheet)
@@ -266,7 +268,7 @@ def run_job(job: str = typer.Argument(..., help="The job id from the Jobs tab.")
         typer.secho(f"the status tabs could not be updated ({engine.status.last_error}); "
                     f"{pending} change(s) are kept in the outbox and written by the next "
                     "'sheetops run' or 'run-job'", fg=typer.colors.YELLOW, err=True)
-    raise typer.Exit(0 if record["status"] == "ok" else 1)
+    raise typer.Exit(0 if record["status"] == RunStatus.OK else 1)
 
 
 @app.command()

@@ -16,7 +16,7 @@ from sheetops import tabs
 from sheetops.connectors.sheets.base import TabWrite
 from sheetops.connectors.sheets.workbook import WorkbookSheet
 from sheetops.engine import init_sheet
-from sheetops.store import Store
+from sheetops.store import RunStatus, Store
 from sheetops.testing.http import HttpServer
 from sheetops.testing.smtp import SmtpServer
 
@@ -110,8 +110,8 @@ class DemoWorkspace:
                 f"  local API {self.http.url('/customers')}, SMTP 127.0.0.1:{self.smtp.port}")
 
     def summary(self, store: Store) -> str:
-        ok, failed = store.count_runs(status="ok"), store.count_runs(status="failed")
-        timeout = store.count_runs(status="timeout")
+        ok, failed, timeout = (store.count_runs(status=s) for s in (
+            RunStatus.OK, RunStatus.FAILED, RunStatus.TIMEOUT))
         return (f"demo finished: {ok} ok, {failed} failed, {timeout} timed out; "
                 f"{len(self.smtp.messages)} email(s) delivered to the local SMTP server.\n"
                 f"See the Status, Runs and Errors tabs in {self.workbook}; for the dashboard "

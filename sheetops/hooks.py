@@ -11,12 +11,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sheetops.context import AttemptResult
+from sheetops.store.schema import RunStatus
 
 log = logging.getLogger("sheetops.hooks")
 
 
 @dataclass(frozen=True)
 class RunInfo:
+    """A run as its hooks see it from its start on."""
+
     run_id: str
     job: str
     automation: str
@@ -28,7 +31,10 @@ class RunInfo:
 
 @dataclass(frozen=True)
 class RunOutcome:
-    status: str  # a RunStatus value: ok, failed, timeout
+    """How a run ended. ``status`` is :attr:`RunStatus.OK`, ``FAILED`` or ``TIMEOUT`` (a
+    ``StrEnum``: it also compares equal to ``"ok"`` and friends)."""
+
+    status: RunStatus
     attempts: int
     finished_at: float
     duration_s: float

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 from sheetops.context import AttemptResult, known_secrets, mask
 from sheetops.hooks import RunHook, RunInfo, RunOutcome
+from sheetops.store.schema import RunStatus
 
 CONTEXT_FIELDS = ("job", "run_id", "attempt", "stage", "record_key", "error_type")
 
@@ -91,7 +92,7 @@ class LoggingHook(RunHook):
     def on_run_end(self, run: RunInfo, outcome: RunOutcome) -> None:
         fields = {"job": run.job, "run_id": run.run_id, "attempt": outcome.attempts,
                   "stage": "run"}
-        if outcome.status == "ok":
+        if outcome.status == RunStatus.OK:
             self.log.debug("job %s run %s ok after %d attempt(s) in %.2fs", run.job,
                            run.run_id, outcome.attempts, outcome.duration_s, extra=fields)
             return

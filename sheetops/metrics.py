@@ -25,6 +25,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from sheetops.context import AttemptResult
+from sheetops.events import attempt_status
 from sheetops.hooks import RunHook, RunInfo, RunOutcome
 
 if TYPE_CHECKING:
@@ -91,12 +92,11 @@ class MetricsHook(RunHook):
             _store_collectors[id(registry)] = self.collector
 
     def on_attempt_end(self, run: RunInfo, result: AttemptResult) -> None:
-        status = "ok" if result.ok else "timeout" if result.timed_out else "failed"
-        self.metrics.attempts.labels(run.job, status).inc()
+        self.metrics.attempts.labels(run.job, attempt_status(result).value).inc()
 
     def on_run_end(self, run: RunInfo, outcome: RunOutcome) -> None:
         m, job = self.metrics, run.job
-        m.runs.labels(job, outcome.status).inc()
+        m.runs.labels(job, str(outcome.status)).inc()
         m.duration.labels(job).observe(outcome.duration_s)
         m.records_in.labels(job).inc(outcome.records_in)
         m.records_out.labels(job).inc(outcome.records_out)

@@ -8,8 +8,9 @@ from datetime import datetime
 
 from sheetops.context import AttemptResult
 from sheetops.hooks import RunHook, RunInfo, RunOutcome
+from sheetops.store.schema import RunStatus
 
-_MARK = {"ok": "✓", "failed": "✗", "timeout": "⏱"}
+_MARK = {RunStatus.OK: "✓", RunStatus.FAILED: "✗", RunStatus.TIMEOUT: "⏱"}
 
 
 class ConsoleProgress(RunHook):
@@ -18,7 +19,7 @@ class ConsoleProgress(RunHook):
     def __init__(self, stream=None) -> None:
         self.stream = stream or sys.stdout
         self._lock = threading.Lock()
-        self.counts: dict[str, int] = {}
+        self.counts: dict[RunStatus, int] = {}
 
     def _print(self, text: str) -> None:
         with self._lock:

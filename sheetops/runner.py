@@ -2,15 +2,16 @@
 
 The runner owns a run's life: it gives the run an id, holds it while the job's
 ``concurrency`` is used up, hands attempts to the executor, decides on retries with
-the job's :class:`~sheetops.retry.JobPolicy`, and records everything in the store in
-batches (one transaction per flush, so thousands of runs a second are cheap). It never
-writes the sheet: it leaves outbox entries for the status writer.
+the job's :class:`~sheetops.retry.JobPolicy`, and says what happened as typed
+:mod:`sheetops.events` (queued, started, attempt finished, finished, fire times). The
+:class:`~sheetops.recorder.Recorder` turns those into store rows in batches (one
+transaction per flush, so thousands of runs a second are cheap) and leaves outbox
+entries for the status writer: the runner builds no row and never writes the sheet.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import random
 import threading
@@ -22,11 +23,12 @@ from typing import Any
 
 from sheetops.config.model import JobSpec, Snapshot
 from sheetops.context import AttemptRequest, AttemptResult
+from sheetops.events import AttemptFinished, FireTimes, RunFinished, RunQueued, RunStarted
 from sheetops.executors.base import Executor
 from sheetops.hooks import Hooks, RunInfo, RunOutcome
+from sheetops.recorder import Recorder
 from sheetops.retry import JobPolicy
-from sheetops.store import Batch, RunStatus, Store, result_summary
-from sheetops.tabs import ERRORS, RUNS, STATUS
+from sheetops.store import RunStatus, Store
 
 log = logging.getLogger("sheetops.runner")
 
@@ -61,49 +63,6 @@ class _Run:
     outcome: RunOutcome | None = None
 
 
-class _Recorder:
-    """Collects what happened since the last flush into one :class:`Batch`."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self.lock = threading.Lock()
-        # One flush at a time: a flush that returns has everything recorded before it in
-        # the store, and an update never commits before the insert of its run.
-        self.flush_lock = threading.Lock()
-        self.batch = Batch()
-        self.new_by_id: dict[str, dict[str, Any]] = {}
-        self.outbox: set[tuple[str, str]] = set()
-
-    def flush(self) -> int:
-        with self.flush_lock:
-            return self._flush()
-
-    def _flush(self) -> int:
-        with self.lock:
-            batch, self.batch = self.batch, Batch()
-            outbox, self.outbox = self.outbox, set()
-            self.new_by_id = {}
-        batch.outbox = sorted(outbox)
-        if not batch:
-            return 0
-        try:
-            self.store.record(batch)
-        except Exception:
-            log.exception("could not record %d runs in the store; will retry",
-                          len(batch.new_runs) + len(batch.run_updates))
-            with self.lock:  # put it back in front of what came meanwhile
-                self.batch.new_runs[:0] = batch.new_runs
-                self.batch.run_updates[:0] = batch.run_updates
-                self.batch.attempts[:0] = batch.attempts
-                self.batch.errors[:0] = batch.errors
-                for job, values in batch.job_states.items():
-                    self.batch.job_states[job] = {**values,
-                                                  **self.batch.job_states.get(job, {})}
-                self.outbox |= set(batch.outbox)
-            raise
-        return len(batch.new_runs) + len(batch.run_updates)
-
-
 class Runner:
     """Turns run requests into attempts and attempt results into recorded runs."""
 
@@ -114,12 +73,12 @@ class Runner:
         self.hooks = hooks or Hooks()
         self.executor = executor_factory(on_start=self._on_start, on_result=self._on_result,
                                          hooks=self.hooks, workers=workers)
-        self._recorder = _Recorder(store)
+        self.recorder = Recorder(store)
         self._lock = threading.Lock()
         self._runs: dict[str, _Run] = {}
         self._active: dict[str, int] = defaultdict(int)  # job → runs holding a slot
         self._waiting: dict[str, deque[_Run]] = defaultdict(deque)
-        self._job_state: dict[str, dict[str, Any]] = {}
+        self._started: dict[str, int] = defaultdict(int)  # job → runs past their start
         self._flush_interval = flush_interval_s
         self._flusher: threading.Thread | None = None
         self._stop = threading.Event()
@@ -129,9 +88,7 @@ class Runner:
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
-        self._job_state = {job: {k: v for k, v in state.items() if k in (
-            "consecutive_failures", "last_success_at")}
-            for job, state in self.store.job_states().items()}
+        self.recorder.load()
         self.executor.start()
         self._flusher = threading.Thread(target=self._flush_loop, name="sheetops-recorder",
                                          daemon=True)
@@ -165,12 +122,12 @@ class Runner:
         self.flush()
 
     def flush(self) -> int:
-        return self._recorder.flush()
+        return self.recorder.flush()
 
     def _flush_loop(self) -> None:
         while not self._stop.wait(self._flush_interval):
             try:
-                self._recorder.flush()
+                self.recorder.flush()
             except Exception:
                 time.sleep(min(5.0, self._flush_interval * 4))
 
@@ -182,13 +139,18 @@ class Runner:
 
         Returns the run id, or ``None`` when the job already has a run waiting for every
         slot and this one is coalesced into it (a late job does not pile up runs)."""
-        run = _Run(new_run_id(), spec, snapshot, trigger, scheduled_for, dry_run,
+        now = time.time()
+        run = _Run(new_run_id(now), spec, snapshot, trigger, scheduled_for, dry_run,
                    requested_by)
-        with self._lock:
+        with self._lock:  # recorded under the lock: before stop() can end the run
             admitted = self._admit(run)
+            if admitted is not None:
+                self.recorder.record(_queued(run, now))
+        if admitted is None:
+            return None
         if admitted:
             self.executor.submit(self._next_request(run))
-        return run.run_id if admitted is not None else None
+        return run.run_id
 
     def submit_many(self, specs: list[JobSpec], snapshot: Snapshot, trigger: str,
                     scheduled_for: float | None) -> int:
@@ -199,8 +161,11 @@ class Runner:
         for start in range(0, len(runs), 256):  # workers start on the first while
             chunk = runs[start:start + 256]  # the rest are still being handed off
             with self._lock:
-                ready = [run for run in chunk if self._admit(run)]
-            self.executor.submit_many([self._next_request(run) for run in ready])
+                admitted = [(run, self._admit(run)) for run in chunk]
+                self.recorder.record_many(_queued(run, now) for run, ok in admitted
+                                          if ok is not None)
+            self.executor.submit_many([self._next_request(run) for run, ok in admitted
+                                       if ok])
         return len(runs)
 
     def _admit(self, run: _Run) -> bool | None:
@@ -265,13 +230,14 @@ class Runner:
         with self._lock:
             return set(self._runs)
 
-    def live_state(self, job: str) -> str | None:
-        """``running`` or ``queued`` while the job has a run in flight, else ``None``."""
+    def live_state(self, job: str) -> RunStatus | None:
+        """``running`` while a run of the job has started and not finished, ``queued``
+        while its runs in flight all wait (for a slot or a worker), else ``None``."""
         with self._lock:
-            if self._waiting.get(job):
-                return "queued" if not self._active.get(job) else "running"
-            if self._active.get(job):
-                return "running"
+            if self._started.get(job):
+                return RunStatus.RUNNING
+            if self._active.get(job) or self._waiting.get(job):
+                return RunStatus.QUEUED
         return None
 
     def waiting_count(self) -> int:
@@ -286,18 +252,9 @@ class Runner:
         run.started_at = now
         run.info = RunInfo(run.run_id, run.spec.job, run.spec.automation, run.trigger,
                            run.scheduled_for, now, run.dry_run)
-        row = {"id": run.run_id, "job": run.spec.job, "trigger": run.trigger,
-               "scheduled_for": run.scheduled_for, "started_at": now, "finished_at": None,
-               "status": RunStatus.RUNNING.value, "attempts": 1, "records_in": 0,
-               "records_out": 0, "records_failed": 0, "duration_s": None, "result": "{}",
-               "error_type": "", "error_message": "", "dry_run": run.dry_run,
-               "requested_by": run.requested_by}
-        rec = self._recorder
-        with rec.lock:
-            rec.batch.new_runs.append(row)
-            rec.new_by_id[run.run_id] = row
-            rec.outbox.add((STATUS, run.spec.job))
-            rec.outbox.add((RUNS, ""))
+        with self._lock:
+            self._started[run.spec.job] += 1
+        self.recorder.record(RunStarted(run.run_id, run.spec.job, now))
         self.hooks.emit("on_run_start", run.info)
 
     def _on_result(self, result: AttemptResult) -> None:
@@ -310,30 +267,12 @@ class Runner:
                            result.started_at)
         if result.attempt == 1 and run.started_at is not None and (
                 result.started_at > run.started_at):
-            self._started_late(run, result.started_at)
-        status = (RunStatus.OK if result.ok else
-                  RunStatus.TIMEOUT if result.timed_out else RunStatus.FAILED)
-        rec = self._recorder
-        with rec.lock:
-            rec.batch.attempts.append({
-                "run_id": run.run_id, "attempt": result.attempt, "job": run.spec.job,
-                "started_at": result.started_at, "finished_at": result.finished_at,
-                "status": status.value, "error_type": result.error_type,
-                "error_message": result.error_message, "traceback": result.traceback})
-            if not result.ok:
-                rec.batch.errors.append({
-                    "time": result.finished_at, "job": run.spec.job, "run_id": run.run_id,
-                    "stage": "run", "attempt": result.attempt, "error_type": result.error_type,
-                    "message": result.error_message, "record_key": "",
-                    "traceback": result.traceback})
-            for failure in result.record_failures:
-                rec.batch.errors.append({
-                    "time": result.finished_at, "job": run.spec.job, "run_id": run.run_id,
-                    "stage": failure.stage, "attempt": result.attempt,
-                    "error_type": failure.error_type, "message": failure.message,
-                    "record_key": failure.record_key, "traceback": ""})
-            if not result.ok or result.record_failures:
-                rec.outbox.add((ERRORS, ""))
+            # the worker began later than the dispatch (a batch, a busy pipe): keep the
+            # worker's own start time
+            run.started_at = result.started_at
+            self.recorder.record(RunStarted(run.run_id, run.spec.job, result.started_at))
+        attempt = AttemptFinished.of(result)
+        self.recorder.record(attempt)
         self.hooks.emit("on_attempt_end", run.info, result)
         if result.ok:
             self._finish(run, RunStatus.OK, result.finished_at, result.result)
@@ -343,7 +282,7 @@ class Runner:
         delay = None if self._shutting_down else policy.delay_after(
             result.attempt, result.permanent)
         if delay is None:
-            self._finish(run, status, result.finished_at, result.result,
+            self._finish(run, attempt.status, result.finished_at, result.result,
                          result.error_type, result.error_message)
         else:
             log.info("job %s run %s attempt %d failed (%s: %s); retrying in %.1fs",
@@ -353,76 +292,27 @@ class Runner:
                             "attempt": result.attempt, "stage": "run"})
             self._send(run, time.time() + delay)
 
-    def _started_late(self, run: _Run, started_at: float) -> None:
-        """The worker began later than the dispatch (a batch, a busy pipe): keep the
-        worker's own start time."""
-        run.started_at = started_at
-        rec = self._recorder
-        with rec.lock:
-            row = rec.new_by_id.get(run.run_id)
-            if row is not None:
-                row["started_at"] = started_at
-            else:
-                rec.batch.run_updates.append({"id": run.run_id, "started_at": started_at})
-
     def _finish(self, run: _Run, status: RunStatus, finished_at: float,
                 result: dict[str, Any] | None = None, error_type: str = "",
                 error_message: str = "") -> None:
         result = result or {}
-        started = run.started_at or finished_at
-        duration = max(0.0, finished_at - started)
-        outcome = RunOutcome(
-            status.value, run.attempt, finished_at, duration,
-            int(result.get("records_in", 0)), int(result.get("records_out", 0)),
-            int(result.get("records_failed", 0)), error_type, error_message)
         job = run.spec.job
-        final = {"finished_at": finished_at, "status": status.value,
-                 "attempts": run.attempt, "records_in": outcome.records_in,
-                 "records_out": outcome.records_out, "records_failed": outcome.records_failed,
-                 "duration_s": duration,
-                 "result": json.dumps(result, default=str, sort_keys=True),
-                 "error_type": error_type, "error_message": error_message[:2000]}
-        state = self._job_state.setdefault(job, {"consecutive_failures": 0})
-        if not run.dry_run:
-            if status is RunStatus.OK:
-                state["consecutive_failures"] = 0
-                state["last_success_at"] = finished_at
-            else:
-                state["consecutive_failures"] = state.get("consecutive_failures", 0) + 1
-        summary = result_summary(result) if status is RunStatus.OK else (
-            f"{error_type}: {error_message}"[:200])
-        rec = self._recorder
-        with rec.lock:
-            row = rec.new_by_id.get(run.run_id)
-            if row is not None:
-                row.update(final)
-            else:
-                if run.started_at is None:  # never started (shutdown): insert whole
-                    rec.batch.new_runs.append({
-                        "id": run.run_id, "job": job, "trigger": run.trigger,
-                        "scheduled_for": run.scheduled_for, "started_at": finished_at,
-                        "dry_run": run.dry_run, "requested_by": run.requested_by, **final})
-                else:
-                    rec.batch.run_updates.append({"id": run.run_id, **final})
-            rec.batch.job_states[job] = {
-                **rec.batch.job_states.get(job, {}),
-                "last_run_id": run.run_id, "last_status": status.value,
-                "last_start": started, "last_end": finished_at, "last_duration_s": duration,
-                "last_result": ("[dry run] " if run.dry_run else "") + summary,
-                "records_in": outcome.records_in, "records_out": outcome.records_out,
-                "records_failed": outcome.records_failed,
-                "consecutive_failures": state["consecutive_failures"],
-                "last_success_at": state.get("last_success_at")}
-            rec.outbox.add((STATUS, job))
-            rec.outbox.add((RUNS, ""))
-            if status is not RunStatus.OK:
-                rec.outbox.add((ERRORS, ""))
+        event = RunFinished(
+            run.run_id, job, status, run.attempt, run.started_at, finished_at, run.dry_run,
+            int(result.get("records_in", 0)), int(result.get("records_out", 0)),
+            int(result.get("records_failed", 0)), result, error_type, error_message)
+        self.recorder.record(event)
+        outcome = RunOutcome(status, event.attempts, finished_at, event.duration_s,
+                             event.records_in, event.records_out, event.records_failed,
+                             error_type, error_message)
         run.outcome = outcome
         if run.info is not None:
             self.hooks.emit("on_run_end", run.info, outcome)
         next_run = None
         with self._lock:
             self._runs.pop(run.run_id, None)
+            if run.started_at is not None:
+                self._started[job] = max(0, self._started[job] - 1)
             waiting = self._waiting.get(job)
             if waiting and not self._shutting_down:
                 next_run = waiting.popleft()
@@ -437,8 +327,9 @@ class Runner:
 
     def note_fire_times(self, times: dict[str, float]) -> None:
         """Remember the latest fire time handled per job (for catch-up after downtime)."""
-        rec = self._recorder
-        with rec.lock:
-            for job, fired in times.items():
-                rec.batch.job_states[job] = {**rec.batch.job_states.get(job, {}),
-                                             "last_fire_time": fired}
+        self.recorder.record(FireTimes(dict(times)))
+
+
+def _queued(run: _Run, now: float) -> RunQueued:
+    return RunQueued(run.run_id, run.spec.job, run.spec.automation, run.trigger, now,
+                     run.scheduled_for, run.dry_run, run.requested_by)

@@ -28,7 +28,7 @@ PRUNE_EVERY_S = 600.0  # how often delivered outbox entries are deleted
 KEEP_DELIVERED_S = 3600.0  # delivered entries kept this long (for a look when debugging)
 
 NextRuns = Callable[[Any], list[datetime]]
-LiveState = Callable[[str], str | None]
+LiveState = Callable[[str], RunStatus | None]
 
 
 def fmt_time(epoch: float | None, tz: tzinfo = UTC) -> str:
@@ -143,11 +143,11 @@ class StatusWriter:
             tz = _zone(spec.timezone)
             live = self._live_state(spec.job)
             if not spec.enabled:
-                state = "disabled"
+                state = tabs.DISABLED
             elif live:
-                state = live
+                state = str(live)
             else:
-                state = st.get("last_status") or "idle"
+                state = st.get("last_status") or tabs.IDLE
             upcoming = [fmt_dt(t) for t in self._next_runs(spec)]
             upcoming += [""] * (3 - len(upcoming))
             duration = st.get("last_duration_s")
@@ -163,7 +163,7 @@ class StatusWriter:
         for job, errors in snapshot.invalid.items():
             if job not in snapshot.jobs:  # never valid: say why instead of hiding it
                 first = str(errors[0]) if errors else "invalid row"
-                rows.append([job, "invalid", "", "", "", first[:300], "", "", "", "",
+                rows.append([job, tabs.INVALID, "", "", "", first[:300], "", "", "", "",
                              "", "", "", "", fmt_time(now)])
         return rows
 
@@ -171,13 +171,15 @@ class StatusWriter:
         rows: list[list[CellValue]] = [[c.name for c in tabs.RUN_COLUMNS]]
         for r in self.store.recent_runs(limit):
             status = r["status"]
+            queued = status == RunStatus.QUEUED
             rows.append([
                 r["id"], r["job"], r["trigger"] + (" (dry run)" if r["dry_run"] else ""),
-                fmt_time(r["started_at"]), fmt_time(r["finished_at"]), status, r["attempts"],
+                "" if queued else fmt_time(r["started_at"]), fmt_time(r["finished_at"]),
+                status, r["attempts"],
                 r["records_in"], r["records_out"], r["records_failed"],
                 round(r["duration_s"], 3) if r["duration_s"] is not None else "",
                 (f"{r['error_type']}: {r['error_message']}"[:300]
-                 if status != RunStatus.OK.value and r["error_type"] else "")])
+                 if status != RunStatus.OK and r["error_type"] else "")])
         return rows
 
     def errors_rows(self, limit: int) -> list[list[CellValue]]:

@@ -10,13 +10,21 @@ from __future__ import annotations
 import logging
 
 from sheetops.connectors.sheets.base import ColumnSpec, SheetBackend, TabSpec
+from sheetops.store.schema import RunStatus
 
 log = logging.getLogger("sheetops.sheets")
 
 C = ColumnSpec
+
+# A job's state on the Status tab is a RunStatus value (queued or running while a run is
+# in flight, else its last run's) or one of these.
+IDLE = "idle"  # enabled, never run
+DISABLED = "disabled"  # enabled is FALSE
+INVALID = "invalid"  # its row has an error (the result column says which)
+
 # Conditional formats of a run's state: green ok, red failed/invalid, amber timeout.
-STATE_COLOURS = (("ok", "C6EFCE"), ("failed", "FFC7CE"), ("timeout", "FFEB9C"),
-                 ("invalid", "FFC7CE"))
+STATE_COLOURS = ((RunStatus.OK.value, "C6EFCE"), (RunStatus.FAILED.value, "FFC7CE"),
+                 (RunStatus.TIMEOUT.value, "FFEB9C"), (INVALID, "FFC7CE"))
 # What an `enabled` cell accepts: its dropdown offers these, its note names them, and
 # the parser reads them (case-insensitively) as on / off.
 TRUE_WORDS = ("TRUE", "yes", "1")
@@ -124,7 +132,8 @@ RUN_COLUMNS = (
     C("trigger", "schedule, catch_up, manual, dashboard or cli."),
     C("start", "When it started (UTC).", width=23),
     C("end", "When it ended (UTC).", width=23),
-    C("status", "ok, failed or timeout.", colours=STATE_COLOURS),
+    C("status", "queued (waiting for a worker), running, ok, failed or timeout.",
+      colours=STATE_COLOURS),
     C("attempts", "How many attempts it took."),
     C("records_in", "Records the run read."),
     C("records_out", "Records the run wrote."),

@@ -54,3 +54,35 @@ def test_a_failing_refresh_keeps_the_config_and_run_now_still_works(workbook, tm
                       "depth exceeded)"]
     warnings = [r for r in caplog.records if "could not read the config sheet" in r.message]
     assert len(warnings) == 1
+
+
+def test_a_run_now_behind_a_busy_worker_shows_queued_then_ok(workbook, tmp_path):
+    """Through the engine's own status writer: the Runs and Status tabs show the waiting
+    run as queued (no start time yet) while the only worker is busy, then ok."""
+    workbook.settings(refresh_interval_s=30, status_flush_interval_s=0.2)
+    workbook.jobs(probe("blocker", "manual", tmp_path / "blocker", sleep=1.5),
+                  probe("waiter", "manual", tmp_path / "waiter"))
+    store = Store(f"sqlite:///{tmp_path / 'engine.db'}")
+    engine = Engine(WorkbookSheet(workbook.path), store,
+                    EngineOptions(workers=1, control_interval_s=0.05))
+    engine.start()
+
+    def run_of(job: str) -> dict | None:
+        return next((r for r in workbook.records("Runs") if r["job"] == job), None)
+
+    try:
+        store.request_run("blocker", "ops@example.org")
+        wait_for(lambda: (run_of("blocker") or {}).get("status") == "running")
+        store.request_run("waiter", "ops@example.org")
+        queued = wait_for(lambda: (lambda r: r if r and r["status"] == "queued" else None)(
+            run_of("waiter")))
+        assert queued["start"] in (None, "")
+        wait_for(lambda: {r["job"]: r["state"] for r in workbook.records("Status")}
+                 == {"blocker": "running", "waiter": "queued"}, timeout=1)
+        done = wait_for(lambda: (lambda r: r if r and r["status"] == "ok" else None)(
+            run_of("waiter")))
+        assert done["start"] not in (None, "") and done["attempts"] == 1
+    finally:
+        engine.stop()
+    assert store.run(done["run_id"])["status"] == "ok"
+    store.dispose()

@@ -12,18 +12,33 @@ import json
 import os
 import random
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from automations_for_tests import read_attempts, read_starts
+from test_cli import wait_for
 
 from sheetops.config.model import JobSpec, Snapshot
+from sheetops.events import (
+    AttemptFinished,
+    FireTimes,
+    RecordError,
+    RunFinished,
+    RunQueued,
+    RunStarted,
+    UnknownEventError,
+    event_from_dict,
+)
 from sheetops.executors.local import LocalExecutor
+from sheetops.hooks import Hooks
 from sheetops.ratelimit import RateLimitSpec
+from sheetops.recorder import Recorder
 from sheetops.retry import JobPolicy
 from sheetops.runner import Runner
 from sheetops.status import StatusWriter
-from sheetops.store import Store
+from sheetops.store import RunStatus, Store
 
 
 def spec(job: str, automation: str = "t_probe", **values) -> JobSpec:
@@ -345,3 +360,184 @@ def test_a_request_that_cannot_reach_a_worker_fails_its_run_and_others_go_on(
     assert "could not be handed to a worker process" in attempt["error_message"]
     _run_id, outcome = run_to_end(runner, spec("after", params={"dir": str(tmp_path)}))
     assert outcome.status == "ok"
+
+
+# -- the events path: queued runs, typed hooks, rows built by the recorder --------------------
+
+def runs_tab(writer: StatusWriter, workbook) -> dict[str, dict]:
+    assert writer.flush(force_tabs=("Runs", "Status"))
+    return {r["run_id"]: r for r in workbook.records("Runs")}
+
+
+def test_a_run_waiting_behind_a_full_executor_is_queued_then_ok(make_runner, store,
+                                                                 workbook, tmp_path):
+    runner = make_runner(workers=1)
+    blocker = spec("blocker", params={"dir": str(tmp_path), "sleep": 1.0})
+    waiter = spec("waiter", params={"dir": str(tmp_path)})
+    snapshot = Snapshot(jobs={blocker.job: blocker, waiter.job: waiter})
+    writer = StatusWriter(store, workbook.sheet, lambda: snapshot,
+                          live_state=runner.live_state)
+    blocker_id = runner.submit(blocker, snapshot, "manual")
+    wait_for(lambda: runner.flush() is not None and read_starts(tmp_path))
+    waiter_id = runner.submit(waiter, snapshot, "manual")
+    runner.flush()
+    assert store.run(waiter_id)["status"] == "queued"
+    rows = runs_tab(writer, workbook)
+    assert (rows[blocker_id]["status"], rows[waiter_id]["status"]) == ("running", "queued")
+    assert rows[waiter_id]["start"] in (None, "")  # it has not started
+    states = {r["job"]: r["state"] for r in workbook.records("Status")}
+    assert states == {"blocker": "running", "waiter": "queued"}
+
+    outcome = runner.wait(waiter_id, 20)
+    assert outcome is not None and outcome.status == "ok"
+    runner.flush()
+    rows = runs_tab(writer, workbook)
+    assert (rows[waiter_id]["status"], rows[waiter_id]["attempts"]) == ("ok", 1)
+    record = store.run(waiter_id)
+    assert record["started_at"] >= store.run(blocker_id)["finished_at"] - 0.05
+    assert record["duration_s"] == pytest.approx(record["finished_at"] - record["started_at"])
+
+
+def test_hooks_see_run_status_values(store, tmp_path):
+    from sheetops.hooks import RunHook
+
+    class Seen(RunHook):
+        def __init__(self) -> None:
+            self.outcomes: dict[str, object] = {}
+
+        def on_run_end(self, run, outcome) -> None:
+            self.outcomes[run.job] = outcome.status
+
+    seen = Seen()
+    runner = Runner(store, LocalExecutor, Hooks([seen]), workers=2, flush_interval_s=0.05)
+    runner.start()
+    try:
+        jobs = [spec("fine"), spec("broken", max_attempts=1, params={"fail": "permanent"}),
+                spec("slow", max_attempts=1, timeout_s=0.3, params={"sleep": 30})]
+        snapshot = Snapshot(jobs={j.job: j for j in jobs})
+        for job in jobs:
+            runner.submit(job, snapshot, "manual")
+        assert runner.wait_idle(20)
+    finally:
+        runner.stop(10)
+    assert seen.outcomes == {"fine": RunStatus.OK, "broken": RunStatus.FAILED,
+                             "slow": RunStatus.TIMEOUT}
+    assert all(type(s) is RunStatus for s in seen.outcomes.values())
+
+
+class BatchesStore(Store):
+    """The real store, keeping every batch it was asked to record; ``fail`` makes the
+    next ``record`` raise (an outage) before anything is written."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.batches: list = []
+        self.fail = 0
+
+    def record(self, batch) -> None:
+        if self.fail:
+            self.fail -= 1
+            raise OSError("store unreachable")
+        self.batches.append(batch)
+        super().record(batch)
+
+
+def a_runs_events(run_id: str = "r1"):
+    """A run queued at 100, started at 101, failed once, ok on its second attempt."""
+    return [
+        RunQueued(run_id, "sync", "t_probe", "manual", 100.0, None, False, "ops@x"),
+        RunStarted(run_id, "sync", 101.0),
+        AttemptFinished(run_id, "sync", 1, RunStatus.FAILED, 101.0, 102.0, "RuntimeError",
+                        "backend down", "Traceback …"),
+        AttemptFinished(run_id, "sync", 2, RunStatus.OK, 103.0, 104.0, records_in=3,
+                        records_out=2, records_failed=1,
+                        result={"records_in": 3, "records_out": 2, "records_failed": 1,
+                                "sent": 2},
+                        record_errors=(RecordError("cust-9", "ValueError", "no email"),)),
+        RunFinished(run_id, "sync", RunStatus.OK, 2, 101.0, 104.0, False, 3, 2, 1,
+                    {"records_in": 3, "records_out": 2, "records_failed": 1, "sent": 2}),
+    ]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, isolated_env, services) -> Iterator[str]:
+    """The test's SQLite store, or a fresh PostgreSQL database dropped afterwards."""
+    if request.param == "sqlite":
+        yield isolated_env
+        return
+    services.postgres()
+    import sqlalchemy as sa
+    from test_store import PG_ADMIN
+
+    name = f"sheetops_test_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+@pytest.mark.parametrize("flush_after_each", [False, True])
+def test_a_runs_rows_are_the_same_however_flushes_fall(store_url, flush_after_each):
+    store = BatchesStore(store_url)
+    recorder = Recorder(store)
+    for event in a_runs_events():
+        recorder.record(event)
+        if flush_after_each:
+            recorder.flush()
+    recorder.flush()
+    if not flush_after_each:  # queued, started and finished in one flush: one insert
+        [batch] = store.batches
+        assert (len(batch.new_runs), batch.run_updates) == (1, [])
+    row = store.run("r1")
+    assert row == {
+        "id": "r1", "job": "sync", "trigger": "manual", "scheduled_for": None,
+        "started_at": 101.0, "finished_at": 104.0, "status": "ok", "attempts": 2,
+        "records_in": 3, "records_out": 2, "records_failed": 1, "duration_s": 3.0,
+        "result": '{"records_failed": 1, "records_in": 3, "records_out": 2, "sent": 2}',
+        "error_type": "", "error_message": "", "dry_run": False, "requested_by": "ops@x"}
+    assert [(a["attempt"], a["status"], a["error_type"]) for a in store.attempts_of("r1")] \
+        == [(1, "failed", "RuntimeError"), (2, "ok", "")]
+    assert sorted((e["attempt"], e["error_type"], e["record_key"])
+                  for e in store.recent_errors(10)) == [(1, "RuntimeError", ""),
+                                                        (2, "ValueError", "cust-9")]
+    state = store.job_states()["sync"]
+    assert (state["last_status"], state["last_result"], state["consecutive_failures"],
+            state["last_success_at"], state["last_start"]) == ("ok", "sent=2", 0, 104.0,
+                                                               101.0)
+    assert store.pending_outbox()[1] == {"Status", "Runs", "Errors"}
+    store.dispose()
+
+
+def test_a_flush_that_fails_keeps_everything_for_the_next(isolated_env):
+    store = BatchesStore(isolated_env)
+    recorder = Recorder(store)
+    events = a_runs_events()
+    recorder.record_many(events[:2])
+    store.fail = 1
+    with pytest.raises(OSError):
+        recorder.flush()
+    recorder.record_many(events[2:])  # arrive while the store is down
+    assert recorder.flush() == 1
+    assert store.run("r1")["status"] == "ok"
+    assert len(store.attempts_of("r1")) == 2
+    store.dispose()
+
+
+def test_events_survive_json_unchanged():
+    events = [*a_runs_events(), FireTimes({"sync": 1_800_000_000.0}),
+              RunFinished("r2", "sync", RunStatus.TIMEOUT, 1, None, 5.0,
+                          error_type="RunTimeout", error_message="past timeout_s")]
+    for event in events:
+        again = event_from_dict(json.loads(json.dumps(event.to_dict())))
+        assert again == event and type(again) is type(event)
+        assert type(event).from_dict(event.to_dict()) == event
+    assert events[-1].duration_s == 0.0  # never started
+    with pytest.raises(UnknownEventError, match="unknown run event type 'run_paused'"):
+        event_from_dict({"type": "run_paused", "run_id": "r1"})
+    with pytest.raises(UnknownEventError, match="expected a run_started event"):
+        RunStarted.from_dict(events[0].to_dict())
