@@ -7,7 +7,7 @@ type and give an example.
 
 from __future__ import annotations
 
-from sheetops.connectors.sheets.base import ColumnSpec, TabSpec
+from sheetops.sheets import ColumnSpec, TabSpec
 
 C = ColumnSpec
 # Conditional formats of a run's state: green ok, red failed/invalid, amber timeout.
