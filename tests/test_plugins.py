@@ -1,0 +1,156 @@
+"""The one plugin loader: built-ins and a user's plugins found the same way (entry
+points), an unknown alias named with the ones there are, a missing extra named with the
+command that installs it."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from sheetops.connectors.alert_channels import EmailChannel, SlackChannel, WebhookChannel
+from sheetops.connectors.sheets import open_sheet
+from sheetops.connectors.sheets.workbook import WorkbookSheet
+
+from sheetops import plugins
+from sheetops.errors import SheetError, SheetopsError
+from sheetops.executors.base import executor_class
+from sheetops.executors.local import LocalExecutor
+from sheetops.plugins import MissingExtraError, UnknownPluginError
+from sheetops.registry import ENTRY_POINT_GROUP, _entry_point_modules
+from sheetops.sheets import SheetBackend
+
+USER_PLUGIN = '''
+from sheetops.sheets import InitReport
+
+
+class PagerChannel:
+    def __init__(self, *, timeout_s, environ=None, smtp=None):
+        self.timeout_s = timeout_s
+
+    def send(self, message, target):
+        raise NotImplementedError
+
+
+class FolderSheet:
+    """A toy backend: a folder named *.sheetdir."""
+
+    def __init__(self, location):
+        self.location = location
+
+    @classmethod
+    def matches(cls, location):
+        return location.endswith(".sheetdir")
+
+    @classmethod
+    def open(cls, location):
+        return cls(location)
+
+    def read_tabs(self, names):
+        return {}
+
+    def write_batch(self, writes):
+        pass
+
+    def ensure_tabs(self, specs):
+        return InitReport()
+
+
+class NotAnExecutor:
+    pass
+'''
+ENTRY_POINTS = """\
+[sheetops.alert_channels]
+pager = userplug:PagerChannel
+email = userplug:PagerChannel
+
+[sheetops.sheets]
+folder = userplug:FolderSheet
+
+[sheetops.executors]
+bogus = userplug:NotAnExecutor
+broken = userplug_broken:Anything
+"""
+
+
+@pytest.fixture
+def user_plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An installed distribution ``userplug`` registering plugins by entry point, as a
+    user's package does (a ``.dist-info`` folder on ``sys.path``)."""
+    (tmp_path / "userplug.py").write_text(USER_PLUGIN)
+    (tmp_path / "userplug_broken.py").write_text("import no_such_module_for_sheetops\n")
+    info = tmp_path / "userplug-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: userplug\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(ENTRY_POINTS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield tmp_path
+    for name in ("userplug", "userplug_broken"):
+        sys.modules.pop(name, None)
+
+
+def test_the_built_ins_are_found_by_alias():
+    assert executor_class("local") is LocalExecutor
+    assert plugins.load(plugins.SHEETS, "workbook") is WorkbookSheet
+    assert plugins.load_channel("email") is EmailChannel
+    assert plugins.load_channel(" Slack ") is SlackChannel
+    assert plugins.load_channel("webhook") is WebhookChannel
+
+
+@pytest.mark.parametrize("load, message", [
+    (lambda: executor_class("celery-ish"),
+     "unknown executor 'celery-ish'; available: local"),
+    (lambda: plugins.load(plugins.SHEETS, "excel"),
+     "unknown sheet backend 'excel'; available: google, workbook"),
+    (lambda: plugins.load_channel("pager"),
+     "unknown alert channel 'pager'; available: email, slack, webhook"),
+])
+def test_an_unknown_alias_is_a_lookup_error_naming_the_ones_there_are(load, message):
+    with pytest.raises(UnknownPluginError) as caught:
+        load()
+    assert str(caught.value) == message
+    assert isinstance(caught.value, LookupError) and isinstance(caught.value, SheetopsError)
+
+
+def test_a_users_plugins_load_like_the_built_ins(user_plugins: Path):
+    pager = plugins.load_channel("pager")
+    assert pager.__module__ == "userplug"
+    assert plugins.load_channel("email") is EmailChannel  # a plugin cannot take a built-in
+    sheet = open_sheet("ops.sheetdir")
+    assert type(sheet).__name__ == "FolderSheet" and isinstance(sheet, SheetBackend)
+    assert isinstance(open_sheet(str(user_plugins / "ops.xlsx")), WorkbookSheet)
+    with pytest.raises(UnknownPluginError, match="available: bogus, broken, local"):
+        executor_class("nope")
+    with pytest.raises(SheetopsError, match="'bogus' is not an Executor"):
+        executor_class("bogus")
+
+
+def test_a_plugin_that_fails_to_import_for_a_bug_is_not_disguised(user_plugins: Path):
+    with pytest.raises(ModuleNotFoundError, match="no_such_module_for_sheetops"):
+        executor_class("broken")
+
+
+@pytest.fixture
+def without_gspread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As if the ``google`` extra were not installed: importing gspread fails."""
+    for name in [m for m in sys.modules if m.partition(".")[0] == "gspread"] or ["gspread"]:
+        monkeypatch.setitem(sys.modules, name, None)
+    for name in ("google", "google_http"):
+        monkeypatch.delitem(sys.modules, f"sheetops.connectors.sheets.{name}", raising=False)
+
+
+def test_a_backend_missing_its_extra_names_the_extra(without_gspread, tmp_path: Path):
+    with pytest.raises(MissingExtraError) as caught:
+        plugins.load(plugins.SHEETS, "google")
+    assert str(caught.value) == (
+        "the sheet backend 'google' needs the 'google' extra, which is not installed "
+        "(no module 'gspread'): pip install 'sheetops[google]'")
+    with pytest.raises(SheetError, match=r"pip install 'sheetops\[google\]'"):
+        open_sheet("https://docs.google.com/spreadsheets/d/1AbC-dEf_123/edit")
+    assert isinstance(open_sheet(str(tmp_path / "ops.xlsx")), WorkbookSheet)
+
+
+def test_built_in_automations_are_registered_by_entry_points_only():
+    modules = _entry_point_modules()
+    for name in ("demo", "heartbeat", "http_get", "send_email"):
+        assert f"sheetops.automations.{name}" in modules, ENTRY_POINT_GROUP
