@@ -4,6 +4,7 @@ command that installs it."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -154,3 +155,53 @@ def test_built_in_automations_are_registered_by_entry_points_only():
     modules = _entry_point_modules()
     for name in ("demo", "heartbeat", "http_get", "send_email"):
         assert f"sheetops.automations.{name}" in modules, ENTRY_POINT_GROUP
+
+
+# -- the built-in alert channels send what the alert evaluator sends today ------------------
+def _alert(fmt: str = "text"):
+    from sheetops.alerts import AlertMessage
+
+    body = "<p>3 of 4 runs <b>failed</b></p>" if fmt == "html" else "3 of 4 runs failed"
+    return AlertMessage("fired", "sync failing", "sync", "failure_rate", 0.75, 0.5, 3600,
+                        "", 1_767_000_000.0, 1_766_990_000.0, "[sheetops] FIRING: sync",
+                        body, fmt)
+
+
+def test_the_email_channel_sends_the_message_the_evaluator_sends(smtp):
+    from dataclasses import replace
+
+    from sheetops.alerts import ChannelDelivery, DeliveryPolicy
+
+    message = _alert("html")
+    ChannelDelivery(DeliveryPolicy(attempts=1))(replace(message, channel="email:a@example.com"))
+    plugins.load_channel("email")(timeout_s=5).send(message, " b@example.com ")
+    old, new = smtp.wait_for(2)
+    assert (new["To"], new["Subject"], new["X-Sheetops-Alert"]) == (
+        "b@example.com", "[sheetops] FIRING: sync", "fired sync failing")
+    assert old.get_body(("plain",)).get_content() == new.get_body(("plain",)).get_content()
+    assert old.get_body(("html",)).get_content() == new.get_body(("html",)).get_content()
+
+
+@pytest.mark.parametrize("scheme", ["slack", "webhook"])
+def test_the_hook_channels_post_the_payload_the_evaluator_posts(scheme, monkeypatch):
+    from dataclasses import replace
+
+    from sheetops.alerts import ChannelDelivery, DeliveryPolicy
+    from sheetops.testing.http import HttpServer
+
+    message = _alert("html")
+    with HttpServer() as server:
+        server.json("/hook", {"ok": True}, method="POST")
+        environ = {f"SHEETOPS_{scheme.upper()}_OPS": server.url("/hook")}
+        ChannelDelivery(DeliveryPolicy(attempts=1), environ=environ)(
+            replace(message, channel=f"{scheme}:ops"))
+        plugins.load_channel(scheme)(timeout_s=5, environ=environ).send(message, "ops")
+        old, new = (r.json() for r in server.requests)
+    assert new == old and "failed" in json.dumps(new)
+
+
+def test_an_unconfigured_hook_is_a_permanent_error_naming_the_variable():
+    from sheetops.errors import PermanentError
+
+    with pytest.raises(PermanentError, match="set SHEETOPS_WEBHOOK_NOPE"):
+        plugins.load_channel("webhook")(timeout_s=1, environ={}).send(_alert(), "nope")
