@@ -8,6 +8,8 @@ import json
 import os
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,10 +19,12 @@ from sheetops.attempt import run_attempt
 from sheetops.context import AttemptRequest, AttemptResult, RecordFailure
 from sheetops.ratelimit import RateLimitSpec
 from sheetops.registry import registry
+from sheetops.store.deliveries import Deliveries
 from sheetops.templates import TemplateSpec
 from sheetops.wire import WireFormatError, store_ref
 
 TESTS_DIR = Path(__file__).resolve().parent
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 PG_URL = "postgresql+psycopg://ops:hunter2-pw@db.example:5432/ops?sslmode=require&password=q-pw"
 
 
@@ -101,6 +105,7 @@ import sys
 from sheetops.attempt import run_attempt
 from sheetops.context import AttemptRequest
 from sheetops.registry import registry
+from sheetops.store.deliveries import Deliveries
 registry.discover(["automations_for_tests"])
 request = AttemptRequest.from_json(sys.stdin.read())
 print(run_attempt(request).to_json())
@@ -115,10 +120,31 @@ def _worker(request_json: str, env: dict[str, str]) -> AttemptResult:
     return AttemptResult.from_json(done.stdout.strip().splitlines()[-1])
 
 
-def test_a_worker_process_runs_the_attempt_from_json_alone(tmp_path, monkeypatch):
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path, services) -> Iterator[str]:
+    """A store URL; on PostgreSQL a fresh database and a URL with a password in it (the
+    server trusts loopback, so only where the password travels matters)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'ops.sheetops.db'}"
+        return
+    services.postgres()
+    import sqlalchemy as sa
+
+    name = f"sheetops_wire_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://postgres:pw-only-the-worker-knows@127.0.0.1:5432/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+def test_a_worker_process_runs_the_attempt_from_json_alone(store_url: str):
     """Secrets resolve from the worker's environment and deliveries reach the store the
     reference names, so a retry on another worker skips what the first one sent."""
-    store_url = f"sqlite:///{tmp_path / 'ops.sheetops.db'}"
     env = {**os.environ, "SHEETOPS_STORE_URL": store_url, "SHEETOPS_SECRETS": "WIRE_TOKEN",
            "WIRE_TOKEN": "tok-wire-secret-2"}
     sent = []
@@ -126,8 +152,11 @@ def test_a_worker_process_runs_the_attempt_from_json_alone(tmp_path, monkeypatch
         request = AttemptRequest("run-9", "wire", "t_wire_deliver", attempt,
                                  {"token": "secret:WIRE_TOKEN", "keys": ["k1", "k2"]}, 30,
                                  store_url=store_url)
-        result = _worker(request.to_json(), env)
+        text = request.to_json()
+        assert "pw-only-the-worker-knows" not in text and "tok-wire" not in text
+        result = _worker(text, env)
         assert result.ok, result.error_message + result.traceback
         assert result.result["token_length"] == len("tok-wire-secret-2")
         sent.append(result.result["sent"])
     assert sent == [["k1", "k2"], []]
+    assert Deliveries(store_url, "run-9").done("k2")
