@@ -2,13 +2,13 @@
 alert channels.
 
 Plugins register under an entry-point group (:data:`EXECUTORS`, :data:`SHEETS`,
-:data:`ALERT_CHANNELS`); the built-ins are registered there too, exactly as a user's
-plugin is (``pyproject.toml``), and also listed here so a checkout whose installed
-metadata predates a group still finds them. An alias nobody registered is an
-:class:`UnknownPluginError` (a :class:`LookupError`) naming the ones that exist; a
-plugin whose import fails for want of an optional dependency is a
-:class:`MissingExtraError` that names the extra to install
-(``pip install 'sheetops[google]'``). Other import errors propagate: they are bugs.
+:data:`ALERT_CHANNELS`); the built-ins are registered there exactly as a user's plugin
+is (``pyproject.toml``; reinstall after adding one), so this module names no
+implementation. An alias nobody registered is an :class:`UnknownPluginError` (a
+:class:`LookupError`) naming the ones that exist; a plugin whose import fails for want
+of an optional dependency is a :class:`MissingExtraError` that names the extra to
+install (``pip install 'sheetops[google]'``). Other import errors propagate: they are
+bugs.
 
 The loader imports by name at run time, so the engine depends on no concrete connector.
 """
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 from sheetops.errors import SheetopsError
@@ -26,19 +26,6 @@ EXECUTORS = "sheetops.executors"
 SHEETS = "sheetops.sheets"
 ALERT_CHANNELS = "sheetops.alert_channels"
 
-#: Group -> alias -> ``module:attr`` of the built-ins (the same as their entry points).
-BUILTIN: dict[str, dict[str, str]] = {
-    EXECUTORS: {"local": "sheetops.executors.local:LocalExecutor"},
-    SHEETS: {
-        "workbook": "sheetops.connectors.sheets.workbook:WorkbookSheet",
-        "google": "sheetops.connectors.sheets.google:GoogleSheet",
-    },
-    ALERT_CHANNELS: {
-        "email": "sheetops.connectors.alert_channels:EmailChannel",
-        "slack": "sheetops.connectors.alert_channels:SlackChannel",
-        "webhook": "sheetops.connectors.alert_channels:WebhookChannel",
-    },
-}
 # What one plugin of each group is called in messages.
 _KIND = {EXECUTORS: "executor", SHEETS: "sheet backend", ALERT_CHANNELS: "alert channel"}
 
@@ -89,12 +76,16 @@ def require_extra(extra: str, what: str) -> None:
 
 
 def available(group: str) -> dict[str, str]:
-    """Alias -> ``module:attr`` for ``group``: the built-ins, then installed entry points
-    (an installed plugin cannot take a built-in's alias)."""
-    found = dict(BUILTIN.get(group, {}))
-    for ep in entry_points(group=group):
+    """Alias -> ``module:attr`` for ``group``'s installed entry points, sheetops' own
+    first: another distribution cannot take a built-in's alias."""
+    found: dict[str, str] = {}
+    for ep in sorted(entry_points(group=group), key=lambda ep: not _is_builtin(ep)):
         found.setdefault(ep.name, ep.value)
     return found
+
+
+def _is_builtin(ep: EntryPoint) -> bool:
+    return ep.dist is not None and ep.dist.name == "sheetops"
 
 
 def load(group: str, alias: str) -> Any:
@@ -122,7 +113,7 @@ def load(group: str, alias: str) -> Any:
 
 
 def load_all(group: str) -> tuple[dict[str, Any], list[MissingExtraError]]:
-    """Every plugin of ``group`` that imports, in alias order (built-ins first), and the
+    """Every plugin of ``group`` that imports (sheetops' own first), and the
     ones that could not for want of an extra, so a caller can say what to install."""
     loaded: dict[str, Any] = {}
     missing: list[MissingExtraError] = []
