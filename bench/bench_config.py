@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 from _common import figure, quiet
-from sheetops.connectors.sheets.base import TabWrite
 from sheetops.connectors.sheets.workbook import WorkbookSheet
 
 from sheetops import tabs
@@ -22,6 +21,7 @@ from sheetops.executors.local import LocalExecutor
 from sheetops.registry import registry
 from sheetops.runner import Runner
 from sheetops.scheduler import Scheduler
+from sheetops.sheets import TabWrite
 from sheetops.store import Store
 
 SCHEDULES = ["every 10m", "0 * * * *", "*/5 9-17 * * 1-5", "@daily", "every 30s", "manual",

@@ -47,8 +47,24 @@ class AttemptRequest:
     #: the worker's memory limit for this attempt in MB (Settings ``worker_memory_mb``);
     #: 0 = no limit
     memory_mb: int = 0
-    #: the store, where :attr:`RunContext.deliveries` notes what this run already sent
+    #: the store, where :attr:`RunContext.deliveries` notes what this run already sent;
+    #: its JSON form carries it without the password (see :mod:`sheetops.wire`)
     store_url: str = ""
+
+    def to_json(self) -> str:
+        """This request as JSON, with no secret in it (:mod:`sheetops.wire`)."""
+        from sheetops import wire
+
+        return wire.dumps(wire.request_to_dict(self))
+
+    @classmethod
+    def from_json(cls, text: str | bytes,
+                  environ: dict[str, str] | None = None) -> AttemptRequest:
+        """The request :meth:`to_json` wrote; the store URL comes from the worker's own
+        ``SHEETOPS_STORE_URL`` in ``environ`` when it is the same store."""
+        from sheetops import wire
+
+        return wire.request_from_dict(wire.loads(text), environ)
 
 
 @dataclass(frozen=True)
@@ -78,6 +94,18 @@ class AttemptResult:
     permanent: bool = False
     timed_out: bool = False
     record_failures: list[RecordFailure] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        """This result as JSON (messages and tracebacks are masked already)."""
+        from sheetops import wire
+
+        return wire.dumps(wire.result_to_dict(self))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> AttemptResult:
+        from sheetops import wire
+
+        return wire.result_from_dict(wire.loads(text))
 
 
 def resolve_secrets(value: Any, environ: dict[str, str] | None = None) -> Any:

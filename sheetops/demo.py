@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from sheetops import tabs
-from sheetops.connectors.sheets.base import TabWrite
 from sheetops.connectors.sheets.workbook import WorkbookSheet
 from sheetops.engine import init_sheet
+from sheetops.sheets import TabWrite
 from sheetops.store import RunStatus, Store
 from sheetops.testing.http import HttpServer
 from sheetops.testing.smtp import SmtpServer

@@ -20,7 +20,6 @@ from sheetops import tabs
 from sheetops.alerts import AlertEvaluator
 from sheetops.config.model import Problem, Snapshot
 from sheetops.config.parse import parse_config
-from sheetops.connectors.sheets.base import InitReport, SheetBackend
 from sheetops.errors import SheetError
 from sheetops.executors.base import executor_class
 from sheetops.hooks import Hooks, RunHook
@@ -28,6 +27,7 @@ from sheetops.leader import Lease
 from sheetops.registry import registry
 from sheetops.runner import Runner
 from sheetops.scheduler import Scheduler
+from sheetops.sheets import InitReport, SheetBackend
 from sheetops.status import StatusWriter, validation_rows, with_clearing
 from sheetops.store import Batch, Store
 

@@ -11,7 +11,6 @@ installed environment or ``PYTHONPATH``). The working directory is never searche
 from __future__ import annotations
 
 import importlib
-import pkgutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -90,16 +89,9 @@ ENTRY_POINT_GROUP = "sheetops.automations"
 
 
 def _entry_point_modules() -> list[str]:
-    """Modules named in the ``sheetops.automations`` entry-point group; the built-in
-    package as well when the installed metadata predates the group (an old editable
-    install), so the built-ins never silently vanish."""
-    modules = [ep.value.split(":")[0] for ep in entry_points(group=ENTRY_POINT_GROUP)]
-    if not any(m.startswith("sheetops.automations.") for m in modules):
-        from sheetops import automations
-
-        modules += [f"sheetops.automations.{m.name}" for m in pkgutil.iter_modules(
-            automations.__path__) if not m.name.startswith("_")]
-    return modules
+    """Modules named in the ``sheetops.automations`` entry-point group, the built-ins'
+    as well as a user's: the registry knows no package by name."""
+    return [ep.value.split(":")[0] for ep in entry_points(group=ENTRY_POINT_GROUP)]
 
 
 registry = AutomationRegistry()

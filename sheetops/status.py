@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 from sheetops import tabs
 from sheetops.config.model import Problem, Snapshot
-from sheetops.connectors.sheets.base import CellValue, SheetBackend, TabWrite
+from sheetops.sheets import CellValue, SheetBackend, TabWrite
 from sheetops.store import RunStatus, Store
 
 log = logging.getLogger("sheetops.status")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from sheetops.connectors.sheets.base import ColumnSpec, SheetBackend, TabSpec
+from sheetops.sheets import ColumnSpec, SheetBackend, TabSpec
 from sheetops.store.schema import RunStatus
 
 log = logging.getLogger("sheetops.sheets")

@@ -86,3 +86,14 @@ def read_starts(folder: Path) -> list[dict[str, Any]]:
     """Every attempt that started (finished or not), oldest first."""
     found = [json.loads(f.read_text()) for f in Path(folder).glob("*.start.json")]
     return sorted(found, key=lambda r: r["start"])
+
+
+@automation("t_wire_deliver")
+def wire_deliver(ctx: Any) -> dict[str, Any]:
+    """Send each of ``params.keys`` once per run (noted in ``ctx.deliveries``)."""
+    sent = []
+    for key in ctx.params["keys"]:
+        if not ctx.deliveries.done(key):
+            ctx.deliveries.add(key)
+            sent.append(key)
+    return {"sent": sent, "token_length": len(ctx.params["token"])}

@@ -82,7 +82,7 @@ class WorkbookHelper:
               clear_rows: int = 50) -> None:
         """Replace ``tab`` with ``header`` and ``rows`` (blanking ``clear_rows`` below
         and the columns to the right)."""
-        from sheetops.connectors.sheets.base import TabWrite
+        from sheetops.sheets import TabWrite
 
         values = [list(header), *[list(r) for r in rows]]
         width = max(30, *(len(r) for r in values))  # blank what was there before

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 from sheetops.connectors.sheets import open_sheet
-from sheetops.connectors.sheets.base import TabWrite
 
 from sheetops import tabs
+from sheetops.sheets import TabWrite
 from sheetops.store import Store
 from sheetops.testing import SheetsEmulator
 from sheetops.testing.fixtures import (  # noqa: F401  (pytest fixtures)

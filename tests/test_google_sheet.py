@@ -9,12 +9,12 @@ import time
 from pathlib import Path
 
 import pytest
-from sheetops.connectors.sheets.base import ColumnSpec, SheetBackend, TabSpec, TabWrite
 from sheetops.connectors.sheets.factory import open_sheet
 from sheetops.connectors.sheets.google import GoogleSheet
 
 from sheetops.errors import SheetError, SheetUnavailable
 from sheetops.settings import get_settings
+from sheetops.sheets import ColumnSpec, SheetBackend, TabSpec, TabWrite
 from sheetops.testing import SheetsEmulator
 from sheetops.testing.fixtures import (  # noqa: F401
     SERVICE_ACCOUNT_EMAIL,

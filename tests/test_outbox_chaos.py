@@ -25,12 +25,12 @@ from typing import Any
 
 import pytest
 from sheetops.connectors.sheets import open_sheet
-from sheetops.connectors.sheets.base import TabWrite
 from sheetops.connectors.sheets.google import GoogleSheet
 
 from sheetops import tabs
 from sheetops.engine import init_sheet, read_config
 from sheetops.registry import discover_from_settings
+from sheetops.sheets import TabWrite
 from sheetops.status import StatusWriter
 from sheetops.store import Batch, Store
 from sheetops.testing import SheetsEmulator

@@ -58,7 +58,7 @@ def test_booleans_written_to_status_tabs_are_true_false_cells(tmp_path):
     import zipfile
 
     from sheetops.connectors.sheets import xlsx_parts
-    from sheetops.connectors.sheets.base import TabWrite
+    from sheetops.sheets import TabWrite
     from sheetops.connectors.sheets.workbook import WorkbookSheet
 
     from sheetops.engine import init_sheet

@@ -1,22 +1,6 @@
-"""Config-sheet backends. Pick one with :func:`open_sheet`; the engine sees only
-:class:`~sheetops.connectors.sheets.base.SheetBackend`."""
+"""Config-sheet backends (an ``.xlsx`` workbook, a Google Sheet). Pick one with
+:func:`open_sheet`; the engine sees only :class:`sheetops.sheets.SheetBackend`."""
 
-from sheetops.connectors.sheets.base import (
-    CellValue,
-    ColumnSpec,
-    InitReport,
-    SheetBackend,
-    TabSpec,
-    TabWrite,
-)
 from sheetops.connectors.sheets.factory import open_sheet
 
-__all__ = [
-    "CellValue",
-    "ColumnSpec",
-    "InitReport",
-    "SheetBackend",
-    "TabSpec",
-    "TabWrite",
-    "open_sheet",
-]
+__all__ = ["open_sheet"]

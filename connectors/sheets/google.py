@@ -43,11 +43,11 @@ import requests
 from google.auth.exceptions import RefreshError, TransportError
 from gspread.exceptions import APIError
 from openpyxl.utils import get_column_letter
-from sheetops.connectors.sheets.base import CellValue, InitReport, TabSpec, TabWrite
 from sheetops.connectors.sheets.google_http import ClientOptions, is_transient, make_client
 
 from sheetops.errors import SheetError, SheetUnavailable
 from sheetops.settings import get_settings
+from sheetops.sheets import CellValue, InitReport, TabSpec, TabWrite
 
 T = TypeVar("T")
 log = logging.getLogger("sheetops.sheets")

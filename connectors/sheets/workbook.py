@@ -33,11 +33,11 @@ from openpyxl.utils import column_index_from_string, get_column_letter, quote_sh
 from openpyxl.worksheet.datavalidation import DataValidation
 from python_calamine import CalamineWorkbook
 from sheetops.connectors.sheets import xlsx_parts
-from sheetops.connectors.sheets.base import CellValue, InitReport, TabSpec, TabWrite
 from sheetops.connectors.sheets.error_cells import overlay_error_cells
 
 from sheetops.errors import SheetError
 from sheetops.metrics import SHEET_REQUESTS
+from sheetops.sheets import CellValue, InitReport, TabSpec, TabWrite
 
 log = logging.getLogger("sheetops.sheets")
 LISTS_TAB = "_lists"

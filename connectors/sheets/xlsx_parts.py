@@ -28,7 +28,8 @@ from xml.sax.saxutils import escape, unescape
 
 from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.utils import column_index_from_string, get_column_letter
-from sheetops.connectors.sheets.base import CellValue, TabWrite
+
+from sheetops.sheets import CellValue, TabWrite
 
 _MAIN = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
 _REL = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}"

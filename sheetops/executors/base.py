@@ -60,15 +60,10 @@ class Executor(ABC):
         """Attempts running now."""
 
 
-_BUILTIN = {"local": "sheetops.executors.local:LocalExecutor"}
-
-
 def executor_class(name: str) -> type[Executor]:
-    """Look up an executor by its alias in the ``sheetops.executors`` entry points."""
-    try:
-        cls = plugins.load("sheetops.executors", name, _BUILTIN)
-    except LookupError as exc:
-        raise SheetopsError(str(exc)) from None
+    """Look up an executor by its alias in the ``sheetops.executors`` entry points
+    (:class:`~sheetops.plugins.UnknownPluginError` names the aliases there are)."""
+    cls = plugins.load(plugins.EXECUTORS, name)
     if not (isinstance(cls, type) and issubclass(cls, Executor)):
         raise SheetopsError(f"executor {name!r} is not an Executor")
     return cls
