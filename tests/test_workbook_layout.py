@@ -58,10 +58,10 @@ def test_booleans_written_to_status_tabs_are_true_false_cells(tmp_path):
     import zipfile
 
     from sheetops.connectors.sheets import xlsx_parts
-    from sheetops.sheets import TabWrite
     from sheetops.connectors.sheets.workbook import WorkbookSheet
 
     from sheetops.engine import init_sheet
+    from sheetops.sheets import TabWrite
 
     for examples in (False, True):  # without and with booleans (Jobs.enabled) already
         path = tmp_path / f"ops-{examples}.xlsx"
