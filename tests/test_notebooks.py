@@ -29,7 +29,7 @@ def test_01_prototype_on_the_embedded_default(tmp_path):
     summary = cell_value(book, "summary")
     assert summary == {"problems": 0, "dry_run_ok": True,
                        "captured": [summary["captured"][0]], "status": "ok",
-                       "records_in": 7}
+                       "records_in": 7, "sheet_reads": None}
     assert summary["captured"][0].startswith("POST http://127.0.0.1:")
     assert summary["captured"][0].endswith("/report")
 
@@ -50,6 +50,7 @@ def test_01_prototype_against_the_emulated_google_sheet(tmp_path, sheetops_googl
                             timeout_s=120, cwd=tmp_path)
     summary = cell_value(book, "summary")
     assert (summary["status"], summary["records_in"], summary["problems"]) == ("ok", 2, 0)
+    assert summary["sheet_reads"] >= 1  # the quota meter counted the Google reads
     assert [r.method for r in sheetops_http.requests].count("POST") == 1  # the real run's
 
 

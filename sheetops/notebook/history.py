@@ -38,3 +38,9 @@ def summary(store: Any, window_s: float) -> pd.DataFrame:
 
 def next_runs(schedule: str, timezone: str, count: int = 3) -> list[Any]:
     return queries.next_runs(schedule, timezone, count=count)
+
+
+def queue_depths(store: Any) -> pd.DataFrame:
+    """Queue depth per pipeline stage (``stage``, ``depth``, ``updated_at``), as the
+    scheduler last published it."""
+    return queries.queue_depths(store)
