@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
+from openpyxl.utils import get_column_letter
 
 from sheetops.connectors.sheets.base import TabWrite
 from sheetops.connectors.sheets.workbook import display
@@ -128,15 +129,6 @@ def capture_effects() -> Iterator[Captured]:
             setattr(owner, name, original)
 
 
-def _a1(row: int, col: int) -> str:
-    letters = ""
-    col += 1
-    while col:
-        col, rem = divmod(col - 1, 26)
-        letters = chr(65 + rem) + letters
-    return f"{letters}{row}"
-
-
 def cell_diff(sheet_writes: Sequence[tuple[Any, TabWrite]]) -> pd.DataFrame:
     """The cells the captured writes would change: tab, cell, before, after."""
     rows: list[dict[str, Any]] = []
@@ -155,7 +147,7 @@ def cell_diff(sheet_writes: Sequence[tuple[Any, TabWrite]]) -> pd.DataFrame:
                 old = old_row[c] if c < len(old_row) else ""
                 new = display(value)
                 if str(old) != new:
-                    rows.append({"tab": write.tab, "cell": _a1(number, c),
+                    rows.append({"tab": write.tab, "cell": f"{get_column_letter(c + 1)}{number}",
                                  "before": old, "after": new})
                     old_row.extend([""] * (c + 1 - len(old_row)))
                     old_row[c] = new
