@@ -128,3 +128,21 @@ def _forget_cell_automations():
     from sheetops.registry import registry
 
     registry._by_name.pop("nb_sync", None)
+
+
+def test_capture_lets_reads_and_token_requests_out_and_keeps_writes(sheetops_http):
+    import requests
+
+    from sheetops.notebook import capture_effects
+
+    sheetops_http.json("/token", {"access_token": "t"}, method="POST")
+    sheetops_http.json("/data", [1])
+    with capture_effects() as captured:
+        assert requests.get(sheetops_http.url("/data"), timeout=5).json() == [1]
+        assert requests.post(sheetops_http.url("/token"), data={"grant_type": "jwt"},
+                             timeout=5).json() == {"access_token": "t"}
+        assert requests.put(sheetops_http.url("/data"), json=[2], timeout=5).status_code == 202
+    assert [r.method for r in sheetops_http.requests] == ["GET", "POST"]
+    assert captured.frame()[["kind", "detail"]].to_dict("records") == [
+        {"kind": "http", "detail": [2]}]
+    assert requests.put(sheetops_http.url("/data"), timeout=5).status_code == 404  # restored

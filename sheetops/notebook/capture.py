@@ -6,7 +6,8 @@ Inside :func:`capture_effects` the connectors' way out is switched to a recorder
   connection is made;
 * HTTP writes: any ``requests`` call that is not ``GET``/``HEAD``/``OPTIONS`` (the HTTP
   connector and webhooks go through ``requests``) is recorded and answered ``202`` with
-  an empty JSON body; reads go out, so a dry run sees the real data;
+  an empty JSON body; reads go out, so a dry run sees the real data (and so do OAuth
+  token requests, which change nothing);
 * sheet writes: ``write_batch`` of the workbook and Google backends records the writes,
   and :func:`cell_diff` turns them into the cells they would change.
 
@@ -70,6 +71,13 @@ def _http_effect(request: Any) -> Effect:
     return Effect("http", request.url, f"{request.method} {request.url}", body)
 
 
+def _is_token_exchange(request: Any) -> bool:
+    """An OAuth token request (Google credentials refreshing): a read, not an effect."""
+    body = request.body.decode(errors="replace") if isinstance(request.body, bytes) \
+        else str(request.body or "")
+    return request.url.split("?")[0].endswith("/token") and "grant_type=" in body
+
+
 def _accepted(request: Any) -> Any:
     import requests
 
@@ -105,7 +113,7 @@ def capture_effects() -> Iterator[Captured]:
         captured.effects.append(_email_effect(message))
 
     def send_http(self: Any, request: Any, **kwargs: Any) -> Any:
-        if request.method.upper() in SAFE_METHODS:
+        if request.method.upper() in SAFE_METHODS or _is_token_exchange(request):
             return real_send(self, request, **kwargs)
         captured.effects.append(_http_effect(request))
         return _accepted(request)

@@ -28,6 +28,7 @@ class Config:
         self.sheet = sheet
         self.location = getattr(sheet, "location", str(getattr(sheet, "path", "")))
         self.quota: QuotaMeter | None = None
+        self._store: Any = None  # opened by sheetops.notebook.runs.store_of
         if hasattr(sheet, "http") and hasattr(sheet.http, "session"):
             self.quota = QuotaMeter().attach(sheet)
         self.reload()

@@ -184,8 +184,13 @@ def run(target: Target, params: Mapping[str, Any] | None = None, *,
 
 
 def store_of(config: Config) -> Any:
-    """The store ``sheetops run`` would use for this sheet (same settings)."""
+    """The store ``sheetops run`` would use for this sheet (same settings), opened once
+    per config."""
     from sheetops.settings import get_settings
     from sheetops.store import Store
 
-    return Store(get_settings().resolved_store_url(config.location))
+    url = get_settings().resolved_store_url(config.location)
+    cached = getattr(config, "_store", None)
+    if cached is None or cached.url != url:
+        config._store = Store(url)
+    return config._store
