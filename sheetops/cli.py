@@ -397,6 +397,25 @@ def migrate(sheet: str = SheetOption,
         typer.echo(f"the store at {safe_url(url)} is up to date (revision {report.after})")
 
 
+@app.command()
+def notebook(sheet: str = SheetOption,
+             port: int = typer.Option(8888, help="Port on 127.0.0.1."),
+             token: str = typer.Option(None, envvar="JUPYTER_TOKEN",
+                                       help="The server's token (default: a random one)."),
+             project: Path = typer.Option(Path("."), "--project",
+                                          help="Project folder: its notebooks/ is opened "
+                                               "and it is importable in kernels.")) -> None:
+    """Start JupyterLab on loopback in notebooks/, with the same settings as run."""
+    from sheetops.notebook.lab import start_lab
+
+    _prepare()
+    try:
+        code = start_lab(project.resolve(), sheet=sheet, port=port, token=token)
+    except SheetopsError as exc:
+        raise _fail(str(exc)) from None
+    raise typer.Exit(code)
+
+
 @app.command("automations")
 def list_automations() -> None:
     """List the registered automations (what the Jobs tab's automation column accepts)."""

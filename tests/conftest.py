@@ -168,15 +168,7 @@ def root_logging():
 
 
 @pytest.fixture
-def smtp(monkeypatch: pytest.MonkeyPatch):
-    """A real SMTP server (aiosmtpd) on loopback that sheetops' settings point at; it
-    refuses ``refused@example.com`` with 550."""
-    from sheetops.testing.smtp import SmtpServer
-
-    with SmtpServer(refuse={"refused@example.com"}) as server:
-        monkeypatch.setenv("SHEETOPS_SMTP_HOST", "127.0.0.1")
-        monkeypatch.setenv("SHEETOPS_SMTP_PORT", str(server.port))
-        monkeypatch.setenv("SHEETOPS_SMTP_SENDER", "sheetops@example.com")
-        get_settings.cache_clear()
-        yield server
-    get_settings.cache_clear()
+def smtp(sheetops_smtp):
+    """The plugin's captured-email server (``sheetops.testing.plugin``); it refuses
+    ``refused@example.com`` with 550."""
+    return sheetops_smtp

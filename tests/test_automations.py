@@ -22,7 +22,8 @@ from sheetops.errors import PermanentError, RetryableError
 from sheetops.ratelimit import RateLimiter, RateLimitSpec
 from sheetops.registry import registry
 from sheetops.templates import TemplateSpec
-from sheetops.testing.http import HttpServer, Reply
+from sheetops.testing.automation import call_automation
+from sheetops.testing.http import Reply
 from sheetops.testing.smtp import SmtpServer
 
 TEXT_TEMPLATE = TemplateSpec("welcome", "Hello {{ name }}", "Hi {{ name }}, code {{ code }}.\n")
@@ -40,16 +41,18 @@ def make_ctx(automation: str, params: dict, *, attempt: int = 1, dry_run: bool =
     return RunContext(request, throttle=RateLimiter().acquire)
 
 
-def run(automation: str, params: dict, **kwargs):
-    ctx = make_ctx(automation, params, **kwargs)
-    return ctx, registry.get(automation).fn(ctx)
+def run(automation: str, params: dict, *, rate: str | None = None, job: str = "job-1",
+        **kwargs):
+    """The plugin's call path (``sheetops.testing.automation``) with this module's run id."""
+    call = call_automation(automation, params, job=job, run_id="run-1",
+                           rate_limit=RateLimitSpec(f"limit-{job}", rate, "job")
+                           if rate else None, timeout_s=30, **kwargs)
+    return call.ctx, call.result
 
 
 @pytest.fixture
-def http():
-    with HttpServer() as server:
-        yield server
-
+def http(sheetops_http):
+    return sheetops_http
 
 
 def test_every_automation_is_registered_with_a_user_facing_description():
@@ -59,11 +62,11 @@ def test_every_automation_is_registered_with_a_user_facing_description():
 
 # http_get ------------------------------------------------------------------------------
 
-def test_http_get_counts_records_at_json_path(http):
-    http.json("/api/items", {"data": {"items": [{"id": 1}, {"id": 2}, {"id": 3}]}})
-    _, result = run("http_get", {"url": http.url("/api/items"), "json_path": "data.items"})
-    assert result == {"records_in": 3, "records_out": 3, "status": 200,
-                      "url": http.url("/api/items")}
+def test_http_get_counts_records_at_json_path(sheetops_http, run_automation):
+    sheetops_http.json("/api/items", {"data": {"items": [{"id": 1}, {"id": 2}, {"id": 3}]}})
+    url = sheetops_http.url("/api/items")
+    assert run_automation("http_get", params={"url": url, "json_path": "data.items"}) == {
+        "records_in": 3, "records_out": 3, "status": 200, "url": url}
 
 
 def test_http_get_throttles_before_each_request(http):
@@ -138,6 +141,16 @@ def test_send_email_one_text_email_per_recipient(smtp):
     assert messages["bob@example.com"].get_content().strip() == "Hi Bob, code X1."
     assert messages["bob@example.com"]["From"] == "sheetops@example.com"
     assert messages["bob@example.com"]["X-Sheetops-Run"] == "run-1"
+
+
+def test_send_email_through_the_plugin_fixtures(sheetops_smtp, run_automation):
+    result = run_automation("send_email", params={"recipients": ["ann@example.com",
+                            "refused@example.com"], "vars": {"name": "Ann", "code": 7}},
+                            template=TEXT_TEMPLATE)
+    assert (result["sent"], result["records_failed"]) == (1, 1)
+    assert sheetops_smtp.wait_for(1)[0]["To"] == "ann@example.com"
+    assert [f.record_key for f in run_automation.last.record_failures] == [
+        "refused@example.com"]
 
 
 def test_send_email_html_is_escaped_and_has_text_part(smtp):
@@ -260,8 +273,8 @@ def test_send_email_without_template_is_permanent(smtp):
 
 # heartbeat and demos -------------------------------------------------------------------
 
-def test_heartbeat_is_one_record_with_a_utc_time():
-    _, result = run("heartbeat", {})
+def test_heartbeat_is_one_record_with_a_utc_time(run_automation):
+    result = run_automation("heartbeat")
     assert result["records_out"] == 1
     beat = dt.datetime.fromisoformat(result["beat"])
     assert abs((dt.datetime.now(dt.UTC) - beat).total_seconds()) < 5
@@ -285,3 +298,29 @@ def test_sleep_and_always_fails():
         run("always_fails", {"message": "boom"})
     with pytest.raises(PermanentError, match="on purpose"):
         run("always_fails", {})
+
+
+# the pytest plugin, as a user of the installed package gets it ----------------------
+
+USER_TEST = '''
+def test_fetch(sheetops_http, run_automation):
+    sheetops_http.json("/items", [1, 2, 3])
+    assert run_automation("http_get", params={"url": sheetops_http.url("/items")}
+                          )["records_in"] == 3
+
+
+def test_config_and_store(sheetops_workbook, sheetops_store):
+    assert sheetops_workbook.exists() and sheetops_store.count_runs() == 0
+'''
+
+
+def test_plugin_is_loaded_by_entry_point_in_a_project_without_conftest(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "test_user.py").write_text(USER_TEST)
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "test_user.py"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 passed" in done.stdout

@@ -1,0 +1,196 @@
+"""Dry runs and real runs from a notebook cell.
+
+``dry_run(target, params=…)`` runs the real code in this process, with every outgoing
+effect captured (:mod:`sheetops.notebook.capture`) and returned as a DataFrame, plus the
+sheet cells the run would change. ``run(target, params=…)`` runs for real through the
+engine's runner (worker processes, the job's timeout and retries, rows in the store and
+on the Runs tab), and returns the attempts and errors as DataFrames.
+
+``target`` is a job id of the config (its automation, params, template and rate limit
+are used; ``params`` given here override the row's), an automation name, or the
+function a cell decorated with ``@automation``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import pandas as pd
+
+from sheetops.config.model import JobSpec
+from sheetops.errors import SheetopsError
+from sheetops.notebook import history
+from sheetops.notebook.capture import capture_effects, cell_diff
+from sheetops.notebook.config import Config
+from sheetops.notebook.display import section
+from sheetops.registry import registry
+from sheetops.templates import TemplateSpec
+from sheetops.testing.automation import call_automation
+
+Target = str | Callable[..., Any]
+
+
+def automation_name(target: Target) -> str:
+    """The registered name of ``target`` (a name, or a decorated function)."""
+    if isinstance(target, str):
+        registry.get(target)
+        return target
+    for name in registry.names():
+        if registry.get(name).fn is target:
+            return name
+    raise SheetopsError(f"{getattr(target, '__name__', target)!r} is not a registered "
+                        "automation; decorate it with @automation('name') first")
+
+
+def _job_for(target: Target, params: Mapping[str, Any] | None,
+             config: Config | None) -> tuple[JobSpec, TemplateSpec | None]:
+    """The job row to run: the config's row ``target``, or an ad-hoc manual job."""
+    if isinstance(target, str) and config is not None and target in config.snapshot.jobs:
+        spec = config.job(target)
+        if params is not None:
+            spec = replace(spec, params_json=json.dumps({**spec.params, **params}))
+        template = config.snapshot.templates.get(spec.template) if spec.template else None
+        return spec, template
+    name = automation_name(target)
+    spec = JobSpec(job=f"notebook-{name}", automation=name, schedule="manual",
+                   timezone="UTC", params_json=json.dumps(dict(params or {})))
+    return spec, None
+
+
+@dataclass
+class DryRun:
+    """What a dry run returned, what it would have sent and which cells it would change."""
+
+    job: str
+    automation: str
+    result: dict[str, Any]
+    effects: pd.DataFrame
+    sheet_diff: pd.DataFrame
+    record_failures: pd.DataFrame
+    error: str = ""
+    traceback: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.error
+
+    def __repr__(self) -> str:
+        state = "ok" if self.ok else f"failed: {self.error}"
+        return (f"DryRun({self.automation} as {self.job}: {state}; "
+                f"{len(self.effects)} effect(s) captured, result {self.result})")
+
+    def _repr_html_(self) -> str:
+        note = self.error or f"result: {json.dumps(self.result, default=str)}"
+        return section(f"Dry run of {self.automation} ({self.job})",
+                       {"Captured effects": self.effects, "Sheet cells it would change":
+                        self.sheet_diff, "Failed records": self.record_failures},
+                       note=note, ok=self.ok)
+
+
+def _failures_frame(failures: list[Any]) -> pd.DataFrame:
+    return pd.DataFrame([vars(f) for f in failures],
+                        columns=["record_key", "error_type", "message", "stage"])
+
+
+def dry_run(target: Target, params: Mapping[str, Any] | None = None, *,
+            config: Config | None = None, template: TemplateSpec | None = None) -> DryRun:
+    """Run ``target`` here with its effects captured; nothing is sent or written."""
+    spec, row_template = _job_for(target, params, config)
+    rate = config.snapshot.rate_limits.get(spec.rate_limit) if config and spec.rate_limit \
+        else None
+    result: dict[str, Any] = {}
+    error = tb = ""
+    failures: list[Any] = []
+    with capture_effects() as captured:
+        try:
+            call = call_automation(spec.automation, spec.params, job=spec.job,
+                                   template=template or row_template, rate_limit=rate,
+                                   timeout_s=spec.timeout_s, trigger="notebook")
+            result, failures = call.result, call.record_failures
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            tb = traceback.format_exc()
+    return DryRun(spec.job, spec.automation, result, captured.frame(),
+                  cell_diff(captured.sheet_writes), _failures_frame(failures), error, tb)
+
+
+@dataclass
+class RunResult:
+    """A real run: its store record, attempts and errors."""
+
+    run_id: str
+    record: dict[str, Any]
+    attempts: pd.DataFrame
+    errors: pd.DataFrame
+    result: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        return str(self.record.get("status", ""))
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def __repr__(self) -> str:
+        return (f"RunResult({self.record.get('job')} run {self.run_id}: {self.status} after "
+                f"{self.record.get('attempts')} attempt(s))")
+
+    def _repr_html_(self) -> str:
+        note = (f"{self.record.get('attempts')} attempt(s) in "
+                f"{self.record.get('duration_s') or 0:.2f}s; result {self.result}")
+        return section(f"Run {self.run_id} of {self.record.get('job')}: {self.status}",
+                       {"Attempts": self.attempts.drop(columns=["traceback"],
+                                                       errors="ignore"),
+                        "Errors": self.errors.drop(columns=["traceback"], errors="ignore")},
+                       note=note, ok=self.ok)
+
+
+def run(target: Target, params: Mapping[str, Any] | None = None, *,
+        config: Config, timeout_s: float | None = None) -> RunResult:
+    """Run ``target`` for real through the runner, with the job's retries and timeout,
+    recorded in the store and on the sheet's status tabs; waits for it to end."""
+    from sheetops.engine import Engine, EngineOptions
+    from sheetops.settings import get_settings
+
+    spec, _ = _job_for(target, params, config)
+    if timeout_s is not None:
+        spec = replace(spec, timeout_s=timeout_s)
+    settings = get_settings()
+    store = store_of(config)
+    engine = Engine(config.sheet, store, EngineOptions(executor=settings.executor, workers=1))
+    engine.runner.start()
+    try:
+        snapshot = engine.refresh_without_scheduling()
+        run_id = engine.runner.submit(spec, snapshot, "notebook", time.time(), False)
+        if run_id is None:
+            raise SheetopsError(f"{spec.job} is already running (concurrency "
+                                f"{spec.concurrency}); try again when it ends")
+        engine.runner.wait(run_id)
+    finally:
+        engine.runner.stop()
+        engine.runner.flush()
+        engine.status.flush()
+    record = store.run(run_id) or {}
+    raw = record.get("result") or "{}"
+    return RunResult(run_id, record, history.attempts(store, [run_id]),
+                     history.errors(store, run_ids=[run_id]),
+                     json.loads(raw) if isinstance(raw, str) else dict(raw))
+
+
+def store_of(config: Config) -> Any:
+    """The store ``sheetops run`` would use for this sheet (same settings), opened once
+    per config."""
+    from sheetops.settings import get_settings
+    from sheetops.store import Store
+
+    url = get_settings().resolved_store_url(config.location)
+    cached = getattr(config, "_store", None)
+    if cached is None or cached.url != url:
+        config._store = Store(url)
+    return config._store

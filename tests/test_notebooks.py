@@ -1,0 +1,79 @@
+"""Every notebook in notebooks/ runs top to bottom in a real kernel (nbclient, the venv's
+``python3`` kernel) and produces the values it is there to show."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from sheetops.notebook.execute import NotebookFailed, cell_value, execute_notebook
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+pytestmark = pytest.mark.slow
+
+
+def test_notebooks_are_committed_without_outputs_and_with_a_parameters_cell():
+    for path in sorted(NOTEBOOKS.glob("*.ipynb")):
+        book = nbformat.read(path, as_version=4)
+        code = [c for c in book.cells if c.cell_type == "code"]
+        assert all(not c.outputs and c.execution_count is None for c in code), path.name
+        assert any("parameters" in c.metadata.get("tags", []) for c in code), path.name
+
+
+def test_01_prototype_on_the_embedded_default(tmp_path):
+    book = execute_notebook(NOTEBOOKS / "01_prototype_an_automation.ipynb",
+                            {"workdir": str(tmp_path)}, timeout_s=120, cwd=tmp_path)
+    summary = cell_value(book, "summary")
+    assert summary == {"problems": 0, "dry_run_ok": True,
+                       "captured": [summary["captured"][0]], "status": "ok",
+                       "records_in": 7, "sheet_reads": None}
+    assert summary["captured"][0].startswith("POST http://127.0.0.1:")
+    assert summary["captured"][0].endswith("/report")
+
+
+def test_01_prototype_against_the_emulated_google_sheet(tmp_path, sheetops_google_sheet,
+                                                       sheetops_http):
+    from sheetops.connectors.sheets.factory import open_sheet
+
+    from sheetops.demo import DemoWorkspace
+
+    sheetops_http.json("/customers", {"data": [{"id": 1}, {"id": 2}]})
+    sheetops_http.json("/report", {}, method="POST")
+    with DemoWorkspace(tmp_path / "demo") as demo:  # the demo's config, on the emulator
+        open_sheet(sheetops_google_sheet).write_batch(demo._config_writes())
+    book = execute_notebook(NOTEBOOKS / "01_prototype_an_automation.ipynb",
+                            {"sheet": sheetops_google_sheet,
+                             "api_url": sheetops_http.url("/customers")},
+                            timeout_s=120, cwd=tmp_path)
+    summary = cell_value(book, "summary")
+    assert (summary["status"], summary["records_in"], summary["problems"]) == ("ok", 2, 0)
+    assert summary["sheet_reads"] >= 1  # the quota meter counted the Google reads
+    assert [r.method for r in sheetops_http.requests].count("POST") == 1  # the real run's
+
+
+def test_03_run_history_on_the_embedded_default(tmp_path):
+    book = execute_notebook(NOTEBOOKS / "03_run_history.ipynb", {"workdir": str(tmp_path)},
+                            timeout_s=180, cwd=tmp_path)
+    rates, top_error = cell_value(book, "success_rate, top_error")
+    assert rates == {"broken-report": 0.0, "fetch-customers": 1.0, "heartbeat": 1.0}
+    assert top_error == ["broken-report", "PermanentError", "no data source"]
+    outputs = [o for c in book.cells for o in c.get("outputs", [])]
+    charts = [o["data"]["text/html"] for o in outputs if "vega-embed" in
+              o.get("data", {}).get("text/html", "")]
+    assert len(charts) == 1 and "success rate" in charts[0]
+
+
+def test_a_failing_cell_and_a_dying_kernel_fail_within_the_timeout(tmp_path):
+    for source, expected in (("raise ValueError('bad cell')", "ValueError: bad cell"),
+                             ("import os\nos._exit(3)", "kernel died")):
+        book = nbformat.v4.new_notebook()
+        book.cells = [nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell(source)]
+        path = tmp_path / "broken.ipynb"
+        nbformat.write(book, path)
+        started = time.monotonic()
+        with pytest.raises(NotebookFailed, match=expected):
+            execute_notebook(path, timeout_s=30)
+        assert time.monotonic() - started < 60
