@@ -49,6 +49,8 @@ class AttemptRequest:
     memory_mb: int = 0
     #: the store, where :attr:`RunContext.deliveries` notes what this run already sent
     store_url: str = ""
+    #: a pipeline job's stage settings from the Stages tab: stage → {setting: value}
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
