@@ -136,6 +136,13 @@ class StageRuntime:
     throttle: Throttle | None = None
     run_context: Any = None
     stop: threading.Event = field(default_factory=threading.Event)
+    #: serialises this process's writers on SQLite (see :func:`writer_lock`)
+    lock: Any = field(default_factory=contextlib.nullcontext)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Any]:
+        with self.lock, self.queues.transaction() as tx:
+            yield tx
 
     def context(self, keys: Sequence[str], connection: Any = None) -> StageContext:
         return StageContext(self, list(keys), connection)
@@ -150,7 +157,7 @@ def _halves(keys: list[str], records: list[Any]) -> list[str]:
 def _split(rt: StageRuntime, claim: Claim, keys: list[str], records: list[Any]) -> None:
     """Put the batch back as two halves and ack it, in one transaction."""
     middle = len(records) // 2
-    with rt.queues.transaction() as tx:
+    with rt.transaction() as tx:
         tx.put(rt.queue, _halves(keys, records),
                keys=[batches.item_key(keys[:middle]), batches.item_key(keys[middle:])])
         tx.ack([claim])
@@ -189,7 +196,7 @@ def _call(rt: StageRuntime, keys: list[str], records: list[Any]) -> list[tuple[s
     out = []
     for record in produced:  # a generator: each yielded record is delivered
         key = str(record.key) if isinstance(record, Keyed) else rt.pipe.key_of(record)
-        with rt.queues.transaction() as tx:
+        with rt.transaction() as tx:
             ledger.mark_done(tx.connection, rt.job, stage.name, [key])
         out.append((key, record))
     return out
@@ -200,7 +207,7 @@ def _hand_off(rt: StageRuntime, claim: Claim, records_in: int,
     """Put the outputs on the next queue, ack the batch and count it, in one
     transaction; a SQL sink writes in the same transaction."""
     stage = rt.stage
-    with rt.queues.transaction() as tx:
+    with rt.transaction() as tx:
         conn = tx.connection
         if stage.sql and not rt.dry_run and records:
             args = (records, rt.context(keys, conn)) if stage.takes_ctx else (records,)
@@ -221,7 +228,7 @@ def _dead_letter(rt: StageRuntime, claim: Claim, error: BaseException, attempts:
     info = ErrorInfo.of(error)
     info = ErrorInfo(info.type, f"{info.message} (stage {rt.stage.name}, {attempts} "
                      f"attempt{'s' if attempts != 1 else ''})", info.traceback[-8000:])
-    with rt.queues.transaction() as tx:
+    with rt.transaction() as tx:
         tx.dead_letter(claim, info)
         ledger.add_counts(tx.connection, rt.job, rt.generation, rt.stage.name,
                           records_in=1, records_failed=1, dead_letters=1)
@@ -239,7 +246,7 @@ def process_claim(rt: StageRuntime, claim: Claim) -> None:
             _split(rt, claim, keys, records)
             return
         if rt.stage.sink and rt.stage.idempotent and not rt.dry_run:
-            with rt.queues.transaction() as tx:
+            with rt.transaction() as tx:
                 done = ledger.done_keys(tx.connection, rt.job, rt.stage.name, keys)
             if done:
                 kept = [(k, r) for k, r in zip(keys, records, strict=True) if k not in done]
@@ -303,6 +310,7 @@ class PipelineRun:
             queues.queue(name, max_deliveries=settings.max_deliveries)
         self.grace = lease_grace_s
         self.stop = threading.Event()
+        self.lock = writer_lock(queues)
         self.depths = _Depths(queues, self.names)
         self.consumer = f"{socket.gethostname()}:{os.getpid()}:{run_id}"
         self.run_context = run_context
@@ -322,7 +330,7 @@ class PipelineRun:
             1 if last else self.settings[index + 1].batch_size, generation, self.run_id,
             self.dry_run, self._lease(settings),
             Throttle(settings.rate_limit, f"{self.job}.{self.pipe.stages[index].name}")
-            if settings.rate_limit else None, self.run_context, self.stop)
+            if settings.rate_limit else None, self.run_context, self.stop, self.lock)
 
     def _room(self, index: int) -> bool:
         """Whether queue ``index`` is below its high-water mark (in batches)."""
@@ -352,7 +360,7 @@ class PipelineRun:
         records: list[Any] = []
         position, count = cp.position, cp.records
         key_of = self.pipe.key_of
-        for record, position in self.pipe.source.read(cp.position):  # noqa: B007
+        for record, position in self.pipe.source.read(cp.position):
             count += 1
             try:
                 keys.append(key_of(record))
@@ -369,7 +377,7 @@ class PipelineRun:
                     exhausted: bool) -> bool:
         if records and not self._wait_room(0):
             return False
-        with self.queues.transaction() as tx:
+        with self.lock, self.queues.transaction() as tx:
             if records:
                 tx.put(self.names[0], [batches.encode(keys, records)],
                        keys=[batches.item_key(keys)])
@@ -384,7 +392,8 @@ class PipelineRun:
         while not self.stop.is_set():
             if rt.next_queue and not self._wait_room(index + 1):
                 return
-            claims = queue.claim(1, consumer=self.consumer, lease_s=rt.lease_s)
+            with self.lock:
+                claims = queue.claim(1, consumer=self.consumer, lease_s=rt.lease_s)
             if not claims:
                 self.stop.wait(idle)
                 idle = min(idle * 2, IDLE_MAX_S)
@@ -459,6 +468,20 @@ class PipelineRun:
                                      "message": letter.error.message})
         return RunReport(self.pipe.name, self.job, cp.generation, finished, self._records,
                          stages, dead, self.dry_run, time.time() - started)
+
+
+_LOCKS: dict[int, threading.Lock] = {}
+
+
+def writer_lock(queues: Queues) -> Any:
+    """A lock this process's threads take around each queue transaction on SQLite.
+
+    SQLite has one writer at a time; threads that meet its lock wait in its busy
+    handler, which sleeps in growing steps and wakes late. Queuing them on a Python
+    lock first hands the write lock on at once. PostgreSQL needs none."""
+    if queues.engine.dialect.name != "sqlite":
+        return contextlib.nullcontext()
+    return _LOCKS.setdefault(id(queues), threading.Lock())
 
 
 def _engine(store: Any) -> Engine:
