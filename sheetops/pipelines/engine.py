@@ -407,7 +407,7 @@ class PipelineRun:
         started = time.time()
         ledger.create_tables(self.queues.engine)
         with self.queues.transaction() as tx:
-            cp = ledger.begin_pass(tx.connection, self.job)
+            cp = ledger.begin_pass(tx.connection, self.job, new=not self.drain_only)
         self._records = cp.records
         threads: list[threading.Thread] = []
         source_thread = None

@@ -75,11 +75,12 @@ def checkpoint(conn: Connection, pipeline: str) -> Checkpoint | None:
                       row.state, row.records, row.started_at)
 
 
-def begin_pass(conn: Connection, pipeline: str) -> Checkpoint:
+def begin_pass(conn: Connection, pipeline: str, new: bool = True) -> Checkpoint:
     """The pass to work on: the unfinished one (a run that was killed, or whose queues
-    still hold work), else a new one reading the source from its beginning."""
+    still hold work), else a new one reading the source from its beginning — or, with
+    ``new=False`` (a replay), the last one, finished or not."""
     current = checkpoint(conn, pipeline)
-    if current is not None and current.state != FINISHED:
+    if current is not None and (current.state != FINISHED or not new):
         return current
     now = time.time()
     generation = 1 if current is None else current.generation + 1
