@@ -383,22 +383,28 @@ def _pipeline_store(sheet: str | None):
     return settings.resolved_store_url(sheet or settings.sheet or "")
 
 
-def _pipeline_of(job: str, sheet: str | None):
-    """The pipeline the job runs (Jobs tab) and its Stages tab settings; a job named
-    like a pipeline works without a sheet."""
+def _pipeline_of(job: str, sheet: str | None, store_url: str):
+    """The pipeline the job runs (Jobs tab) and a run context with the job's params,
+    template and Stages settings; a job named like a pipeline works without a sheet."""
+    from sheetops.context import AttemptRequest, RunContext
     from sheetops.pipelines.model import PIPELINES, get_pipeline
+    from sheetops.runner import new_run_id
 
     if job in PIPELINES and not (sheet or get_settings().sheet):
-        return PIPELINES[job], {}
+        return PIPELINES[job], None
     from sheetops.engine import read_config
 
     snapshot = read_config(_open(sheet))
     spec = snapshot.jobs.get(job)
     if spec is None:
         if job in PIPELINES:
-            return PIPELINES[job], {}
+            return PIPELINES[job], None
         raise _fail(f"unknown job {job!r}; use a job id from the Jobs tab")
-    return get_pipeline(spec.automation), snapshot.stages.get(job, {})
+    request = AttemptRequest(
+        new_run_id(), job, spec.automation, 1, spec.params, spec.timeout_s,
+        template=snapshot.templates.get(spec.template) if spec.template else None,
+        trigger="cli", store_url=store_url, stages=snapshot.stages.get(job, {}))
+    return get_pipeline(spec.automation), RunContext(request)
 
 
 @app.command("dead-letters")
@@ -462,11 +468,11 @@ def replay(job: str = typer.Argument(..., help="The pipeline job id."),
 
     _prepare()
     try:
-        pipe, overrides = _pipeline_of(job, sheet)
-        records = deadletters.read_edited(edited) if edited else None
         from sheetops.store.queue_sql import Queues
 
         url = _pipeline_store(sheet)
+        pipe, ctx = _pipeline_of(job, sheet, url)
+        records = deadletters.read_edited(edited) if edited else None
         queues = Queues(_open_store(url))
         count = deadletters.requeue(queues, pipe, job, stage=stage, keys=key or None,
                                     edited=records)
@@ -475,7 +481,8 @@ def replay(job: str = typer.Argument(..., help="The pipeline job id."),
             typer.echo(f"no dead letters of {job} to replay")
             raise typer.Exit(0)
         started = time.time()
-        pipe.run(url, job=job, overrides=overrides, drain_only=True)
+        pipe.run(url, job=job, drain_only=True, run_context=ctx,
+                 overrides=ctx.request.stages if ctx is not None else None)
         queues = Queues(_open_store(url))
         dead = len(deadletters.letters(queues, job, since=started))
         queues.dispose()

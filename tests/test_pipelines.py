@@ -109,16 +109,16 @@ def test_sigkill_at_random_points_then_restart_delivers_every_record_exactly_onc
     rng = random.Random(15)
     for trial in range(10):
         url = f"sqlite:///{tmp_path / f'store{trial}.db'}"
-        path = write_records(tmp_path / f"in{trial}.jsonl", 3_000, bad={77})
+        path = write_records(tmp_path / f"in{trial}.jsonl", 2_000, bad={77})
         kills = 0
-        for _ in range(3):  # up to three kills per trial, each at a random moment
-            if run_child("copy", url, path, kill_after=rng.uniform(0.3, 2.0)) == 0:
+        for _ in range(2):  # up to two kills per trial, each at a random moment
+            if run_child("copy", url, path, kill_after=rng.uniform(0.3, 1.8)) == 0:
                 break
             kills += 1
         run_until_finished("copy", url, path)
         rows = delivered(url)
         keys = [k for k, _ in rows]
-        assert len(keys) == len(set(keys)) == 2_999, (trial, kills, len(keys))
+        assert len(keys) == len(set(keys)) == 1_999, (trial, kills, len(keys))
         letters = dl.letters(Queues(create_engine(url)), "copy")
         assert [x.key for x in letters] == ["77"], (trial, kills)
 

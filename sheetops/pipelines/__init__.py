@@ -23,10 +23,17 @@ from sheetops.pipelines.model import (
     get_pipeline,
     pipeline,
 )
-from sheetops.pipelines.sources import csv_file, iterable, json_pages, jsonl_file
+from sheetops.pipelines.sources import (
+    csv_file,
+    from_params,
+    iterable,
+    json_pages,
+    jsonl_file,
+)
 
 __all__ = [
     "PIPELINES", "Keyed", "Pipeline", "PipelineError", "RecordError", "RunReport",
-    "StageRuntime", "StageSettings", "csv_file", "get_pipeline", "iterable", "json_pages",
+    "StageRuntime", "StageSettings", "csv_file", "from_params", "get_pipeline", "iterable",
+    "json_pages",
     "jsonl_file", "pipeline", "process_claim", "run",
 ]

@@ -29,7 +29,7 @@ class StageContext:
         self.run_id = rt.run_id
         self.dry_run = rt.dry_run
         run = rt.run_context
-        self.params: dict[str, Any] = dict(getattr(run, "params", None) or {})
+        self.params: dict[str, Any] = rt.params
         self.log = getattr(run, "log", None) or logging.getLogger(
             f"sheetops.pipelines.{rt.job}.{rt.stage.name}")
 

@@ -138,6 +138,7 @@ class StageRuntime:
     stop: threading.Event = field(default_factory=threading.Event)
     #: serialises this process's writers on SQLite (see :func:`writer_lock`)
     lock: Any = field(default_factory=contextlib.nullcontext)
+    params: dict[str, Any] = field(default_factory=dict)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Any]:
@@ -298,8 +299,8 @@ class PipelineRun:
     def __init__(self, pipe: Pipeline, queues: Queues, *, job: str, run_id: str,
                  dry_run: bool = False, overrides: Mapping[str, Mapping[str, Any]] | None = None,
                  lease_grace_s: float | None = None, drain_only: bool = False,
-                 run_context: Any = None, progress: Callable[[RunReport], None] | None = None
-                 ) -> None:
+                 run_context: Any = None, progress: Callable[[RunReport], None] | None = None,
+                 params: Mapping[str, Any] | None = None) -> None:
         pipe.check()
         self.pipe, self.queues, self.job, self.run_id = pipe, queues, job, run_id
         self.dry_run, self.drain_only, self.progress = dry_run, drain_only, progress
@@ -314,6 +315,8 @@ class PipelineRun:
         self.depths = _Depths(queues, self.names)
         self.consumer = f"{socket.gethostname()}:{os.getpid()}:{run_id}"
         self.run_context = run_context
+        self.params = dict(params if params is not None
+                           else getattr(run_context, "params", None) or {})
         self._errors: list[BaseException] = []
         self._records = 0
 
@@ -330,7 +333,8 @@ class PipelineRun:
             1 if last else self.settings[index + 1].batch_size, generation, self.run_id,
             self.dry_run, self._lease(settings),
             Throttle(settings.rate_limit, f"{self.job}.{self.pipe.stages[index].name}")
-            if settings.rate_limit else None, self.run_context, self.stop, self.lock)
+            if settings.rate_limit else None, self.run_context, self.stop, self.lock,
+            self.params)
 
     def _room(self, index: int) -> bool:
         """Whether queue ``index`` is below its high-water mark (in batches)."""
@@ -360,7 +364,10 @@ class PipelineRun:
         records: list[Any] = []
         position, count = cp.position, cp.records
         key_of = self.pipe.key_of
-        for record, position in self.pipe.source.read(cp.position):
+        source = self.pipe.source
+        if hasattr(source, "bind"):
+            source = source.bind(self.params)
+        for record, position in source.read(cp.position):
             count += 1
             try:
                 keys.append(key_of(record))
@@ -519,17 +526,19 @@ def open_queues(store: Any, dry_run: bool = False) -> Iterator[Queues]:
 def run(pipe: Pipeline, store: Any, *, job: str | None = None, run_id: str | None = None,
         dry_run: bool = False, overrides: Mapping[str, Mapping[str, Any]] | None = None,
         lease_grace_s: float | None = None, drain_only: bool = False,
-        run_context: Any = None, progress: Callable[[RunReport], None] | None = None
-        ) -> RunReport:
+        run_context: Any = None, progress: Callable[[RunReport], None] | None = None,
+        params: Mapping[str, Any] | None = None) -> RunReport:
     """Run (or resume) ``pipe`` until its source is read and its queues are drained.
 
     ``job`` names the queues (``<job>.<stage>``) and the checkpoint (default: the
     pipeline's name); ``overrides`` maps stage → settings (the Stages tab);
     ``drain_only`` processes what the queues hold without reading the source (replay);
-    ``lease_grace_s`` shortens the lease grace (tests)."""
+    ``params`` are the job's params (a ``from_params`` source and ``ctx.params``; a
+    job's run passes its Jobs-tab params); ``lease_grace_s`` shortens the lease grace
+    (tests); ``progress`` is called with a report about every 50 ms."""
     with open_queues(store, dry_run) as queues:
         return PipelineRun(pipe, queues, job=job or pipe.name,
                            run_id=run_id or uuid.uuid4().hex[:12], dry_run=dry_run,
                            overrides=overrides, lease_grace_s=lease_grace_s,
                            drain_only=drain_only, run_context=run_context,
-                           progress=progress).run()
+                           progress=progress, params=params).run()

@@ -113,6 +113,29 @@ class IterableSource:
             yield record, number
 
 
+class FromParams:
+    """A source built from the job's params when a run starts, e.g.
+    ``from_params(lambda p: json_pages(p["url"]))`` reads the URL from the Jobs tab."""
+
+    def __init__(self, build: Callable[[dict[str, Any]], Source]) -> None:
+        self.build = build
+
+    def bind(self, params: Mapping[str, Any]) -> Source:
+        try:
+            return self.build(dict(params))
+        except KeyError as exc:
+            raise PermanentError(f"the pipeline's source needs params.{exc.args[0]} "
+                                 "(the Jobs tab's params column)") from None
+
+    def read(self, position: Any) -> Iterator[tuple[Any, Any]]:
+        return self.bind({}).read(position)
+
+
+def from_params(build: Callable[[dict[str, Any]], Source]) -> FromParams:
+    """A source made from the job's params at the start of each run."""
+    return FromParams(build)
+
+
 def _at(document: Any, path: str) -> Any:
     node = document
     for part in [p for p in (path or "").split(".") if p]:
