@@ -111,10 +111,39 @@ class _Depths:
         self.waiting(self.names[0], fresh=True)
         return sum(self._waiting.values())
 
+    def expire(self) -> None:
+        """Read afresh next time (another thread acked something)."""
+        with self._lock:
+            self._at = 0.0
+
     def bump(self, name: str, items: int) -> None:
         """Count a put of ours before the next read."""
         with self._lock:
             self._waiting[name] = self._waiting.get(name, 0) + items
+
+
+class _Changes:
+    """Wakes this process's waiting threads when one of them put or acked an item, so
+    a hand-off inside one process costs no polling delay; items from other processes
+    (or whose lease expired) are still found by polling at most every ``IDLE_MAX_S``."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._count = 0
+
+    def mark(self) -> int:
+        with self._cond:
+            return self._count
+
+    def notify(self) -> None:
+        with self._cond:
+            self._count += 1
+            self._cond.notify_all()
+
+    def wait(self, since: int, timeout: float) -> None:
+        """Wait until something changed after ``mark()`` returned ``since``."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._count != since, timeout)
 
 
 @dataclass
@@ -311,6 +340,7 @@ class PipelineRun:
             queues.queue(name, max_deliveries=settings.max_deliveries)
         self.grace = lease_grace_s
         self.stop = threading.Event()
+        self.changes = _Changes()
         self.lock = writer_lock(queues)
         self.depths = _Depths(queues, self.names)
         self.consumer = f"{socket.gethostname()}:{os.getpid()}:{run_id}"
@@ -344,11 +374,15 @@ class PipelineRun:
 
     def _wait_room(self, index: int) -> bool:
         idle = POLL_S
-        while not self._room(index):
-            if self.stop.wait(idle):
+        while True:
+            mark = self.changes.mark()
+            if self._room(index):
+                return True
+            self.changes.wait(mark, idle)
+            if self.stop.is_set():
                 return False
+            self.depths.expire()
             idle = min(idle * 2, IDLE_MAX_S)
-        return True
 
     def _guard(self, fn: Callable[..., None], *args: Any) -> None:
         try:
@@ -357,6 +391,7 @@ class PipelineRun:
             log.exception("pipeline %s: %s stopped", self.job, getattr(fn, "__name__", fn))
             self._errors.append(exc)
             self.stop.set()
+            self.changes.notify()
 
     def _read_source(self, cp: ledger.Checkpoint) -> None:
         size = self.settings[0].batch_size
@@ -390,6 +425,7 @@ class PipelineRun:
                        keys=[batches.item_key(keys)])
             ledger.save_position(tx.connection, self.job, position, count, exhausted)
         self.depths.bump(self.names[0], 1 if records else 0)
+        self.changes.notify()
         self._records = count
         return True
 
@@ -399,16 +435,18 @@ class PipelineRun:
         while not self.stop.is_set():
             if rt.next_queue and not self._wait_room(index + 1):
                 return
+            mark = self.changes.mark()
             with self.lock:
                 claims = queue.claim(1, consumer=self.consumer, lease_s=rt.lease_s)
             if not claims:
-                self.stop.wait(idle)
+                self.changes.wait(mark, idle)
                 idle = min(idle * 2, IDLE_MAX_S)
                 continue
             idle = POLL_S
             process_claim(rt, claims[0])
             if rt.next_queue:
                 self.depths.bump(rt.next_queue, 1)
+            self.changes.notify()
 
     def run(self) -> RunReport:
         started = time.time()
@@ -444,6 +482,7 @@ class PipelineRun:
                 self.stop.wait(0.05)
         finally:
             self.stop.set()
+            self.changes.notify()
             for thread in threads:
                 thread.join()
         if self._errors:
