@@ -155,7 +155,7 @@ def main() -> None:
     runs = {n: in_fresh_process(f"sqlite:///{folder / f'p{n}.db'}", n) for n in sizes}
     million = runs[1_000_000]
     bare = bare_loop(1_000_000)
-    naive = naive_queue(folder / "naive.db", 20_000)
+    naive = naive_queue(folder / "naive.db", 10_000)
     figure("pipeline_sqlite_1m", million["rate"], "records/s")
     figure("pipeline_vs_bare_loop", million["rate"] / bare, "x", ">= 0.5")
     figure("pipeline_vs_naive_queue", million["rate"] / naive, "x", ">= 2.5")
@@ -178,8 +178,8 @@ def main() -> None:
     with engine.connect() as conn:
         conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
     try:
-        pg = in_fresh_process(admin.rsplit("/", 1)[0] + f"/{name}", 200_000)
-        figure("pipeline_postgresql_200k", pg["rate"], "records/s")
+        pg = in_fresh_process(admin.rsplit("/", 1)[0] + f"/{name}", 100_000)
+        figure("pipeline_postgresql_100k", pg["rate"], "records/s")
     finally:
         with engine.connect() as conn:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
