@@ -89,6 +89,6 @@ def test_run_job_of_a_pipeline_delivers_and_lists_dead_letters(workbook, tmp_pat
     # the API still serves the two bad contacts: the new pass sets them aside again
     left = cli("dead-letters", "welcome", "--format", "json", *sheet, cwd=tmp_path)
     assert [x["key"] for x in json.loads(left.stdout)] == ["19", "7", "19"]
-    newer = cli("dead-letters", "welcome", "--since", "30s", "--error-type", "ValueError",
+    newer = cli("dead-letters", "welcome", "--since", "1d", "--error-type", "ValueError",
                 *sheet, cwd=tmp_path)
     assert newer.returncode == 0 and "3 dead letter(s) of welcome" in newer.stderr
