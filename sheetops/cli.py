@@ -416,6 +416,122 @@ def notebook(sheet: str = SheetOption,
     raise typer.Exit(code)
 
 
+def _pipeline_store(sheet: str | None):
+    """The store URL of ``run`` for ``--sheet`` (pipelines keep their queues there)."""
+    settings = get_settings()
+    return settings.resolved_store_url(sheet or settings.sheet or "")
+
+
+def _pipeline_of(job: str, sheet: str | None, store_url: str):
+    """The pipeline the job runs (Jobs tab) and a run context with the job's params,
+    template and Stages settings; a job named like a pipeline works without a sheet."""
+    from sheetops.context import AttemptRequest, RunContext
+    from sheetops.pipelines.model import PIPELINES, get_pipeline
+    from sheetops.runner import new_run_id
+
+    if job in PIPELINES and not (sheet or get_settings().sheet):
+        return PIPELINES[job], None
+    from sheetops.engine import read_config
+
+    snapshot = read_config(_open(sheet))
+    spec = snapshot.jobs.get(job)
+    if spec is None:
+        if job in PIPELINES:
+            return PIPELINES[job], None
+        raise _fail(f"unknown job {job!r}; use a job id from the Jobs tab")
+    request = AttemptRequest(
+        new_run_id(), job, spec.automation, 1, spec.params, spec.timeout_s,
+        template=snapshot.templates.get(spec.template) if spec.template else None,
+        trigger="cli", store_url=store_url, stages=snapshot.stages.get(job, {}))
+    return get_pipeline(spec.automation), RunContext(request)
+
+
+@app.command("dead-letters")
+def dead_letters(job: str = typer.Argument(..., help="The pipeline job id."),
+                 stage: str = typer.Option(None, help="Only this stage's."),
+                 error_type: str = typer.Option(None, "--error-type",
+                                                help="Only this error type, e.g. ValueError."),
+                 since: str = typer.Option(None, help="Only newer ones: a duration (2h, 1d) "
+                                           "or an ISO time (2026-05-01T08:00)."),
+                 fmt: str = typer.Option("text", "--format", help="text, csv or json."),
+                 limit: int = typer.Option(10_000, help="At most this many."),
+                 sheet: str = SheetOption) -> None:
+    """List a pipeline job's dead letters (records set aside), or export them."""
+    import time
+    from datetime import datetime
+
+    from sheetops.config.parse import parse_duration
+    from sheetops.pipelines import deadletters
+
+    _prepare()
+    if fmt not in deadletters.FORMATS:
+        raise _fail(f"--format must be one of {', '.join(deadletters.FORMATS)}")
+    since_ts = None
+    if since:
+        try:
+            since_ts = time.time() - parse_duration(since)
+        except ValueError:
+            try:
+                since_ts = datetime.fromisoformat(since).timestamp()
+            except ValueError:
+                raise _fail(f"--since {since!r} is neither a duration (2h, 1d) nor an "
+                            "ISO time") from None
+    try:
+        from sheetops.store.queue_sql import Queues
+
+        queues = Queues(_open_store(_pipeline_store(sheet)))
+        found = deadletters.letters(queues, job, stage=stage, error_type=error_type,
+                                    since=since_ts, limit=limit)
+    except SheetopsError as exc:
+        raise _fail(str(exc)) from None
+    if found or fmt != "text":
+        typer.echo(deadletters.render(found, fmt))
+    if fmt == "text":
+        typer.echo(f"{len(found)} dead letter(s) of {job}", err=True)
+
+
+@app.command()
+def replay(job: str = typer.Argument(..., help="The pipeline job id."),
+           stage: str = typer.Option(None, help="Only this stage's dead letters."),
+           key: list[str] = typer.Option(None, "--key", help="Only these record keys "
+                                         "(repeat the option)."),
+           edited: Path = typer.Option(None, "--edited", help="A JSON or JSON-lines file "
+                                       "of fixed records: each replaces the dead letter "
+                                       "with its key."),
+           sheet: str = SheetOption) -> None:
+    """Replay a pipeline job's dead letters (as they were, or edited) and run them
+    through the rest of the pipeline now (exit 1 if any fail again)."""
+    import time
+
+    from sheetops.pipelines import deadletters
+
+    _prepare()
+    try:
+        from sheetops.store.queue_sql import Queues
+
+        url = _pipeline_store(sheet)
+        pipe, ctx = _pipeline_of(job, sheet, url)
+        records = deadletters.read_edited(edited) if edited else None
+        queues = Queues(_open_store(url))
+        count = deadletters.requeue(queues, pipe, job, stage=stage, keys=key or None,
+                                    edited=records)
+        queues.dispose()
+        if not count:
+            typer.echo(f"no dead letters of {job} to replay")
+            raise typer.Exit(0)
+        started = time.time()
+        pipe.run(url, job=job, drain_only=True, run_context=ctx,
+                 overrides=ctx.request.stages if ctx is not None else None)
+        queues = Queues(_open_store(url))
+        dead = len(deadletters.letters(queues, job, since=started))
+        queues.dispose()
+    except (SheetopsError, OSError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"replayed {count} record(s) of {job}: {count - dead} went through, "
+               f"{dead} dead again")
+    raise typer.Exit(1 if dead else 0)
+
+
 @app.command("automations")
 def list_automations() -> None:
     """List the registered automations (what the Jobs tab's automation column accepts)."""

@@ -50,6 +50,8 @@ class AttemptRequest:
     #: the store, where :attr:`RunContext.deliveries` notes what this run already sent;
     #: its JSON form carries it without the password (see :mod:`sheetops.wire`)
     store_url: str = ""
+    #: a pipeline job's stage settings from the Stages tab: stage → {setting: value}
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> str:
         """This request as JSON, with no secret in it (:mod:`sheetops.wire`)."""

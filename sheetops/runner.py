@@ -195,7 +195,7 @@ class Runner:
             rate_limit=run.snapshot.rate_limits.get(spec.rate_limit)
             if spec.rate_limit else None,
             trigger=run.trigger, memory_mb=run.snapshot.settings.worker_memory_mb,
-            store_url=self.store.url)
+            store_url=self.store.url, stages=run.snapshot.stages.get(spec.job, {}))
 
     def _send(self, run: _Run, eta: float | None = None) -> None:
         self.executor.submit(self._next_request(run), eta)

@@ -37,12 +37,13 @@ RATE_LIMITS = "RateLimits"
 TEMPLATES = "Templates"
 SETTINGS = "Settings"
 ALERTS = "Alerts"
+STAGES = "Stages"
 STATUS = "Status"
 RUNS = "Runs"
 ERRORS = "Errors"
 VALIDATION = "Validation"
 
-CONFIG_TABS = (JOBS, RATE_LIMITS, TEMPLATES, SETTINGS, ALERTS)
+CONFIG_TABS = (JOBS, RATE_LIMITS, TEMPLATES, SETTINGS, ALERTS, STAGES)
 SYSTEM_TABS = (STATUS, RUNS, ERRORS, VALIDATION)
 
 JOB_COLUMNS: tuple[ColumnSpec, ...] = (
@@ -105,6 +106,20 @@ ALERT_COLUMNS = (
                  "(URL from env SHEETOPS_WEBHOOK_NAME).", width=24),
     C("enabled", f"TRUE to evaluate this rule, FALSE to pause it ({_BOOLEAN_HINT}).",
       choices=BOOLEAN_CHOICES),
+)
+
+STAGE_COLUMNS = (
+    C("job", "Job id of a pipeline job (its automation is a pipeline)."),
+    C("stage", "Name of one of that pipeline's stages, e.g. validate."),
+    C("batch_size", "Records per batch (1-100000). Empty: the code's setting."),
+    C("concurrency", "Threads working on this stage at once (1-64)."),
+    C("retries", "Retries of a failing batch before it is split to find the bad "
+                 "records (0-20)."),
+    C("timeout_s", "Seconds one batch may take; its lease is this plus a grace."),
+    C("rate_limit", "Records per period this stage may take: a RateLimits name or a "
+                    "rate such as 10/second."),
+    C("high_water", "Records waiting in this stage's queue at which the stages feeding "
+                    "it wait (0 = ten batches)."),
 )
 
 STATUS_COLUMNS = (
@@ -235,6 +250,7 @@ def config_tab_specs(examples: bool = True) -> list[TabSpec]:
             ("failures", "*", "consecutive_failures", 3, "1h", "email:ops@example.com",
              False),
         ) if ex else ()),
+        TabSpec(STAGES, STAGE_COLUMNS),
         TabSpec(STATUS, STATUS_COLUMNS, system=True),
         TabSpec(RUNS, RUN_COLUMNS, system=True),
         TabSpec(ERRORS, ERROR_COLUMNS, system=True),
@@ -245,6 +261,7 @@ def config_tab_specs(examples: bool = True) -> list[TabSpec]:
 def columns_of(tab: str) -> tuple[ColumnSpec, ...]:
     return {
         JOBS: JOB_COLUMNS, RATE_LIMITS: RATE_LIMIT_COLUMNS, TEMPLATES: TEMPLATE_COLUMNS,
-        SETTINGS: SETTINGS_COLUMNS, ALERTS: ALERT_COLUMNS, STATUS: STATUS_COLUMNS,
+        SETTINGS: SETTINGS_COLUMNS, ALERTS: ALERT_COLUMNS, STAGES: STAGE_COLUMNS,
+        STATUS: STATUS_COLUMNS,
         RUNS: RUN_COLUMNS, ERRORS: ERROR_COLUMNS, VALIDATION: VALIDATION_COLUMNS,
     }[tab]

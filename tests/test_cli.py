@@ -25,8 +25,8 @@ from sheetops.store import Store
 from sheetops.testing.http import HttpServer
 
 SHEETOPS = str(Path(sys.executable).with_name("sheetops"))
-ALL_TABS = ["Jobs", "RateLimits", "Templates", "Settings", "Alerts", "Status", "Runs",
-            "Errors", "Validation"]
+ALL_TABS = ["Jobs", "RateLimits", "Templates", "Settings", "Alerts", "Stages", "Status",
+            "Runs", "Errors", "Validation"]
 
 
 def cli_env(**extra: str) -> dict[str, str]:
@@ -92,7 +92,7 @@ def store(isolated_env: str):
 def test_init_creates_every_tab_with_notes_dropdowns_and_examples(tmp_path):
     result = cli("init", "--sheet", "ops.xlsx", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert [f"created tab {t}" for t in ALL_TABS] == result.stdout.splitlines()[:9]
+    assert [f"created tab {t}" for t in ALL_TABS] == result.stdout.splitlines()[:10]
     wb = load_workbook(tmp_path / "ops.xlsx")
     assert [t for t in wb.sheetnames if not t.startswith("_")] == ALL_TABS
     for ws in (wb[t] for t in ALL_TABS):

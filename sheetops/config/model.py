@@ -122,6 +122,8 @@ class Snapshot:
     invalid: dict[str, tuple[Problem, ...]] = field(default_factory=dict)
     #: rows the sheet's Validation tab showed when this was read (header included)
     validation_rows: int = 0
+    #: the Stages tab: job → stage → the settings its row sets (pipelines only)
+    stages: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     @property
     def errors(self) -> list[Problem]:

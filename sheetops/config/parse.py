@@ -406,9 +406,12 @@ def parse_config(
         if alert is not None:
             alerts.append(alert)
 
+    from sheetops.config.stages import parse_stages
+
+    stages = parse_stages(rows_by_tab.get(tabs.STAGES, []), jobs, rate_limits, problems)
     return Snapshot(jobs=jobs, rate_limits=rate_limits, templates=templates,
                     alerts=tuple(alerts), settings=settings, problems=tuple(problems),
-                    invalid=invalid)
+                    invalid=invalid, stages=stages)
 
 
 def _parse_alert(r: _Row, jobs: Mapping[str, JobSpec], settings: SheetSettings

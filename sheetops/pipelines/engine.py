@@ -1,0 +1,583 @@
+"""Running a pipeline: a source thread and each stage's worker threads, talking only
+through durable queues (``<job>.<stage>``) in the store.
+
+* The source reads records in batches of the first stage's ``batch_size`` and puts each
+  batch as one queue item, saving the source's position in the same transaction.
+* A stage worker claims one item (a batch), calls the stage, and in one
+  ``queues.transaction()`` puts the output on the next stage's queue, acks the batch and
+  adds to the stage's counts: a hand-off is exactly once, whatever moment the process
+  dies at. :func:`process_claim` does one claimed batch and is a plain function, so
+  another executor (Celery) can call it as a task.
+* A batch that fails is retried with backoff; one that keeps failing is split in two,
+  and the halves go back on the queue, down to single records that become dead letters
+  while the good ones flow on. A batch delivered again after its worker died (its lease
+  expired) is split at once, so a record that kills its worker ends alone and the
+  queue dead-letters it after ``max_deliveries``.
+* Backpressure: a stage (or the source) claims or reads only while the queue it feeds
+  holds fewer records than that queue's ``high_water``, so memory and disk stay flat.
+* The run ends when the source is read and every queue is empty; the pass is then
+  finished, and the next run reads the source anew. A run killed before resumes the
+  same pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.pool import NullPool
+
+from sheetops.pipelines import batch as batches
+from sheetops.pipelines.batch import Keyed
+from sheetops.pipelines.context import StageContext
+from sheetops.pipelines.model import Pipeline, Stage, StageSettings
+from sheetops.pipelines.throttle import Throttle
+from sheetops.retry import backoff_wait
+from sheetops.store import ledger
+from sheetops.store.queue import Claim, ErrorInfo, StaleClaim, lease_for
+from sheetops.store.queue_sql import Queues
+
+log = logging.getLogger("sheetops.pipelines")
+
+#: Dead letters a run reports (Errors tab) at most.
+REPORTED_DEAD_LETTERS = 100
+POLL_S = 0.01
+IDLE_MAX_S = 0.2
+
+
+@dataclass
+class RunReport:
+    """What one run of a pipeline did (of its current pass over the source)."""
+
+    pipeline: str
+    job: str
+    generation: int
+    finished: bool
+    records_read: int
+    stages: dict[str, dict[str, int]]
+    dead_letters: list[dict[str, Any]] = field(default_factory=list)
+    dry_run: bool = False
+    seconds: float = 0.0
+
+    @property
+    def records_out(self) -> int:
+        last = list(self.stages.values())[-1:] or [{}]
+        return int(last[0].get("records_out", 0))
+
+    @property
+    def dead(self) -> int:
+        return sum(s.get("dead_letters", 0) for s in self.stages.values())
+
+    def result(self) -> dict[str, Any]:
+        """The run's result JSON: the Runs tab's counts plus one entry per stage."""
+        result: dict[str, Any] = {
+            "records_in": self.records_read, "records_out": self.records_out,
+            "records_failed": self.dead, "dead_letters": self.dead,
+            "pass": self.generation, "stages": self.stages}
+        if self.dry_run:
+            result["dry_run"] = True
+        return result
+
+
+class _Depths:
+    """Waiting items per queue, read at most every ``ttl`` seconds (one query)."""
+
+    def __init__(self, queues: Queues, names: Sequence[str], ttl: float = 0.02) -> None:
+        self.queues, self.names, self.ttl = queues, list(names), ttl
+        self._at = 0.0
+        self._waiting: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def waiting(self, name: str, fresh: bool = False) -> int:
+        with self._lock:
+            now = time.monotonic()
+            if fresh or now - self._at > self.ttl:
+                depths = self.queues.depths(self.names)
+                self._waiting = {n: d.waiting for n, d in depths.items()}
+                self._at = now
+            return self._waiting.get(name, 0)
+
+    def total(self) -> int:
+        self.waiting(self.names[0], fresh=True)
+        return sum(self._waiting.values())
+
+    def expire(self) -> None:
+        """Read afresh next time (another thread acked something)."""
+        with self._lock:
+            self._at = 0.0
+
+    def bump(self, name: str, items: int) -> None:
+        """Count a put of ours before the next read."""
+        with self._lock:
+            self._waiting[name] = self._waiting.get(name, 0) + items
+
+
+class _Changes:
+    """Wakes this process's waiting threads when one of them put or acked an item, so
+    a hand-off inside one process costs no polling delay; items from other processes
+    (or whose lease expired) are still found by polling at most every ``IDLE_MAX_S``."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._count = 0
+
+    def mark(self) -> int:
+        with self._cond:
+            return self._count
+
+    def notify(self) -> None:
+        with self._cond:
+            self._count += 1
+            self._cond.notify_all()
+
+    def wait(self, since: int, timeout: float) -> None:
+        """Wait until something changed after ``mark()`` returned ``since``."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._count != since, timeout)
+
+
+@dataclass
+class StageRuntime:
+    """Everything :func:`process_claim` needs to process one batch of one stage."""
+
+    pipe: Pipeline
+    stage: Stage
+    settings: StageSettings
+    queues: Queues
+    job: str
+    queue: str
+    next_queue: str | None
+    next_batch_size: int
+    generation: int
+    run_id: str = ""
+    dry_run: bool = False
+    lease_s: float = 70.0
+    throttle: Throttle | None = None
+    run_context: Any = None
+    stop: threading.Event = field(default_factory=threading.Event)
+    #: serialises this process's writers on SQLite (see :func:`writer_lock`)
+    lock: Any = field(default_factory=contextlib.nullcontext)
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Any]:
+        with self.lock, self.queues.transaction() as tx:
+            yield tx
+
+    def context(self, keys: Sequence[str], connection: Any = None) -> StageContext:
+        return StageContext(self, list(keys), connection)
+
+
+def _halves(keys: list[str], records: list[Any]) -> list[str]:
+    middle = len(records) // 2
+    return [batches.encode(keys[:middle], records[:middle], split=True),
+            batches.encode(keys[middle:], records[middle:], split=True)]
+
+
+def _split(rt: StageRuntime, claim: Claim, keys: list[str], records: list[Any]) -> None:
+    """Put the batch back as two halves and ack it, in one transaction."""
+    middle = len(records) // 2
+    with rt.transaction() as tx:
+        tx.put(rt.queue, _halves(keys, records),
+               keys=[batches.item_key(keys[:middle]), batches.item_key(keys[middle:])])
+        tx.ack([claim])
+
+
+def _chunks(outputs: list[tuple[str, Any]], size: int) -> Iterator[list[tuple[str, Any]]]:
+    for start in range(0, len(outputs), size):
+        yield outputs[start:start + size]
+
+
+def _keyed(rt: StageRuntime, produced: Any, keys: list[str], records: list[Any]
+           ) -> list[tuple[str, Any]]:
+    """The stage's output as ``(key, record)``; ``None`` passes the input on."""
+    if produced is None:
+        return list(zip(keys, records, strict=True))
+    out = []
+    for record in produced:
+        if isinstance(record, Keyed):
+            out.append((str(record.key), record.record))
+        else:
+            out.append((rt.pipe.key_of(record), record))
+    return out
+
+
+def _call(rt: StageRuntime, keys: list[str], records: list[Any]) -> list[tuple[str, Any]]:
+    """Call a non-SQL stage on one batch (an idempotent sink marks each record it
+    yields in the ledger at once, so a crash repeats at most that one record)."""
+    stage = rt.stage
+    if stage.sink and rt.dry_run:
+        return list(zip(keys, records, strict=True))
+    args = (records, rt.context(keys)) if stage.takes_ctx else (records,)
+    produced = stage.fn(*args)
+    if not (stage.sink and stage.idempotent) or produced is None or isinstance(
+            produced, list | tuple):
+        return _keyed(rt, produced, keys, records)
+    out = []
+    for record in produced:  # a generator: each yielded record is delivered
+        key = str(record.key) if isinstance(record, Keyed) else rt.pipe.key_of(record)
+        with rt.transaction() as tx:
+            ledger.mark_done(tx.connection, rt.job, stage.name, [key])
+        out.append((key, record))
+    return out
+
+
+def _hand_off(rt: StageRuntime, claim: Claim, records_in: int,
+              outputs: list[tuple[str, Any]], keys: list[str], records: list[Any]) -> None:
+    """Put the outputs on the next queue, ack the batch and count it, in one
+    transaction; a SQL sink writes in the same transaction."""
+    stage = rt.stage
+    with rt.transaction() as tx:
+        conn = tx.connection
+        if stage.sql and not rt.dry_run and records:
+            args = (records, rt.context(keys, conn)) if stage.takes_ctx else (records,)
+            outputs = _keyed(rt, stage.fn(*args), keys, records)
+        if rt.next_queue and outputs:
+            chunks = list(_chunks(outputs, rt.next_batch_size))
+            tx.put(rt.next_queue,
+                   [batches.encode([k for k, _ in c], [r for _, r in c]) for c in chunks],
+                   keys=[batches.item_key([k for k, _ in c]) for c in chunks])
+        if stage.sink and stage.idempotent and not rt.dry_run:
+            ledger.mark_done(conn, rt.job, stage.name, [k for k, _ in outputs])
+        tx.ack([claim])
+        ledger.add_counts(conn, rt.job, rt.generation, stage.name, records_in=records_in,
+                          records_out=len(outputs))
+
+
+def _dead_letter(rt: StageRuntime, claim: Claim, error: BaseException, attempts: int) -> None:
+    info = ErrorInfo.of(error)
+    info = ErrorInfo(info.type, f"{info.message} (stage {rt.stage.name}, {attempts} "
+                     f"attempt{'s' if attempts != 1 else ''})", info.traceback[-8000:])
+    with rt.transaction() as tx:
+        tx.dead_letter(claim, info)
+        ledger.add_counts(tx.connection, rt.job, rt.generation, rt.stage.name,
+                          records_in=1, records_failed=1, dead_letters=1)
+
+
+def process_claim(rt: StageRuntime, claim: Claim) -> None:
+    """Process one claimed batch of ``rt``'s stage to its end: handed on, split, or a
+    dead letter. Never raises for a failure of the stage function; a lease lost on the
+    way (``StaleClaim``) drops this delivery, since the batch is someone else's now."""
+    keys, records, split = batches.decode_item(claim.payload)
+    records_in = len(records)
+    try:
+        if claim.deliveries > 1 and len(records) > 1:
+            # an earlier delivery's worker died on this batch: isolate the culprit
+            _split(rt, claim, keys, records)
+            return
+        if rt.stage.sink and rt.stage.idempotent and not rt.dry_run:
+            with rt.transaction() as tx:
+                done = ledger.done_keys(tx.connection, rt.job, rt.stage.name, keys)
+            if done:
+                kept = [(k, r) for k, r in zip(keys, records, strict=True) if k not in done]
+                keys, records = [k for k, _ in kept], [r for _, r in kept]
+        retries = 0 if split else rt.settings.retries
+        wait = backoff_wait(rt.settings.backoff_initial_s, rt.settings.backoff_max_s)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                if rt.throttle is not None:
+                    rt.throttle.acquire(len(records), rt.stop)
+                outputs = ([] if not records or (rt.stage.sql and not rt.dry_run)
+                           else _call(rt, keys, records))
+                _hand_off(rt, claim, records_in, outputs, keys, records)
+                return
+            except StaleClaim:
+                raise
+            except Exception as exc:
+                if attempt <= retries:
+                    delay = float(wait(_State(attempt)))
+                    log.info("stage %s: batch of %d failed (%s: %s); retry %d in %.2fs",
+                             rt.stage.name, len(records), type(exc).__name__, exc,
+                             attempt, delay)
+                    claim = rt.queues.queue(rt.queue).extend([claim], rt.lease_s + delay)[0]
+                    if rt.stop.wait(delay):
+                        return
+                    continue
+                if len(records) > 1:
+                    _split(rt, claim, keys, records)
+                else:
+                    _dead_letter(rt, claim, exc, attempt)
+                return
+    except StaleClaim:
+        log.warning("stage %s: the lease on a batch of %d ran out (timeout_s %.0f); it "
+                    "is processed again", rt.stage.name, len(records), rt.settings.timeout_s)
+
+
+class _State:
+    """Just enough of tenacity's RetryCallState for a wait strategy."""
+
+    def __init__(self, attempt: int) -> None:
+        self.attempt_number = attempt
+
+
+class PipelineRun:
+    """One run of a pipeline in this process: source and stage threads until drained."""
+
+    def __init__(self, pipe: Pipeline, queues: Queues, *, job: str, run_id: str,
+                 dry_run: bool = False, overrides: Mapping[str, Mapping[str, Any]] | None = None,
+                 lease_grace_s: float | None = None, drain_only: bool = False,
+                 run_context: Any = None, progress: Callable[[RunReport], None] | None = None,
+                 params: Mapping[str, Any] | None = None) -> None:
+        pipe.check()
+        self.pipe, self.queues, self.job, self.run_id = pipe, queues, job, run_id
+        self.dry_run, self.drain_only, self.progress = dry_run, drain_only, progress
+        overrides = overrides or {}
+        self.settings = [s.settings.merged(overrides.get(s.name, {})) for s in pipe.stages]
+        self.names = pipe.queue_names(job)
+        for name, settings in zip(self.names, self.settings, strict=True):
+            queues.queue(name, max_deliveries=settings.max_deliveries)
+        self.grace = lease_grace_s
+        self.stop = threading.Event()
+        self.changes = _Changes()
+        self.lock = writer_lock(queues)
+        self.depths = _Depths(queues, self.names)
+        self.consumer = f"{socket.gethostname()}:{os.getpid()}:{run_id}"
+        self.run_context = run_context
+        self.params = dict(params if params is not None
+                           else getattr(run_context, "params", None) or {})
+        self._errors: list[BaseException] = []
+        self._records = 0
+
+    def _lease(self, settings: StageSettings) -> float:
+        return (lease_for(settings.timeout_s) if self.grace is None
+                else lease_for(settings.timeout_s, self.grace))
+
+    def _runtime(self, index: int, generation: int) -> StageRuntime:
+        settings = self.settings[index]
+        last = index == len(self.names) - 1
+        return StageRuntime(
+            self.pipe, self.pipe.stages[index], settings, self.queues, self.job,
+            self.names[index], None if last else self.names[index + 1],
+            1 if last else self.settings[index + 1].batch_size, generation, self.run_id,
+            self.dry_run, self._lease(settings),
+            Throttle(settings.rate_limit, f"{self.job}.{self.pipe.stages[index].name}")
+            if settings.rate_limit else None, self.run_context, self.stop, self.lock,
+            self.params)
+
+    def _room(self, index: int) -> bool:
+        """Whether queue ``index`` is below its high-water mark (in batches)."""
+        settings = self.settings[index]
+        limit = max(1, -(-settings.high_water_records // settings.batch_size))
+        return self.depths.waiting(self.names[index]) < limit
+
+    def _wait_room(self, index: int) -> bool:
+        idle = POLL_S
+        while True:
+            mark = self.changes.mark()
+            if self._room(index):
+                return True
+            self.changes.wait(mark, idle)
+            if self.stop.is_set():
+                return False
+            self.depths.expire()
+            idle = min(idle * 2, IDLE_MAX_S)
+
+    def _guard(self, fn: Callable[..., None], *args: Any) -> None:
+        try:
+            fn(*args)
+        except BaseException as exc:
+            log.exception("pipeline %s: %s stopped", self.job, getattr(fn, "__name__", fn))
+            self._errors.append(exc)
+            self.stop.set()
+            self.changes.notify()
+
+    def _read_source(self, cp: ledger.Checkpoint) -> None:
+        size = self.settings[0].batch_size
+        keys: list[str] = []
+        records: list[Any] = []
+        position, count = cp.position, cp.records
+        key_of = self.pipe.key_of
+        source = self.pipe.source
+        if hasattr(source, "bind"):
+            source = source.bind(self.params)
+        for record, position in source.read(cp.position):
+            count += 1
+            try:
+                keys.append(key_of(record))
+            except batches.RecordError:
+                keys.append(f"@{count}")  # the source's own order keys it
+            records.append(record)
+            if len(records) >= size:
+                if not self._put_source(keys, records, position, count, False):
+                    return
+                keys, records = [], []
+        self._put_source(keys, records, position, count, True)
+
+    def _put_source(self, keys: list[str], records: list[Any], position: Any, count: int,
+                    exhausted: bool) -> bool:
+        if records and not self._wait_room(0):
+            return False
+        with self.lock, self.queues.transaction() as tx:
+            if records:
+                tx.put(self.names[0], [batches.encode(keys, records)],
+                       keys=[batches.item_key(keys)])
+            ledger.save_position(tx.connection, self.job, position, count, exhausted)
+        self.depths.bump(self.names[0], 1 if records else 0)
+        self.changes.notify()
+        self._records = count
+        return True
+
+    def _work(self, rt: StageRuntime, index: int) -> None:
+        queue = self.queues.queue(rt.queue, max_deliveries=rt.settings.max_deliveries)
+        idle = POLL_S
+        while not self.stop.is_set():
+            if rt.next_queue and not self._wait_room(index + 1):
+                return
+            mark = self.changes.mark()
+            with self.lock:
+                claims = queue.claim(1, consumer=self.consumer, lease_s=rt.lease_s)
+            if not claims:
+                self.changes.wait(mark, idle)
+                idle = min(idle * 2, IDLE_MAX_S)
+                continue
+            idle = POLL_S
+            process_claim(rt, claims[0])
+            if rt.next_queue:
+                self.depths.bump(rt.next_queue, 1)
+            self.changes.notify()
+
+    def run(self) -> RunReport:
+        started = time.time()
+        ledger.create_tables(self.queues.engine)
+        with self.queues.transaction() as tx:
+            cp = ledger.begin_pass(tx.connection, self.job, new=not self.drain_only)
+        self._records = cp.records
+        threads: list[threading.Thread] = []
+        source_thread = None
+        if cp.reading and not self.drain_only:
+            source_thread = threading.Thread(target=self._guard, args=(self._read_source, cp),
+                                             name=f"{self.job}-source", daemon=True)
+            threads.append(source_thread)
+        for index in range(len(self.names)):
+            rt = self._runtime(index, cp.generation)
+            for n in range(rt.settings.concurrency):
+                threads.append(threading.Thread(
+                    target=self._guard, args=(self._work, rt, index), daemon=True,
+                    name=f"{self.job}-{rt.stage.name}-{n}"))
+        for thread in threads:
+            thread.start()
+        finished = False
+        try:
+            while not self.stop.is_set():
+                if source_thread is None or not source_thread.is_alive():
+                    if self._errors:
+                        break
+                    if self.depths.total() == 0:
+                        finished = True
+                        break
+                if self.progress is not None:
+                    self.progress(self._report(cp, started, False))
+                self.stop.wait(0.05)
+        finally:
+            self.stop.set()
+            self.changes.notify()
+            for thread in threads:
+                thread.join()
+        if self._errors:
+            raise self._errors[0]
+        if finished and not self.drain_only:
+            with self.queues.transaction() as tx:
+                current = ledger.checkpoint(tx.connection, self.job)
+                if current is not None and current.state == ledger.READ:
+                    ledger.finish_pass(tx.connection, self.job)
+        return self._report(cp, started, finished)
+
+    def _report(self, cp: ledger.Checkpoint, started: float, finished: bool) -> RunReport:
+        with self.queues.engine.connect() as conn:
+            counts = ledger.counts(conn, self.job, cp.generation)
+            expired = ledger.dead_since(conn, self.names, cp.started_at)
+        stages: dict[str, dict[str, int]] = {}
+        for stage, name in zip(self.pipe.stages, self.names, strict=True):
+            row = dict(counts.get(stage.name) or {"records_in": 0, "records_out": 0,
+                                                  "records_failed": 0, "dead_letters": 0})
+            row["dead_letters"] = max(row["dead_letters"], expired.get(name, 0))
+            stages[stage.name] = row
+        dead: list[dict[str, Any]] = []
+        if finished:
+            for stage, name in zip(self.pipe.stages, self.names, strict=True):
+                for letter in self.queues.queue(name).dead_letters(REPORTED_DEAD_LETTERS):
+                    if letter.dead_at >= cp.started_at and len(dead) < REPORTED_DEAD_LETTERS:
+                        dead.append({"stage": stage.name, "key": letter.key or "",
+                                     "error_type": letter.error.type or "Error",
+                                     "message": letter.error.message})
+        return RunReport(self.pipe.name, self.job, cp.generation, finished, self._records,
+                         stages, dead, self.dry_run, time.time() - started)
+
+
+_LOCKS: dict[int, threading.Lock] = {}
+
+
+def writer_lock(queues: Queues) -> Any:
+    """A lock this process's threads take around each queue transaction on SQLite.
+
+    SQLite has one writer at a time; threads that meet its lock wait in its busy
+    handler, which sleeps in growing steps and wakes late. Queuing them on a Python
+    lock first hands the write lock on at once. PostgreSQL needs none."""
+    if queues.engine.dialect.name != "sqlite":
+        return contextlib.nullcontext()
+    return _LOCKS.setdefault(id(queues), threading.Lock())
+
+
+def _engine(store: Any) -> Engine:
+    if isinstance(store, Engine):
+        return store
+    if hasattr(store, "engine"):
+        return store.engine
+    from sheetops.store.store import _sqlite_pragmas
+
+    engine = create_engine(str(store), poolclass=NullPool)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+@contextlib.contextmanager
+def open_queues(store: Any, dry_run: bool = False) -> Iterator[Queues]:
+    """The queues of ``store``; a dry run works on a scratch SQLite file instead, so
+    nothing it does touches the real queues, checkpoints or ledger."""
+    if dry_run:
+        with tempfile.TemporaryDirectory(prefix="sheetops-dry-") as folder:
+            queues = Queues(_engine(f"sqlite:///{folder}/dry-run.db"))
+            try:
+                yield queues
+            finally:
+                queues.dispose()
+        return
+    queues = Queues(_engine(store))
+    try:
+        yield queues
+    finally:
+        queues.dispose()
+
+
+def run(pipe: Pipeline, store: Any, *, job: str | None = None, run_id: str | None = None,
+        dry_run: bool = False, overrides: Mapping[str, Mapping[str, Any]] | None = None,
+        lease_grace_s: float | None = None, drain_only: bool = False,
+        run_context: Any = None, progress: Callable[[RunReport], None] | None = None,
+        params: Mapping[str, Any] | None = None) -> RunReport:
+    """Run (or resume) ``pipe`` until its source is read and its queues are drained.
+
+    ``job`` names the queues (``<job>.<stage>``) and the checkpoint (default: the
+    pipeline's name); ``overrides`` maps stage → settings (the Stages tab);
+    ``drain_only`` processes what the queues hold without reading the source (replay);
+    ``params`` are the job's params (a ``from_params`` source and ``ctx.params``; a
+    job's run passes its Jobs-tab params); ``lease_grace_s`` shortens the lease grace
+    (tests); ``progress`` is called with a report about every 50 ms."""
+    with open_queues(store, dry_run) as queues:
+        return PipelineRun(pipe, queues, job=job or pipe.name,
+                           run_id=run_id or uuid.uuid4().hex[:12], dry_run=dry_run,
+                           overrides=overrides, lease_grace_s=lease_grace_s,
+                           drain_only=drain_only, run_context=run_context,
+                           progress=progress, params=params).run()

@@ -1,0 +1,54 @@
+"""A pipeline as a job: the automation the Jobs tab schedules.
+
+The automation runs (or resumes) the pipeline in the worker on the run's store, with
+the ``Stages`` tab's settings for this job, and returns the run's counts — records in
+(read from the source in this pass), out (through the sink) and failed (dead letters),
+per stage in ``result["stages"]``. Dead letters become the run's record failures, so
+they reach the Errors tab (at most :data:`~sheetops.pipelines.engine.REPORTED_DEAD_LETTERS`
+per run) through the same status path as any automation's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sheetops.context import RecordFailure
+from sheetops.errors import PermanentError
+from sheetops.pipelines.model import Pipeline
+from sheetops.registry import registry
+
+
+def _store_url(ctx: Any) -> str:
+    url = getattr(ctx.request, "store_url", "") or ""
+    if not url or ":memory:" in url or url.rstrip("/") == "sqlite:":
+        raise PermanentError("a pipeline needs a store other processes can open (a "
+                             "SQLite file or PostgreSQL), not an in-memory one")
+    return url
+
+
+def automation_for(pipe: Pipeline):
+    """``fn(ctx)`` running ``pipe`` as the job ``ctx.job``."""
+
+    def run_pipeline(ctx: Any) -> dict[str, Any]:
+        overrides = getattr(ctx.request, "stages", None) or {}
+        report = pipe.run(_store_url(ctx), job=ctx.job, run_id=ctx.run_id,
+                          dry_run=ctx.dry_run, overrides=overrides, run_context=ctx)
+        for letter in report.dead_letters:
+            ctx.record_failures.append(RecordFailure(
+                letter["key"], letter["error_type"], letter["message"][:1000],
+                letter["stage"]))
+        ctx.log.info("pipeline %s: %d read, %d out, %d dead letters in %.1fs", ctx.job,
+                     report.records_read, report.records_out, report.dead, report.seconds)
+        return report.result()
+
+    run_pipeline.__doc__ = pipe.description or (
+        f"Pipeline: {' → '.join(s.name for s in pipe.stages) or 'records through stages'}")
+    run_pipeline.__qualname__ = f"pipeline:{pipe.name}"
+    return run_pipeline
+
+
+def register(pipe: Pipeline, module: str) -> None:
+    """Register ``pipe`` as the automation ``pipe.name`` defined in ``module``."""
+    fn = automation_for(pipe)
+    fn.__module__ = module
+    registry.register(pipe.name, fn, pipe.description or f"Pipeline {pipe.name}")

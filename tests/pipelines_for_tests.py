@@ -1,0 +1,77 @@
+"""Pipelines the pipeline tests run in child processes (and in-process).
+
+``python tests/pipelines_for_tests.py KIND STORE_URL INPUT`` runs the pipeline of
+``KIND`` on ``STORE_URL`` reading the JSON-lines file ``INPUT`` until it is drained,
+then exits 0 (a SIGKILL of it, or by it, exits otherwise). Imported with
+``SHEETOPS_AUTOMATIONS=pipelines_for_tests`` the ``welcome_test`` pipeline is a job.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+from sqlalchemy import text
+
+from sheetops.pipelines import Pipeline, jsonl_file, pipeline
+
+SINK_TABLE = "CREATE TABLE IF NOT EXISTS delivered (key TEXT, stage TEXT, value INTEGER)"
+
+
+def copy_pipeline(name: str, path: str, *, batch_size: int = 100,
+                  kill_key: str | None = None, slow_s: float = 0.0) -> Pipeline:
+    """validate → double → store (a SQL sink writing table ``delivered``).
+
+    ``kill_key``: the double stage SIGKILLs its own process on that record.
+    ``slow_s``: the double stage sleeps this long per batch."""
+    pipe = pipeline(name, source=jsonl_file(path), key="id")
+
+    @pipe.stage(batch_size=batch_size, retries=1, backoff_initial_s=0.01, timeout_s=1.0,
+                max_deliveries=3)
+    def validate(records):
+        for record in records:
+            if not isinstance(record.get("value"), int):
+                raise ValueError(f"record {record.get('id')}: value must be a whole number")
+        return records
+
+    @pipe.stage(batch_size=batch_size, timeout_s=1.0, max_deliveries=3)
+    def double(records):
+        if slow_s:
+            time.sleep(slow_s)
+        for record in records:
+            if kill_key is not None and str(record["id"]) == kill_key:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return [{**r, "value": r["value"] * 2} for r in records]
+
+    @pipe.sink(batch_size=batch_size, sql=True, timeout_s=1.0, max_deliveries=3)
+    def store(records, ctx):
+        ctx.connection.exec_driver_sql(SINK_TABLE)
+        ctx.connection.execute(
+            text("INSERT INTO delivered (key, stage, value) VALUES (:k, 'store', :v)"),
+            [{"k": str(r["id"]), "v": r["value"]} for r in records])
+
+    return pipe
+
+
+def main() -> None:
+    kind, store_url, path = sys.argv[1:4]
+    if kind == "copy":
+        pipe = copy_pipeline("copy", path)
+    elif kind == "killer":
+        pipe = copy_pipeline("killer", path, batch_size=8, kill_key=os.environ["KILL_KEY"])
+    elif kind == "slow":
+        pipe = copy_pipeline("slow", path, batch_size=50, slow_s=0.002)
+    else:
+        raise SystemExit(f"unknown kind {kind}")
+    report = pipe.run(store_url, lease_grace_s=0.3)
+    if kind == "slow":
+        import resource
+
+        print("maxrss_kb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    print("finished" if report.finished else "unfinished", report.records_out, flush=True)
+
+
+if __name__ == "__main__":
+    main()
