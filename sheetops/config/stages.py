@@ -27,11 +27,15 @@ RANGES: dict[str, tuple[float, float, bool]] = {
 
 
 def _pipeline_stages(automation: str) -> list[str] | None:
-    """The stages of the pipeline registered as ``automation``; None if it is not one."""
-    from sheetops.pipelines.model import PIPELINES
+    """The stages of the pipeline registered as ``automation``; None if it is not one.
+    Asked through the registry, so config never imports the pipelines (their sources use
+    connectors)."""
+    from sheetops.registry import registry
 
-    pipe = PIPELINES.get(automation)
-    return None if pipe is None else pipe.stage_names()
+    if automation not in registry:
+        return None
+    stage_names = getattr(registry.get(automation).fn, "stage_names", None)
+    return None if stage_names is None else list(stage_names())
 
 
 def parse_stages(rows: Sequence[Sequence[Any]], jobs: Mapping[str, JobSpec],

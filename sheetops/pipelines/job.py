@@ -44,6 +44,7 @@ def automation_for(pipe: Pipeline):
     run_pipeline.__doc__ = pipe.description or (
         f"Pipeline: {' → '.join(s.name for s in pipe.stages) or 'records through stages'}")
     run_pipeline.__qualname__ = f"pipeline:{pipe.name}"
+    run_pipeline.stage_names = pipe.stage_names  # type: ignore[attr-defined]
     return run_pipeline
 
 
