@@ -34,8 +34,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.pool import NullPool
+from sqlalchemy import Engine
 
 from sheetops.pipelines import batch as batches
 from sheetops.pipelines.batch import Keyed
@@ -535,12 +534,9 @@ def _engine(store: Any) -> Engine:
         return store
     if hasattr(store, "engine"):
         return store.engine
-    from sheetops.store.store import _sqlite_pragmas
+    from sheetops.store.db import make_engine
 
-    engine = create_engine(str(store), poolclass=NullPool)
-    if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _sqlite_pragmas)
-    return engine
+    return make_engine(str(store))
 
 
 @contextlib.contextmanager
