@@ -19,6 +19,7 @@ from sheetops.attempt import run_attempt
 from sheetops.context import AttemptRequest, AttemptResult, RecordFailure
 from sheetops.ratelimit import RateLimitSpec
 from sheetops.registry import registry
+from sheetops.store import Store
 from sheetops.store.deliveries import Deliveries
 from sheetops.templates import TemplateSpec
 from sheetops.wire import WireFormatError, store_ref
@@ -147,6 +148,7 @@ def test_a_worker_process_runs_the_attempt_from_json_alone(store_url: str):
     reference names, so a retry on another worker skips what the first one sent."""
     env = {**os.environ, "SHEETOPS_STORE_URL": store_url, "SHEETOPS_SECRETS": "WIRE_TOKEN",
            "WIRE_TOKEN": "tok-wire-secret-2"}
+    Store(store_url).dispose()  # the scheduler made (and migrated) the store before any run
     sent = []
     for attempt in (1, 2):
         request = AttemptRequest("run-9", "wire", "t_wire_deliver", attempt,

@@ -1,7 +1,7 @@
 """Tabs as DataFrames typed from the tab's own column specs, never inferred.
 
-A column's type comes from what the config model says it is: a checkbox column
-(``ColumnSpec.checkbox``) is ``bool``; a column of :class:`~sheetops.config.model.JobSpec`
+A column's type comes from what the config model says it is: a checkbox or TRUE/FALSE
+dropdown column (``ColumnSpec.checkbox``, ``tabs.BOOLEAN_CHOICES``) is ``bool``; a column of :class:`~sheetops.config.model.JobSpec`
 typed ``int``/``float`` is a number; ``params`` is the parsed JSON ``dict``. Every other
 column stays text, so ``"007"`` in a name column is still ``"007"``.
 """
@@ -27,7 +27,7 @@ _NUMERIC = {f.name: f.type for f in dataclasses.fields(JobSpec) if f.type in ("i
 def column_kind(tab: str, name: str) -> str:
     """``bool``, ``int``, ``float``, ``dict`` or ``str`` for column ``name`` of ``tab``."""
     spec = next((c for c in tabs.columns_of(tab) if c.name == name), None)
-    if spec is not None and spec.checkbox:
+    if spec is not None and (spec.checkbox or spec.choices == tabs.BOOLEAN_CHOICES):
         return "bool"
     if tab == tabs.JOBS and name == "params":
         return "dict"

@@ -137,6 +137,7 @@ class AutomationRunner:
 
         discover_from_settings()
         self.last: Any = None
+        self._ready: set[str] = set()
 
     def __call__(self, name: str, params: Mapping[str, Any] | None = None,
                  **options: Any) -> dict[str, Any]:
@@ -144,6 +145,11 @@ class AutomationRunner:
         from sheetops.testing.automation import call_automation
 
         options.setdefault("store_url", get_settings().store_url)
+        if options["store_url"] and options["store_url"] not in self._ready:
+            from sheetops.store import Store
+
+            Store(options["store_url"]).dispose()  # made and migrated, as `run` would
+            self._ready.add(options["store_url"])
         self.last = call_automation(name, params, **options)
         return self.last.result
 
