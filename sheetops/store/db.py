@@ -36,7 +36,8 @@ def _read_only(url: str) -> bool:
     return url.startswith("sqlite") and "mode=ro" in url
 
 
-def _sqlite_setup(read_only: bool):
+def sqlite_setup(read_only: bool):
+    """The connect hook every SQLite engine of the store gets (the queue's pool too)."""
     def setup(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
         if not read_only:
@@ -65,7 +66,7 @@ def make_engine(url: str) -> Engine:
     except (ArgumentError, ImportError, ValueError) as exc:  # ValueError: a bad port
         raise StoreError(f"cannot use store URL {safe_url(url)}: {exc}") from None
     if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _sqlite_setup(_read_only(url)))
+        event.listen(engine, "connect", sqlite_setup(_read_only(url)))
     return engine
 
 
@@ -86,7 +87,7 @@ class Database:
         if engine is None:
             engine = make_engine(url)
         elif engine.dialect.name == "sqlite":
-            event.listen(engine, "connect", _sqlite_setup(_read_only(url)))
+            event.listen(engine, "connect", sqlite_setup(_read_only(url)))
         self.engine = engine
         self.dialect = self.engine.dialect.name
         self.insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert

@@ -68,8 +68,8 @@ from sheetops.store.queue import (
     QueueTransaction,
     StaleClaim,
 )
-from sheetops.store.queue_schema import DEAD, LIVE, queue_items
-from sheetops.store.store import _sqlite_pragmas as sqlite_pragmas
+from sheetops.store.db import sqlite_setup
+from sheetops.store.schema import DEAD, LIVE, queue_items
 
 q = queue_items.c
 #: Ids per ``IN (…)`` list, well under SQLite's bound-parameter limit.
@@ -137,7 +137,7 @@ class SqliteQueueSql:
             return engine
         pooled = create_engine(engine.url, poolclass=QueuePool, pool_size=4,
                                max_overflow=16)
-        event.listen(pooled, "connect", sqlite_pragmas)
+        event.listen(pooled, "connect", sqlite_setup(read_only=False))
         ref = weakref.ref(pooled)
         os.register_at_fork(after_in_child=lambda: (e := ref()) and e.dispose(close=False))
         return pooled
