@@ -56,6 +56,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool, QueuePool
 
+from sheetops.store.db import sqlite_setup
 from sheetops.store.queue import (
     MAX_DELIVERIES,
     Claim,
@@ -68,7 +69,6 @@ from sheetops.store.queue import (
     QueueTransaction,
     StaleClaim,
 )
-from sheetops.store.db import sqlite_setup
 from sheetops.store.schema import DEAD, LIVE, queue_items
 
 q = queue_items.c

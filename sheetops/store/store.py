@@ -62,6 +62,7 @@ class Store:
         return safe_url(self.url)
 
     def dispose(self) -> None:
+        self.requests.dispose()
         self.db.dispose()
 
     def analyze(self) -> None:
@@ -120,10 +121,11 @@ class Store:
     def request_run(self, job: str, requested_by: str, dry_run: bool = False) -> int:
         return self.requests.request_run(job, requested_by, dry_run)
 
-    def claim_run_requests(self) -> list[dict[str, Any]]:
-        return self.requests.claim_run_requests()
+    def claim_run_requests(self, consumer: str = "", lease_s: float | None = None
+                           ) -> list[dict[str, Any]]:
+        return self.requests.claim_run_requests(consumer, lease_s)
 
-    def link_request(self, request_id: int, run_id: str) -> None:
+    def link_request(self, request_id: int, run_id: str | None) -> None:
         self.requests.link_request(request_id, run_id)
 
     # -- outbox ------------------------------------------------------------------------
