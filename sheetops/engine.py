@@ -100,6 +100,7 @@ class Engine:
         # alerts: rules from the Alerts tab, evaluated every alert_interval_s (own thread)
         self.alerts = AlertEvaluator(store, lambda: self.scheduler.snapshot)
         self.lease = Lease(store, ttl_s=self.options.lease_ttl_s)
+        self._published_queues: set[str] = set()  # durable queues with a depth gauge > 0
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.last_refresh_ok: bool | None = None
@@ -324,7 +325,13 @@ class Engine:
     def _publish_gauges(self) -> None:
         _max_id, _tabs, depth, oldest = self.store.pending_outbox()
         executor = self.runner.executor
+        # every durable queue's depth; one that emptied is published once more, as 0
+        queues = self.store.queue_depths()
+        for gone in self._published_queues - queues.keys():
+            queues[gone] = 0
+        self._published_queues = {name for name, n in queues.items() if n}
         self.store.set_gauges({
+            **{f"queue_depth:{name}": n for name, n in queues.items()},
             "queue_depth:run": executor.queue_depth + self.runner.waiting_count(),
             "running": executor.running,
             "outbox_depth": depth,

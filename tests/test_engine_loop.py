@@ -14,6 +14,7 @@ from test_cli import SHEETOPS, cli_env, probe, running_cli, wait_for
 
 from sheetops.dashboard import queries as q
 from sheetops.engine import HOLD_AFTER_CLAIM_ENV, Engine, EngineOptions
+from sheetops.metrics import StoreCollector
 from sheetops.store import Store
 from sheetops.store import schema as t
 from sheetops.store.requests import QUEUE
@@ -111,6 +112,9 @@ def test_a_request_claimed_by_a_scheduler_killed_before_submit_runs_once_on_the_
         first.wait()
     assert store.requests.queues.depths([QUEUE])[QUEUE].claimed == 1
     assert store.count_runs("asked") == 0 and q.pending_requests(store) == 0
+    # Prometheus shows the request waiting, read from the queue itself
+    [depth] = [f for f in StoreCollector(store).collect() if f.name == "sheetops_queue_depth"]
+    assert {s.labels["queue"]: s.value for s in depth.samples} == {QUEUE: 1}
 
     def linked() -> str | None:
         value = q.run_requests(store).set_index("id").loc[request_id, "run_id"]

@@ -109,8 +109,10 @@ def test_a_run_request_not_linked_within_its_lease_is_claimed_again(store: Store
     assert claimed["id"] == asked and store.requests.pending_count() == 0
     again = wait_for(lambda: store.claim_run_requests("next-leader", lease_s=60))
     assert [r["id"] for r in again] == [asked]
+    assert store.queue_depths() == {"run_requests": 1}
     store.link_request(asked, "run-1")
     assert store.claim_run_requests("next-leader") == []
+    assert store.queue_depths() == {}
     with store.engine.connect() as conn:
         row = conn.execute(select(t.run_requests)).one()
     assert (row.run_id, row.claimed_at is not None) == ("run-1", True)

@@ -11,6 +11,7 @@ submit never acks, so its lease runs out and the next leader claims the request 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import func, insert, select, update
@@ -29,21 +30,14 @@ SUBMIT_TIMEOUT_S = 5.0
 class RunRequestStore:
     """The ``run_requests`` table and the :data:`QUEUE` queue, kept together."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, queues: Callable[[], Queues]) -> None:
         self.db = db
-        self._queues: Queues | None = None
+        self._open_queues = queues  # the store's, opened on first use
         self._claims: dict[int, Claim] = {}  # request id -> this process's claim
 
     @property
     def queues(self) -> Queues:
-        """The store's queues, opened on first use (a read-only store never needs them)."""
-        if self._queues is None:
-            self._queues = Queues(self.db.engine)
-        return self._queues
-
-    def dispose(self) -> None:
-        if self._queues is not None:
-            self._queues.dispose()
+        return self._open_queues()
 
     def request_run(self, job: str, requested_by: str, dry_run: bool = False) -> int:
         """Ask the running scheduler to run ``job`` now (the dashboard's Run now)."""
