@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -30,6 +31,8 @@ from sheetops.scheduler import Scheduler
 from sheetops.sheets import InitReport, SheetBackend
 from sheetops.status import StatusWriter, validation_rows, with_clearing
 from sheetops.store import Batch, Store
+from sheetops.store.queue import StaleClaim, lease_for
+from sheetops.store.requests import SUBMIT_TIMEOUT_S
 
 T = TypeVar("T")
 log = logging.getLogger("sheetops.engine")
@@ -66,6 +69,15 @@ class EngineOptions:
     workers: int = 0
     control_interval_s: float = 0.5
     lease_ttl_s: float = 15.0
+    #: How long handing a Run now request to the runner may take; a request is claimed
+    #: for ``lease_for`` this, and a scheduler that dies with it claimed leaves it to the
+    #: next leader once that lease runs out.
+    run_request_timeout_s: float = SUBMIT_TIMEOUT_S
+
+
+#: Test-only: a file path; after claiming Run now requests the engine writes their ids
+#: there and blocks, so a test can kill it between claim and submit.
+HOLD_AFTER_CLAIM_ENV = "SHEETOPS_TEST_HOLD_AFTER_REQUEST_CLAIM"
 
 
 class Engine:
@@ -88,6 +100,7 @@ class Engine:
         # alerts: rules from the Alerts tab, evaluated every alert_interval_s (own thread)
         self.alerts = AlertEvaluator(store, lambda: self.scheduler.snapshot)
         self.lease = Lease(store, ttl_s=self.options.lease_ttl_s)
+        self._published_queues: set[str] = set()  # durable queues with a depth gauge > 0
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.last_refresh_ok: bool | None = None
@@ -287,22 +300,38 @@ class Engine:
         return removed
 
     def take_run_requests(self) -> list[str]:
-        """Start the runs asked for from the dashboard (recorded with who asked)."""
+        """Start the runs asked for from the dashboard (recorded with who asked).
+
+        Requests are claimed with a lease and acked once their run is linked, so one
+        claimed by a scheduler that died before submitting it is run by the next."""
         started = []
-        for request in self.store.claim_run_requests():
+        requests = self.store.claim_run_requests(
+            self.lease.holder, lease_for(self.options.run_request_timeout_s))
+        _hold_if_asked(requests)
+        for request in requests:
             run_id = self.scheduler.run_now(request["job"], "dashboard", request["dry_run"],
                                             request["requested_by"])
             if run_id is None:
                 log.warning("Run now for unknown or invalid job %r ignored", request["job"])
-                continue
-            self.store.link_request(request["id"], run_id)
-            started.append(run_id)
+            try:
+                self.store.link_request(request["id"], run_id)
+            except StaleClaim:
+                log.warning("Run now request %d was held past its lease; another scheduler "
+                            "may run it again", request["id"])
+            if run_id is not None:
+                started.append(run_id)
         return started
 
     def _publish_gauges(self) -> None:
         _max_id, _tabs, depth, oldest = self.store.pending_outbox()
         executor = self.runner.executor
+        # every durable queue's depth; one that emptied is published once more, as 0
+        queues = self.store.queue_depths()
+        for gone in self._published_queues - queues.keys():
+            queues[gone] = 0
+        self._published_queues = {name for name, n in queues.items() if n}
         self.store.set_gauges({
+            **{f"queue_depth:{name}": n for name, n in queues.items()},
             "queue_depth:run": executor.queue_depth + self.runner.waiting_count(),
             "running": executor.running,
             "outbox_depth": depth,
@@ -340,3 +369,12 @@ class Engine:
         self.scheduler.snapshot = snapshot
         self.store.replace_problems(snapshot.problems)
         return snapshot
+
+
+def _hold_if_asked(requests: Sequence[dict]) -> None:
+    """The test hook of :data:`HOLD_AFTER_CLAIM_ENV`: never returns when it is set."""
+    path = os.environ.get(HOLD_AFTER_CLAIM_ENV)
+    if path and requests:
+        with open(path, "w", encoding="utf-8") as out:
+            out.write(",".join(str(r["id"]) for r in requests))
+        threading.Event().wait()

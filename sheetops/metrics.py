@@ -135,9 +135,11 @@ class StoreCollector(Collector):
         gauges = self.store.gauges()
         queue = GaugeMetricFamily("sheetops_queue_depth", "Items waiting in a queue "
                                   "(run = attempts waiting for a worker).", labels=["queue"])
-        for name, (value, _at) in sorted(gauges.items()):
-            if name.startswith("queue_depth:"):
-                queue.add_metric([name.partition(":")[2]], value)
+        depths = {name.partition(":")[2]: value for name, (value, _at) in gauges.items()
+                  if name.startswith("queue_depth:")}
+        depths.update(self.store.queue_depths())  # durable queues: their depth now
+        for name, value in sorted(depths.items()):
+            queue.add_metric([name], value)
         yield queue
         simple = (
             ("running", "sheetops_running", "Attempts running now."),

@@ -1,17 +1,23 @@
-"""The engine's control loop: one failing part never skips the others, and a refresh
-that fails keeps the last good config and is reported once, not at every refresh."""
+"""The engine's control loop: one failing part never skips the others, a refresh
+that fails keeps the last good config and is reported once, not at every refresh, and a
+Run now request survives a scheduler killed between claiming and submitting it."""
 
 from __future__ import annotations
 
 import logging
+import subprocess
 
+from automations_for_tests import read_starts
 from sheetops.connectors.sheets.workbook import WorkbookSheet
 from sqlalchemy import select
-from test_cli import probe, wait_for
+from test_cli import SHEETOPS, cli_env, probe, running_cli, wait_for
 
-from sheetops.engine import Engine, EngineOptions
+from sheetops.dashboard import queries as q
+from sheetops.engine import HOLD_AFTER_CLAIM_ENV, Engine, EngineOptions
+from sheetops.metrics import StoreCollector
 from sheetops.store import Store
 from sheetops.store import schema as t
+from sheetops.store.requests import QUEUE
 
 
 class BreakableSheet(WorkbookSheet):
@@ -85,4 +91,41 @@ def test_a_run_now_behind_a_busy_worker_shows_queued_then_ok(workbook, tmp_path)
     finally:
         engine.stop()
     assert store.run(done["run_id"])["status"] == "ok"
+    store.dispose()
+
+
+def test_a_request_claimed_by_a_scheduler_killed_before_submit_runs_once_on_the_next(
+        workbook, tmp_path, isolated_env):
+    folder = tmp_path / "evidence"
+    workbook.settings(refresh_interval_s=30, status_flush_interval_s=1)
+    workbook.jobs(probe("asked", "manual", folder))
+    store = Store(isolated_env)
+    request_id = store.request_run("asked", "ops@example.org", dry_run=True)
+    held = tmp_path / "held"
+    first = subprocess.Popen([SHEETOPS, "run", "--sheet", str(workbook.path)], cwd=tmp_path,
+                             env=cli_env(**{HOLD_AFTER_CLAIM_ENV: str(held)}), text=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:  # the hook writes the ids it claimed, then blocks before submitting
+        wait_for(lambda: held.exists() and held.read_text() == str(request_id), timeout=60)
+    finally:
+        first.kill()  # SIGKILL: no cleanup, the claim is never settled
+        first.wait()
+    assert store.requests.queues.depths([QUEUE])[QUEUE].claimed == 1
+    assert store.count_runs("asked") == 0 and q.pending_requests(store) == 0
+    # Prometheus shows the request waiting, read from the queue itself
+    [depth] = [f for f in StoreCollector(store).collect() if f.name == "sheetops_queue_depth"]
+    assert {s.labels["queue"]: s.value for s in depth.samples} == {QUEUE: 1}
+
+    def linked() -> str | None:
+        value = q.run_requests(store).set_index("id").loc[request_id, "run_id"]
+        return value if isinstance(value, str) else None
+
+    with running_cli("run", "--sheet", str(workbook.path), cwd=tmp_path):
+        run_id = wait_for(linked, timeout=60)  # after the dead claim's lease ran out
+        wait_for(lambda: (store.run(run_id) or {}).get("status") == "ok", timeout=30)
+    run = store.run(run_id)
+    assert (run["job"], run["requested_by"], bool(run["dry_run"])) == (
+        "asked", "ops@example.org", True)
+    assert store.count_runs("asked") == 1 and len(read_starts(folder)) == 1  # exactly once
+    assert QUEUE not in store.requests.queues.depths([QUEUE])  # acked: nothing left
     store.dispose()

@@ -115,6 +115,8 @@ def test_an_old_store_upgrades_in_place_and_every_row_reads_back(old_store_url) 
                                          ("orders-stuck", "fetch-orders")}
         assert q.outbox_status(store, now=NOW).depth == OLD_ROWS["outbox"]
         assert q.run_requests(store)["job"].tolist() == ["fetch-orders"]
+        # the request 0.1.0 left unclaimed is on the durable queue for the next scheduler
+        assert store.requests.queues.depths()["run_requests"].ready == 1
         assert sorted(q.job_configs(store)["job"]) == ["fetch-orders", "send-digest",
                                                         "sync-crm"]
         assert len(q.problems(store)) == 2 and len(q.config_events(store)) == 2
@@ -129,6 +131,8 @@ def test_an_old_store_upgrades_in_place_and_every_row_reads_back(old_store_url) 
                               exact_max_window_s=1e12).set_index("job")
         cols = ["runs", "ok", "failed", "timeout", "dry_runs"]
         assert long[cols].equals(exact[cols])
+        [request] = store.claim_run_requests("next-scheduler")
+        assert (request["job"], request["requested_by"]) == ("fetch-orders", "ana")
     finally:
         store.dispose()
 

@@ -8,9 +8,12 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from sqlalchemy import select
+from test_cli import wait_for
 
 from sheetops.config.model import Problem
 from sheetops.store import Batch, RunStatus, Store
+from sheetops.store import schema as t
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
@@ -98,6 +101,21 @@ def test_run_requests_are_claimed_once(store: Store) -> None:
         ("j", "alice", True), ("k", "bob", False)]
     assert store.claim_run_requests() == []
     store.link_request(first, "run-1")
+
+
+def test_a_run_request_not_linked_within_its_lease_is_claimed_again(store: Store) -> None:
+    asked = store.request_run("j", requested_by="alice")
+    [claimed] = store.claim_run_requests("dead-scheduler", lease_s=0.05)
+    assert claimed["id"] == asked and store.requests.pending_count() == 0
+    again = wait_for(lambda: store.claim_run_requests("next-leader", lease_s=60))
+    assert [r["id"] for r in again] == [asked]
+    assert store.queue_depths() == {"run_requests": 1}
+    store.link_request(asked, "run-1")
+    assert store.claim_run_requests("next-leader") == []
+    assert store.queue_depths() == {}
+    with store.engine.connect() as conn:
+        row = conn.execute(select(t.run_requests)).one()
+    assert (row.run_id, row.claimed_at is not None) == ("run-1", True)
 
 
 def test_problems_replace_reports_changes_and_queues_validation(store: Store) -> None:

@@ -2,8 +2,9 @@
 
 A column's type comes from what the config model says it is: a checkbox or TRUE/FALSE
 dropdown column (``ColumnSpec.checkbox``, ``tabs.BOOLEAN_CHOICES``) is ``bool``; a
-column of :class:`~sheetops.config.model.JobSpec` typed ``int``/``float`` is a number; ``params`` is the parsed JSON ``dict``. Every other
-column stays text, so ``"007"`` in a name column is still ``"007"``.
+column of :class:`~sheetops.config.model.JobSpec` typed ``int``/``float`` is a number;
+``params`` is the parsed JSON ``dict``. Every other column stays text, so ``"007"`` in a
+name column is still ``"007"``.
 """
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ def _read_only(url: str) -> bool:
 
 
 def sqlite_setup(read_only: bool) -> Any:
+    """The connect hook every SQLite engine of the store gets (the queue's pool too)."""
     def setup(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
         if not read_only:

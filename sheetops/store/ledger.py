@@ -18,16 +18,23 @@ from sqlalchemy import Connection, Engine, and_, func, inspect, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
-from sheetops.store.pipeline_schema import (
-    FINISHED,
-    READ,
-    READING,
-    TABLES,
+from sheetops.store.schema import (
+    CHECKPOINT_FINISHED as FINISHED,
+)
+from sheetops.store.schema import (
+    CHECKPOINT_READ as READ,
+)
+from sheetops.store.schema import (
+    CHECKPOINT_READING as READING,
+)
+from sheetops.store.schema import (
+    DEAD,
+    PIPELINE_TABLES,
     pipeline_checkpoints,
     pipeline_counts,
     pipeline_ledger,
+    queue_items,
 )
-from sheetops.store.queue_schema import DEAD, queue_items
 
 _INSERT = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 #: keys per ``IN (…)`` list
@@ -36,7 +43,7 @@ _CHUNK = 500
 
 def create_tables(engine: Engine) -> None:
     """Create the pipeline tables unless they exist (two processes may race to it)."""
-    for table in TABLES:
+    for table in PIPELINE_TABLES:
         try:
             table.create(engine, checkfirst=True)
         except DBAPIError:

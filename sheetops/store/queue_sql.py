@@ -69,7 +69,7 @@ from sheetops.store.queue import (
     QueueTransaction,
     StaleClaim,
 )
-from sheetops.store.queue_schema import DEAD, LIVE, queue_items
+from sheetops.store.schema import DEAD, LIVE, queue_items
 
 q = queue_items.c
 #: Ids per ``IN (…)`` list, well under SQLite's bound-parameter limit.

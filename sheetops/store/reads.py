@@ -42,6 +42,7 @@ from sheetops.store import aggregates as agg
 from sheetops.store import rollups
 from sheetops.store import schema as t
 from sheetops.store.aggregates import LARGE_WINDOW_ROWS, Window, counted, run_filter
+from sheetops.store.requests import QUEUE as RUN_REQUESTS_QUEUE
 from sheetops.store.schema import FAILURES, UNFINISHED, RunStatus, job_config
 
 if TYPE_CHECKING:
@@ -436,10 +437,17 @@ def gauges(store: Store) -> dict[str, tuple[float, float]]:
 
 def queue_depths(store: Store, gauge_values: dict[str, tuple[float, float]] | None = None
                  ) -> pd.DataFrame:
-    """Queue depth per pipeline stage from the ``queue_depth:<stage>`` gauges."""
-    values = gauges(store) if gauge_values is None else gauge_values
-    rows = [(name.split(":", 1)[1], int(v), u) for name, (v, u) in sorted(values.items())
-            if name.startswith("queue_depth:")]
+    """Queue depth per stage: the ``queue_depth:<stage>`` gauges the scheduler published,
+    with every durable queue's own depth read now in place of its gauge (right even
+    while no scheduler runs). The Run now queue is left out: the pages list its requests
+    on their own (:func:`run_requests`)."""
+    values = dict(gauges(store) if gauge_values is None else gauge_values)
+    now = time.time()
+    values.update({f"queue_depth:{name}": (float(n), now)
+                   for name, n in store.queue_depths().items()})
+    rows = [(stage, int(v), u) for name, (v, u) in sorted(values.items())
+            if name.startswith("queue_depth:")
+            and (stage := name.split(":", 1)[1]) != RUN_REQUESTS_QUEUE]
     df = pd.DataFrame(rows, columns=["stage", "depth", "updated_at"])
     df["updated_at"] = pd.to_datetime(df["updated_at"], unit="s", utc=True)
     return df

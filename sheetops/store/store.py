@@ -2,7 +2,8 @@
 
 ``sqlite:///file.db`` by default, ``postgresql+psycopg://…`` for scale. Each concern has
 its own small store — :attr:`Store.runs` (runs, attempts, errors, job state),
-:attr:`Store.leases`, :attr:`Store.requests` (Run now), :attr:`Store.outbox`,
+:attr:`Store.leases`, :attr:`Store.requests` (Run now, on the durable queue
+:attr:`Store.queues`), :attr:`Store.outbox`,
 :attr:`Store.config` (problems, config events, gauges, extents, published jobs),
 :attr:`Store.alerts`, :attr:`Store.rollups` — over one engine. The methods on
 :class:`Store` itself are the same calls, kept for the code that was written against
@@ -14,6 +15,7 @@ unless ``migrate=False`` (the dashboard), which only checks it.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -26,6 +28,7 @@ from sheetops.store.config import ConfigStore
 from sheetops.store.db import Database, safe_url
 from sheetops.store.leases import LeaseStore
 from sheetops.store.outbox import OutboxStore
+from sheetops.store.queue_sql import Queues
 from sheetops.store.requests import RunRequestStore
 from sheetops.store.rollups import RollupStore
 from sheetops.store.runs import Batch, RunStore
@@ -50,7 +53,7 @@ class Store:
             migrations.check(self.db)
         self.runs = RunStore(self.db)
         self.leases = LeaseStore(self.db)
-        self.requests = RunRequestStore(self.db)
+        self.requests = RunRequestStore(self.db, lambda: self.queues)
         self.outbox = OutboxStore(self.db)
         self.config = ConfigStore(self.db)
         self.alerts = AlertStore(self.db)
@@ -61,7 +64,19 @@ class Store:
         """The URL with any password masked, for messages and the dashboard."""
         return safe_url(self.url)
 
+    @functools.cached_property
+    def queues(self) -> Queues:
+        """The durable queues of this store (docs/queue.md), opened on first use."""
+        return Queues(self.engine)
+
+    def queue_depths(self) -> dict[str, int]:
+        """Items not yet done (ready, delayed or claimed) per durable queue that has any:
+        what the ``queue_depth:<queue>`` gauges, the Queues page and Prometheus show."""
+        return {name: d.waiting for name, d in self.queues.depths().items() if d.waiting}
+
     def dispose(self) -> None:
+        if "queues" in self.__dict__:
+            self.queues.dispose()
         self.db.dispose()
 
     def analyze(self) -> None:
@@ -120,10 +135,11 @@ class Store:
     def request_run(self, job: str, requested_by: str, dry_run: bool = False) -> int:
         return self.requests.request_run(job, requested_by, dry_run)
 
-    def claim_run_requests(self) -> list[dict[str, Any]]:
-        return self.requests.claim_run_requests()
+    def claim_run_requests(self, consumer: str = "", lease_s: float | None = None
+                           ) -> list[dict[str, Any]]:
+        return self.requests.claim_run_requests(consumer, lease_s)
 
-    def link_request(self, request_id: int, run_id: str) -> None:
+    def link_request(self, request_id: int, run_id: str | None) -> None:
         self.requests.link_request(request_id, run_id)
 
     # -- outbox ------------------------------------------------------------------------
