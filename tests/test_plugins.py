@@ -22,15 +22,23 @@ from sheetops.registry import ENTRY_POINT_GROUP, _entry_point_modules
 from sheetops.sheets import SheetBackend
 
 USER_PLUGIN = '''
+import json
+
+from sheetops.errors import PermanentError
 from sheetops.sheets import InitReport
 
 
 class PagerChannel:
+    """A toy alert channel: appends each page to the file named by PAGER_OUTBOX."""
+
     def __init__(self, *, timeout_s, environ=None, smtp=None):
-        self.timeout_s = timeout_s
+        self.outbox = (environ or {}).get("PAGER_OUTBOX")
 
     def send(self, message, target):
-        raise NotImplementedError
+        if not self.outbox:
+            raise PermanentError("set PAGER_OUTBOX")
+        with open(self.outbox, "a") as f:
+            f.write(json.dumps({"to": target, "subject": message.subject}) + "\\n")
 
 
 class FolderSheet:
@@ -198,6 +206,39 @@ def test_the_hook_channels_post_the_payload_the_evaluator_posts(scheme, monkeypa
         plugins.load_channel(scheme)(timeout_s=5, environ=environ).send(message, "ops")
         old, new = (r.json() for r in server.requests)
     assert new == old and "failed" in json.dumps(new)
+
+
+def test_a_users_channel_registered_by_entry_point_receives_the_alerts(user_plugins: Path,
+                                                                       store):
+    from sheetops.alerts import (
+        AlertEvaluator,
+        ChannelDelivery,
+        DeliveryPolicy,
+        recent_alert_events,
+    )
+    from sheetops.config.model import AlertSpec, JobSpec, SheetSettings, Snapshot
+    from sheetops.store import Batch
+
+    outbox = user_plugins / "pages.jsonl"
+    rules = (AlertSpec("sync failing", "sync", "consecutive_failures", 3, 0,
+                       "pager:on-call", True, row=2),
+             AlertSpec("sync failing (typo)", "sync", "consecutive_failures", 3, 0,
+                       "pagr:on-call", True, row=3))
+    snap = Snapshot(jobs={"sync": JobSpec(job="sync", automation="demo",
+                                          schedule="every 1m", timezone="UTC")},
+                    alerts=rules, settings=SheetSettings(alert_reminder_s=0))
+    store.record(Batch(job_states={"sync": {"last_status": "failed",
+                                            "consecutive_failures": 3}}))
+    deliver = ChannelDelivery(DeliveryPolicy(attempts=1), environ={"PAGER_OUTBOX": str(outbox)})
+    AlertEvaluator(store, lambda: snap, deliver).evaluate()
+
+    assert [json.loads(line) for line in outbox.read_text().splitlines()] == [
+        {"to": "on-call", "subject": "[sheetops] FIRING: sync failing — sync"}]
+    history = {(e["rule"], e["kind"]): e for e in recent_alert_events(store)}
+    assert history[("sync failing", "fired")]["delivered_at"] is not None
+    assert history[("sync failing", "fired")]["channel"] == "pager:on-call"
+    assert "unknown alert channel 'pagr'; available: email, pager, slack, webhook" in \
+        history[("sync failing (typo)", "delivery_failed")]["error"]
 
 
 def test_an_unconfigured_hook_is_a_permanent_error_naming_the_variable():
