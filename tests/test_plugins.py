@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -176,8 +177,6 @@ def _alert(fmt: str = "text"):
 
 
 def test_the_email_channel_sends_the_message_the_evaluator_sends(smtp):
-    from dataclasses import replace
-
     from sheetops.alerts import ChannelDelivery, DeliveryPolicy
 
     message = _alert("html")
@@ -192,8 +191,6 @@ def test_the_email_channel_sends_the_message_the_evaluator_sends(smtp):
 
 @pytest.mark.parametrize("scheme", ["slack", "webhook"])
 def test_the_hook_channels_post_the_payload_the_evaluator_posts(scheme, monkeypatch):
-    from dataclasses import replace
-
     from sheetops.alerts import ChannelDelivery, DeliveryPolicy
     from sheetops.testing.http import HttpServer
 
@@ -216,29 +213,39 @@ def test_a_users_channel_registered_by_entry_point_receives_the_alerts(user_plug
         DeliveryPolicy,
         recent_alert_events,
     )
-    from sheetops.config.model import AlertSpec, JobSpec, SheetSettings, Snapshot
+    from sheetops.config.parse import parse_config
     from sheetops.store import Batch
 
-    outbox = user_plugins / "pages.jsonl"
-    rules = (AlertSpec("sync failing", "sync", "consecutive_failures", 3, 0,
-                       "pager:on-call", True, row=2),
-             AlertSpec("sync failing (typo)", "sync", "consecutive_failures", 3, 0,
-                       "pagr:on-call", True, row=3))
-    snap = Snapshot(jobs={"sync": JobSpec(job="sync", automation="demo",
-                                          schedule="every 1m", timezone="UTC")},
-                    alerts=rules, settings=SheetSettings(alert_reminder_s=0))
+    snap = parse_config({
+        "Jobs": [["job", "automation", "schedule"], ["sync", "demo", "every 1m"]],
+        "Alerts": [["name", "job", "metric", "threshold", "channel"],
+                   ["sync failing", "sync", "consecutive_failures", "3", "pager:on-call"],
+                   ["sync typo", "sync", "consecutive_failures", "3", "pagr:on-call"]],
+    }, {"demo"})
+    assert [a.name for a in snap.alerts] == ["sync failing"]
+    assert [str(p) for p in snap.errors] == [
+        "Alerts!E3: channel must be email:ADDRESS, slack:NAME or webhook:NAME, "
+        "got 'pagr:on-call'"]
     store.record(Batch(job_states={"sync": {"last_status": "failed",
                                             "consecutive_failures": 3}}))
+    outbox = user_plugins / "pages.jsonl"
     deliver = ChannelDelivery(DeliveryPolicy(attempts=1), environ={"PAGER_OUTBOX": str(outbox)})
     AlertEvaluator(store, lambda: snap, deliver).evaluate()
 
     assert [json.loads(line) for line in outbox.read_text().splitlines()] == [
         {"to": "on-call", "subject": "[sheetops] FIRING: sync failing — sync"}]
-    history = {(e["rule"], e["kind"]): e for e in recent_alert_events(store)}
-    assert history[("sync failing", "fired")]["delivered_at"] is not None
-    assert history[("sync failing", "fired")]["channel"] == "pager:on-call"
-    assert "unknown alert channel 'pagr'; available: email, pager, slack, webhook" in \
-        history[("sync failing (typo)", "delivery_failed")]["error"]
+    [fired] = recent_alert_events(store)
+    assert (fired["kind"], fired["channel"]) == ("fired", "pager:on-call")
+    assert fired["delivered_at"] is not None
+
+
+def test_a_channel_nobody_registered_is_a_delivery_failure_naming_the_ones_there_are():
+    from sheetops.alerts import ChannelDelivery, DeliveryPolicy
+    from sheetops.errors import PermanentError
+
+    with pytest.raises(PermanentError, match="unknown alert channel 'pager'; available: "
+                                             "email, slack, webhook"):
+        ChannelDelivery(DeliveryPolicy(attempts=3))(replace(_alert(), channel="pager:x"))
 
 
 def test_an_unconfigured_hook_is_a_permanent_error_naming_the_variable():
