@@ -17,7 +17,7 @@ from sheetops.connectors.webhook import hook_url, post_json
 from sheetops.templates import Rendered
 
 if TYPE_CHECKING:
-    from sheetops.alerts import AlertMessage
+    from sheetops.alerts.messages import AlertMessage
 
 
 class _Channel:

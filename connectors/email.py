@@ -19,7 +19,6 @@ import ssl
 from dataclasses import dataclass, field, replace
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
-from html.parser import HTMLParser
 from typing import Any
 
 from pydantic import SecretStr
@@ -28,7 +27,7 @@ from sheetops.context import mask
 from sheetops.errors import PermanentError, RetryableError
 from sheetops.retry import call_policy
 from sheetops.settings import Settings, get_settings
-from sheetops.templates import Rendered
+from sheetops.templates import Rendered, html_to_text
 
 log = logging.getLogger(__name__)
 
@@ -77,41 +76,6 @@ class SmtpConfig:
         return (f"SmtpConfig(host={self.host!r}, port={self.port}, user={self.user!r}, "
                 f"password={'***' if self.password.get_secret_value() else ''!r}, "
                 f"starttls={self.starttls}, sender={self.sender!r})")
-
-
-class _TextExtractor(HTMLParser):
-    _BREAKS = {"br", "p", "div", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6"}
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self._skip = 0
-
-    def handle_starttag(self, tag: str, attrs: Any) -> None:
-        if tag in {"script", "style"}:
-            self._skip += 1
-        elif tag in self._BREAKS:
-            self.parts.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in {"script", "style"} and self._skip:
-            self._skip -= 1
-
-    def handle_data(self, data: str) -> None:
-        if not self._skip:
-            self.parts.append(data)
-
-
-def html_to_text(html: str) -> str:
-    """A readable plain-text version of ``html`` for the text/plain alternative."""
-    parser = _TextExtractor()
-    parser.feed(html)
-    parser.close()
-    lines = (" ".join(line.split()) for line in "".join(parser.parts).splitlines())
-    text = "\n".join(lines)
-    while "\n\n\n" in text:
-        text = text.replace("\n\n\n", "\n\n")
-    return text.strip() + "\n"
 
 
 def build_message(rendered: Rendered, *, to: str, sender: str,

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from sheetops.alerts import AlertMessage
+    from sheetops.alerts.messages import AlertMessage
 
 
 class AlertChannel(Protocol):

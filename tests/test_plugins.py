@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -22,15 +23,23 @@ from sheetops.registry import ENTRY_POINT_GROUP, _entry_point_modules
 from sheetops.sheets import SheetBackend
 
 USER_PLUGIN = '''
+import json
+
+from sheetops.errors import PermanentError
 from sheetops.sheets import InitReport
 
 
 class PagerChannel:
+    """A toy alert channel: appends each page to the file named by PAGER_OUTBOX."""
+
     def __init__(self, *, timeout_s, environ=None, smtp=None):
-        self.timeout_s = timeout_s
+        self.outbox = (environ or {}).get("PAGER_OUTBOX")
 
     def send(self, message, target):
-        raise NotImplementedError
+        if not self.outbox:
+            raise PermanentError("set PAGER_OUTBOX")
+        with open(self.outbox, "a") as f:
+            f.write(json.dumps({"to": target, "subject": message.subject}) + "\\n")
 
 
 class FolderSheet:
@@ -168,8 +177,6 @@ def _alert(fmt: str = "text"):
 
 
 def test_the_email_channel_sends_the_message_the_evaluator_sends(smtp):
-    from dataclasses import replace
-
     from sheetops.alerts import ChannelDelivery, DeliveryPolicy
 
     message = _alert("html")
@@ -184,8 +191,6 @@ def test_the_email_channel_sends_the_message_the_evaluator_sends(smtp):
 
 @pytest.mark.parametrize("scheme", ["slack", "webhook"])
 def test_the_hook_channels_post_the_payload_the_evaluator_posts(scheme, monkeypatch):
-    from dataclasses import replace
-
     from sheetops.alerts import ChannelDelivery, DeliveryPolicy
     from sheetops.testing.http import HttpServer
 
@@ -198,6 +203,49 @@ def test_the_hook_channels_post_the_payload_the_evaluator_posts(scheme, monkeypa
         plugins.load_channel(scheme)(timeout_s=5, environ=environ).send(message, "ops")
         old, new = (r.json() for r in server.requests)
     assert new == old and "failed" in json.dumps(new)
+
+
+def test_a_users_channel_registered_by_entry_point_receives_the_alerts(user_plugins: Path,
+                                                                       store):
+    from sheetops.alerts import (
+        AlertEvaluator,
+        ChannelDelivery,
+        DeliveryPolicy,
+        recent_alert_events,
+    )
+    from sheetops.config.parse import parse_config
+    from sheetops.store import Batch
+
+    snap = parse_config({
+        "Jobs": [["job", "automation", "schedule"], ["sync", "demo", "every 1m"]],
+        "Alerts": [["name", "job", "metric", "threshold", "channel"],
+                   ["sync failing", "sync", "consecutive_failures", "3", "pager:on-call"],
+                   ["sync typo", "sync", "consecutive_failures", "3", "pagr:on-call"]],
+    }, {"demo"})
+    assert [a.name for a in snap.alerts] == ["sync failing"]
+    assert [str(p) for p in snap.errors] == [
+        "Alerts!E3: channel must be email:ADDRESS, slack:NAME or webhook:NAME, "
+        "got 'pagr:on-call'"]
+    store.record(Batch(job_states={"sync": {"last_status": "failed",
+                                            "consecutive_failures": 3}}))
+    outbox = user_plugins / "pages.jsonl"
+    deliver = ChannelDelivery(DeliveryPolicy(attempts=1), environ={"PAGER_OUTBOX": str(outbox)})
+    AlertEvaluator(store, lambda: snap, deliver).evaluate()
+
+    assert [json.loads(line) for line in outbox.read_text().splitlines()] == [
+        {"to": "on-call", "subject": "[sheetops] FIRING: sync failing — sync"}]
+    [fired] = recent_alert_events(store)
+    assert (fired["kind"], fired["channel"]) == ("fired", "pager:on-call")
+    assert fired["delivered_at"] is not None
+
+
+def test_a_channel_nobody_registered_is_a_delivery_failure_naming_the_ones_there_are():
+    from sheetops.alerts import ChannelDelivery, DeliveryPolicy
+    from sheetops.errors import PermanentError
+
+    with pytest.raises(PermanentError, match="unknown alert channel 'pager'; available: "
+                                             "email, slack, webhook"):
+        ChannelDelivery(DeliveryPolicy(attempts=3))(replace(_alert(), channel="pager:x"))
 
 
 def test_an_unconfigured_hook_is_a_permanent_error_naming_the_variable():

@@ -18,7 +18,7 @@ from functools import lru_cache
 
 from openpyxl.utils import get_column_letter
 
-from sheetops import secrets, tabs
+from sheetops import plugins, secrets, tabs
 from sheetops.config.cells import ERROR_VALUES, parse_params, timezone_problem
 from sheetops.config.model import (
     CATCH_UP,
@@ -51,6 +51,16 @@ SETTING_RANGES: dict[str, tuple[float, float]] = {
     "worker_memory_mb": (256, 1_048_576),
 }
 _CHANNEL = re.compile(r"^(email:[^@\s]+@[^@\s]+|slack:[A-Za-z0-9_\-]+|webhook:[A-Za-z0-9_\-]+)$")
+_BUILT_IN_CHANNELS = ("email", "slack", "webhook")
+
+
+def _user_channel(channel: str) -> bool:
+    """``SCHEME:TARGET`` for an alert channel a user's package registered by entry point
+    (``sheetops.alert_channels``); the built-ins' targets are checked by ``_CHANNEL``."""
+    scheme, colon, target = channel.partition(":")
+    scheme = scheme.strip().lower()
+    return (bool(colon and target.strip()) and scheme not in _BUILT_IN_CHANNELS
+            and scheme in plugins.available(plugins.ALERT_CHANNELS))
 
 
 class _Row:
@@ -439,7 +449,7 @@ def _parse_alert(r: _Row, jobs: Mapping[str, JobSpec], settings: SheetSettings
         r.error("window", str(exc))
         return None
     channel = r.get("channel") or settings.alert_default_channel
-    if not _CHANNEL.match(channel):
+    if not _CHANNEL.match(channel) and not _user_channel(channel):
         r.error("channel", f"channel must be email:ADDRESS, slack:NAME or webhook:NAME, got "
                            f"{channel!r}")
         return None
