@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -568,3 +569,100 @@ def test_a_secret_is_masked_in_every_form_on_tabs_store_and_logs(workbook, tmp_p
     leaks = [(where, form) for where, text in outputs.items() for form in forms
              if form in text or json.dumps(form)[1:-1] in text]
     assert leaks == []
+
+
+# -- bad settings and worker processes (found in review) -----------------------------------
+
+def _one_error_line(result: subprocess.CompletedProcess, code: int = 2) -> str:
+    assert result.returncode == code, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr
+    return errors[0]
+
+
+def test_run_with_an_absurd_interval_keeps_the_good_jobs(workbook, tmp_path):
+    workbook.jobs(probe("good", "every 1h"), probe("far", "every 99999999d"))
+    checked = cli("validate", "--sheet", str(workbook.path), cwd=tmp_path)
+    assert checked.returncode == 1 and "Jobs!C3:" in checked.stdout, checked.stdout
+    ran = cli("run", "--sheet", str(workbook.path), "--for", "0.5", cwd=tmp_path, timeout=30)
+    assert ran.returncode == 0, ran.stderr
+    assert "running 1 job(s)" in ran.stdout
+    assert "Traceback" not in ran.stderr
+
+
+def test_a_bad_sheetops_setting_is_one_sentence(tmp_path):
+    line = _one_error_line(cli("validate", "--sheet", "ops.xlsx", cwd=tmp_path,
+                               SHEETOPS_WORKERS="many"))
+    assert "SHEETOPS_WORKERS" in line and "'many'" in line
+
+
+def test_a_store_url_with_a_bad_port_is_one_sentence_without_the_password(workbook,
+                                                                          tmp_path):
+    url = "postgresql+psycopg://ops:hunter2@127.0.0.1:notaport/x"
+    line = _one_error_line(cli("run", "--sheet", str(workbook.path), "--for", "1",
+                               cwd=tmp_path, SHEETOPS_STORE_URL=url))
+    assert "store URL" in line and "hunter2" not in line
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True,
+                         text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().split(") ")[1].startswith("Z"))
+
+
+def _run_with_two_workers(workbook, tmp_path) -> subprocess.Popen:
+    """`sheetops run` with two worker processes and one hourly job, in the background."""
+    workbook.jobs(probe("beat", "every 1h"))
+    return subprocess.Popen([str(Path(sys.executable).with_name("sheetops")), "run",
+                             "--sheet", str(workbook.path), "--workers", "2"],
+                            cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_workers_do_not_outlive_a_killed_scheduler(workbook, tmp_path):
+    proc = _run_with_two_workers(workbook, tmp_path)
+    try:
+        workers = wait_for(lambda: len(_children(proc.pid)) >= 2 and _children(proc.pid))
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+        deadline = time.time() + 5
+        while time.time() < deadline and any(_alive(p) for p in workers):
+            time.sleep(0.05)
+        left = [p for p in workers if _alive(p)]
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
+        assert not left, "worker processes kept running after the scheduler was killed"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_workers_stop_on_sigterm(workbook, tmp_path):
+    """multiprocessing stops daemon workers with SIGTERM at exit; a worker that ignores
+    it (the CLI's own SIGTERM handler, inherited by fork) hangs the exiting scheduler."""
+    proc = _run_with_two_workers(workbook, tmp_path)
+    try:
+        workers = wait_for(lambda: len(_children(proc.pid)) >= 2 and _children(proc.pid))
+        for pid in workers:
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.time() + 5
+        while time.time() < deadline and any(_alive(p) for p in workers):
+            time.sleep(0.05)
+        assert not [p for p in workers if _alive(p)]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise

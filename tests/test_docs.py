@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 from typer.main import get_command
 
 from sheetops import tabs
@@ -41,3 +42,26 @@ def test_readme_lists_every_environment_setting() -> None:
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     for field in Settings.model_fields:
         assert f"SHEETOPS_{field.upper()}" in text, f"SHEETOPS_{field.upper()} undocumented"
+
+
+def test_the_status_state_note_names_every_state_the_writer_shows():
+    from sheetops import tabs
+    from sheetops.store import RunStatus
+
+    note = next(c.note for c in tabs.STATUS_COLUMNS if c.name == "state")
+    shown = {"idle", "queued", "running", "disabled", "invalid"} | {
+        s.value for s in RunStatus if s not in (RunStatus.RUNNING, RunStatus.QUEUED)}
+    assert {s for s in shown if s not in note} == set()
+    assert note in (ROOT / "config_sheets" / "README.md").read_text()
+
+
+def test_a_sheet_is_opened_by_url_or_key_only_as_the_google_guide_says():
+    from sheetops.connectors.sheets import open_sheet
+
+    from sheetops.errors import SheetError
+
+    with pytest.raises(SheetError, match=r"neither an \.xlsx workbook path nor a Google Sheet"):
+        open_sheet("Ops config")  # a title
+    guide = " ".join((ROOT / "docs" / "google_sheets.md").read_text().split())
+    assert "found by title" not in guide
+    assert "by its URL or key only (never by title)" in guide

@@ -107,3 +107,46 @@ def test_many_failed_records_are_capped_with_a_summary_line(tmp_path):
     lines = [json.loads(x) for x in stream.getvalue().splitlines()]
     assert [x.get("record_key") for x in lines] == ["k0", "k1", "k2", None]
     assert "7 more failed records" in lines[-1]["message"]
+
+
+# -- secrets in what an automation logs, raises and returns ------------------------------
+
+def _leaky(ctx):
+    token = ctx.params["token"]
+    ctx.log.info("calling the API with %s", token)
+    ctx.log.warning(f"inline {token} and %s", ctx.secret("REVIEW_OTHER"))
+    try:
+        raise ValueError(f"bad token {token}")
+    except ValueError:
+        ctx.log.exception("the API refused")
+    if ctx.params.get("fail"):
+        raise RuntimeError(f"refused {ctx.secret('REVIEW_OTHER')}")
+    return {"echo": token, "nested": {"other": [ctx.secret("REVIEW_OTHER")]}}
+
+
+def test_secrets_never_reach_logs_results_or_errors(monkeypatch, caplog, root_logging):
+    from sheetops.attempt import run_attempt
+    from sheetops.context import AttemptRequest
+    from sheetops.logs import setup_logging
+    from sheetops.registry import automation, registry
+
+    if "t_review_leaky" not in registry.names():
+        automation("t_review_leaky")(_leaky)
+    monkeypatch.setenv("SHEETOPS_SECRETS", "REVIEW_TOKEN,REVIEW_OTHER")
+    monkeypatch.setenv("REVIEW_TOKEN", "tok-very-secret-1")
+    monkeypatch.setenv("REVIEW_OTHER", "other-very-secret-2")
+    import io
+
+    for fmt in ("text", "json"):
+        setup_logging(fmt, "INFO")
+        stream = io.StringIO()
+        root_logging.handlers[0].setStream(stream)
+        for fail in (False, True):
+            request = AttemptRequest("r1", "leaky", "t_review_leaky", 1,
+                                     {"token": "secret:REVIEW_TOKEN", "fail": fail}, 10)
+            result = run_attempt(request)
+            seen = (stream.getvalue() + repr(result.result) + result.error_message
+                    + result.traceback)
+            assert "calling the API with ***" in seen
+            assert "very-secret" not in seen, seen
+        assert "refused ***" in result.error_message

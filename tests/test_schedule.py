@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -178,3 +179,42 @@ def test_catch_up_over_the_fall_back_night_counts_the_pinned_job_once():
     missed = fire_times_between(trigger, last, now, 100)
     assert [m.astimezone(UTC) for m in missed] == [
         datetime(2025, 10, 26, 0, 30, tzinfo=UTC), datetime(2025, 10, 27, 1, 30, tzinfo=UTC)]
+
+
+# -- absurd intervals and spring-forward days (found in review) ---------------------------
+
+@pytest.mark.parametrize("text", ["every 999999999999999s", "every 99999999d"])
+def test_an_absurd_interval_is_a_schedule_problem(text):
+    with pytest.raises(ScheduleError, match="too long"):
+        parse_schedule(text)
+
+
+def test_the_spring_forward_rule_in_the_tab_reference_is_what_happens():
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    from sheetops.config.schedule import next_fire_times
+
+    berlin = ZoneInfo("Europe/Berlin")
+    trigger = parse_schedule("30 2 * * *").trigger(berlin)
+    first = next_fire_times(trigger, datetime(2026, 3, 28, 12, tzinfo=UTC), 1)[0]
+    assert first.astimezone(UTC).astimezone(berlin).strftime("%Y-%m-%d %H:%M") == (
+        "2026-03-29 03:30")
+    readme = Path(__file__).resolve().parents[1] / "config_sheets" / "README.md"
+    text = " ".join(readme.read_text().split())
+    assert "(02:30 in Europe/Berlin, where clocks go from 02:00 to 03:00, runs at 03:30)" in text
+
+
+def test_status_shows_a_spring_forward_run_at_the_wall_clock_time_it_happens():
+    """02:30 does not exist in Berlin on 2026-03-29: the run happens at 03:30 CEST, and the
+    Status tab must say so, not '02:30 CET' (a time no clock showed that day)."""
+    from datetime import UTC, datetime
+
+    from sheetops.config.model import JobSpec
+    from sheetops.scheduler import Scheduler
+    from sheetops.status import fmt_dt
+
+    spec = JobSpec("nightly", "heartbeat", "30 2 * * *", "Europe/Berlin")
+    times = Scheduler(None).next_run_times(spec, 2, now=datetime(2026, 3, 28, 12, tzinfo=UTC))
+    assert [fmt_dt(t) for t in times] == ["2026-03-29 03:30:00 CEST",
+                                          "2026-03-30 02:30:00 CEST"]
