@@ -8,11 +8,11 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import fresh_pg_database
 
 from sheetops import automation
 from sheetops.attempt import run_attempt
@@ -25,7 +25,6 @@ from sheetops.templates import TemplateSpec
 from sheetops.wire import WireFormatError, store_ref
 
 TESTS_DIR = Path(__file__).resolve().parent
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 PG_URL = "postgresql+psycopg://ops:hunter2-pw@db.example:5432/ops?sslmode=require&password=q-pw"
 
 
@@ -129,18 +128,8 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path, services) -> Itera
         yield f"sqlite:///{tmp_path / 'ops.sheetops.db'}"
         return
     services.postgres()
-    import sqlalchemy as sa
-
-    name = f"sheetops_wire_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://postgres:pw-only-the-worker-knows@127.0.0.1:5432/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
+    with fresh_pg_database("sheetops_wire", "postgres:pw-only-the-worker-knows") as url:
+        yield url
 
 
 def test_a_worker_process_runs_the_attempt_from_json_alone(store_url: str):

@@ -15,12 +15,12 @@ import subprocess
 import sys
 import textwrap
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from conftest import fresh_pg_database
 
 from sheetops.store import Store
 from sheetops.store.queue import (
@@ -32,7 +32,6 @@ from sheetops.store.queue import (
 )
 from sheetops.store.queue_sql import Queues
 
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 LEASE = 30.0
 
 
@@ -69,16 +68,8 @@ def store_url(request, tmp_path, services) -> Iterator[str]:
         yield f"sqlite:///{tmp_path / 'queue.db'}"
         return
     services.postgres()
-    name = f"sheetops_queue_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
+    with fresh_pg_database("sheetops_queue") as url:
+        yield url
 
 
 @pytest.fixture

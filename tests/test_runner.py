@@ -12,12 +12,12 @@ import json
 import os
 import random
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from automations_for_tests import read_attempts, read_starts
+from conftest import fresh_pg_database
 from test_cli import wait_for
 
 from sheetops.config.model import JobSpec, Snapshot
@@ -466,19 +466,8 @@ def store_url(request, isolated_env, services) -> Iterator[str]:
         yield isolated_env
         return
     services.postgres()
-    import sqlalchemy as sa
-    from test_store import PG_ADMIN
-
-    name = f"sheetops_test_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
+    with fresh_pg_database("sheetops_test") as url:
+        yield url
 
 
 @pytest.mark.parametrize("flush_after_each", [False, True])
