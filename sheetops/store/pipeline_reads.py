@@ -1,0 +1,225 @@
+"""Read queries for pipeline monitoring: each pipeline's stages with their queue's depth,
+lag, dead letters and counts, and the other durable queues.
+
+One answer serves the dashboard's Queues page, Prometheus, the alert metrics
+(``queue_depth``, ``dead_letters``, ``stage_lag_s``) and the terminal progress, so they
+agree. A pipeline is a job with a source checkpoint (``pipeline_checkpoints``); its
+stages are its queues ``<job>.<stage>``, in the order of its last run's result (the
+engine writes ``result["stages"]`` in pipeline order), else ``order`` given by the
+caller, else by name. Counts are the current pass's (``pipeline_counts``); the queue's
+numbers are read now. Throughput is records taken by the stage per second between two
+samples (:func:`with_rates`), or over the pass so far for a first sample.
+
+Never writes; a store without the pipeline tables has no pipelines.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Connection, func, select
+from sqlalchemy.exc import DBAPIError
+
+from sheetops.store import schema as t
+from sheetops.store.schema import CHECKPOINT_FINISHED, LIVE
+
+if TYPE_CHECKING:
+    from sheetops.store.store import Store
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """One durable queue now: items ready, delayed, claimed and dead, and its lag (age
+    of the oldest item not done; ``None`` when it holds none)."""
+
+    queue: str
+    ready: int = 0
+    delayed: int = 0
+    claimed: int = 0
+    dead: int = 0
+    lag_s: float | None = None
+
+    @property
+    def waiting(self) -> int:
+        """Items not yet done (ready, delayed or claimed): the queue's depth."""
+        return self.ready + self.delayed + self.claimed
+
+
+@dataclass(frozen=True)
+class StageStats:
+    """One stage of one pipeline job: its queue now and its counts in the current pass.
+
+    ``dead`` is the dead letters its queue holds now (any pass, until replayed);
+    ``dead_letters`` those the current pass made. ``rate`` is records per second the
+    stage took over the last ``rate_window_s`` seconds."""
+
+    job: str
+    stage: str
+    index: int
+    queue: QueueStats
+    generation: int = 0
+    pass_state: str = ""
+    pass_s: float = 0.0
+    records_in: int = 0
+    records_out: int = 0
+    records_failed: int = 0
+    dead_letters: int = 0
+    rate: float = 0.0
+    rate_window_s: float = 0.0
+
+    @property
+    def depth(self) -> int:
+        return self.queue.waiting
+
+    @property
+    def dead(self) -> int:
+        return self.queue.dead
+
+    @property
+    def lag_s(self) -> float | None:
+        return self.queue.lag_s
+
+
+@dataclass(frozen=True)
+class PipelineStats:
+    """A pipeline job's pass and its stages, source first, sink last."""
+
+    job: str
+    generation: int
+    state: str            # reading, read (source done, queues draining) or finished
+    records_read: int
+    started_at: float
+    updated_at: float
+    stages: tuple[StageStats, ...]
+
+    @property
+    def bottleneck(self) -> StageStats | None:
+        """The stage with the deepest queue (``None`` when every queue is empty)."""
+        deepest = max(self.stages, key=lambda s: s.depth, default=None)
+        return deepest if deepest is not None and deepest.depth > 0 else None
+
+
+def queue_stats(store: Store, names: Sequence[str] | None = None,
+                now: float | None = None) -> dict[str, QueueStats]:
+    """Every durable queue with an item (or only ``names``): two grouped queries."""
+    queues = store.queues
+    now = queues.now() if now is None else now
+    depths = queues.depths(names)
+    q = t.queue_items.c
+    query = (select(q.queue, func.min(q.created_at)).where(q.state == LIVE)
+             .group_by(q.queue))
+    if names is not None:
+        query = query.where(q.queue.in_(list(names)))
+    with store.engine.connect() as conn:
+        oldest = dict(conn.execute(query).all())
+    out = {}
+    for name, d in depths.items():
+        first = oldest.get(name)
+        out[name] = QueueStats(name, d.ready, d.delayed, d.claimed, d.dead,
+                               None if first is None else max(0.0, now - float(first)))
+    return out
+
+
+def _stage_orders(conn: Connection, jobs: Sequence[str]) -> dict[str, list[str]]:
+    """Stage order per job from its last run's ``result["stages"]`` (pipeline order)."""
+    s = t.job_state.c
+    orders = {}
+    for job, result in conn.execute(select(s.job, s.last_result).where(s.job.in_(list(jobs)))):
+        try:
+            stages = json.loads(result or "{}").get("stages")
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(stages, dict):
+            orders[job] = list(stages)
+    return orders
+
+
+def pipeline_stats(store: Store, now: float | None = None,
+                   order: Mapping[str, Sequence[str]] | None = None,
+                   jobs: Sequence[str] | None = None) -> list[PipelineStats]:
+    """Each pipeline job (or those in ``jobs``), by name, with its stages in pipeline
+    order. ``order`` maps job → stage names when the caller knows the pipeline (the
+    terminal progress does); otherwise the last run's order is used."""
+    now = time.time() if now is None else now
+    cp, pc = t.pipeline_checkpoints.c, t.pipeline_counts.c
+    try:
+        with store.engine.connect() as conn:
+            query = select(t.pipeline_checkpoints).order_by(cp.pipeline)
+            if jobs is not None:
+                query = query.where(cp.pipeline.in_(list(jobs)))
+            checkpoints = conn.execute(query).all()
+            if not checkpoints:
+                return []
+            names = [c.pipeline for c in checkpoints]
+            counts = conn.execute(
+                select(t.pipeline_counts).join(
+                    t.pipeline_checkpoints,
+                    (cp.pipeline == pc.pipeline) & (cp.generation == pc.generation))
+                .where(pc.pipeline.in_(names))).all()
+            orders = _stage_orders(conn, names)
+    except DBAPIError:  # a store older than the pipeline tables
+        return []
+    orders.update({job: list(stages) for job, stages in (order or {}).items()})
+    by_job: dict[str, dict[str, object]] = {}
+    for row in counts:
+        by_job.setdefault(row.pipeline, {})[row.stage] = row
+    queues = queue_stats(store, now=now)
+    out = []
+    for c in checkpoints:
+        prefix = f"{c.pipeline}."
+        found = {name[len(prefix):] for name in queues if name.startswith(prefix)}
+        found |= set(by_job.get(c.pipeline, {}))
+        known = [s for s in orders.get(c.pipeline, []) if s]
+        stages = known + sorted(found - set(known))
+        end = c.updated_at if c.state == CHECKPOINT_FINISHED else now
+        pass_s = max(0.0, end - c.started_at)
+        rows = []
+        for index, stage in enumerate(stages):
+            name = f"{prefix}{stage}"
+            n = by_job.get(c.pipeline, {}).get(stage)
+            records_in = int(n.records_in) if n is not None else 0
+            running = c.state != CHECKPOINT_FINISHED and pass_s > 0
+            rows.append(StageStats(
+                c.pipeline, stage, index, queues.get(name, QueueStats(name)), c.generation,
+                c.state, pass_s, records_in,
+                int(n.records_out) if n is not None else 0,
+                int(n.records_failed) if n is not None else 0,
+                int(n.dead_letters) if n is not None else 0,
+                records_in / pass_s if running else 0.0, pass_s if running else 0.0))
+        out.append(PipelineStats(c.pipeline, c.generation, c.state, int(c.records),
+                                 c.started_at, c.updated_at, tuple(rows)))
+    return out
+
+
+def with_rates(current: Sequence[PipelineStats], previous: Sequence[PipelineStats],
+               elapsed_s: float) -> list[PipelineStats]:
+    """``current`` with each stage's rate taken over the ``elapsed_s`` seconds since
+    ``previous`` (the same pass's counts a moment before): the throughput now, not the
+    pass's average. A stage new since ``previous`` keeps its pass average."""
+    if elapsed_s <= 0:
+        return list(current)
+    before = {(s.job, s.generation, s.stage): s.records_in
+              for p in previous for s in p.stages}
+    out = []
+    for p in current:
+        stages = []
+        for s in p.stages:
+            taken = before.get((s.job, s.generation, s.stage))
+            stages.append(s if taken is None else replace(
+                s, rate=max(0, s.records_in - taken) / elapsed_s, rate_window_s=elapsed_s))
+        out.append(replace(p, stages=tuple(stages)))
+    return out
+
+
+def other_queues(store: Store, pipelines: Sequence[PipelineStats] | None = None,
+                 now: float | None = None) -> list[QueueStats]:
+    """Durable queues that are no pipeline's stage (``run_requests``: the Run now
+    requests not yet handed to the runner; any queue of your own), by name."""
+    pipelines = pipeline_stats(store, now) if pipelines is None else pipelines
+    staged = {s.queue.queue for p in pipelines for s in p.stages}
+    return [q for name, q in sorted(queue_stats(store, now=now).items())
+            if name not in staged]
