@@ -27,6 +27,8 @@ def main() -> None:
         st.Page(PAGES / "runs.py", title="Runs", icon=":material/history:"),
         st.Page(PAGES / "errors.py", title="Errors", icon=":material/error:"),
         st.Page(PAGES / "queues.py", title="Queues", icon=":material/stacks:"),
+        st.Page(PAGES / "dead_letters.py", title="Dead letters",
+                icon=":material/report:"),
         st.Page(PAGES / "config.py", title="Config", icon=":material/table:"),
         st.Page(PAGES / "alerts.py", title="Alerts", icon=":material/notifications:"),
     ]).run()

@@ -18,6 +18,14 @@ import pandas as pd
 
 from sheetops.store import RunStatus, Store
 from sheetops.store.aggregates import Jobs
+from sheetops.store.pipeline_reads import (  # pipeline stages and durable queues
+    PipelineStats,
+    QueueStats,
+    StageStats,
+    other_queues,
+    pipeline_stats,
+    with_rates,
+)
 from sheetops.store.reads import (  # the store's read queries, re-exported for pages
     ALERT_EVENT_COLUMNS,
     DRY_RUNS,
@@ -81,8 +89,11 @@ __all__ = [
     "ConfigStatus",
     "OutboxStatus",
     "Overview",
+    "PipelineStats",
+    "QueueStats",
     "RollupSummary",
     "SchedulerStatus",
+    "StageStats",
     "Totals",
     "Window",
     "alert_event_counts",
@@ -105,10 +116,13 @@ __all__ = [
     "job_summary",
     "jobs_table",
     "next_runs",
+    "other_queues",
     "open_store",
     "outbox_status",
     "overview",
     "parse_window",
+    "pipeline_stats",
+    "stage_table",
     "pending_requests",
     "problems",
     "queue_depths",
@@ -123,6 +137,7 @@ __all__ = [
     "totals",
     "totals_from",
     "uses_rollups",
+    "with_rates",
 ]
 
 FINISHED = tuple(s.value for s in (RunStatus.OK, RunStatus.FAILED, RunStatus.TIMEOUT))
@@ -265,3 +280,39 @@ def overview(store: Store, window: Window | float, now: float | None = None,
         config=timed("config", config_status, store, g), alerts_firing=firing,
         problems=timed("problems", problems, store), timings=timings,
         exact_max_window_s=exact_max_window_s)
+
+
+# -- pipelines: the Queues and Dead letters pages --------------------------------------
+STAGE_COLUMNS = ["job", "stage", "depth", "ready", "claimed", "delayed", "rate_per_s",
+                 "records_in", "records_out", "failed", "dead_letters", "lag_s"]
+
+
+def stage_table(pipelines: list[PipelineStats]) -> pd.DataFrame:
+    """One row per stage of every pipeline, in pipeline order: the Queues page's table.
+    ``dead_letters`` counts what the stage's queue holds now (until replayed)."""
+    rows = [[s.job, s.stage, s.depth, s.queue.ready, s.queue.claimed, s.queue.delayed,
+             round(s.rate, 1), s.records_in, s.records_out, s.records_failed, s.dead,
+             s.lag_s] for p in pipelines for s in p.stages]
+    return pd.DataFrame(rows, columns=STAGE_COLUMNS)
+
+
+LETTER_COLUMNS = ["id", "dead_at", "stage", "key", "error_type", "message", "attempts",
+                  "record"]
+
+
+def dead_letters(store: Store, job: str, *, stage: str | None = None,
+                 error_type: str | None = None, since: float | None = None,
+                 limit: int = 1000) -> pd.DataFrame:
+    """A pipeline job's dead letters, oldest first, filtered like ``sheetops
+    dead-letters``; the record as JSON text, the time as a UTC datetime."""
+    import json
+
+    from sheetops.pipelines import deadletters
+
+    found = deadletters.letters(store.queues, job, stage=stage, error_type=error_type,
+                                since=since, limit=limit)
+    df = pd.DataFrame([[d.id, d.dead_at, d.stage, d.key, d.error_type, d.message,
+                        d.attempts, json.dumps(d.record, ensure_ascii=False, default=str)]
+                       for d in found], columns=LETTER_COLUMNS)
+    df["dead_at"] = pd.to_datetime(df["dead_at"], unit="s", utc=True)
+    return df

@@ -111,14 +111,17 @@ def read_edited(path: Path) -> list[Any]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def requeue(queues: Queues, pipe: Pipeline, job: str, *, stage: str | None = None,
+def requeue(queues: Queues, pipe: Pipeline | None, job: str, *, stage: str | None = None,
             keys: Sequence[str] | None = None, edited: Sequence[Any] | None = None) -> int:
     """Put dead letters back on their queues: every one (of ``stage``), those with
     ``keys``, or those whose key an ``edited`` record carries — with that record as
-    their new payload. Returns how many were requeued."""
+    their new payload (which needs ``pipe``, to key the records; a plain replay, as
+    the dashboard does, needs none). Returns how many were requeued."""
     total = 0
     by_stage = stage_queues(queues, job, stage)
     if edited is not None:
+        if pipe is None:
+            raise ReplayError(f"an edited replay of {job} needs its pipeline")
         fixed = {pipe.key_of(record): record for record in edited}
         matched: set[str] = set()
         for queue_name in by_stage.values():
