@@ -183,10 +183,12 @@ def test_queues_page(store):
     store.request_run("sync-crm", requested_by="ana")
     at = _open("queues.py")
     m = _metrics(at)
-    assert m["Queued in stages"] == "9" and m["Outbox depth"] == "4"
-    assert m["Running / queued runs"] == "1"
+    assert m["Queued in stages"] == "0" and m["Outbox depth"] == "4"
+    assert len(_frame(at, "id", "status", "started_at")) == 1  # running now
     reqs = _frame(at, "requested_by", "claimed_at")
     assert reqs.iloc[0]["requested_by"] == "ana"
+    assert _frame(at, "queue", "depth").set_index("queue")["depth"].to_dict() == {
+        "run_requests": 1}
 
 
 def test_config_page(store):
@@ -309,10 +311,9 @@ def test_job_detail_opens_an_enabled_job_and_shows_next_runs_to_the_second(store
     assert len(seconds) > 1, line  # 15 s apart: the seconds differ
 
 
-def test_queues_page_draws_no_empty_chart(store):
-    store.set_gauges({"queue_depth:run": 0, "queue_depth:fetch": 0, "queue_depth:enrich": 0})
+def test_queues_page_without_pipelines_says_so_and_draws_no_chart(store):
     at = _open("queues.py")
-    assert any(c.value == "Every queue is empty." for c in at.caption)
+    assert any(c.value == "No pipeline has run on this store yet." for c in at.caption)
     assert not at.get("arrow_vega_lite_chart")
 
 

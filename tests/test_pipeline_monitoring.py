@@ -43,16 +43,18 @@ def wait_for(condition, timeout: float = 30.0, what: str = "condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def contacts_pipeline(name: str, n: int = 300, gate: threading.Event | None = None):
-    """check → deliver; records in BAD fail the check (dead letters); ``gate`` holds the
-    sink until set, so its queue fills (the bottleneck)."""
+def contacts_pipeline(name: str, n: int = 300, gate: threading.Event | None = None,
+                      bad: set[int] | None = None):
+    """check → deliver; records in ``bad`` (default BAD) fail the check (dead letters);
+    ``gate`` holds the sink until set, so its queue fills (the bottleneck)."""
+    bad = set(BAD) if bad is None else bad
     pipe = pipeline(name, source=[{"id": i, "email": f"c{i}@example.org"} for i in range(n)],
                     key="id")
 
     @pipe.stage(batch_size=50, retries=0)
     def check(records):
         for record in records:
-            if record["id"] in BAD:
+            if record["id"] in bad:
                 raise ValueError(f"contact {record['id']}: no consent")
         return records
 
@@ -84,8 +86,12 @@ def held(url, store):
     pipe = contacts_pipeline("held", gate=gate)
     thread = threading.Thread(target=pipe.run, args=(url,), kwargs={"job": "held"})
     thread.start()
-    wait_for(lambda: (p := reads.pipeline_stats(store)) and p[0].stages[-1].depth >= 5,
-             what="the held sink's queue to fill")
+
+    def full():
+        [pipe] = reads.pipeline_stats(store, order={"held": ["check", "deliver"]}) or [None]
+        return pipe is not None and len(pipe.stages) == 2 and pipe.stages[1].depth >= 10
+
+    wait_for(full, what="the held sink's queue to fill to its high-water mark")
 
     def release():
         gate.set()
@@ -100,8 +106,8 @@ def test_stage_stats_show_the_bottleneck_then_counts_and_dead_letters(store, hel
     check, deliver = pipe.stages
     assert (pipe.job, pipe.state, [s.stage for s in pipe.stages]) == (
         "held", "read", ["check", "deliver"])
-    assert pipe.bottleneck is deliver and deliver.depth >= 5 and deliver.lag_s > 0
-    assert check.records_in >= 50 and check.rate > 0 and deliver.records_in == 0
+    assert pipe.bottleneck is deliver and deliver.depth >= 10 and deliver.lag_s > 0
+    assert check.records_in >= 150 and check.rate > 0 and deliver.records_in == 0
     later = reads.pipeline_stats(store)
     assert reads.with_rates(later, [pipe], 2.0)[0].stages[0].rate == 0.0  # none since
     held()
@@ -114,3 +120,80 @@ def test_stage_stats_show_the_bottleneck_then_counts_and_dead_letters(store, hel
         298, 298, 0, None)
     store.request_run("held", requested_by="ana")
     assert [(q.queue, q.waiting) for q in reads.other_queues(store)] == [("run_requests", 1)]
+
+
+@pytest.fixture
+def dashboard(url, monkeypatch):
+    monkeypatch.setenv("SHEETOPS_STORE_URL", url)
+    monkeypatch.delenv("SHEETOPS_DASHBOARD_PASSWORD", raising=False)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+def open_page(page: str) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.run()
+    at.switch_page(f"{P}/{page}")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def frame(at: AppTest, *columns: str):
+    return next(d.value for d in at.dataframe if set(columns) <= set(d.value.columns))
+
+
+def test_queues_page_draws_each_stage_in_a_row_and_marks_the_bottleneck(store, held,
+                                                                         dashboard):
+    store.request_run("held", requested_by="ana")
+    at = open_page("queues.py")
+    metrics = {m.label: m.value for m in at.metric}
+    depth = int(metrics["held › deliver depth"].replace(",", ""))
+    assert depth >= 10 and int(metrics["Queued in stages"]) >= depth
+    boxes = [m.value for m in at.markdown]
+    assert "#### held" in boxes
+    assert ":red[**deliver**] :red-badge[bottleneck]" in boxes
+    assert not any(b.startswith(":red[**check**]") for b in boxes)
+    stages = frame(at, "stage", "rate_per_s", "lag_s")
+    assert stages["stage"].tolist() == ["check", "deliver"]
+    assert stages.set_index("stage").loc["deliver", "lag_s"] > 0
+    other = frame(at, "queue", "depth")
+    assert other.set_index("queue")["depth"].to_dict() == {"run_requests": 1}
+    held()
+    at.run()
+    stages = frame(at, "stage", "rate_per_s", "dead_letters").set_index("stage")
+    assert stages["depth"].to_dict() == {"check": 0, "deliver": 0}
+    assert stages["dead_letters"].to_dict() == {"check": 2, "deliver": 0}
+    assert stages.loc["deliver", "records_out"] == 298
+    assert {m.label: m.value for m in at.metric}["Dead letters"] == "2"
+
+
+def test_dead_letters_page_filters_and_replays_behind_the_login(url, store, dashboard,
+                                                                monkeypatch):
+    bad = set(BAD)
+    pipe = contacts_pipeline("contacts", bad=bad)
+    pipe.run(url)
+    at = open_page("dead_letters.py")
+    letters = frame(at, "key", "error_type", "message")
+    assert sorted(letters["key"]) == ["123", "7"]
+    assert set(letters["stage"]) == {"check"} and set(letters["error_type"]) == {"ValueError"}
+    assert "contact 7: no consent" in letters.set_index("key").loc["7", "message"]
+    at.text_input(key="dl_error_type").set_value("KeyError").run()
+    assert any(c.value == "No dead letters match." for c in at.caption)
+    at.text_input(key="dl_error_type").set_value("").run()
+    at.multiselect(key="dl_keys").set_value(["7"]).run()
+    at.button(key="dl_replay").click().run()
+    assert any("1 record(s) of contacts put back" in s.value for s in at.success)
+    assert sorted(frame(at, "key", "error_type")["key"]) == ["123"]
+    # the replayed record goes through once the stage is fixed (here: drained at once)
+    bad.discard(7)
+    report = pipe.run(url, drain_only=True)
+    assert report.stages["deliver"]["records_out"] == 299
+    assert sorted(frame(at.run(), "key", "error_type")["key"]) == ["123"]
+    # with a password set, nobody logged in cannot replay (nor see the page)
+    monkeypatch.setenv("SHEETOPS_DASHBOARD_PASSWORD", "s3cret")
+    get_settings.cache_clear()
+    at = open_page("dead_letters.py")
+    assert not [b for b in at.button if b.key == "dl_replay"]
+    assert any("log in" in t.value for t in at.title)
