@@ -332,7 +332,8 @@ class Engine:
         self._published_queues = {name for name, n in queues.items() if n}
         self.store.set_gauges({
             **{f"queue_depth:{name}": n for name, n in queues.items()},
-            "queue_depth:run": executor.queue_depth + self.runner.waiting_count(),
+            # not a queue_depth:<queue> gauge: a durable queue may be named "run"
+            "attempts_waiting": executor.queue_depth + self.runner.waiting_count(),
             "running": executor.running,
             "outbox_depth": depth,
             "outbox_age_s": (time.time() - oldest) if oldest else 0.0,

@@ -1,9 +1,11 @@
 """Prometheus metrics on an opt-in port (``SHEETOPS_METRICS_PORT``; 0 = off).
 
 Counters and the duration histogram are updated by :class:`MetricsHook` as runs happen;
-gauges (queue depths, outbox, last refresh, running, alerts firing, per-job consecutive
-failures and last success) are read from the store at scrape time by
-:class:`StoreCollector`, so they are right even for work done by other processes.
+gauges (durable queue depths, attempts waiting, outbox, last refresh, running, alerts
+firing, per-job consecutive failures and last success) and each pipeline stage's depth,
+lag, dead letters and record counters (:mod:`sheetops.store.pipeline_reads`) are read
+from the store at scrape time by :class:`StoreCollector`, so they are right even for
+work done by other processes.
 
 Everything lives on a dedicated :class:`~prometheus_client.CollectorRegistry`
 (:data:`REGISTRY`), never on prometheus-client's global one. Sheet backends count their
@@ -21,12 +23,13 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from sheetops.context import AttemptResult
 from sheetops.events import attempt_status
 from sheetops.hooks import RunHook, RunInfo, RunOutcome
+from sheetops.store import pipeline_reads
 
 if TYPE_CHECKING:
     from sheetops.store import Store
@@ -133,15 +136,17 @@ class StoreCollector(Collector):
     def _collect(self) -> Iterator[GaugeMetricFamily]:
         now = time.time()
         gauges = self.store.gauges()
-        queue = GaugeMetricFamily("sheetops_queue_depth", "Items waiting in a queue "
-                                  "(run = attempts waiting for a worker).", labels=["queue"])
-        depths = {name.partition(":")[2]: value for name, (value, _at) in gauges.items()
-                  if name.startswith("queue_depth:")}
-        depths.update(self.store.queue_depths())  # durable queues: their depth now
-        for name, value in sorted(depths.items()):
-            queue.add_metric([name], value)
+        queues = pipeline_reads.queue_stats(self.store, now=now)
+        queue = GaugeMetricFamily("sheetops_queue_depth", "Items not yet done in a durable "
+                                  "queue (a pipeline stage's is <job>.<stage>).",
+                                  labels=["queue"])
+        for name, stats in sorted(queues.items()):
+            queue.add_metric([name], stats.waiting)
         yield queue
+        yield from self._stages()
         simple = (
+            ("attempts_waiting", "sheetops_attempts_waiting",
+             "Attempts waiting for a worker process."),
             ("running", "sheetops_running", "Attempts running now."),
             ("outbox_depth", "sheetops_outbox_depth",
              "Sheet writes waiting in the outbox."),
@@ -180,6 +185,28 @@ class StoreCollector(Collector):
         yield firing
         yield GaugeMetricFamily("sheetops_scrape_timestamp_seconds",
                                 "When these gauges were read.", value=now)
+
+    def _stages(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        """Per pipeline stage: depth, lag and dead letters now, records over all passes."""
+        labels = ["job", "stage"]
+        depth = GaugeMetricFamily("sheetops_stage_queue_depth", "Items (batches) waiting "
+                                  "in a pipeline stage's queue.", labels=labels)
+        lag = GaugeMetricFamily("sheetops_stage_lag_seconds", "Age of the oldest item "
+                                "waiting in a stage's queue (0 when empty).", labels=labels)
+        dead = GaugeMetricFamily("sheetops_dead_letters", "Dead letters a stage's queue "
+                                 "holds (until replayed).", labels=labels)
+        for pipe in pipeline_reads.pipeline_stats(self.store):
+            for s in pipe.stages:
+                depth.add_metric([s.job, s.stage], s.depth)
+                lag.add_metric([s.job, s.stage], s.lag_s or 0.0)
+                dead.add_metric([s.job, s.stage], s.dead)
+        records = CounterMetricFamily("sheetops_stage_records", "Records a pipeline stage "
+                                      "took (in), handed on (out), failed and dead-lettered, "
+                                      "over every pass.", labels=[*labels, "outcome"])
+        for (job, stage), totals in pipeline_reads.stage_totals(self.store).items():
+            for outcome, n in totals.items():
+                records.add_metric([job, stage, outcome], n)
+        yield from (depth, lag, dead, records)
 
 
 def start_metrics_server(port: int, registry: CollectorRegistry | None = None,

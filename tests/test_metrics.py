@@ -74,7 +74,7 @@ def test_runs_attempts_durations_records_waits_and_store_gauges(tmp_path):
         assert runner.wait_idle(30)
     finally:
         runner.stop()
-    store.set_gauges({"queue_depth:run": 3, "outbox_depth": 2, "outbox_age_s": 4.5,
+    store.set_gauges({"attempts_waiting": 3, "outbox_depth": 2, "outbox_age_s": 4.5,
                       "last_refresh_at": 1_700_000_000.0, "running": 0})
     try:
         samples = scrape(server.server_port)
@@ -108,7 +108,7 @@ def test_runs_attempts_durations_records_waits_and_store_gauges(tmp_path):
                  limit="m_limit") > 0.3
 
     assert value(samples, "sheetops_store_up") == 1
-    assert value(samples, "sheetops_queue_depth", queue="run") == 3
+    assert value(samples, "sheetops_attempts_waiting") == 3
     assert value(samples, "sheetops_outbox_depth") == 2
     assert value(samples, "sheetops_outbox_age_seconds") == 4.5
     assert value(samples, "sheetops_running") == 0

@@ -197,3 +197,35 @@ def test_dead_letters_page_filters_and_replays_behind_the_login(url, store, dash
     at = open_page("dead_letters.py")
     assert not [b for b in at.button if b.key == "dl_replay"]
     assert any("log in" in t.value for t in at.title)
+
+
+def test_prometheus_serves_each_stage_and_a_durable_queue_named_run_apart(store, held):
+    from prometheus_client import CollectorRegistry
+    from test_metrics import scrape, value
+
+    from sheetops.metrics import Metrics, MetricsHook, start_metrics_server
+
+    metrics = Metrics(CollectorRegistry())
+    MetricsHook(store, metrics)
+    server = start_metrics_server(0, metrics.registry)
+    store.queues.queue("run").put([{"mine": 1}, {"mine": 2}])  # a user's own queue
+    store.set_gauges({"attempts_waiting": 4})
+    try:
+        samples = scrape(server.server_port)
+        depth = value(samples, "sheetops_stage_queue_depth", job="held", stage="deliver")
+        assert depth >= 10
+        assert value(samples, "sheetops_queue_depth", queue="held.deliver") == depth
+        assert value(samples, "sheetops_stage_lag_seconds", job="held", stage="deliver") > 0
+        assert value(samples, "sheetops_queue_depth", queue="run") == 2
+        assert value(samples, "sheetops_attempts_waiting") == 4
+        held()
+        samples = scrape(server.server_port)
+    finally:
+        server.shutdown()
+    assert value(samples, "sheetops_dead_letters", job="held", stage="check") == 2
+    assert value(samples, "sheetops_dead_letters", job="held", stage="deliver") == 0
+    assert value(samples, "sheetops_stage_lag_seconds", job="held", stage="deliver") == 0
+    records = "sheetops_stage_records_total"
+    assert value(samples, records, job="held", stage="check", outcome="in") == 300
+    assert value(samples, records, job="held", stage="check", outcome="dead") == 2
+    assert value(samples, records, job="held", stage="deliver", outcome="out") == 298

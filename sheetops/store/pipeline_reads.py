@@ -223,3 +223,23 @@ def other_queues(store: Store, pipelines: Sequence[PipelineStats] | None = None,
     staged = {s.queue.queue for p in pipelines for s in p.stages}
     return [q for name, q in sorted(queue_stats(store, now=now).items())
             if name not in staged]
+
+
+#: ``stage_totals`` outcomes, in the order of ``pipeline_counts``' columns.
+OUTCOMES = ("in", "out", "failed", "dead")
+
+
+def stage_totals(store: Store) -> dict[tuple[str, str], dict[str, int]]:
+    """(job, stage) → records in, out, failed and dead over every pass: counters that
+    only grow, for Prometheus' ``rate()``."""
+    c = t.pipeline_counts.c
+    query = (select(c.pipeline, c.stage, func.sum(c.records_in), func.sum(c.records_out),
+                    func.sum(c.records_failed), func.sum(c.dead_letters))
+             .group_by(c.pipeline, c.stage).order_by(c.pipeline, c.stage))
+    try:
+        with store.engine.connect() as conn:
+            rows = conn.execute(query).all()
+    except DBAPIError:  # a store older than the pipeline tables
+        return {}
+    return {(r[0], r[1]): dict(zip(OUTCOMES, (int(v or 0) for v in r[2:]), strict=True))
+            for r in rows}
