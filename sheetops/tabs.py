@@ -92,13 +92,15 @@ SETTINGS_COLUMNS = (
     C("value", "Its value.", width=16),
 )
 
+#: The metrics an Alerts-tab rule may watch (sheetops.alerts.metrics computes them).
+ALERT_METRICS = ("failure_rate", "consecutive_failures", "duration_p95_s", "queue_depth",
+                 "no_success_for_s", "dead_letters", "stage_lag_s")
+
 ALERT_COLUMNS = (
     C("name", "Name of the alert rule."),
     C("job", "Job id it watches, or * for every job."),
-    C("metric", "failure_rate, consecutive_failures, duration_p95_s, queue_depth or "
-                "no_success_for_s.",
-      choices=("failure_rate", "consecutive_failures", "duration_p95_s", "queue_depth",
-               "no_success_for_s")),
+    C("metric", "failure_rate, consecutive_failures, duration_p95_s, queue_depth, "
+                "no_success_for_s, dead_letters or stage_lag_s.", choices=ALERT_METRICS),
     C("threshold", "Fires when the metric is at or above this number (failure_rate: "
                    "0.5 = 50%)."),
     C("window", "Time window the metric looks at, e.g. 15m, 1h, 1d (default 1h)."),

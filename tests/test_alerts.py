@@ -204,7 +204,7 @@ def test_other_metrics(store):
     record_runs(store, "slow", ["ok"] * 18, duration=1.0)
     record_runs(store, "slow", ["ok"] * 2, duration=90.0, start=T0 - 100)  # p95 of 20 = 19th
     record_runs(store, "never", ["failed"], start=T0 - 7200)
-    store.set_gauges({"queue_depth:run": 40, "queue_depth:enrich": 2})
+    store.set_gauges({"attempts_waiting": 40, "queue_depth:enrich": 2})
     rules = (rule("slow runs", "*", "duration_p95_s", 60),
              rule("stuck", "*", "no_success_for_s", 3600),
              rule("backlog", "*", "queue_depth", 25),
@@ -213,14 +213,14 @@ def test_other_metrics(store):
                                sent.append)
     events = evaluator.evaluate(T0)
     assert sorted((e.rule, e.job) for e in events) == [
-        ("backlog", "run"), ("slow runs", "slow"), ("stuck", "never")]
+        ("backlog", "(runner)"), ("slow runs", "slow"), ("stuck", "never")]
     by_rule = {e.rule: e for e in events}
     assert by_rule["slow runs"].value == 90.0
     assert by_rule["stuck"].value == pytest.approx(7200, abs=1)
     assert "95th percentile run duration over the last 1h 00m is 1m 30s" in \
         next(m.body for m in sent if m.rule == "slow runs")
     states = {(s["rule"], s["job"]): s["last_value"] for s in _all_states(store)}
-    assert states[("sync backlog", "sync")] == 40  # no per-job queue: the run queue
+    assert states[("sync backlog", "(runner)")] == 40  # no queue of its own: the runner
     assert states[("backlog", "enrich")] == 2
     assert states[("slow runs", "sync")] == 2.0
     assert states[("stuck", "sync")] == pytest.approx(600 - 19 * 10 - 2, abs=1)

@@ -229,3 +229,34 @@ def test_prometheus_serves_each_stage_and_a_durable_queue_named_run_apart(store,
     assert value(samples, records, job="held", stage="check", outcome="in") == 300
     assert value(samples, records, job="held", stage="check", outcome="dead") == 2
     assert value(samples, records, job="held", stage="deliver", outcome="out") == 298
+
+
+def test_alerts_fire_by_email_on_dead_letters_stage_lag_and_stage_queue_depth(store, held,
+                                                                              smtp):
+    from test_alerts import FAST, Box, rule, snapshot
+
+    from sheetops.alerts import AlertEvaluator, ChannelDelivery
+
+    rules = (rule("dead contacts", "held", "dead_letters", 1, window_s=3600),
+             rule("slow stage", "*", "stage_lag_s", 0.001),
+             rule("stage backlog", "held", "queue_depth", 10))
+    box = Box(snapshot(*rules, jobs=("held",)))
+    evaluator = AlertEvaluator(store, box, ChannelDelivery(FAST))
+    fired = evaluator.evaluate(time.time())
+    assert ("stage backlog", "held.deliver") in {(e.rule, e.job) for e in fired}
+    assert ("slow stage", "held.deliver") in {(e.rule, e.job) for e in fired}
+    held()
+    fired = evaluator.evaluate(time.time() + 60)
+    assert ("stage backlog", "resolved") in {(e.rule, e.kind) for e in fired}  # drained
+    [dead] = [e for e in fired if e.rule == "dead contacts"]
+    assert (dead.kind, dead.job, dead.value) == ("fired", "held", 2)
+    mails = smtp.wait_for(3)
+    mail = next(m for m in mails if "dead contacts" in m["Subject"])
+    assert mail["Subject"] == "[sheetops] FIRING: dead contacts — held"
+    assert "dead letters made over the last 1h 00m is 2" in mail.get_content()
+    # once replayed, the dead letters leave the count and the alert resolves
+    from sheetops.pipelines import deadletters
+
+    assert deadletters.requeue(store.queues, None, "held") == 2
+    resolved = evaluator.evaluate(time.time() + 120)
+    assert ("dead contacts", "resolved") in {(e.rule, e.kind) for e in resolved}

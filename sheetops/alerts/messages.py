@@ -93,6 +93,8 @@ _METRIC_WORDS = {
     "duration_p95_s": "95th percentile run duration over the last {window}",
     "queue_depth": "queue depth",
     "no_success_for_s": "time since the last successful run",
+    "dead_letters": "dead letters made over the last {window}",
+    "stage_lag_s": "age of the oldest record waiting in the stage's queue",
 }
 
 

@@ -435,8 +435,7 @@ def _parse_alert(r: _Row, jobs: Mapping[str, JobSpec], settings: SheetSettings
         r.error("job", f"unknown job {job!r}; use a job id from the Jobs tab or *")
         return None
     metric = r.get("metric").lower()
-    allowed = ("failure_rate", "consecutive_failures", "duration_p95_s", "queue_depth",
-               "no_success_for_s")
+    allowed = tabs.ALERT_METRICS
     if metric not in allowed:
         r.error("metric", f"unknown metric {metric!r}; use one of {', '.join(allowed)}")
         return None

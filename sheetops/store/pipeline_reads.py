@@ -243,3 +243,21 @@ def stage_totals(store: Store) -> dict[tuple[str, str], dict[str, int]]:
         return {}
     return {(r[0], r[1]): dict(zip(OUTCOMES, (int(v or 0) for v in r[2:]), strict=True))
             for r in rows}
+
+
+def dead_letters_since(store: Store, jobs: Sequence[str], since: float
+                       ) -> dict[str, int]:
+    """Dead letters each pipeline job's queues made since ``since`` and still hold (a
+    replayed one no longer counts): the ``dead_letters`` alert metric."""
+    from sheetops.store import ledger
+
+    names = {name: job for name in store.queues.names() for job in jobs
+             if name.startswith(f"{job}.")}
+    if not names:
+        return {job: 0 for job in jobs}
+    with store.engine.connect() as conn:
+        per_queue = ledger.dead_since(conn, list(names), since)
+    out = {job: 0 for job in jobs}
+    for name, n in per_queue.items():
+        out[names[name]] += n
+    return out

@@ -5,9 +5,8 @@ import time
 
 import streamlit as st
 
-from sheetops.dashboard import actions
+from sheetops.dashboard import actions, ui
 from sheetops.dashboard import queries as q
-from sheetops.dashboard import ui
 
 user = ui.page_setup("Dead letters")
 filters = ui.sidebar(job_filter=False, status_filter=False)
