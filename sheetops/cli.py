@@ -153,7 +153,9 @@ def run(sheet: str = SheetOption,
                                           "many seconds (finishing runs, flushing status)."),
         workers: int = typer.Option(0, help="Worker processes (default: SHEETOPS_WORKERS "
                                     "or the number of CPUs)."),
-        progress: bool = typer.Option(False, help="Print a line per finished run.")) -> None:
+        progress: bool = typer.Option(False, help="Print a line per finished run, and "
+                                      "each running pipeline's stages every second.")
+        ) -> None:
     """Run the scheduler until Ctrl-C (or --for SECONDS)."""
     settings = _prepare()
     try:
@@ -165,13 +167,18 @@ def run(sheet: str = SheetOption,
     _run_engine(engine, for_seconds)
 
 
-def _engine(settings: Settings, backend, workers: int, progress: bool):
+def _engine(settings: Settings, backend, workers: int, progress: bool,
+            stages: bool | None = None):
+    """The engine of ``run``/``run-job``/``demo``; ``progress`` prints finished runs,
+    ``stages`` (default: as ``progress``) each running pipeline's stages."""
     from sheetops.engine import Engine, EngineOptions
     from sheetops.logs import LoggingHook
-    from sheetops.progress import ConsoleProgress
+    from sheetops.progress import ConsoleProgress, StageProgress
 
     store = _store(settings, backend.location)
     hooks = [LoggingHook(), *([ConsoleProgress()] if progress else [])]
+    if progress if stages is None else stages:
+        hooks.append(StageProgress(store))
     if settings.metrics_port > 0:
         hooks.append(_metrics_hook(settings, store))
     return Engine(backend, store,
@@ -236,14 +243,16 @@ def _stop_summary(engine) -> str:
 def run_job(job: str = typer.Argument(..., help="The job id from the Jobs tab."),
             sheet: str = SheetOption,
             dry_run: bool = typer.Option(False, "--dry-run", help="Tell the automation not "
-                                         "to change anything outside (ctx.dry_run).")) -> None:
+                                         "to change anything outside (ctx.dry_run)."),
+            progress: bool = typer.Option(True, help="While a pipeline runs, print its "
+                                          "stages' progress every second.")) -> None:
     """Run one job now and print its result (exit 0 on success, 1 on failure)."""
     from sheetops.store import RunStatus
 
     settings = _prepare()
     try:
         backend = _open(sheet)
-        engine = _engine(settings, backend, 1, False)
+        engine = _engine(settings, backend, 1, False, stages=progress)
         run_id, problems = engine.run_job(job, dry_run=dry_run)
     except SheetopsError as exc:
         raise _fail(str(exc)) from None

@@ -5,6 +5,7 @@ a real SMTP server) and in the terminal (the real CLI in a subprocess)."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
+
+from test_pipelines_job import servers  # noqa: F401 (the loopback HTTP and SMTP servers)
 
 from sheetops.pipelines import pipeline
 from sheetops.pipelines.model import PIPELINES
@@ -260,3 +263,51 @@ def test_alerts_fire_by_email_on_dead_letters_stage_lag_and_stage_queue_depth(st
     assert deadletters.requeue(store.queues, None, "held") == 2
     resolved = evaluator.evaluate(time.time() + 120)
     assert ("dead contacts", "resolved") in {(e.rule, e.kind) for e in resolved}
+
+
+def stage_lines(out: str, job: str) -> list[str]:
+    return [line for line in out.splitlines() if f" {job} " in line and "│" in line]
+
+
+def test_run_job_and_run_progress_show_each_stage_live(workbook, tmp_path, servers):
+    """The real CLI in a subprocess: ``run-job`` of a rate-limited pipeline prints its
+    stages while it runs, then the final counts; ``run --progress`` does the same for
+    a Run now of it."""
+    from test_cli import cli, running_cli
+    from test_pipelines_job import CONTACTS
+
+    http, smtp = servers
+    params = {"url": http.url("/contacts"), "smtp": {"host": "127.0.0.1", "port": smtp.port}}
+    workbook.jobs({"job": "welcome", "automation": "welcome_contacts", "schedule": "manual",
+                   "params": json.dumps(params), "template": "hello"})
+    workbook.write("Templates", ["name", "subject", "body"],
+                   [["hello", "Hi {{ first_name }}", "Welcome to {{ domain }}."]])
+    workbook.write("Stages", ["job", "stage", "batch_size", "rate_limit"],
+                   [["welcome", "deliver", "2", "8/second"]])  # about 3 s for 23 records
+    sheet = ["--sheet", str(workbook.path)]
+    run = cli("run-job", "welcome", *sheet, cwd=tmp_path)
+    assert run.returncode == 0, run.stdout + run.stderr
+    lines = stage_lines(run.stdout, "welcome")
+    assert len(lines) >= 2, run.stdout  # live: counts moved while it ran
+    assert "validate" in lines[-1] and "deliver 23 done" in lines[-1]
+    assert "dead 2" in lines[-1] and "read 25" in lines[-1]
+    assert lines[0] != lines[-1]
+    assert len(smtp.messages) == len(CONTACTS) - 2
+
+    from sheetops.store import Store
+
+    store = Store(get_settings().resolved_store_url(str(workbook.path)))
+    store.request_run("welcome", requested_by="test")
+    store.dispose()
+    out: list[str] = []
+    with running_cli("run", "--progress", *sheet, cwd=tmp_path) as proc:
+        reader = threading.Thread(target=lambda: out.extend(proc.stdout), daemon=True)
+        reader.start()
+        wait_for(lambda: any("✓ welcome" in line for line in out), timeout=60,
+                 what="the Run now of welcome to finish")
+        proc.terminate()
+        proc.wait(30)
+    text = "".join(out)
+    assert stage_lines(text, "welcome"), text
+    last = stage_lines(text, "welcome")[-1]  # a new pass; the idempotent sink skips all
+    assert "read 25" in last and "validate 23 done" in last and "deliver 0 done" in last
