@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from sheetops.context import AttemptResult
 from sheetops.hooks import RunHook, RunInfo, RunOutcome
+from sheetops.registry import registry
 from sheetops.store import pipeline_reads
 from sheetops.store.schema import RunStatus
 
@@ -77,13 +78,13 @@ class StageProgress(RunHook):
             print(f"{datetime.now():%H:%M:%S} {text}", file=self.stream, flush=True)
 
     def on_run_start(self, run: RunInfo) -> None:
-        from sheetops.pipelines.model import PIPELINES
-
-        pipe = PIPELINES.get(run.automation)
-        if pipe is None or run.dry_run:
+        # a pipeline's automation carries its stage names (sheetops.pipelines.job)
+        names = (getattr(registry.get(run.automation).fn, "stage_names", None)
+                 if run.automation in registry else None)
+        if names is None or run.dry_run:
             return
         stop = threading.Event()
-        thread = threading.Thread(target=self._watch, args=(run.job, pipe.stage_names(), stop),
+        thread = threading.Thread(target=self._watch, args=(run.job, list(names()), stop),
                                   name=f"progress-{run.job}", daemon=True)
         with self._lock:
             self._watching[run.run_id] = (stop, thread)

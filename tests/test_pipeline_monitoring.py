@@ -12,9 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import test_pipelines_job
 from streamlit.testing.v1 import AppTest
-
-from test_pipelines_job import servers  # noqa: F401 (the loopback HTTP and SMTP servers)
 
 from sheetops.pipelines import pipeline
 from sheetops.pipelines.model import PIPELINES
@@ -67,6 +66,12 @@ def contacts_pipeline(name: str, n: int = 300, gate: threading.Event | None = No
             gate.wait(30)
 
     return pipe
+
+
+@pytest.fixture
+def servers():
+    """The loopback contacts API and SMTP server of the example pipeline's job test."""
+    yield from test_pipelines_job.servers.__wrapped__()
 
 
 @pytest.fixture
@@ -293,10 +298,17 @@ def test_run_job_and_run_progress_show_each_stage_live(workbook, tmp_path, serve
     assert "dead 2" in lines[-1] and "read 25" in lines[-1]
     assert lines[0] != lines[-1]
     assert len(smtp.messages) == len(CONTACTS) - 2
+    # the Status tab's result cell: each stage's records done and dead, in order
+    [status] = [r for r in workbook.records("Status") if r["job"] == "welcome"]
+    assert status["result"] == ("validate: 23 done, 2 dead → enrich: 23 done → "
+                                "render_email: 23 done → deliver: 23 done · pass=1")
 
     from sheetops.store import Store
 
     store = Store(get_settings().resolved_store_url(str(workbook.path)))
+    [pipe] = reads.pipeline_stats(store)  # the order of the last run, not by name
+    assert [s.stage for s in pipe.stages] == ["validate", "enrich", "render_email",
+                                              "deliver"]
     store.request_run("welcome", requested_by="test")
     store.dispose()
     out: list[str] = []

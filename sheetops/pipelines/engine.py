@@ -82,7 +82,8 @@ class RunReport:
         result: dict[str, Any] = {
             "records_in": self.records_read, "records_out": self.records_out,
             "records_failed": self.dead, "dead_letters": self.dead,
-            "pass": self.generation, "stages": self.stages}
+            "pass": self.generation, "stages": self.stages,
+            "stage_order": list(self.stages)}  # a list: the store keeps JSON keys sorted
         if self.dry_run:
             result["dry_run"] = True
         return result

@@ -4,11 +4,11 @@ lag, dead letters and counts, and the other durable queues.
 One answer serves the dashboard's Queues page, Prometheus, the alert metrics
 (``queue_depth``, ``dead_letters``, ``stage_lag_s``) and the terminal progress, so they
 agree. A pipeline is a job with a source checkpoint (``pipeline_checkpoints``); its
-stages are its queues ``<job>.<stage>``, in the order of its last run's result (the
-engine writes ``result["stages"]`` in pipeline order), else ``order`` given by the
-caller, else by name. Counts are the current pass's (``pipeline_counts``); the queue's
-numbers are read now. Throughput is records taken by the stage per second between two
-samples (:func:`with_rates`), or over the pass so far for a first sample.
+stages are its queues ``<job>.<stage>``, in ``order`` when the caller gives it, else
+in the order of its last run's result (``result["stage_order"]``), else by name.
+Counts are the current pass's (``pipeline_counts``); the queue's numbers are read now.
+Throughput is records taken by the stage per second between two samples
+(:func:`with_rates`), or over the pass so far for a first sample.
 
 Never writes; a store without the pipeline tables has no pipelines.
 """
@@ -125,16 +125,18 @@ def queue_stats(store: Store, names: Sequence[str] | None = None,
 
 
 def _stage_orders(conn: Connection, jobs: Sequence[str]) -> dict[str, list[str]]:
-    """Stage order per job from its last run's ``result["stages"]`` (pipeline order)."""
-    s = t.job_state.c
+    """Stage order per job from its last run's ``result["stage_order"]``."""
+    s, r = t.job_state.c, t.runs.c
     orders = {}
-    for job, result in conn.execute(select(s.job, s.last_result).where(s.job.in_(list(jobs)))):
+    rows = conn.execute(select(s.job, r.result).join(t.runs, r.id == s.last_run_id)
+                        .where(s.job.in_(list(jobs))))
+    for job, result in rows:
         try:
-            stages = json.loads(result or "{}").get("stages")
+            stages = json.loads(result or "{}").get("stage_order")
         except (ValueError, AttributeError):
             continue
-        if isinstance(stages, dict):
-            orders[job] = list(stages)
+        if isinstance(stages, list):
+            orders[job] = [str(stage) for stage in stages]
     return orders
 
 

@@ -187,11 +187,32 @@ def open_store(url: str, *, migrate: bool = True) -> Store:
 
 
 def result_summary(result: dict[str, Any], limit: int = 200) -> str:
-    """The free keys of a run's result, as one short line for the sheet."""
+    """The free keys of a run's result, as one short line for the sheet; a pipeline's
+    ``stages`` first, as each stage's records done, failed and dead in pipeline order
+    (``validate: 23 done, 2 dead → deliver: 23 done · pass=3``)."""
     free = {k: v for k, v in result.items()
             if k not in ("records_in", "records_out", "records_failed")}
-    if not free:
-        return ""
+    stages = free.pop("stages") if isinstance(free.get("stages"), dict) else None
+    if stages is not None:
+        free.pop("dead_letters", None)  # the stages' dead, summed
+        free.pop("stage_order", None)   # the stages' order, for the dashboard
     text = ", ".join(f"{k}={v}" if not isinstance(v, (dict, list)) else
                      f"{k}={json.dumps(v, default=str)}" for k, v in free.items())
+    if stages is not None:
+        text = " · ".join(filter(None, (stages_summary(stages), text)))
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def stages_summary(stages: dict[str, Any]) -> str:
+    """``stage: N done[, F failed][, D dead]`` per stage, joined by arrows."""
+    out = []
+    for name, counts in stages.items():
+        counts = counts if isinstance(counts, dict) else {}
+        dead, failed = int(counts.get("dead_letters", 0)), int(counts.get("records_failed", 0))
+        text = f"{name}: {int(counts.get('records_out', 0))} done"
+        if failed > dead:
+            text += f", {failed - dead} failed"
+        if dead:
+            text += f", {dead} dead"
+        out.append(text)
+    return " → ".join(out)
