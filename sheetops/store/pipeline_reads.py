@@ -5,7 +5,8 @@ One answer serves the dashboard's Queues page, Prometheus, the alert metrics
 (``queue_depth``, ``dead_letters``, ``stage_lag_s``) and the terminal progress, so they
 agree. A pipeline is a job with a source checkpoint (``pipeline_checkpoints``); its
 stages are its queues ``<job>.<stage>``, in ``order`` when the caller gives it, else
-in the order of its last run's result (``result["stage_order"]``), else by name.
+in the order of its last run's result (``result["stage_order"]``), else (a first
+run) by records taken, most first — upstream stages take at least as many.
 Counts are the current pass's (``pipeline_counts``); the queue's numbers are read now.
 Throughput is records taken by the stage per second between two samples
 (:func:`with_rates`), or over the pass so far for a first sample.
@@ -98,9 +99,14 @@ class PipelineStats:
 
     @property
     def bottleneck(self) -> StageStats | None:
-        """The stage with the deepest queue (``None`` when every queue is empty)."""
-        deepest = max(self.stages, key=lambda s: s.depth, default=None)
-        return deepest if deepest is not None and deepest.depth > 0 else None
+        """The stage holding the others up: the one furthest downstream whose queue is at
+        least half as deep as the deepest — under backpressure the queues above a slow
+        stage fill as well, so the deepest is not always the culprit. ``None`` when
+        every queue is empty."""
+        deepest = max((s.depth for s in self.stages), default=0)
+        if deepest == 0:
+            return None
+        return [s for s in self.stages if s.depth * 2 >= deepest][-1]
 
 
 def queue_stats(store: Store, names: Sequence[str] | None = None,
@@ -176,7 +182,9 @@ def pipeline_stats(store: Store, now: float | None = None,
         found = {name[len(prefix):] for name in queues if name.startswith(prefix)}
         found |= set(by_job.get(c.pipeline, {}))
         known = [s for s in orders.get(c.pipeline, []) if s]
-        stages = known + sorted(found - set(known))
+        taken = {stage: int(n.records_in) for stage, n in by_job.get(c.pipeline, {}).items()}
+        # not known (a first run): upstream stages have taken at least as many records
+        stages = known + sorted(found - set(known), key=lambda s: (-taken.get(s, 0), s))
         end = c.updated_at if c.state == CHECKPOINT_FINISHED else now
         pass_s = max(0.0, end - c.started_at)
         rows = []

@@ -6,7 +6,9 @@ events, queue gauges, outbox rows and the published job configuration.
 :func:`add_alerts` then runs the real :class:`~sheetops.alerts.AlertEvaluator` twice
 over that store with delivery to a loopback webhook receiver
 (:class:`~sheetops.testing.http.HttpServer`), leaving fired, reminder, resolved and
-delivery_failed events and two alerts firing.
+delivery_failed events and two alerts firing. :func:`add_pipelines` runs two real
+pipelines on the store: one finished with dead letters, one stopped mid-pass with its
+sink's queue full (the Queues page's bottleneck).
 
 Shared by the dashboard's query, page and browser tests and usable on any backend.
 """
@@ -154,3 +156,79 @@ def add_alerts(store: Store, now: float, server: Any) -> dict[str, Any]:
     events += evaluator.evaluate(now)
     return {"events": events, "firing": [("digest-slow", "send-digest"),
                                          ("orders-stuck", "fetch-orders")]}
+
+
+def add_pipelines(store: Store, timeout_s: float = 60.0) -> None:
+    """Run two real pipelines on ``store`` (a file or PostgreSQL store):
+    ``contacts-sync`` (validate → enrich → deliver, 500 records, 3 of them dead
+    letters) to its end, and ``orders-export`` (validate → transform → upload) stopped
+    mid-pass while its upload stage is held, so its queue is the deepest."""
+    import json
+    import threading
+    import time
+
+    from sheetops.pipelines import pipeline
+    from sheetops.pipelines.engine import PipelineRun
+    from sheetops.store import pipeline_reads
+    from sheetops.store.queue_sql import Queues
+
+    bad = {17, 230, 411}
+    contacts = pipeline("contacts-sync", key="id", source=[
+        {"id": i, "email": f"user{i}@example.org" if i not in bad else "not-an-address"}
+        for i in range(500)])
+
+    @contacts.stage(batch_size=50, retries=0)
+    def validate(records):
+        for record in records:
+            if "@" not in record["email"]:
+                raise ValueError(f"contact {record['id']}: email address is not valid")
+        return records
+
+    @contacts.stage(batch_size=50)
+    def enrich(records):
+        return [{**r, "domain": r["email"].split("@")[1]} for r in records]
+
+    @contacts.sink(batch_size=25)
+    def deliver(records):
+        return None
+
+    started = time.time()
+    report = contacts.run(store.engine, job="contacts-sync")
+    run = make_run("contacts-sync", started, "ok", report.seconds,
+                   records=(report.records_read, report.records_out, report.dead))
+    run["result"] = json.dumps(report.result(), sort_keys=True)  # as the recorder does
+    store.record(Batch(new_runs=[run], job_states={"contacts-sync": {
+        "last_run_id": run["id"], "last_status": "ok", "last_start": started,
+        "last_end": started + report.seconds, "records_in": report.records_read,
+        "records_out": report.records_out, "records_failed": report.dead}}))
+
+    gate = threading.Event()
+    orders = pipeline("orders-export", key="id",
+                      source=[{"id": i, "total": i * 3} for i in range(2000)])
+
+    @orders.stage(batch_size=100)
+    def validate_order(records):
+        return records
+
+    @orders.stage(batch_size=100)
+    def transform(records):
+        return [{**r, "cents": r["total"] * 100} for r in records]
+
+    @orders.sink(batch_size=20)
+    def upload(records):
+        gate.wait(timeout_s)
+
+    queues = Queues(store.engine)
+    run = PipelineRun(orders, queues, job="orders-export", run_id="orders-export-demo")
+    thread = threading.Thread(target=run.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout_s
+    order = {"orders-export": orders.stage_names()}
+    while time.monotonic() < deadline:
+        found = pipeline_reads.pipeline_stats(store, order=order, jobs=["orders-export"])
+        if found and len(found[0].stages) == 3 and found[0].stages[2].depth >= 10:
+            break
+        time.sleep(0.05)
+    run.stop.set()
+    gate.set()
+    thread.join(timeout_s)

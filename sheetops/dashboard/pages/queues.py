@@ -1,7 +1,7 @@
 """Queues: each pipeline drawn as its stages in a row — source → stage → … → sink —
-each with its queue's depth, throughput, failures, dead letters and lag, the deepest
-queue marked as the bottleneck; then the other durable queues, the sheet outbox and the
-Run now requests."""
+each with its queue's depth, throughput, failures, dead letters and lag, the stage
+holding the others up marked as the bottleneck; then the other durable queues, the
+sheet outbox and the Run now requests."""
 
 import time
 
@@ -15,18 +15,21 @@ filters = ui.sidebar(job_filter=True, status_filter=False)
 _PREVIOUS = "_queues_previous"  # (time, pipelines) of the last draw: rates over the refresh
 
 
-def _colour(depth: int, deepest: int) -> str:
-    """A stage's colour by how full its queue is next to the pipeline's deepest."""
-    if depth == 0:
+def _colour(stage: q.StageStats, deepest: int, bottleneck: q.StageStats | None) -> str:
+    """A stage's colour: red for the bottleneck, orange for a queue at least half as
+    deep as the pipeline's deepest, blue for a shallower one, green when empty."""
+    if stage.depth == 0:
         return "green"
-    return "red" if depth == deepest else "orange" if depth * 2 >= deepest else "blue"
+    if stage is bottleneck:
+        return "red"
+    return "orange" if stage.depth * 2 >= deepest else "blue"
 
 
-def _stage_box(stage: q.StageStats, deepest: int) -> None:
-    colour = _colour(stage.depth, deepest)
+def _stage_box(stage: q.StageStats, deepest: int, bottleneck: q.StageStats | None) -> None:
     with st.container(border=True):
-        mark = " :red-badge[bottleneck]" if stage.depth and stage.depth == deepest else ""
-        st.markdown(f":{colour}[**{ui.md_text(stage.stage)}**]{mark}")
+        mark = " :red-badge[bottleneck]" if stage is bottleneck else ""
+        st.markdown(f":{_colour(stage, deepest, bottleneck)}[**{ui.md_text(stage.stage)}**]"
+                    f"{mark}")
         st.metric(f"{stage.job} › {stage.stage} depth", f"{stage.depth:,}",
                   label_visibility="collapsed")
         st.progress(stage.depth / deepest if deepest else 0.0)
@@ -46,10 +49,11 @@ def _pipeline_row(pipe: q.PipelineStats) -> None:
         st.markdown("**source**")
         st.caption("finished" if pipe.state == "finished" else
                    "reading" if pipe.state == "reading" else "read")
+    bottleneck = pipe.bottleneck
     for i, stage in enumerate(pipe.stages):
         cols[1 + 2 * i].markdown("→")
         with cols[2 + 2 * i]:
-            _stage_box(stage, deepest)
+            _stage_box(stage, deepest, bottleneck)
 
 
 def body() -> None:
