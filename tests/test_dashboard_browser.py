@@ -23,7 +23,7 @@ import pytest
 from sheetops.dashboard.serve import streamlit_command
 from sheetops.store import Batch, Store
 from sheetops.testing.http import HttpServer
-from sheetops.testing.store_fill import add_alerts, fill_realistic, make_run
+from sheetops.testing.store_fill import add_alerts, add_pipelines, fill_realistic, make_run
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -35,7 +35,8 @@ UPDATE_DOCS = os.environ.get("SHEETOPS_UPDATE_SCREENSHOTS") == "1"  # read befor
 # autouse isolated_env fixture clears SHEETOPS_* variables
 LOAD_MS = 120_000  # a first page load on a busy two-core machine can take a minute
 PAGES = {"overview": "", "jobs": "jobs", "job_detail": "job_detail?job=fetch-orders",
-         "runs": "runs", "errors": "errors", "queues": "queues", "config": "config",
+         "runs": "runs", "errors": "errors", "queues": "queues",
+         "dead_letters": "dead_letters?job=contacts-sync", "config": "config",
          "alerts": "alerts"}
 """Each page of the dashboard: screenshot name → URL path."""
 LONG_MESSAGE = ("connection reset while posting the batch to "
@@ -197,6 +198,7 @@ def test_every_page_keeps_its_tables_in_a_1280px_window(dashboard):
         "record_key": "", "traceback": ""}]))
     with HttpServer() as server:
         add_alerts(store, now, server)
+    add_pipelines(store)  # real pipelines: one with dead letters, one held at its sink
     assert store.try_lease("scheduler", "ops-box:4242:demo", 3600)
     store.set_gauges({"scheduler_heartbeat": time.time()})
     SHOTS.mkdir(parents=True, exist_ok=True)

@@ -392,7 +392,7 @@ def test_monitoring_doc_pictures_every_page():
 
     router = (ROOT / "sheetops" / "dashboard" / "app.py").read_text(encoding="utf-8")
     pages = re.findall(r'st\.Page\(PAGES / "(\w+)\.py", title="([^"]+)"', router)
-    assert len(pages) == len(list((ROOT / P).glob("*.py"))) == 8
+    assert len(pages) == len(list((ROOT / P).glob("*.py"))) == 9
     doc = (ROOT / "docs" / "monitoring.md").read_text(encoding="utf-8")
     section = doc.split("\n## The dashboard\n", 1)[1].split("\n## ", 1)[0]
     for stem, title in pages:
