@@ -9,30 +9,18 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import test_pipelines_job
-from streamlit.testing.v1 import AppTest
+from test_dashboard_pages import _frame, _open
+from test_pipelines import _forget_pipelines  # noqa: F401 (autouse: pipelines registered here go)
 
 from sheetops.pipelines import pipeline
-from sheetops.pipelines.model import PIPELINES
 from sheetops.settings import get_settings
 from sheetops.store import Store
 from sheetops.store import pipeline_reads as reads
 
-ROOT = Path(__file__).resolve().parents[1]
-APP = str(ROOT / "app.py")
-P = "sheetops/dashboard/pages"
 BAD = {7, 123}
-
-
-@pytest.fixture(autouse=True)
-def _forget_pipelines():
-    before = dict(PIPELINES)
-    yield
-    PIPELINES.clear()
-    PIPELINES.update(before)
 
 
 def wait_for(condition, timeout: float = 30.0, what: str = "condition"):
@@ -139,23 +127,10 @@ def dashboard(url, monkeypatch):
     get_settings.cache_clear()
 
 
-def open_page(page: str) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=30)
-    at.run()
-    at.switch_page(f"{P}/{page}")
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def frame(at: AppTest, *columns: str):
-    return next(d.value for d in at.dataframe if set(columns) <= set(d.value.columns))
-
-
 def test_queues_page_draws_each_stage_in_a_row_and_marks_the_bottleneck(store, held,
                                                                          dashboard):
     store.request_run("held", requested_by="ana")
-    at = open_page("queues.py")
+    at = _open("queues.py")
     metrics = {m.label: m.value for m in at.metric}
     depth = int(metrics["held › deliver depth"].replace(",", ""))
     assert depth >= 10 and int(metrics["Queued in stages"]) >= depth
@@ -163,14 +138,14 @@ def test_queues_page_draws_each_stage_in_a_row_and_marks_the_bottleneck(store, h
     assert "#### held" in boxes
     assert ":red[**deliver**] :red-badge[bottleneck]" in boxes
     assert not any(b.startswith(":red[**check**]") for b in boxes)
-    stages = frame(at, "stage", "rate_per_s", "lag_s")
+    stages = _frame(at, "stage", "rate_per_s", "lag_s")
     assert stages["stage"].tolist() == ["check", "deliver"]
     assert stages.set_index("stage").loc["deliver", "lag_s"] > 0
-    other = frame(at, "queue", "depth")
+    other = _frame(at, "queue", "depth")
     assert other.set_index("queue")["depth"].to_dict() == {"run_requests": 1}
     held()
     at.run()
-    stages = frame(at, "stage", "rate_per_s", "dead_letters").set_index("stage")
+    stages = _frame(at, "stage", "rate_per_s", "dead_letters").set_index("stage")
     assert stages["depth"].to_dict() == {"check": 0, "deliver": 0}
     assert stages["dead_letters"].to_dict() == {"check": 2, "deliver": 0}
     assert stages.loc["deliver", "records_out"] == 298
@@ -182,8 +157,8 @@ def test_dead_letters_page_filters_and_replays_behind_the_login(url, store, dash
     bad = set(BAD)
     pipe = contacts_pipeline("contacts", bad=bad)
     pipe.run(url)
-    at = open_page("dead_letters.py")
-    letters = frame(at, "key", "error_type", "message")
+    at = _open("dead_letters.py")
+    letters = _frame(at, "key", "error_type", "message")
     assert sorted(letters["key"]) == ["123", "7"]
     assert set(letters["stage"]) == {"check"} and set(letters["error_type"]) == {"ValueError"}
     assert "contact 7: no consent" in letters.set_index("key").loc["7", "message"]
@@ -193,16 +168,16 @@ def test_dead_letters_page_filters_and_replays_behind_the_login(url, store, dash
     at.multiselect(key="dl_keys").set_value(["7"]).run()
     at.button(key="dl_replay").click().run()
     assert any("1 record(s) of contacts put back" in s.value for s in at.success)
-    assert sorted(frame(at, "key", "error_type")["key"]) == ["123"]
+    assert sorted(_frame(at, "key", "error_type")["key"]) == ["123"]
     # the replayed record goes through once the stage is fixed (here: drained at once)
     bad.discard(7)
     report = pipe.run(url, drain_only=True)
     assert report.stages["deliver"]["records_out"] == 299
-    assert sorted(frame(at.run(), "key", "error_type")["key"]) == ["123"]
+    assert sorted(_frame(at.run(), "key", "error_type")["key"]) == ["123"]
     # with a password set, nobody logged in cannot replay (nor see the page)
     monkeypatch.setenv("SHEETOPS_DASHBOARD_PASSWORD", "s3cret")
     get_settings.cache_clear()
-    at = open_page("dead_letters.py")
+    at = _open("dead_letters.py")
     assert not [b for b in at.button if b.key == "dl_replay"]
     assert any("log in" in t.value for t in at.title)
 

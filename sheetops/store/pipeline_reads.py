@@ -20,7 +20,7 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, func, select
 from sqlalchemy.exc import DBAPIError
@@ -172,7 +172,7 @@ def pipeline_stats(store: Store, now: float | None = None,
     except DBAPIError:  # a store older than the pipeline tables
         return []
     orders.update({job: list(stages) for job, stages in (order or {}).items()})
-    by_job: dict[str, dict[str, object]] = {}
+    by_job: dict[str, dict[str, Any]] = {}
     for row in counts:
         by_job.setdefault(row.pipeline, {})[row.stage] = row
     queues = queue_stats(store, now=now)
