@@ -33,8 +33,23 @@ from sheetops.pipelines.sources import (
 )
 
 __all__ = [
-    "PIPELINES", "Keyed", "Pipeline", "PipelineError", "RecordError", "RunReport",
-    "SheetTab", "StageRuntime", "StageSettings", "csv_file", "from_params", "get_pipeline",
-    "iterable", "json_pages", "sheet_tab",
-    "jsonl_file", "pipeline", "process_claim", "run",
+    "PIPELINES",
+    "Keyed",
+    "Pipeline",
+    "PipelineError",
+    "RecordError",
+    "RunReport",
+    "SheetTab",
+    "StageRuntime",
+    "StageSettings",
+    "csv_file",
+    "from_params",
+    "get_pipeline",
+    "iterable",
+    "json_pages",
+    "jsonl_file",
+    "pipeline",
+    "process_claim",
+    "run",
+    "sheet_tab",
 ]

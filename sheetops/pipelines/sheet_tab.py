@@ -14,7 +14,8 @@ The pipeline owns four columns of the tab, added after the last header if missin
 (``sheet_row_outcomes``) in the transaction that decides it — the hand-off of the
 record's batch, or its dead letter — and written by the status writer in its next
 flush (:mod:`sheetops.status_rows`). A row with an outcome is read again only when
-ops set its ``sheetops_retry`` cell to TRUE (the write-back clears it); rows without
+ops set its ``sheetops_retry`` cell to TRUE (the write-back clears it; a ``done`` row
+is never sent twice, so there the cell is only cleared); rows without
 a key, or repeating another row's key, are ``failed`` with the cell that is wrong and
 never enter the pipeline.
 """
@@ -186,13 +187,17 @@ class SheetTabRun:
             sheet_rows.settle_each(conn, self.job, [
                 f for f in failed if f[0] not in known
                 or (known[f[0]].status, known[f[0]].error) != (f[1], f[2])])
-            retry = [key for _n, key, _r, asked, _s in records if asked]
-            sheet_rows.settle(conn, self.job, retry, t.ROW_RETRYING)
+            asked = [key for _n, key, _r, retry, _s in records if retry]
+            done = {k for k in asked if k in known and known[k].status == t.ROW_DONE}
+            sheet_rows.settle(conn, self.job, [k for k in asked if k not in done],
+                              t.ROW_RETRYING)
+            sheet_rows.rewrite(conn, self.job, sorted(done))  # a done row is never sent twice
             if pending_header:
                 sheet_rows.mark_changed(conn, self.job)
         open_ = {"", t.ROW_RETRYING}
-        return {key for _n, key, _r, asked, _s in records
-                if asked or key not in known or known[key].status in open_}
+        return {key for key in asked if key not in done} | {
+            key for _n, key, _r, _a, _s in records
+            if key not in known or known[key].status in open_}
 
     # -- outcomes (called inside the engine's transactions) -----------------------------
     def handed_off(self, conn: Connection, stage: str, sink: bool, keys_in: Sequence[str],

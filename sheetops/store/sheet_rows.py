@@ -134,6 +134,18 @@ def settle(conn: Connection, job: str, keys: Sequence[str], status: str,
     return changed
 
 
+def rewrite(conn: Connection, job: str, keys: Sequence[str]) -> None:
+    """Write the rows of ``keys`` again as they are (to clear a cell ops set on them)."""
+    o = t.sheet_row_outcomes.c
+    keys = list(keys)
+    for start in range(0, len(keys), _CHUNK):
+        conn.execute(update(t.sheet_row_outcomes).where(and_(
+            o.job == job, o.key.in_(keys[start:start + _CHUNK]))).values(
+            version=o.version + 1))
+    if keys:
+        mark_changed(conn, job)
+
+
 def settle_each(conn: Connection, job: str, outcomes_: Sequence[tuple[str, str, str]]
                 ) -> None:
     """Set ``(key, status, error)`` for each key, in one statement, and mark the job
