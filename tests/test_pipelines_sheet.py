@@ -12,6 +12,7 @@ that are SIGKILLed and restarted.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import subprocess
@@ -281,3 +282,53 @@ def test_sigkill_mid_run_then_restart_rows_agree_with_dead_letters_and_store(
         assert {k: o.status for k, o in stored.items()} == status, (trial, kills)
         store.dispose()
     assert mid_pass, "no kill landed in the middle of a pass; the test proved nothing"
+
+
+def test_the_contacts_example_emails_rows_and_writes_their_fate_back(workbook, tmp_path
+                                                                     ) -> None:
+    from test_cli import cli
+
+    from sheetops.testing.smtp import SmtpServer
+
+    workbook.write("Contacts", ["email", "name", "subscribed"], [
+        ["ada@example.com", "Ada Lovelace", "TRUE"],
+        ["not-an-address", "Alan Turing", "TRUE"],
+        ["barbara@example.com", "Barbara Liskov", "FALSE"],
+        ["", "Ken Thompson", "TRUE"],
+        ["grace@example.com", "Grace Hopper", "yes"]], clear_rows=0)
+    smtp = SmtpServer()
+    smtp.start()
+    try:
+        workbook.jobs({"job": "outreach", "automation": "contacts_outreach",
+                       "schedule": "manual",
+                       "params": json.dumps({"smtp": {"host": "127.0.0.1",
+                                                      "port": smtp.port}})})
+        run = cli("run-job", "outreach", "--sheet", str(workbook.path), cwd=tmp_path)
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert sorted(m["To"] for m in smtp.messages) == ["ada@example.com",
+                                                          "grace@example.com"]
+        assert smtp.messages[0]["Subject"].startswith("Welcome, ")
+        rows = {r["name"]: r for r in workbook.records("Contacts")}
+        assert rows["Ada Lovelace"]["sheetops_status"] == "done"
+        assert rows["Alan Turing"]["sheetops_status"] == "dead_letter"
+        assert "'not-an-address' is not a valid address" in rows["Alan Turing"][
+            "sheetops_error"]
+        assert rows["Barbara Liskov"]["sheetops_status"] == "skipped"
+        assert rows["Ken Thompson"]["sheetops_status"] == "failed"
+        assert rows["Ken Thompson"]["sheetops_error"].startswith("Contacts!A5:")
+        errors = workbook.records("Errors")
+        assert [(e["stage"], e["record_key"]) for e in errors] == [
+            ("validate", "not-an-address")]
+
+        # fixed on the sheet and a retry asked: the next run emails that row only
+        workbook.sheet.write_batch([TabWrite("Contacts", [["alan@example.com"]],
+                                             start_row=3),
+                                    TabWrite("Contacts", [[True]], start_row=3,
+                                             start_col=7)])
+        again = cli("run-job", "outreach", "--sheet", str(workbook.path), cwd=tmp_path)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert [m["To"] for m in smtp.messages][2:] == ["alan@example.com"]
+        row = {r["name"]: r for r in workbook.records("Contacts")}["Alan Turing"]
+        assert row["sheetops_status"] == "done" and row["sheetops_retry"] in (None, "")
+    finally:
+        smtp.stop()
