@@ -17,9 +17,11 @@ import os
 import random
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import fresh_pg_database
 from sheet_pipelines_for_tests import flush, sheet_pipeline
 from sheetops.connectors.sheets.google import GoogleSheet
 from sqlalchemy import create_engine, text
@@ -87,17 +89,35 @@ def delivered(url: str) -> list[tuple[str, int]]:
         engine.dispose()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path: Path, services) -> Iterator[str]:
+    """A fresh store: a SQLite file, or a PostgreSQL database of its own."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
+    services.postgres()
+    with fresh_pg_database("sheetops_sheetrows") as url:
+        yield url
+
+
 def writes() -> float:
     return SHEET_REQUESTS.labels("write")._value.get()
 
 
-def test_workbook_rows_show_each_record_fate_after_one_write(tmp_path: Path) -> None:
+def test_workbook_rows_show_each_record_fate_after_one_write(tmp_path: Path,
+                                                             store_url: str) -> None:
     book = tmp_path / "contacts.xlsx"
     rows = contacts(60, bad={7}, skip={12})
     rows += [["", "5", "no key"], ["c3", "9", "same key as row 4"]]
     sheet = new_book(book, rows)
-    url = f"sqlite:///{tmp_path / 'store.db'}"
+    url = store_url
     store = Store(url)
+
+    dry = sheet_pipeline("rows", str(book)).run(store.engine, dry_run=True)
+    assert dry.result()["records_in"] == 60
+    before = writes()
+    assert flush(store, str(book)) and writes() == before  # a dry run leaves the sheet
+    assert delivered(url) == []
 
     report = sheet_pipeline("rows", str(book)).run(store.engine, lease_grace_s=0.3)
     assert report.result()["records_in"] == 60 and report.records_out == 58
@@ -130,6 +150,7 @@ def test_workbook_rows_show_each_record_fate_after_one_write(tmp_path: Path) -> 
     again = sheet_pipeline("rows", str(book)).run(store.engine, lease_grace_s=0.3)
     assert again.result()["records_in"] == 0
     assert flush(store, str(book))
+    store.dispose()
 
 
 def test_a_retry_cell_reprocesses_that_row_and_is_cleared(tmp_path: Path) -> None:
