@@ -40,7 +40,7 @@ from sheetops.errors import PermanentError
 from sheetops.pipelines import batch as batches
 from sheetops.pipelines.batch import Keyed
 from sheetops.pipelines.context import StageContext
-from sheetops.pipelines.model import Pipeline, Stage, StageSettings
+from sheetops.pipelines.model import Pipeline, PipelineError, Stage, StageSettings
 from sheetops.pipelines.throttle import Throttle
 from sheetops.retry import backoff_wait
 from sheetops.store import ledger
@@ -541,6 +541,9 @@ def outcome_hook(pipe: Pipeline, queues: Queues, job: str, params: Mapping[str, 
         raise
     if not hasattr(source, "for_run"):
         return source, None
+    if isinstance(pipe.key, str) and pipe.key != source.key:
+        raise PipelineError(f"pipeline {pipe.name!r} keys records by {pipe.key!r} but "
+                            f"its sheet tab by {source.key!r}; give both the same column")
     bound = source.for_run(None if dry_run else queues.engine, job, names)
     return bound, (None if dry_run else bound)
 

@@ -130,7 +130,7 @@ class SheetTabRun:
                                  f"{', '.join(h for h in header if h) or 'nothing'})")
         key_col = folded.index(self.source.key.casefold())
         columns: dict[str, int] = {}
-        width = len(header)
+        width = max(len(r) for r in values)  # past every cell in use, headed or not
         for name in OUTCOME_COLUMNS:
             if name in folded:
                 columns[name] = folded.index(name) + 1
