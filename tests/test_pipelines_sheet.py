@@ -353,3 +353,28 @@ def test_the_contacts_example_emails_rows_and_writes_their_fate_back(workbook, t
         assert row["sheetops_status"] == "done" and row["sheetops_retry"] in (None, "")
     finally:
         smtp.stop()
+
+
+def test_a_tab_of_another_sheet_gets_its_rows_in_its_own_single_write(workbook, tmp_path
+                                                                      ) -> None:
+    crm = tmp_path / "crm.xlsx"
+    # ops moved two outcome columns: status first, error after the value
+    header, *data = contacts(20, bad={5})
+    sheet = new_book(crm, [["sheetops_status", *header[:2], "sheetops_error", header[2]],
+                           *[["", ident, value, "", note] for ident, value, note in data]])
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    pipe = sheet_pipeline("crm", str(crm))
+    pipe.run(store.engine, lease_grace_s=0.3)
+
+    writer = StatusWriter(store, workbook.sheet, lambda: Snapshot())  # the config sheet
+    before = writes()
+    assert writer.flush()
+    assert writes() - before == 1  # crm.xlsx only: the config sheet had nothing to write
+    values = sheet.read_tabs(["Contacts"])["Contacts"]
+    assert values[0] == ["sheetops_status", "id", "value", "sheetops_error", "note",
+                         "sheetops_at", "sheetops_retry"]
+    by_key = {r[1]: r for r in values[1:]}
+    assert by_key["c4"][0] == "done" and by_key["c4"][2] == "4" and by_key["c4"][3] == ""
+    assert by_key["c5"][0] == "dead_letter" and "not a whole number" in by_key["c5"][3]
+    assert by_key["c1"][4] == '=HYPERLINK("x") 1'
+    assert "Contacts" not in workbook.sheet.read_tabs(["Contacts"])
