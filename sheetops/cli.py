@@ -66,7 +66,11 @@ def _open(sheet: str | None):
     from sheetops.connectors.sheets import open_sheet
 
     settings = get_settings()
-    return open_sheet(sheet or settings.sheet)
+    location = sheet or settings.sheet
+    if location and not settings.sheet:  # a pipeline's sheet_tab() reads this sheet
+        os.environ["SHEETOPS_SHEET"] = location
+        get_settings.cache_clear()
+    return open_sheet(location)
 
 
 def _store(settings: Settings, sheet_location: str):

@@ -2,7 +2,10 @@
 
 It makes a workspace (a workbook, a SQLite store), starts a loopback HTTP API and a
 loopback SMTP server for the automations to talk to, and fills the Jobs tab with jobs
-that succeed, fail and retry, time out, and render a template into real emails.
+that succeed, fail and retry, time out, and render a template into real emails — and
+two pipelines: ``welcome`` reads contacts as JSON pages from the local API, and
+``contacts`` reads the workbook's own ``Contacts`` tab and writes each row's outcome
+back to it (some rows of each deliberately invalid).
 """
 
 from __future__ import annotations
@@ -22,6 +25,24 @@ from sheetops.testing.smtp import SmtpServer
 
 CUSTOMERS = [{"id": i, "name": n} for i, n in enumerate(
     ["Acme", "Globex", "Initech", "Umbrella", "Hooli", "Stark", "Wayne"], start=1)]
+#: The welcome pipeline's contacts, two pages from the local API; 4 and 9 are invalid.
+API_CONTACTS = [{"id": i, "email": f"{n.split()[0].lower()}@example.com", "name": n}
+                for i, n in enumerate(["Ada Lovelace", "Grace Hopper", "Alan Turing",
+                                       "Edsger Dijkstra", "Barbara Liskov", "Ken Thompson",
+                                       "Margaret Hamilton", "Donald Knuth", "Frances Allen",
+                                       "John Backus"], start=1)]
+API_CONTACTS[3]["email"] = "edsger-at-example.com"
+API_CONTACTS[8]["name"] = ""
+#: The Contacts tab the contacts pipeline reads: an invalid address, an empty name, a
+#: contact who unsubscribed, a row without an email.
+CONTACTS_TAB = [["email", "name", "subscribed", "company"],
+                ["ada@example.com", "Ada Lovelace", "TRUE", "Analytical Engines"],
+                ["grace@example.com", "Grace Hopper", "TRUE", "Navy"],
+                ["not-an-address", "Alan Turing", "TRUE", "Bletchley"],
+                ["edsger@example.com", "", "TRUE", "Eindhoven"],
+                ["barbara@example.com", "Barbara Liskov", "FALSE", "MIT"],
+                ["", "Ken Thompson", "TRUE", "Bell Labs"],
+                ["margaret@example.com", "Margaret Hamilton", "TRUE", "NASA"]]
 
 
 def _sheetops_command() -> str:
@@ -50,6 +71,8 @@ class DemoWorkspace:
                 stale.unlink()
         self.http.start()
         self.http.json("/customers", {"data": CUSTOMERS})
+        self.http.json("/contacts", {"items": API_CONTACTS[:5], "next": "/contacts/2"})
+        self.http.json("/contacts/2", {"items": API_CONTACTS[5:], "next": None})
         self.smtp.start()
         sheet = WorkbookSheet(self.workbook)
         init_sheet(sheet, examples=False)
@@ -88,6 +111,10 @@ class DemoWorkspace:
                 max_attempts=2, backoff_initial_s=1, notes="runs past timeout_s on purpose"),
             row("broken-report", "always_fails", "manual", {"message": "no data source"},
                 notes="run it with run-job to see a permanent failure"),
+            row("welcome", "welcome_contacts", "every 30s", {"url": self.http.url("/contacts")},
+                notes="pipeline: API pages → validate → enrich → render → SMTP"),
+            row("contacts", "contacts_outreach", "every 30s", {"sheet": str(self.workbook)},
+                notes="pipeline: the Contacts tab's rows, each row's outcome written back"),
         ]
         return [
             TabWrite(tabs.JOBS, jobs),
@@ -98,6 +125,7 @@ class DemoWorkspace:
                 ["welcome", "Welcome to sheetops, {{ name }}!",
                  "Hello {{ name }},\n\nThe {{ team }} team scheduled this email from a "
                  "spreadsheet.\n", "text"]]),
+            TabWrite("Contacts", CONTACTS_TAB),
             TabWrite(tabs.SETTINGS, [["key", "value"], ["timezone", "UTC"],
                                      ["refresh_interval_s", "10"],
                                      ["status_flush_interval_s", "3"]]),
@@ -114,6 +142,7 @@ class DemoWorkspace:
             RunStatus.OK, RunStatus.FAILED, RunStatus.TIMEOUT))
         return (f"demo finished: {ok} ok, {failed} failed, {timeout} timed out; "
                 f"{len(self.smtp.messages)} email(s) delivered to the local SMTP server.\n"
-                f"See the Status, Runs and Errors tabs in {self.workbook}; for the dashboard "
+                f"See the Status, Runs and Errors tabs in {self.workbook}, and on its Contacts "
+                f"tab each row's outcome (sheetops_status); for the dashboard "
                 f"run: {_sheetops_command()} dashboard --sheet {self.workbook} "
                 f"(from a checkout: make dashboard)")

@@ -20,7 +20,7 @@ import importlib.util
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
-from sheetops.errors import SheetopsError
+from sheetops.errors import SheetError, SheetopsError
 
 EXECUTORS = "sheetops.executors"
 SHEETS = "sheetops.sheets"
@@ -129,3 +129,24 @@ def load_channel(scheme: str) -> Any:
     """The alert channel registered for ``scheme`` (the part of ``email:ops@x`` before
     the colon), case-insensitively."""
     return load(ALERT_CHANNELS, scheme.strip().lower())
+
+
+def open_sheet(location: str) -> Any:
+    """Open the sheet at ``location`` (an ``.xlsx`` path or a Google Sheet URL/key) with
+    the first registered sheet backend that claims it.
+
+    A backend whose import fails for want of an optional extra is never skipped in
+    silence: when no other backend claims the location, the error names each extra."""
+    if not location:
+        raise SheetError("No sheet given: pass --sheet PATH.xlsx or a Google Sheet URL, "
+                         "or set SHEETOPS_SHEET.")
+    backends, missing = load_all(SHEETS)
+    for backend in backends.values():
+        if backend.matches(location):
+            return backend.open(location)
+    if missing:
+        raise SheetError(
+            f"{location!r} is not an .xlsx workbook path, and these sheet backends are not "
+            f"installed: {'; '.join(str(exc) for exc in missing)}.")
+    raise SheetError(f"{location!r} is neither an .xlsx workbook path nor a Google Sheet "
+                     "URL or key.")

@@ -52,7 +52,8 @@ class TabSpec:
 
 @dataclass(frozen=True)
 class TabWrite:
-    """Cell values to put into a tab, starting at ``start_row`` (1-based), column A.
+    """Cell values to put into a tab, starting at ``start_row`` and ``start_col``
+    (1-based; column A unless told).
 
     Values are written RAW: a string starting with ``=`` stays text. Rows shorter than
     ``width`` are padded with blanks, so a write also clears what was there before.
@@ -62,6 +63,7 @@ class TabWrite:
     rows: list[list[CellValue]]
     start_row: int = 1
     width: int = 0
+    start_col: int = 1
 
     @property
     def padded(self) -> list[list[CellValue]]:

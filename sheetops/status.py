@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 from sheetops import tabs
 from sheetops.config.model import Problem, Snapshot
 from sheetops.sheets import CellValue, SheetBackend, TabWrite
+from sheetops.status_rows import OUTBOX_TAB, RowOutcomeWriter, writer_for
 from sheetops.store import RunStatus, Store
 
 log = logging.getLogger("sheetops.status")
@@ -62,8 +63,11 @@ class StatusWriter:
     def __init__(self, store: Store, sheet: SheetBackend,
                  snapshot: Callable[[], Snapshot],
                  next_runs: NextRuns | None = None,
-                 live_state: LiveState | None = None) -> None:
+                 live_state: LiveState | None = None,
+                 rows: RowOutcomeWriter | None = None) -> None:
         self.store = store
+        # pipeline records' outcomes at their rows (sheet-tab sources), same write
+        self.rows = rows or writer_for(store)
         self.sheet = sheet
         self._snapshot = snapshot
         self._next_runs = next_runs or (lambda spec: [])
@@ -91,8 +95,9 @@ class StatusWriter:
             snapshot = self._snapshot()
             writes = [self._render(tab, snapshot, extents.get(tab, 0)) for tab in
                       tabs.SYSTEM_TABS if tab in todo]
+            rows = self.rows.render(self.sheet.location) if OUTBOX_TAB in todo else None
             try:
-                self.sheet.write_batch(writes)
+                self.sheet.write_batch(writes + (rows.here if rows else []))
             except Exception as exc:
                 self.failures += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"
@@ -104,8 +109,11 @@ class StatusWriter:
                 real_rows = sum(1 for r in write.rows if any(v not in ("", None) for v in r))
                 if real_rows != extents.get(write.tab):
                     self.store.set_extent(write.tab, real_rows)
-            if pending:
-                self.store.mark_outbox_delivered(ids=[i for i, _tab in pending])
+            delivered = [i for i, tab in pending if tab != OUTBOX_TAB]
+            if rows is not None:
+                delivered += self.rows.delivered(rows)
+            if delivered:
+                self.store.mark_outbox_delivered(ids=delivered)
             self.flushes += 1
             self.last_error = ""
             self._prune()

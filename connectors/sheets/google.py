@@ -335,7 +335,8 @@ class GoogleSheet:
             width = max((len(r) for r in padded), default=0)
             folded = w.tab.casefold()
             title, rows, cols = need.get(folded, (w.tab, 0, 0))
-            need[folded] = (title, max(rows, w.start_row - 1 + len(padded)), max(cols, width))
+            need[folded] = (title, max(rows, w.start_row - 1 + len(padded)),
+                            max(cols, w.start_col - 1 + width))
         requests_: list[dict[str, Any]] = [request for request, _ in self._pending.values()]
         sent = dict(self._pending)
         created: list[_Tab] = []
@@ -376,8 +377,9 @@ class GoogleSheet:
             if width == 0:
                 continue
             end_row = w.start_row + len(padded) - 1
-            data.append({"range": f"{_quoted(tab.title)}!A{w.start_row}:"
-                                  f"{_col(width - 1)}{end_row}",
+            first = w.start_col - 1
+            data.append({"range": f"{_quoted(tab.title)}!{_col(first)}{w.start_row}:"
+                                  f"{_col(first + width - 1)}{end_row}",
                          "majorDimension": "ROWS", "values": padded})
         if data:
             self._call(self.http.values_batch_update, self.key,

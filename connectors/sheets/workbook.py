@@ -237,7 +237,7 @@ class WorkbookSheet:
         for write in writes:
             ws = wb[write.tab] if write.tab in wb.sheetnames else wb.create_sheet(write.tab)
             for r, row in enumerate(write.padded, start=write.start_row):
-                for c, value in enumerate(row, start=1):
+                for c, value in enumerate(row, start=write.start_col):
                     _set_raw(ws.cell(row=r, column=c), value)
         return self._save_if_unchanged(wb.save, stamp)
 

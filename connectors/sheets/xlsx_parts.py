@@ -253,7 +253,7 @@ def _edit_sheet(xml: str, writes: Sequence[TabWrite], bool_style: str | None = N
     for write in writes:
         for r, values in enumerate(write.padded, start=write.start_row):
             attrs, cells = rows.get(r, (f' r="{r}"', {}))
-            for c, value in enumerate(values, start=1):
+            for c, value in enumerate(values, start=write.start_col):
                 style = _ATTR_S.search(cells[c]) if c in cells else None
                 cells.pop(c, None)
                 if value != "" and value is not None:

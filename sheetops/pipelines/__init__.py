@@ -23,6 +23,7 @@ from sheetops.pipelines.model import (
     get_pipeline,
     pipeline,
 )
+from sheetops.pipelines.sheet_tab import SheetTab, sheet_tab
 from sheetops.pipelines.sources import (
     csv_file,
     from_params,
@@ -32,8 +33,23 @@ from sheetops.pipelines.sources import (
 )
 
 __all__ = [
-    "PIPELINES", "Keyed", "Pipeline", "PipelineError", "RecordError", "RunReport",
-    "StageRuntime", "StageSettings", "csv_file", "from_params", "get_pipeline", "iterable",
+    "PIPELINES",
+    "Keyed",
+    "Pipeline",
+    "PipelineError",
+    "RecordError",
+    "RunReport",
+    "SheetTab",
+    "StageRuntime",
+    "StageSettings",
+    "csv_file",
+    "from_params",
+    "get_pipeline",
+    "iterable",
     "json_pages",
-    "jsonl_file", "pipeline", "process_claim", "run",
+    "jsonl_file",
+    "pipeline",
+    "process_claim",
+    "run",
+    "sheet_tab",
 ]

@@ -36,10 +36,11 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from sheetops.errors import PermanentError
 from sheetops.pipelines import batch as batches
 from sheetops.pipelines.batch import Keyed
 from sheetops.pipelines.context import StageContext
-from sheetops.pipelines.model import Pipeline, Stage, StageSettings
+from sheetops.pipelines.model import Pipeline, PipelineError, Stage, StageSettings
 from sheetops.pipelines.throttle import Throttle
 from sheetops.retry import backoff_wait
 from sheetops.store import ledger
@@ -168,6 +169,9 @@ class StageRuntime:
     #: serialises this process's writers on SQLite (see :func:`writer_lock`)
     lock: Any = field(default_factory=contextlib.nullcontext)
     params: dict[str, Any] = field(default_factory=dict)
+    #: told each record's fate inside the transaction that decides it (a sheet-tab
+    #: source writing outcomes back to its rows; see :func:`outcome_hook`)
+    outcomes: Any = None
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Any]:
@@ -249,6 +253,8 @@ def _hand_off(rt: StageRuntime, claim: Claim, records_in: int,
                    keys=[batches.item_key([k for k, _ in c]) for c in chunks])
         if stage.sink and stage.idempotent and not rt.dry_run:
             ledger.mark_done(conn, rt.job, stage.name, [k for k, _ in outputs])
+        if rt.outcomes is not None:
+            rt.outcomes.handed_off(conn, stage.name, stage.sink, keys, [k for k, _ in outputs])
         tx.ack([claim])
         ledger.add_counts(conn, rt.job, rt.generation, stage.name, records_in=records_in,
                           records_out=len(outputs))
@@ -260,6 +266,9 @@ def _dead_letter(rt: StageRuntime, claim: Claim, error: BaseException, attempts:
                      f"attempt{'s' if attempts != 1 else ''})", info.traceback[-8000:])
     with rt.transaction() as tx:
         tx.dead_letter(claim, info)
+        if rt.outcomes is not None:
+            rt.outcomes.dead(tx.connection, rt.stage.name, batches.decode(claim.payload)[0][0],
+                             info)
         ledger.add_counts(tx.connection, rt.job, rt.generation, rt.stage.name,
                           records_in=1, records_failed=1, dead_letters=1)
 
@@ -278,6 +287,8 @@ def process_claim(rt: StageRuntime, claim: Claim) -> None:
         if rt.stage.sink and rt.stage.idempotent and not rt.dry_run:
             with rt.transaction() as tx:
                 done = ledger.done_keys(tx.connection, rt.job, rt.stage.name, keys)
+                if done and rt.outcomes is not None:
+                    rt.outcomes.already_done(tx.connection, sorted(done))
             if done:
                 kept = [(k, r) for k, r in zip(keys, records, strict=True) if k not in done]
                 keys, records = [k for k, _ in kept], [r for _, r in kept]
@@ -349,6 +360,8 @@ class PipelineRun:
                            else getattr(run_context, "params", None) or {})
         self._errors: list[BaseException] = []
         self._records = 0
+        self.source, self.outcomes = outcome_hook(pipe, queues, job, self.params, dry_run,
+                                                  self.names, drain_only)
 
     def _lease(self, settings: StageSettings) -> float:
         return (lease_for(settings.timeout_s) if self.grace is None
@@ -364,7 +377,7 @@ class PipelineRun:
             self.dry_run, self._lease(settings),
             Throttle(settings.rate_limit, f"{self.job}.{self.pipe.stages[index].name}")
             if settings.rate_limit else None, self.run_context, self.stop, self.lock,
-            self.params)
+            self.params, self.outcomes)
 
     def _room(self, index: int) -> bool:
         """Whether queue ``index`` is below its high-water mark (in batches)."""
@@ -399,10 +412,7 @@ class PipelineRun:
         records: list[Any] = []
         position, count = cp.position, cp.records
         key_of = self.pipe.key_of
-        source = self.pipe.source
-        if hasattr(source, "bind"):
-            source = source.bind(self.params)
-        for record, position in source.read(cp.position):
+        for record, position in self.source.read(cp.position):
             count += 1
             try:
                 keys.append(key_of(record))
@@ -492,6 +502,8 @@ class PipelineRun:
                 current = ledger.checkpoint(tx.connection, self.job)
                 if current is not None and current.state == ledger.READ:
                     ledger.finish_pass(tx.connection, self.job)
+        if finished and self.outcomes is not None:
+            self.outcomes.finish()
         return self._report(cp, started, finished)
 
     def _report(self, cp: ledger.Checkpoint, started: float, finished: bool) -> RunReport:
@@ -514,6 +526,27 @@ class PipelineRun:
                                      "message": letter.error.message})
         return RunReport(self.pipe.name, self.job, cp.generation, finished, self._records,
                          stages, dead, self.dry_run, time.time() - started)
+
+
+def outcome_hook(pipe: Pipeline, queues: Queues, job: str, params: Mapping[str, Any],
+                 dry_run: bool, names: Sequence[str], drain_only: bool = False
+                 ) -> tuple[Any, Any]:
+    """The run's source (a ``from_params`` one built from the job's params) and the
+    hook told each record's fate: a source with ``for_run`` (a sheet tab) gives one
+    bound to this run's store, so outcomes commit with the hand-offs; else ``None``."""
+    try:
+        source = pipe.source.bind(params) if hasattr(pipe.source, "bind") else pipe.source
+    except PermanentError:
+        if drain_only:  # a replay reads no source: its params may not be given
+            return pipe.source, None
+        raise
+    if not hasattr(source, "for_run"):
+        return source, None
+    if isinstance(pipe.key, str) and pipe.key != source.key:
+        raise PipelineError(f"pipeline {pipe.name!r} keys records by {pipe.key!r} but "
+                            f"its sheet tab by {source.key!r}; give both the same column")
+    bound = source.for_run(None if dry_run else queues.engine, job, names)
+    return bound, (None if dry_run else bound)
 
 
 _LOCKS: dict[int, threading.Lock] = {}

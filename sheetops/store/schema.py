@@ -393,4 +393,39 @@ pipeline_ledger = Table(
     Column("done_at", Float, nullable=False),
 )
 
+# A sheet tab as a pipeline's source and sink (sheetops/pipelines/sheet_tab.py).
+# sheet_row_sources: per pipeline job, the tab it reads and where its outcome columns
+# are; sheet_row_outcomes: each record's fate (done, skipped, failed, dead_letter, or
+# retrying after a retry asked for on its row), at the row it was last read from.
+# ``version`` grows with every change and ``written`` is the version the sheet holds,
+# so the status writer sends exactly the rows that changed since its last flush.
+#: ``sheet_row_outcomes.status`` values (also what the sheet's status cell shows).
+ROW_DONE, ROW_SKIPPED, ROW_FAILED, ROW_DEAD, ROW_RETRYING = (
+    "done", "skipped", "failed", "dead_letter", "retrying")
+
+sheet_row_sources = Table(
+    "sheet_row_sources", metadata,
+    Column("job", String(128), primary_key=True),
+    Column("location", Text, nullable=False),
+    Column("tab", String(128), nullable=False),
+    # JSON {outcome column name: 1-based column index}
+    Column("columns", Text, nullable=False),
+    # the outcome columns' header cells still have to be written
+    Column("header_pending", Boolean, nullable=False, default=False),
+    Column("read_at", Float, nullable=False),
+)
+
+sheet_row_outcomes = Table(
+    "sheet_row_outcomes", metadata,
+    Column("job", String(128), primary_key=True),
+    Column("key", String(256), primary_key=True),
+    Column("row", Integer, nullable=False),
+    Column("status", String(16), nullable=False, default=""),
+    Column("error", Text, nullable=False, default=""),
+    Column("at", Float, nullable=False),
+    Column("version", Integer, nullable=False, default=1),
+    Column("written", Integer, nullable=False, default=0),
+    Index("ix_sheet_row_outcomes_unwritten", "job", "written", "version"),
+)
+
 PIPELINE_TABLES = (pipeline_checkpoints, pipeline_counts, pipeline_ledger)
