@@ -56,10 +56,16 @@ class LeaseStore:
                 .values(holder=holder, expires_at=now + ttl_s)).rowcount
             if taken:
                 return True
-            stmt = self.db.insert(t.leases).values(name=name, holder=holder,
-                                                   expires_at=now + ttl_s)
-            return bool(conn.execute(stmt.on_conflict_do_nothing(
-                index_elements=["name"])).rowcount)
+            return self._insert_if_absent(conn, name=name, holder=holder,
+                                          expires_at=now + ttl_s)
+
+    def _insert_if_absent(self, conn: Connection, **values: object) -> bool:
+        """Insert the lease row unless one exists; True if this call inserted it. (Read
+        through ``RETURNING``: psycopg reports no rowcount for ``ON CONFLICT DO
+        NOTHING``, so a rowcount check would take a held lease on PostgreSQL.)"""
+        stmt = self.db.insert(t.leases).values(**values).on_conflict_do_nothing(
+            index_elements=["name"]).returning(t.leases.c.name)
+        return conn.execute(stmt).first() is not None
 
     def steal_lease(self, name: str, dead_holder: str, holder: str, ttl_s: float) -> bool:
         """Take the lease from ``dead_holder`` (known to be gone) before it expires."""
@@ -90,12 +96,9 @@ class LeaseStore:
                 (t.leases.c.expires_at < now) | (t.leases.c.holder == ""))
                 .values(holder=holder, expires_at=now + ttl_s,
                         epoch=t.leases.c.epoch + 1)).rowcount
-            if not taken:
-                stmt = self.db.insert(t.leases).values(name=name, holder=holder,
-                                                       expires_at=now + ttl_s, epoch=1)
-                if not conn.execute(stmt.on_conflict_do_nothing(
-                        index_elements=["name"])).rowcount:
-                    return None
+            if not taken and not self._insert_if_absent(
+                    conn, name=name, holder=holder, expires_at=now + ttl_s, epoch=1):
+                return None
             return self._fence_of(conn, name, holder)
 
     def steal_fenced(self, name: str, dead_holder: str, holder: str,
