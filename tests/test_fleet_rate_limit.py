@@ -1,17 +1,26 @@
-"""A RateLimits row shared by the whole fleet through Redis (SHEETOPS_RATE_LIMIT_STORAGE):
+"""Rate limits shared by the whole fleet through Redis (SHEETOPS_RATE_LIMIT_STORAGE):
 three real `sheetops run-job` processes, each with its own sheet and store, calling
-through one `20/5 seconds` limit together stay within it (5%) and wait rather than fail."""
+through one `20/5 seconds` RateLimits row together stay within it (5%) and wait rather
+than fail; two processes reading one Google sheet share its per-user quota."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 import uuid
 
 from automations_for_tests import read_attempts
-from test_cli import SHEETOPS, cli_env, probe
+from test_cli import SHEETOPS, cli_env, probe, wait_for
 
 from sheetops.store import Store
+from sheetops.testing import SheetsEmulator
+from sheetops.testing.fixtures import (  # noqa: F401
+    emulator,
+    emulator_env,
+    google_sheet_url,
+)
 
 #: A Redis database of this test file's own (other tests use other numbers).
 REDIS_URL = "redis://127.0.0.1:6379/13"
@@ -62,3 +71,45 @@ def test_three_processes_share_one_redis_rate_limit(workbook, tmp_path, services
         store = Store(f"sqlite:///{tmp_path / f'p{n}' / 's.db'}")
         assert [r["status"] for r in store.recent_runs(10)] == ["ok"]
         store.dispose()
+
+
+_READER = """
+import logging, sys, time
+from sheetops.connectors.sheets.google import GoogleSheet
+logging.basicConfig(level=logging.INFO)
+sheet = GoogleSheet.open(sys.argv[1])  # one read request (the metadata)
+for _ in range(2):
+    sheet.read_tabs(["Sheet1"])
+    print("read", flush=True)
+print("done", flush=True)
+time.sleep(600)
+"""
+
+
+def test_two_processes_share_the_sheets_quota_of_one_principal(request, services,
+                                                               tmp_path) -> None:
+    """4 reads a minute for the principal: two processes that each want 3 get 4 in all,
+    and the rest wait (logging it) instead of collecting 429s."""
+    services.redis()
+    sheets: SheetsEmulator = request.getfixturevalue("emulator_env")
+    url: str = request.getfixturevalue("google_sheet_url")
+    env = {**os.environ, "SHEETOPS_RATE_LIMIT_STORAGE": REDIS_URL,
+           "SHEETOPS_SHEETS_READS_PER_MINUTE": "4"}  # the emulator's URL names the principal
+    sheets.reset_counts()
+    logs = [tmp_path / f"reader{n}.log" for n in range(2)]
+    procs = []
+    for log in logs:
+        with log.open("w") as out:
+            procs.append(subprocess.Popen([sys.executable, "-c", _READER, url],
+                                          env=env, stdout=out, stderr=subprocess.STDOUT))
+    try:
+        # each process has either done its three reads or is waiting for the quota
+        wait_for(lambda: all("done" in f.read_text() or "quota: waiting" in f.read_text()
+                             for f in logs), timeout=60)
+        assert sheets.total_requests == 4  # not 6: the quota is the fleet's
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+    output = "".join(f.read_text() for f in logs)
+    assert "Sheets read quota: waiting" in output and "Traceback" not in output
