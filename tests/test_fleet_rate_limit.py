@@ -113,3 +113,23 @@ def test_two_processes_share_the_sheets_quota_of_one_principal(request, services
             proc.wait()
     output = "".join(f.read_text() for f in logs)
     assert "Sheets read quota: waiting" in output and "Traceback" not in output
+
+
+def test_an_unreachable_storage_waits_and_says_so_once(caplog) -> None:
+    from sheetops.ratelimit import STORAGE_RETRY_S, RateLimiter, RateLimitSpec
+
+    limiter = RateLimiter("redis://127.0.0.1:1/0")  # nothing listens on port 1
+    spec = RateLimitSpec("api", "10/second")
+    with caplog.at_level("WARNING", "sheetops.ratelimit"):
+        waits = [limiter.wait_time(spec, "job") for _ in range(3)]
+    assert waits == [STORAGE_RETRY_S] * 3  # wait and ask again, never fail the run
+    assert len([r for r in caplog.records if "unreachable" in r.message]) == 1
+
+
+def test_a_storage_url_limits_cannot_share_is_one_sentence(workbook, tmp_path) -> None:
+    from test_cli import cli
+
+    result = cli("validate", "--sheet", str(workbook.path), cwd=tmp_path,
+                 SHEETOPS_RATE_LIMIT_STORAGE="redis:/127.0.0.1")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "SHEETOPS_RATE_LIMIT_STORAGE='redis:/127.0.0.1' is not valid" in result.stderr
