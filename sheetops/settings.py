@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     executor: str = "local"
     workers: int = Field(default=0, description="worker processes; 0 = number of CPUs")
     broker_url: str = ""
-    lease_ttl_s: float = Field(default=15.0, gt=0, description="scheduler lease; a "
+    lease_ttl_s: float = Field(default=15.0, ge=2.0, description="scheduler lease; a "
                                "standby takes over within twice this")
     rate_limit_storage: str = Field(default="", description="limits storage URI shared "
                                     "by every process (redis://host:6379/0); "
