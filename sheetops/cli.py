@@ -187,7 +187,8 @@ def _engine(settings: Settings, backend, workers: int, progress: bool,
         hooks.append(_metrics_hook(settings, store))
     return Engine(backend, store,
                   EngineOptions(executor=settings.executor,
-                                workers=workers or settings.workers), hooks)
+                                workers=workers or settings.workers,
+                                lease_ttl_s=settings.lease_ttl_s), hooks)
 
 
 def _metrics_hook(settings: Settings, store):

@@ -31,6 +31,7 @@ from sheetops.scheduler import Scheduler
 from sheetops.sheets import InitReport, SheetBackend
 from sheetops.status import StatusWriter, validation_rows, with_clearing
 from sheetops.store import Batch, Store
+from sheetops.store.leases import Fenced
 from sheetops.store.queue import StaleClaim, lease_for
 from sheetops.store.requests import SUBMIT_TIMEOUT_S
 
@@ -94,12 +95,15 @@ class Engine:
         self.runner = Runner(store, factory, self.hooks, workers=self.options.workers)
         last_fire = {job: s["last_fire_time"] for job, s in store.job_states().items()
                      if s.get("last_fire_time") is not None}
-        self.scheduler = Scheduler(self.runner, last_fire)
+        self.lease = Lease(store, ttl_s=self.options.lease_ttl_s)
+        # the leader's fires and recorded batches are fenced by its lease's epoch
+        self.runner.recorder.fence = lambda: self.lease.fence
+        self._stepped_down_at_epoch = 0
+        self.scheduler = Scheduler(self.runner, last_fire, record_fire=self._record_fire)
         self.status = StatusWriter(store, sheet, lambda: self.scheduler.snapshot,
                                    self.scheduler.next_run_times, self.runner.live_state)
         # alerts: rules from the Alerts tab, evaluated every alert_interval_s (own thread)
         self.alerts = AlertEvaluator(store, lambda: self.scheduler.snapshot)
-        self.lease = Lease(store, ttl_s=self.options.lease_ttl_s)
         self._published_queues: set[str] = set()  # durable queues with a depth gauge > 0
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -220,8 +224,11 @@ class Engine:
         for thread in self._threads:
             thread.join()
         self.alerts.join(30)  # an evaluation under way finishes (its deliveries are bounded)
-        self.runner.stop(timeout)
-        self.runner.flush()
+        try:
+            self.runner.stop(timeout)
+            self.runner.flush()
+        except Fenced:  # replaced while paused: what it ran is not its to record
+            self._step_down("recording runs at stop")
         if self.lease.held:
             self.status.flush()  # one try (with the sheet's retries); the outbox keeps the rest
             self._publish_gauges()
@@ -255,14 +262,33 @@ class Engine:
         self._loop_failures.pop(part, None)
         return result
 
+    def _record_fire(self, times: dict[str, float]) -> bool:
+        """Note a fire in the store under the lease's epoch, before its runs start; a
+        replaced leader is refused here and fires nothing."""
+        try:
+            self.store.set_fire_times(times, self.lease.fence)
+        except Fenced:
+            self._step_down("a fire")
+            return False
+        return True
+
+    def _step_down(self, refused: str) -> None:
+        """Stop acting as the leader after losing the lease; one log line per loss."""
+        self.lease.step_down()
+        if self.scheduler.aps.running:
+            self.scheduler.aps.pause()
+        if self._stepped_down_at_epoch != self.lease.epoch:
+            self._stepped_down_at_epoch = self.lease.epoch
+            log.error("fenced: another scheduler took the lease while this one was paused "
+                      "(%s refused, epoch %d is stale); standing by", refused,
+                      self.lease.epoch)
+
     def _keep_leadership(self) -> bool:
         """Renew the lease, or take it over when the active scheduler is gone."""
         if self.lease.held:
             if self.lease.keep():
                 return True
-            log.error("lost the scheduler lease (this process was paused longer than "
-                      "%.0fs?); pausing until it can be taken again", self.lease.ttl_s)
-            self.scheduler.aps.pause()
+            self._step_down("renewing the lease")
             return False
         if not self.lease.acquire():
             return False
@@ -281,6 +307,9 @@ class Engine:
                 continue
             try:
                 self.runner.flush()
+                if not self.lease.still_ours():  # the sheet write cannot be fenced
+                    self._step_down("the status write")
+                    continue
                 self.status.flush()
                 if time.time() >= next_prune:  # Settings run_history_days, hourly
                     self.prune_history()
@@ -288,6 +317,8 @@ class Engine:
                     next_prune = time.time() + 3600
                 # the dashboard's hourly/daily run rollups: kept here, only read there
                 self.store.rollups.refresh()
+            except Fenced:
+                self._step_down("recording runs")
             except Exception:
                 log.exception("status loop error; continuing")
 

@@ -26,6 +26,7 @@ from sheetops.events import (
     RunStarted,
 )
 from sheetops.store import Batch, RunStatus, Store, result_summary
+from sheetops.store.leases import Fence, Fenced
 from sheetops.tabs import ERRORS, RUNS, STATUS
 
 log = logging.getLogger("sheetops.recorder")
@@ -51,6 +52,9 @@ class Recorder:
         self._job_states: dict[str, dict[str, Any]] = {}
         self._outbox: set[tuple[str, str]] = set()
         self._state: dict[str, dict[str, Any]] = {}  # job → kept across runs
+        #: the leader's lease each flush is written under (the engine sets it): a
+        #: replaced leader's batches are refused and kept until it leads again
+        self.fence: Callable[[], Fence | None] = lambda: None
         self._apply: dict[type[RunEvent], Callable[[Any], None]] = {
             RunQueued: self._queued, RunStarted: self._started,
             AttemptFinished: self._attempt_finished, RunFinished: self._finished,
@@ -176,8 +180,13 @@ class Recorder:
                 batch = self._take()
             if not batch:
                 return 0
+            batch.fence = self.fence()
             try:
                 self.store.record(batch)
+            except Fenced:  # the engine steps down and says so, once
+                with self._lock:
+                    self._put_back(batch)
+                raise
             except Exception:
                 log.exception("could not record %d runs in the store; will retry",
                               len(batch.new_runs) + len(batch.run_updates))

@@ -72,8 +72,12 @@ class Scheduler:
     """Keeps APScheduler's jobs in line with the latest snapshot and fires runs."""
 
     def __init__(self, runner: Runner, last_fire_times: dict[str, float] | None = None,
-                 scheduler: BackgroundScheduler | None = None) -> None:
+                 scheduler: BackgroundScheduler | None = None,
+                 record_fire: Callable[[dict[str, float]], bool] | None = None) -> None:
         self.runner = runner
+        # Notes a fire's time per job *before* its runs are handed over; False = refused
+        # (a leader that was replaced), and nothing fires. The engine's is fenced.
+        self._record_fire = record_fire or self._note_many
         self.snapshot = Snapshot()
         self._last_fire = dict(last_fire_times or {})
         self._groups: dict[str, dict[str, JobSpec]] = {}  # APScheduler job id → members
@@ -179,12 +183,12 @@ class Scheduler:
             return
         limit = 1 if spec.catch_up == "once" else self.snapshot.settings.catch_up_max_runs
         missed = fire_times_between(trigger, last, now, limit)
-        if not missed:
+        if not missed or not self._record_fire({spec.job: missed[-1].timestamp()}):
             return
         for fire in missed:
             self.runner.submit(spec, self.snapshot, "catch_up", fire.timestamp())
         report.caught_up[spec.job] = len(missed)
-        self._note(spec.job, missed[-1].timestamp())
+        self._last_fire[spec.job] = missed[-1].timestamp()
         log.info("job %s: %d run(s) missed while sheetops was down started (catch_up=%s)",
                  spec.job, len(missed), spec.catch_up)
 
@@ -193,17 +197,19 @@ class Scheduler:
         with self._lock:
             members = sorted(self._groups.get(group_id, {}).values(), key=lambda s: s.row)
             snapshot = self.snapshot
+        last = run_times[-1].timestamp()
+        if not members or not self._record_fire({spec.job: last for spec in members}):
+            return
         for fire in run_times:
             self.fired += self.runner.submit_many(members, snapshot, "schedule",
                                                   fire.timestamp())
-        last = run_times[-1].timestamp()
         for spec in members:
             self._last_fire[spec.job] = last
-        self.runner.note_fire_times({spec.job: last for spec in members})
 
-    def _note(self, job_id: str, fired: float) -> None:
-        self._last_fire[job_id] = fired
-        self.runner.note_fire_times({job_id: fired})
+    def _note_many(self, times: dict[str, float]) -> bool:
+        """Without a fenced store write: the fire times ride with the next recorded batch."""
+        self.runner.note_fire_times(times)
+        return True
 
     def run_now(self, job_id: str, trigger: str = "manual", dry_run: bool = False,
                 requested_by: str = "") -> str | None:

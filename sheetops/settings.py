@@ -18,6 +18,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sheetops.errors import SheetopsError
 
+#: ``limits`` storages shared between processes (``memory://`` is the in-process default).
+_SHARED_STORAGES = frozenset({"redis", "rediss", "redis+unix", "redis+cluster",
+                              "redis+sentinel", "valkey", "valkeys", "memcached", "mongodb",
+                              "mongodb+srv", "memory"})
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SHEETOPS_", env_file=".env",
@@ -28,6 +33,11 @@ class Settings(BaseSettings):
     executor: str = "local"
     workers: int = Field(default=0, description="worker processes; 0 = number of CPUs")
     broker_url: str = ""
+    lease_ttl_s: float = Field(default=15.0, ge=2.0, description="scheduler lease; a "
+                               "standby takes over within twice this")
+    rate_limit_storage: str = Field(default="", description="limits storage URI shared "
+                                    "by every process (redis://host:6379/0); "
+                                    "empty = in this process only")
     automations: str = ""
     google_credentials: str = ""
     sheets_emulator: str = ""
@@ -60,6 +70,16 @@ class Settings(BaseSettings):
         if not isinstance(logging.getLevelName(value.upper()), int):
             raise ValueError("use one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         return value.upper()
+
+    @field_validator("rate_limit_storage")
+    @classmethod
+    def _known_storage(cls, value: str) -> str:
+        """A storage ``limits`` can use across processes, so a typo fails at start."""
+        scheme = value.strip().partition("://")[0].lower()
+        if value.strip() and ("://" not in value or scheme not in _SHARED_STORAGES):
+            raise ValueError("use redis://host:6379/0 (or rediss://, redis+sentinel://, "
+                             "memcached://, mongodb://); empty keeps limits in-process")
+        return value.strip()
 
     @field_validator("log_format")
     @classmethod

@@ -37,7 +37,8 @@ def probe(ctx: Any) -> dict[str, Any]:
     p = ctx.params
     folder = Path(p["dir"]) if p.get("dir") else None
     record: dict[str, Any] = {"job": ctx.job, "run_id": ctx.run_id, "attempt": ctx.attempt,
-                              "pid": os.getpid(), "start": time.time(), "dry_run": ctx.dry_run,
+                              "pid": os.getpid(), "ppid": os.getppid(), "start": time.time(),
+                              "dry_run": ctx.dry_run,
                               "trigger": ctx.trigger, "permits": []}
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)

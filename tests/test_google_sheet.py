@@ -13,6 +13,7 @@ from sheetops.connectors.sheets.factory import open_sheet
 from sheetops.connectors.sheets.google import GoogleSheet
 
 from sheetops.errors import SheetError, SheetUnavailable
+from sheetops.ratelimit import shared_limiter
 from sheetops.settings import get_settings
 from sheetops.sheets import ColumnSpec, SheetBackend, TabSpec, TabWrite
 from sheetops.testing import SheetsEmulator
@@ -245,7 +246,7 @@ def test_client_side_rate_limit_waits(emulator_env: SheetsEmulator,
     sheet.read_tabs(["Sheet1"])  # read 2 of 2
     waits: list[float] = []
     monkeypatch.setattr("sheetops.connectors.sheets.google_http.time.sleep", waits.append)
-    monkeypatch.setattr("sheetops.connectors.sheets.google_http._LIMITER.hit",
+    monkeypatch.setattr(shared_limiter(), "hit",
                         lambda *a, **k: bool(waits))
     sheet.read_tabs(["Sheet1"])
     assert len(waits) == 1 and 0 < waits[0] <= 60

@@ -6,7 +6,9 @@ gspread's own ``BackOffHTTPClient`` retries forever; :class:`SheetsHTTPClient` i
   emulator base URL when one is configured (no gspread internals are patched: gspread
   lets callers pass the ``http_client`` class it should build),
 * waits on a client-side moving-window rate limit per principal (reads and writes per
-  minute, kept below Google's per-user quota of 60/min each) instead of collecting 429s,
+  minute, kept below Google's per-user quota of 60/min each) instead of collecting 429s;
+  with ``SHEETOPS_RATE_LIMIT_STORAGE`` set the window is shared by every process of the
+  fleet using the same principal, as Google counts it,
 * sets a timeout on every request, and
 * retries 429, 408, 5xx and connection errors with exponential backoff and jitter
   (:func:`sheetops.retry.call_policy`), sleeping at least as long as ``Retry-After``
@@ -31,19 +33,17 @@ import requests
 from gspread.exceptions import APIError
 from gspread.http_client import HTTPClient
 from limits import RateLimitItemPerMinute
-from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter
 from tenacity import RetryCallState
 
 from sheetops.errors import SheetError
 from sheetops.metrics import SHEET_REQUESTS
+from sheetops.ratelimit import shared_limiter, wait_for_permit
 from sheetops.retry import call_policy
 
 log = logging.getLogger("sheetops.sheets")
 
 GOOGLE_HOSTS = ("https://sheets.googleapis.com", "https://www.googleapis.com")
 TRANSIENT_CODES = frozenset({408, 429, 500, 502, 503, 504})
-_LIMITER = MovingWindowRateLimiter(MemoryStorage())
 _MAX_RETRY_AFTER_S = 300.0
 
 
@@ -97,9 +97,9 @@ def _wait_for_quota(kind: str, per_minute: int, principal: str) -> None:
     if per_minute <= 0:
         return
     item = RateLimitItemPerMinute(per_minute)
-    while not _LIMITER.hit(item, "sheets", kind, principal):
-        reset = _LIMITER.get_window_stats(item, "sheets", kind, principal).reset_time
-        delay = max(0.05, reset - time.time())
+    limiter = shared_limiter()
+    while (delay := wait_for_permit(limiter, item, "sheets", kind, principal)) > 0:
+        delay = max(0.05, delay)
         log.info("Sheets %s quota: waiting %.1fs (limit %d/min)", kind, delay, per_minute)
         time.sleep(delay)
 

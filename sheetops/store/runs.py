@@ -15,6 +15,7 @@ from sqlalchemy import Connection, Table, delete, func, insert, select, update
 
 from sheetops.store import schema as t
 from sheetops.store.db import Database
+from sheetops.store.leases import Fence, check_fence
 from sheetops.store.schema import UNFINISHED, RunStatus
 
 #: The tabs an interrupted run touches (their outbox entries).
@@ -31,6 +32,8 @@ class Batch:
     errors: list[dict[str, Any]] = field(default_factory=list)
     job_states: dict[str, dict[str, Any]] = field(default_factory=dict)
     outbox: list[tuple[str, str]] = field(default_factory=list)
+    #: the lease this batch is written under (a leader's): refused once it is stale
+    fence: Fence | None = None
 
     def __bool__(self) -> bool:
         return bool(self.new_runs or self.run_updates or self.attempts or self.errors
@@ -57,11 +60,13 @@ class RunStore:
     # -- writes ----------------------------------------------------------------------
     def record(self, batch: Batch) -> None:
         """Write one batch (runs, updates, attempts, errors, job states, outbox
-        entries) in one transaction."""
+        entries) in one transaction; raises :class:`~sheetops.store.leases.Fenced`,
+        writing nothing, when the batch's fence is stale."""
         if not batch:
             return
         now = time.time()
         with self.db.engine.begin() as conn:
+            check_fence(conn, batch.fence)
             self._insert_many(conn, t.runs, batch.new_runs)
             self._update_runs(conn, batch.run_updates)
             self._insert_many(conn, t.attempts, batch.attempts)
@@ -148,14 +153,17 @@ class RunStore:
                 {"tab": tab, "key": "", "created_at": now} for tab in _INTERRUPT_TABS])
         return [r.id for r in rows]
 
-    def set_fire_times(self, times: dict[str, float]) -> None:
-        """Note each job's last scheduled fire time (catch-up after downtime reads it)."""
+    def set_fire_times(self, times: dict[str, float], fence: Fence | None = None) -> None:
+        """Note each job's last scheduled fire time (catch-up after downtime reads it);
+        under ``fence``, in the transaction that checks it (a leader's fire), raising
+        :class:`~sheetops.store.leases.Fenced` and writing nothing when it is stale."""
         if not times:
             return
         stmt = self.db.insert(t.job_state)
         stmt = stmt.on_conflict_do_update(index_elements=["job"], set_={
             "last_fire_time": stmt.excluded.last_fire_time})
         with self.db.engine.begin() as conn:
+            check_fence(conn, fence)
             conn.execute(stmt, [{"job": j, "last_fire_time": v} for j, v in times.items()])
 
     def prune(self, older_than: float) -> int:

@@ -178,6 +178,8 @@ leases = Table(
     Column("name", String(64), primary_key=True),
     Column("holder", String(200), nullable=False),
     Column("expires_at", Float, nullable=False),
+    # the fencing token: raised by each new holder, checked by the holder's writes
+    Column("epoch", BigInteger, nullable=False, server_default="0"),
 )
 
 

@@ -26,7 +26,7 @@ from sheetops.store import migrate as migrations
 from sheetops.store.alerts import AlertStore
 from sheetops.store.config import ConfigStore
 from sheetops.store.db import Database, safe_url
-from sheetops.store.leases import LeaseStore
+from sheetops.store.leases import Fence, LeaseStore
 from sheetops.store.outbox import OutboxStore
 from sheetops.store.queue_sql import Queues
 from sheetops.store.requests import RunRequestStore
@@ -94,8 +94,8 @@ class Store:
     def interrupt_unfinished(self, keep: Iterable[str] = ()) -> list[str]:
         return self.runs.interrupt_unfinished(keep)
 
-    def set_fire_times(self, times: dict[str, float]) -> None:
-        self.runs.set_fire_times(times)
+    def set_fire_times(self, times: dict[str, float], fence: Fence | None = None) -> None:
+        self.runs.set_fire_times(times, fence)
 
     def prune(self, older_than: float) -> int:
         return self.runs.prune(older_than)
