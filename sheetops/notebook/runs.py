@@ -1,7 +1,7 @@
 """Dry runs and real runs from a notebook cell.
 
 ``dry_run(target, params=…)`` runs the real code in this process, with every outgoing
-effect captured (:mod:`sheetops.notebook.capture`) and returned as a DataFrame, plus the
+effect captured (:mod:`sheetops.dryrun`) and returned as a DataFrame, plus the
 sheet cells the run would change. ``run(target, params=…)`` runs for real through the
 engine's runner (worker processes, the job's timeout and retries, rows in the store and
 on the Runs tab), and returns the attempts and errors as DataFrames.
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import time
-import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -23,14 +22,14 @@ from typing import Any
 import pandas as pd
 
 from sheetops.config.model import JobSpec
+from sheetops.dryrun import CHANGE_COLUMNS, dry_run_job
 from sheetops.errors import SheetopsError
 from sheetops.notebook import history
-from sheetops.notebook.capture import capture_effects, cell_diff
+from sheetops.notebook.capture import effects_frame
 from sheetops.notebook.config import Config
 from sheetops.notebook.display import section
 from sheetops.registry import registry
 from sheetops.templates import TemplateSpec
-from sheetops.testing.automation import call_automation
 
 Target = str | Callable[..., Any]
 
@@ -92,31 +91,26 @@ class DryRun:
                        note=note, ok=self.ok)
 
 
-def _failures_frame(failures: list[Any]) -> pd.DataFrame:
-    return pd.DataFrame([vars(f) for f in failures],
+def _failures_frame(failures: list[dict[str, Any]]) -> pd.DataFrame:
+    return pd.DataFrame(failures,
                         columns=["record_key", "error_type", "message", "stage"])
 
 
 def dry_run(target: Target, params: Mapping[str, Any] | None = None, *,
             config: Config | None = None, template: TemplateSpec | None = None) -> DryRun:
-    """Run ``target`` here with its effects captured; nothing is sent or written."""
+    """Run ``target`` here with its effects captured; nothing is sent or written (the
+    same mechanism as ``sheetops run-job --dry-run``: :func:`sheetops.dryrun.dry_run_job`)."""
     spec, row_template = _job_for(target, params, config)
-    rate = config.snapshot.rate_limits.get(spec.rate_limit) if config and spec.rate_limit \
+    snapshot = config.snapshot if config is not None else None
+    rate = snapshot.rate_limits.get(spec.rate_limit) if snapshot and spec.rate_limit \
         else None
-    result: dict[str, Any] = {}
-    error = tb = ""
-    failures: list[Any] = []
-    with capture_effects() as captured:
-        try:
-            call = call_automation(spec.automation, spec.params, job=spec.job,
-                                   template=template or row_template, rate_limit=rate,
-                                   timeout_s=spec.timeout_s, trigger="notebook")
-            result, failures = call.result, call.record_failures
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            tb = traceback.format_exc()
-    return DryRun(spec.job, spec.automation, result, captured.frame(),
-                  cell_diff(captured.sheet_writes), _failures_frame(failures), error, tb)
+    outcome = dry_run_job(spec, template=template or row_template, rate_limit=rate,
+                          stages=snapshot.stages.get(spec.job, {}) if snapshot else None,
+                          trigger="notebook")
+    return DryRun(outcome.job, outcome.automation, outcome.result,
+                  effects_frame(outcome.effects),
+                  pd.DataFrame(outcome.changes, columns=list(CHANGE_COLUMNS)),
+                  _failures_frame(outcome.record_failures), outcome.error, outcome.traceback)
 
 
 @dataclass
