@@ -461,25 +461,14 @@ def _pipeline_store(sheet: str | None):
 def _pipeline_of(job: str, sheet: str | None, store_url: str):
     """The pipeline the job runs (Jobs tab) and a run context with the job's params,
     template and Stages settings; a job named like a pipeline works without a sheet."""
-    from sheetops.context import AttemptRequest, RunContext
-    from sheetops.pipelines.model import PIPELINES, get_pipeline
-    from sheetops.runner import new_run_id
+    from sheetops.pipelines.job import job_context
+    from sheetops.pipelines.model import PIPELINES
 
     if job in PIPELINES and not (sheet or get_settings().sheet):
         return PIPELINES[job], None
     from sheetops.engine import read_config
 
-    snapshot = read_config(_open(sheet))
-    spec = snapshot.jobs.get(job)
-    if spec is None:
-        if job in PIPELINES:
-            return PIPELINES[job], None
-        raise _fail(f"unknown job {job!r}; use a job id from the Jobs tab")
-    request = AttemptRequest(
-        new_run_id(), job, spec.automation, 1, spec.params, spec.timeout_s,
-        template=snapshot.templates.get(spec.template) if spec.template else None,
-        trigger="cli", store_url=store_url, stages=snapshot.stages.get(job, {}))
-    return get_pipeline(spec.automation), RunContext(request)
+    return job_context(read_config(_open(sheet)), job, store_url)
 
 
 @app.command("dead-letters")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -28,14 +28,18 @@ from sheetops.notebook import history
 from sheetops.notebook.capture import effects_frame
 from sheetops.notebook.config import Config
 from sheetops.notebook.display import section
+from sheetops.notebook.pipelines import StageDryRun, dry_run_stage
+from sheetops.pipelines import PIPELINES, Pipeline
 from sheetops.registry import registry
 from sheetops.templates import TemplateSpec
 
-Target = str | Callable[..., Any]
+Target = str | Callable[..., Any] | Pipeline
 
 
 def automation_name(target: Target) -> str:
-    """The registered name of ``target`` (a name, or a decorated function)."""
+    """The registered name of ``target`` (a name, a decorated function, a pipeline)."""
+    if isinstance(target, Pipeline):
+        return target.name
     if isinstance(target, str):
         registry.get(target)
         return target
@@ -56,7 +60,8 @@ def _job_for(target: Target, params: Mapping[str, Any] | None,
         template = config.snapshot.templates.get(spec.template) if spec.template else None
         return spec, template
     name = automation_name(target)
-    spec = JobSpec(job=f"notebook-{name}", automation=name, schedule="manual",
+    job = name if name in PIPELINES else f"notebook-{name}"  # a pipeline's queues: its name
+    spec = JobSpec(job=job, automation=name, schedule="manual",
                    timezone="UTC", params_json=json.dumps(dict(params or {})))
     return spec, None
 
@@ -97,9 +102,23 @@ def _failures_frame(failures: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def dry_run(target: Target, params: Mapping[str, Any] | None = None, *,
-            config: Config | None = None, template: TemplateSpec | None = None) -> DryRun:
+            config: Config | None = None, template: TemplateSpec | None = None,
+            stage: str | None = None, records: Sequence[Any] | pd.DataFrame | None = None
+            ) -> DryRun | StageDryRun:
     """Run ``target`` here with its effects captured; nothing is sent or written (the
-    same mechanism as ``sheetops run-job --dry-run``: :func:`sheetops.dryrun.dry_run_job`)."""
+    same mechanism as ``sheetops run-job --dry-run``: :func:`sheetops.dryrun.dry_run_job`).
+
+    With ``stage`` and ``records``, ``target`` is a pipeline (or its name, or a job of
+    ``config`` that runs one) and only that stage runs, on those records
+    (:func:`sheetops.notebook.pipelines.dry_run_stage`)."""
+    if stage is not None or records is not None:
+        if stage is None or records is None:
+            raise SheetopsError("a stage's dry run needs both stage= and records=")
+        job = target if isinstance(target, str) else None
+        pipe = target
+        if isinstance(target, str) and config is not None and target in config.snapshot.jobs:
+            pipe = config.snapshot.jobs[target].automation
+        return dry_run_stage(pipe, stage, records, params=params, config=config, job=job)
     spec, row_template = _job_for(target, params, config)
     snapshot = config.snapshot if config is not None else None
     rate = snapshot.rate_limits.get(spec.rate_limit) if snapshot and spec.rate_limit \
@@ -122,6 +141,7 @@ class RunResult:
     attempts: pd.DataFrame
     errors: pd.DataFrame
     result: dict[str, Any] = field(default_factory=dict)
+    automation: str = ""
 
     @property
     def status(self) -> str:
@@ -131,6 +151,18 @@ class RunResult:
     def ok(self) -> bool:
         return self.status == "ok"
 
+    @property
+    def stages(self) -> pd.DataFrame:
+        """A pipeline's run: records in/out/failed and dead letters per stage (index:
+        stage, in pipeline order); empty for other automations."""
+        stages = self.result.get("stages") or {}
+        pipe = PIPELINES.get(self.automation)
+        order = pipe.stage_names() if pipe else []
+        names = sorted(stages, key=lambda n: order.index(n) if n in order else len(order))
+        return pd.DataFrame.from_dict({n: stages[n] for n in names}, orient="index", columns=[
+            "records_in", "records_out", "records_failed", "dead_letters"]).rename_axis(
+            "stage")
+
     def __repr__(self) -> str:
         return (f"RunResult({self.record.get('job')} run {self.run_id}: {self.status} after "
                 f"{self.record.get('attempts')} attempt(s))")
@@ -139,7 +171,8 @@ class RunResult:
         note = (f"{self.record.get('attempts')} attempt(s) in "
                 f"{self.record.get('duration_s') or 0:.2f}s; result {self.result}")
         return section(f"Run {self.run_id} of {self.record.get('job')}: {self.status}",
-                       {"Attempts": self.attempts.drop(columns=["traceback"],
+                       {"Stages": self.stages.reset_index(),
+                        "Attempts": self.attempts.drop(columns=["traceback"],
                                                        errors="ignore"),
                         "Errors": self.errors.drop(columns=["traceback"], errors="ignore")},
                        note=note, ok=self.ok)
@@ -174,7 +207,7 @@ def run(target: Target, params: Mapping[str, Any] | None = None, *,
     raw = record.get("result") or "{}"
     return RunResult(run_id, record, history.attempts(store, [run_id]),
                      history.errors(store, run_ids=[run_id]),
-                     json.loads(raw) if isinstance(raw, str) else dict(raw))
+                     json.loads(raw) if isinstance(raw, str) else dict(raw), spec.automation)
 
 
 def store_of(config: Config) -> Any:

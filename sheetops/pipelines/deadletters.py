@@ -154,14 +154,19 @@ class Replayed:
 def replay(store: Any, pipe: Pipeline, job: str, *, stage: str | None = None,
            keys: Sequence[str] | None = None, edited: Sequence[Any] | None = None,
            run_context: Any = None, overrides: Any = None) -> Replayed:
-    """Requeue dead letters of ``job`` in ``store`` (a Store or an engine; see
-    :func:`requeue`) and run them through the rest of the pipeline now.
+    """Requeue dead letters of ``job`` in ``store`` (a Store or an engine): all of them
+    (of ``stage``), or those with ``keys`` and those an ``edited`` record replaces (see
+    :func:`requeue`); then run them through the rest of the pipeline now.
     ``sheetops replay`` and the notebook's ``replay`` are this."""
     import time
 
     queues = Queues(store)
     try:
-        count = requeue(queues, pipe, job, stage=stage, keys=keys, edited=edited)
+        if keys is None and edited is None:
+            count = requeue(queues, pipe, job, stage=stage)
+        else:
+            count = ((requeue(queues, pipe, job, stage=stage, edited=edited) if edited else 0)
+                     + (requeue(queues, pipe, job, stage=stage, keys=keys) if keys else 0))
         if not count:
             return Replayed(0, 0)
         started = time.time()
