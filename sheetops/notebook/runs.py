@@ -193,7 +193,7 @@ def run(target: Target, params: Mapping[str, Any] | None = None, *,
     engine = Engine(config.sheet, store, EngineOptions(executor=settings.executor, workers=1))
     engine.runner.start()
     try:
-        snapshot = engine.refresh_without_scheduling()
+        snapshot = _with_kernel_headroom(engine.refresh_without_scheduling())
         run_id = engine.runner.submit(spec, snapshot, "notebook", time.time(), False)
         if run_id is None:
             raise SheetopsError(f"{spec.job} is already running (concurrency "
@@ -208,6 +208,30 @@ def run(target: Target, params: Mapping[str, Any] | None = None, *,
     return RunResult(run_id, record, history.attempts(store, [run_id]),
                      history.errors(store, run_ids=[run_id]),
                      json.loads(raw) if isinstance(raw, str) else dict(raw), spec.automation)
+
+
+def _address_space_mb() -> int:
+    """This process's address space (VmSize) in MB; 0 where /proc does not tell."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1]) // 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _with_kernel_headroom(snapshot: Any) -> Any:
+    """The snapshot with ``worker_memory_mb`` counted on top of this process's address
+    space: a worker forked from a Jupyter kernel starts with the kernel's mappings
+    (libraries, thread stacks, malloc arenas), which would otherwise eat the job's
+    limit before it allocates anything (SQLite then cannot even map its WAL index)."""
+    limit = snapshot.settings.worker_memory_mb
+    if limit <= 0:
+        return snapshot
+    settings = replace(snapshot.settings, worker_memory_mb=limit + _address_space_mb())
+    return replace(snapshot, settings=settings)
 
 
 def store_of(config: Config) -> Any:
