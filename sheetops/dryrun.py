@@ -16,11 +16,13 @@ Inside :func:`capture_effects` the connectors' way out is switched to a recorder
   and :func:`cell_changes` turns them into the cells they would change.
 
 What goes out another way (a file written, ``smtplib`` or a database used directly) is
-not captured. The switch is process-wide while the block runs (one dry run at a time).
-The automation sees ``ctx.dry_run`` false, so it does everything it would do for real
-(the built-in ``send_email`` renders and sends each message into the capture); a
-pipeline runs on a scratch store (a SQLite file deleted afterwards), every stage and
-its sink included, so its queues, checkpoint and ledger are left alone.
+not captured, so the automation also sees ``ctx.dry_run`` true, as on the dashboard's
+Dry run: keep such effects behind ``if not ctx.dry_run``. The capture is the net under
+that: what the code sends through sheetops' connectors anyway is recorded, not sent;
+code that wants to show what it would send sends it while :func:`capturing` is true
+(the built-in ``send_email`` does). A pipeline job runs on a scratch store, its sink
+skipped (the engine's dry-run rule); the notebook's stage dry run runs a sink too. The
+switch is process-wide while the block runs (one dry run at a time).
 """
 
 from __future__ import annotations
@@ -116,9 +118,18 @@ def _sheet_backends() -> list[type]:
     return backends
 
 
+_active = 0
+
+
+def capturing() -> bool:
+    """Whether a :func:`capture_effects` block is running (what is sent is recorded)."""
+    return _active > 0
+
+
 @contextlib.contextmanager
 def capture_effects() -> Iterator[Captured]:
     """Record email, HTTP writes and sheet writes made inside the block; send none."""
+    global _active
     import requests
 
     from sheetops.connectors.email import EmailSender
@@ -148,8 +159,10 @@ def capture_effects() -> Iterator[Captured]:
     try:
         for owner, name, replacement in patches:
             setattr(owner, name, replacement)
+        _active += 1
         yield captured
     finally:
+        _active -= 1
         for owner, name, original in saved:
             setattr(owner, name, original)
 
@@ -239,7 +252,7 @@ def dry_run_job(spec: JobSpec, *, template: TemplateSpec | None = None,
     with capture_effects() as captured, _scratch_store(spec.automation) as store_url:
         try:
             call = call_automation(spec.automation, spec.params, job=spec.job,
-                                   template=template, rate_limit=rate_limit,
+                                   template=template, rate_limit=rate_limit, dry_run=True,
                                    timeout_s=spec.timeout_s, trigger=trigger,
                                    store_url=store_url, stages=dict(stages or {}))
             result, failures = call.result, call.record_failures

@@ -202,7 +202,7 @@ def test_run_job_exit_codes_dry_run_and_status_tabs(workbook, tmp_path, store):
 
     dry = cli("run-job", "works", "--dry-run", "--sheet", str(workbook.path), cwd=tmp_path)
     assert dry.returncode == 0 and "dry run of works: ok" in dry.stdout
-    assert len(read_attempts(folder)) == 2  # the code ran (tests/test_notebook_dry_run_cli.py)
+    assert [a["dry_run"] for a in read_attempts(folder)] == [False, True]  # ran, told so
 
     invalid = cli("run-job", "invalid", "--sheet", str(workbook.path), cwd=tmp_path)
     assert invalid.returncode == 1

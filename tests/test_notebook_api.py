@@ -51,7 +51,7 @@ def test_dry_run_of_a_job_captures_emails_and_sends_none(workbook, smtp):
                                {"recipients": [{"email": "a@example.com", "name": "Ann"},
                                                "b@example.com"], "vars": {"name": "you"}})})
     result = dry_run("mail", config=cfg)
-    assert result.ok and result.result["sent"] == 2
+    assert result.ok and result.result["records_out"] == 2 and result.result["dry_run"]
     assert list(result.effects["target"]) == ["a@example.com", "b@example.com"]
     assert list(result.effects["summary"]) == ["Hello Ann", "Hello you"]
     assert smtp.messages == []

@@ -49,9 +49,7 @@ def test_run_job_of_a_pipeline_delivers_and_lists_dead_letters(workbook, tmp_pat
 
     dry = cli("run-job", "welcome", "--dry-run", *sheet, cwd=tmp_path)
     assert dry.returncode == 0, dry.stdout + dry.stderr
-    assert dry.stdout.count("would send email to ") == 23  # every stage ran, the sink too
-    assert "would send email to user1@example.com: Hi User" in dry.stdout
-    assert "record 7 would fail: ValueError" in dry.stdout
+    assert "record 7 would fail: ValueError" in dry.stdout  # on a scratch store, no sink
     assert '"records_failed": 2, "records_in": 25, "records_out": 23' in dry.stdout
     assert smtp.messages == []
 
