@@ -34,6 +34,7 @@ from jinja2 import TemplateError, UndefinedError
 from jinja2.exceptions import SecurityError
 from sheetops.connectors.email import EmailSender, SmtpConfig, build_message
 
+from sheetops.dryrun import capturing
 from sheetops.errors import PermanentError, RetryableError
 from sheetops.registry import automation
 
@@ -97,6 +98,8 @@ def send_email(ctx: Any) -> dict[str, Any]:
             ready += 1
             if ctx.dry_run:
                 ctx.log.info("dry run: would send %r to %s", rendered.subject, address)
+                if capturing():  # run-job --dry-run / a notebook's dry_run: show it
+                    sender.send(message)
                 continue
             ctx.throttle()
             try:

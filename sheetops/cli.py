@@ -247,18 +247,22 @@ def _stop_summary(engine) -> str:
 @app.command("run-job")
 def run_job(job: str = typer.Argument(..., help="The job id from the Jobs tab."),
             sheet: str = SheetOption,
-            dry_run: bool = typer.Option(False, "--dry-run", help="Tell the automation not "
-                                         "to change anything outside (ctx.dry_run)."),
+            dry_run: bool = typer.Option(False, "--dry-run", help="Run the job's code here "
+                                         "with every email, HTTP write and sheet write "
+                                         "captured and printed instead of sent; nothing "
+                                         "is recorded."),
             progress: bool = typer.Option(True, help="While a pipeline runs, print its "
                                           "stages' progress every second.")) -> None:
     """Run one job now and print its result (exit 0 on success, 1 on failure)."""
     from sheetops.store import RunStatus
 
     settings = _prepare()
+    if dry_run:
+        _dry_run_job(job, sheet)
     try:
         backend = _open(sheet)
         engine = _engine(settings, backend, 1, False, stages=progress)
-        run_id, problems = engine.run_job(job, dry_run=dry_run)
+        run_id, problems = engine.run_job(job)
     except SheetopsError as exc:
         raise _fail(str(exc)) from None
     if problems:
@@ -273,8 +277,7 @@ def run_job(job: str = typer.Argument(..., help="The job id from the Jobs tab.")
         typer.echo(line)
     typer.echo(f"run {run_id} of {job}: {record['status']} after {record['attempts']} "
                f"attempt(s) in {record['duration_s'] or 0:.2f}s; records in/out/failed "
-               f"{record['records_in']}/{record['records_out']}/{record['records_failed']}"
-               + (" (dry run)" if dry_run else ""))
+               f"{record['records_in']}/{record['records_out']}/{record['records_failed']}")
     if record["result"] not in ("{}", ""):
         typer.echo(f"result: {record['result']}")
     pending = engine.store.pending_outbox()[2]
@@ -283,6 +286,39 @@ def run_job(job: str = typer.Argument(..., help="The job id from the Jobs tab.")
                     f"{pending} change(s) are kept in the outbox and written by the next "
                     "'sheetops run' or 'run-job'", fg=typer.colors.YELLOW, err=True)
     raise typer.Exit(0 if record["status"] == RunStatus.OK else 1)
+
+
+def _dry_run_job(job: str, sheet: str | None) -> None:
+    """``run-job --dry-run``: the job's row, run here through :mod:`sheetops.dryrun` (the
+    notebook's ``dry_run`` too); prints each effect it would have had, then exits."""
+    from sheetops.dryrun import dry_run_job
+    from sheetops.engine import read_config
+
+    try:
+        snapshot = read_config(_open(sheet))
+    except SheetopsError as exc:
+        raise _fail(str(exc)) from None
+    spec = snapshot.jobs.get(job)
+    if spec is None:
+        problems = snapshot.invalid.get(job) or (f"Jobs!A1: no job {job!r} on the Jobs tab",)
+        raise _fail("\n".join(str(p) for p in problems), 1)
+    outcome = dry_run_job(
+        spec, template=snapshot.templates.get(spec.template) if spec.template else None,
+        rate_limit=snapshot.rate_limits.get(spec.rate_limit) if spec.rate_limit else None,
+        stages=snapshot.stages.get(job, {}), trigger="cli (dry run)")
+    for line in outcome.lines():
+        typer.echo(line)
+    for failure in outcome.record_failures:
+        typer.echo(f"record {failure['record_key']} would fail: {failure['error_type']}: "
+                   f"{failure['message']}")
+    state = "ok" if outcome.ok else f"failed — {outcome.error}"
+    typer.echo(f"dry run of {job}: {state}; {len(outcome.effects)} effect(s) captured, "
+               "nothing sent or recorded")
+    if outcome.result:
+        import json
+
+        typer.echo(f"result: {json.dumps(outcome.result, default=str, sort_keys=True)}")
+    raise typer.Exit(0 if outcome.ok else 1)
 
 
 @app.command()
@@ -439,25 +475,14 @@ def _pipeline_store(sheet: str | None):
 def _pipeline_of(job: str, sheet: str | None, store_url: str):
     """The pipeline the job runs (Jobs tab) and a run context with the job's params,
     template and Stages settings; a job named like a pipeline works without a sheet."""
-    from sheetops.context import AttemptRequest, RunContext
-    from sheetops.pipelines.model import PIPELINES, get_pipeline
-    from sheetops.runner import new_run_id
+    from sheetops.pipelines.job import job_context
+    from sheetops.pipelines.model import PIPELINES
 
     if job in PIPELINES and not (sheet or get_settings().sheet):
         return PIPELINES[job], None
     from sheetops.engine import read_config
 
-    snapshot = read_config(_open(sheet))
-    spec = snapshot.jobs.get(job)
-    if spec is None:
-        if job in PIPELINES:
-            return PIPELINES[job], None
-        raise _fail(f"unknown job {job!r}; use a job id from the Jobs tab")
-    request = AttemptRequest(
-        new_run_id(), job, spec.automation, 1, spec.params, spec.timeout_s,
-        template=snapshot.templates.get(spec.template) if spec.template else None,
-        trigger="cli", store_url=store_url, stages=snapshot.stages.get(job, {}))
-    return get_pipeline(spec.automation), RunContext(request)
+    return job_context(read_config(_open(sheet)), job, store_url)
 
 
 @app.command("dead-letters")
@@ -515,35 +540,29 @@ def replay(job: str = typer.Argument(..., help="The pipeline job id."),
            sheet: str = SheetOption) -> None:
     """Replay a pipeline job's dead letters (as they were, or edited) and run them
     through the rest of the pipeline now (exit 1 if any fail again)."""
-    import time
-
     from sheetops.pipelines import deadletters
 
     _prepare()
     try:
-        from sheetops.store.queue_sql import Queues
-
         url = _pipeline_store(sheet)
         pipe, ctx = _pipeline_of(job, sheet, url)
         records = deadletters.read_edited(edited) if edited else None
-        queues = Queues(_open_store(url))
-        count = deadletters.requeue(queues, pipe, job, stage=stage, keys=key or None,
-                                    edited=records)
-        queues.dispose()
-        if not count:
-            typer.echo(f"no dead letters of {job} to replay")
-            raise typer.Exit(0)
-        started = time.time()
-        pipe.run(url, job=job, drain_only=True, run_context=ctx,
-                 overrides=ctx.request.stages if ctx is not None else None)
-        queues = Queues(_open_store(url))
-        dead = len(deadletters.letters(queues, job, since=started))
-        queues.dispose()
+        store = _open_store(url)
+        try:
+            done = deadletters.replay(store, pipe, job, stage=stage, keys=key or None,
+                                      edited=records, run_context=ctx,
+                                      overrides=ctx.request.stages if ctx is not None
+                                      else None)
+        finally:
+            store.dispose()
     except (SheetopsError, OSError, ValueError) as exc:
         raise _fail(str(exc)) from None
-    typer.echo(f"replayed {count} record(s) of {job}: {count - dead} went through, "
-               f"{dead} dead again")
-    raise typer.Exit(1 if dead else 0)
+    if not done.requeued:
+        typer.echo(f"no dead letters of {job} to replay")
+        raise typer.Exit(0)
+    typer.echo(f"replayed {done.requeued} record(s) of {job}: {done.through} went through, "
+               f"{done.dead_again} dead again")
+    raise typer.Exit(1 if done.dead_again else 0)
 
 
 @app.command("automations")

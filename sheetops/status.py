@@ -21,7 +21,7 @@ from sheetops import tabs
 from sheetops.config.model import Problem, Snapshot
 from sheetops.sheets import CellValue, SheetBackend, TabWrite
 from sheetops.status_rows import OUTBOX_TAB, RowOutcomeWriter, writer_for
-from sheetops.store import RunStatus, Store
+from sheetops.store import RunStatus, Store, run_output
 
 log = logging.getLogger("sheetops.status")
 
@@ -187,7 +187,8 @@ class StatusWriter:
                 r["records_in"], r["records_out"], r["records_failed"],
                 round(r["duration_s"], 3) if r["duration_s"] is not None else "",
                 (f"{r['error_type']}: {r['error_message']}"[:300]
-                 if status != RunStatus.OK and r["error_type"] else "")])
+                 if status != RunStatus.OK and r["error_type"] else ""),
+                run_output(r["result"])])
         return rows
 
     def errors_rows(self, limit: int) -> list[list[CellValue]]:

@@ -157,6 +157,9 @@ RUN_COLUMNS = (
     C("records_failed", "Records the run could not process."),
     C("duration_s", "Total duration in seconds."),
     C("error", "Short error summary when it failed.", width=60),
+    C("output", "What the run kept for people to open, e.g. a report notebook's executed "
+      "HTML (a path on the machine that ran it; the dashboard's Job detail shows it).",
+      width=60),
 )
 
 ERROR_COLUMNS = (

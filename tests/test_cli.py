@@ -201,8 +201,8 @@ def test_run_job_exit_codes_dry_run_and_status_tabs(workbook, tmp_path, store):
     assert "of breaks: failed after 2 attempt(s)" in bad.stdout
 
     dry = cli("run-job", "works", "--dry-run", "--sheet", str(workbook.path), cwd=tmp_path)
-    assert dry.returncode == 0 and "(dry run)" in dry.stdout
-    assert [a["dry_run"] for a in read_attempts(folder)] == [False, True]
+    assert dry.returncode == 0 and "dry run of works: ok" in dry.stdout
+    assert [a["dry_run"] for a in read_attempts(folder)] == [False, True]  # ran, told so
 
     invalid = cli("run-job", "invalid", "--sheet", str(workbook.path), cwd=tmp_path)
     assert invalid.returncode == 1
@@ -212,7 +212,7 @@ def test_run_job_exit_codes_dry_run_and_status_tabs(workbook, tmp_path, store):
 
     runs = workbook.records("Runs")
     assert [(r["job"], r["trigger"], r["status"]) for r in runs] == [
-        ("works", "cli (dry run)", "ok"), ("breaks", "cli", "failed"), ("works", "cli", "ok")]
+        ("breaks", "cli", "failed"), ("works", "cli", "ok")]  # a dry run records nothing
     assert [r["run_id"] for r in runs] == [r["id"] for r in store.recent_runs(10)]
     status = {r["job"]: r for r in workbook.records("Status")}
     assert status["breaks"]["state"] == "failed"

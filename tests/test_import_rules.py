@@ -20,8 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 #: Modules of sheetops outside the engine: implementations, the UI, test helpers, and
 #: the entry points that wire concrete choices together.
-NOT_ENGINE = {"__init__", "automations", "cli", "connectors", "dashboard", "demo", "notebook",
-              "pipelines", "testing"}
+NOT_ENGINE = {"__init__", "automations", "cli", "connectors", "dashboard", "demo", "dryrun",
+              "notebook", "pipelines", "testing"}
 
 
 def _config() -> dict:

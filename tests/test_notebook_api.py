@@ -51,7 +51,7 @@ def test_dry_run_of_a_job_captures_emails_and_sends_none(workbook, smtp):
                                {"recipients": [{"email": "a@example.com", "name": "Ann"},
                                                "b@example.com"], "vars": {"name": "you"}})})
     result = dry_run("mail", config=cfg)
-    assert result.ok and result.result["sent"] == 2
+    assert result.ok and result.result["records_out"] == 2 and result.result["dry_run"]
     assert list(result.effects["target"]) == ["a@example.com", "b@example.com"]
     assert list(result.effects["summary"]) == ["Hello Ann", "Hello you"]
     assert smtp.messages == []
@@ -143,6 +143,5 @@ def test_capture_lets_reads_and_token_requests_out_and_keeps_writes(sheetops_htt
                              timeout=5).json() == {"access_token": "t"}
         assert requests.put(sheetops_http.url("/data"), json=[2], timeout=5).status_code == 202
     assert [r.method for r in sheetops_http.requests] == ["GET", "POST"]
-    assert captured.frame()[["kind", "detail"]].to_dict("records") == [
-        {"kind": "http", "detail": [2]}]
+    assert [(e["kind"], e["detail"]) for e in captured.rows()] == [("http", [2])]
     assert requests.put(sheetops_http.url("/data"), timeout=5).status_code == 404  # restored

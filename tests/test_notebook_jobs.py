@@ -62,19 +62,51 @@ def test_scheduled_report_notebook_runs_is_kept_and_a_failing_cell_fails(
         ok = [r for r in runs if r["job"] == "report" and r["status"] == "ok"]
         failed = [r for r in runs if r["job"] == "broken"]
         assert ok and failed and {r["status"] for r in failed} == {"failed"}
+        failed = [r for r in failed if store.attempts_of(r["id"])]  # not one cut by the stop
         result = json.loads(ok[0]["result"])
-        kept = nbformat.read(result["notebook_ipynb"], as_version=4)
+        kept = nbformat.read(result["notebook"], as_version=4)
         assert "total is 42" in json.dumps(kept.cells[-1].outputs)
-        page = Path(result["notebook"])
+        page = Path(result["output"])
         assert page.name == f"{ok[0]['id']}.html" and "total is 42" in page.read_text()
         assert page.parent == Path(isolated_env.removeprefix("sqlite:///")).parent / "notebooks"
         attempt = store.attempts_of(failed[0]["id"])[0]
         assert attempt["error_type"] == "NotebookCellFailed"
-        assert "no data for this week" in attempt["error_message"]
-        assert "ValueError" in attempt["traceback"]
+        assert "report.ipynb: cell In [3] failed: ValueError: no data for this week" in \
+            attempt["error_message"]
+        assert "ValueError" in attempt["traceback"] and "raise ValueError(fail)" in \
+            attempt["traceback"]
     finally:
         store.dispose()
-    status = {r["job"]: r for r in workbook.records("Status")}
-    assert f"notebook={page}" in status["report"]["result"]
-    runs_tab = {r["job"]: r for r in workbook.records("Runs")}
-    assert ".html" in runs_tab["broken"]["error"]
+    # the Runs tab links the kept HTML; the failed run says which cell, and where its
+    # executed copy is; the Errors tab has the failure
+    runs_tab = {r["run_id"]: r for r in workbook.records("Runs")}
+    assert runs_tab[ok[0]["id"]]["output"] == str(page)
+    broken = runs_tab[failed[0]["id"]]
+    assert broken["status"] == "failed" and not broken["output"]
+    assert "cell In [3] failed: ValueError: no data for this week" in broken["error"]
+    assert f"{failed[0]['id']}.html" in broken["error"]
+    errors = [e for e in workbook.records("Errors") if e["job"] == "broken"]
+    assert errors and errors[0]["error_type"] == "NotebookCellFailed"
+    assert "no data for this week" in errors[0]["message"]
+    _dashboard_shows_the_output(page, ok[0]["id"])
+
+
+def _dashboard_shows_the_output(page: Path, run_id: str) -> None:
+    """Job detail (and the Runs page's output column) of the dashboard, through AppTest."""
+    from streamlit.testing.v1 import AppTest
+
+    from sheetops.dashboard.ui import md_text
+
+    app = str(Path(__file__).resolve().parents[1] / "app.py")
+    at = AppTest.from_file(app, default_timeout=30)
+    at.run()
+    at.switch_page("sheetops/dashboard/pages/runs.py").run()
+    runs = next(d.value for d in at.dataframe if "output" in d.value.columns)
+    assert str(page) in set(runs["output"])
+    at.switch_page("sheetops/dashboard/pages/job_detail.py").run()
+    at.selectbox(key="detail_job").set_value("report").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(f"Output of run {run_id}" in e.label for e in at.expander)
+    downloads = {b.key: b for b in at.get("download_button")}
+    assert downloads[f"output_{run_id}"].label == "Download the executed notebook (HTML)"
+    assert any(md_text(str(page)) in c.value for c in at.caption)

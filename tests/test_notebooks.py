@@ -54,6 +54,45 @@ def test_01_prototype_against_the_emulated_google_sheet(tmp_path, sheetops_googl
     assert [r.method for r in sheetops_http.requests].count("POST") == 1  # the real run's
 
 
+def _02_expectations(summary):
+    assert summary["dry_run_out"] == ["1", "4", "5"] and summary["dry_run_dead"] == ["2", "3"]
+    assert summary["would_send"] == ["ann@example.com", "dan@example.com", "eve@example.com"]
+    assert summary["stages"]["validate"] == {"records_in": 5, "records_out": 3,
+                                             "records_failed": 2, "dead_letters": 2}
+    assert summary["stages"]["deliver"]["records_out"] == 3
+    assert summary["dead_before"] == ["2", "3"]
+    assert summary["replayed"] == [2, 2, 0] and summary["dead_after"] == 0
+
+
+def test_02_pipeline_debugging_on_the_embedded_default(tmp_path):
+    book = execute_notebook(NOTEBOOKS / "02_pipeline_debugging.ipynb",
+                            {"workdir": str(tmp_path)}, timeout_s=120, cwd=tmp_path)
+    summary = cell_value(book, "summary")
+    _02_expectations(summary)
+    # the fixed record (edited) and the one the fixed code lets through are delivered
+    assert summary["delivered"] == ["ann@example.com", "bob@example.com", "cat@example.com",
+                                    "dan@example.com", "eve@example.com"]
+
+
+def test_02_pipeline_debugging_against_the_emulated_google_sheet(
+        tmp_path, sheetops_google_sheet, sheetops_http, sheetops_smtp, sheetops_store):
+    contacts = [{"id": 1, "email": "ann@example.com", "name": "Ann"},
+                {"id": 2, "email": "bob(at)example.com", "name": "Bob"},
+                {"id": 3, "email": "cat@example.com", "name": "Cat O'Neil"},
+                {"id": 4, "email": "dan@example.com", "name": "Dan"},
+                {"id": 5, "email": "eve@example.com", "name": "Eve"}]
+    sheetops_http.json("/contacts", {"items": contacts[:3], "next": "/contacts/2"})
+    sheetops_http.json("/contacts/2", {"items": contacts[3:], "next": None})
+    book = execute_notebook(NOTEBOOKS / "02_pipeline_debugging.ipynb",
+                            {"sheet": sheetops_google_sheet,
+                             "api_url": sheetops_http.url("/contacts")},
+                            timeout_s=120, cwd=tmp_path)
+    _02_expectations(cell_value(book, "summary"))
+    assert sorted(m["To"] for m in sheetops_smtp.messages) == [
+        "ann@example.com", "bob@example.com", "cat@example.com", "dan@example.com",
+        "eve@example.com"]
+
+
 def test_03_run_history_on_the_embedded_default(tmp_path):
     book = execute_notebook(NOTEBOOKS / "03_run_history.ipynb", {"workdir": str(tmp_path)},
                             timeout_s=180, cwd=tmp_path)

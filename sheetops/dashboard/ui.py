@@ -191,6 +191,29 @@ def invalid_jobs_table(store: Store) -> None:
 _MARKDOWN_SPECIAL = frozenset("\\`*_{}[]()<>#+-.!|~:$=\"'&^%/@")
 
 
+def run_outputs(runs: pd.DataFrame, store_url: str, limit: int = 5) -> None:
+    """The kept output (a report notebook's executed HTML) of the newest ``limit`` runs
+    that have one, offered as a download. Only files in this store's notebook output
+    folder are read (an ``output`` elsewhere is named, not opened); the HTML is not
+    embedded in the page, so what a notebook printed never runs in the dashboard."""
+    from sheetops.notebook.jobs import output_dir
+
+    folder = output_dir(store_url).resolve()
+    kept = runs[runs["output"].astype(bool)].head(limit) if "output" in runs else runs[:0]
+    for _, run in kept.iterrows():
+        page = Path(run["output"]).resolve()
+        with st.expander(md_text(f"Output of run {run['id']} ({run['status']}): "
+                                 f"{page.name}")):
+            if page.parent != folder or page.suffix != ".html" or not page.is_file():
+                st.caption(md_text(f"{run['output']} is not in {folder} on this machine "
+                                   "(outputs are kept where the run ran)."))
+                continue
+            st.caption(md_text(f"{page} · {page.stat().st_size / 1024:,.0f} KB"))
+            st.download_button("Download the executed notebook (HTML)", page.read_bytes(),
+                               file_name=page.name, mime="text/html",
+                               key=f"output_{run['id']}")
+
+
 def md_text(text: object) -> str:
     """Text from the sheet or the store (owner, job names, error messages, user names),
     escaped for a Markdown-rendering element so it shows as typed: no images loaded, no

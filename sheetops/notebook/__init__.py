@@ -15,13 +15,22 @@
     dry_run("count_items", params={...})   # effects captured, nothing sent
     run("my-job", config=cfg)              # for real: attempts and errors as DataFrames
 
-Store reads (run history, errors) are in :mod:`sheetops.notebook.history`.
+    dry_run(pipe, stage="validate", records=[...])   # one pipeline stage, sample records
+    run(pipe, config=cfg).stages           # records per stage
+    letters = dead_letters(pipe.name, config=cfg)    # edit letters.record, then
+    replay(letters, config=cfg)
+
+Store reads (run history, errors) are in :mod:`sheetops.notebook.history`; pipelines
+(stage dry runs, queue figures, dead letters, replay) in
+:mod:`sheetops.notebook.pipelines`.
 """
 
 from sheetops.notebook.capture import capture_effects, cell_diff
 from sheetops.notebook.config import Config, open_config
+from sheetops.notebook.pipelines import StageDryRun, dead_letters, replay, stage_figures
 from sheetops.notebook.runs import DryRun, RunResult, dry_run, run, store_of
 from sheetops.registry import automation
 
-__all__ = ["Config", "DryRun", "RunResult", "automation", "capture_effects", "cell_diff",
-           "dry_run", "open_config", "run", "store_of"]
+__all__ = ["Config", "DryRun", "RunResult", "StageDryRun", "automation", "capture_effects",
+           "cell_diff", "dead_letters", "dry_run", "open_config", "replay", "run",
+           "stage_figures", "store_of"]

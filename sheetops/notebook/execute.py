@@ -47,14 +47,23 @@ def execute_notebook(path: str | Path, parameters: Mapping[str, Any] | None = No
     try:
         client.execute()
     except CellExecutionError as exc:
-        raise NotebookFailed(f"{source.name}: a cell failed: {exc.ename}: {exc.evalue}",
-                             book, str(exc)) from None
+        raise NotebookFailed(f"{source.name}: {_failed_cell(book)} failed: {exc.ename}: "
+                             f"{exc.evalue}", book, str(exc)) from None
     except CellTimeoutError as exc:
         raise NotebookFailed(f"{source.name}: a cell ran past {timeout_s:g}s", book,
                              str(exc)) from None
     except DeadKernelError as exc:
         raise NotebookFailed(f"{source.name}: the kernel died ({exc})", book) from None
     return book
+
+
+def _failed_cell(book: Any) -> str:
+    """``cell In [n]`` (as Jupyter labels it) of the cell whose output is an error."""
+    for cell in book.cells:
+        if cell.cell_type == "code" and any(o.get("output_type") == "error"
+                                            for o in cell.get("outputs", [])):
+            return f"cell In [{cell.get('execution_count')}]"
+    return "a cell"
 
 
 def cell_value(book: Any, name: str) -> Any:

@@ -1,7 +1,8 @@
 """Run history and errors from the store, as DataFrames.
 
-The one place the notebook API reads the store: the dashboard's read functions (to move
-into the store package; when they do, only the import below changes).
+Runs, attempts and errors come from the dashboard's read functions (to move into the
+store package; when they do, only the import below changes); a pipeline's queues and
+dead letters are read in :mod:`sheetops.notebook.pipelines`.
 """
 
 from __future__ import annotations

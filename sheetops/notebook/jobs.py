@@ -12,8 +12,10 @@ are injected after the notebook's ``parameters`` cell (plus ``run_id`` and ``job
 cell may take the job's ``timeout_s`` (and the worker is stopped at the same deadline),
 and a failing cell is a failed attempt, retried per ``max_attempts``, with the cell's
 traceback. The executed notebook and its HTML rendering are kept beside the store as
-``notebooks/<run id>.ipynb`` / ``.html``; the result names them (the Status tab's result
-column and the dashboard's run page show it; a failed run's error names the file).
+``notebooks/<run id>.ipynb`` / ``.html``; the result names them (``output``: the HTML,
+on the Runs tab's output column and the dashboard's Runs and Job detail pages, where it
+can be read and downloaded; ``notebook``: the executed ``.ipynb``). A failed run's error
+names the failing cell and the kept HTML; its attempt keeps the cell's traceback.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 
 from sheetops.errors import RetryableError
 from sheetops.registry import registry
+from sheetops.store import OUTPUT_KEY
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -74,7 +77,7 @@ def register_notebook(name: str, path: str | Path, description: str = "") -> Non
             raise NotebookCellFailed(f"{exc} (executed notebook: {page})") from cause
         notebook, page = _keep(book, folder, ctx.run_id, ctx.attempt)
         ctx.log.info("notebook %s ran; output %s", source.name, page)
-        return {"records_out": 1, "notebook": str(page), "notebook_ipynb": str(notebook)}
+        return {"records_out": 1, OUTPUT_KEY: str(page), "notebook": str(notebook)}
 
     run_notebook.__name__ = run_notebook.__qualname__ = f"notebook_{name}"
     run_notebook.__module__ = f"sheetops.notebook.jobs:{source}"

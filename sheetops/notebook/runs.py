@@ -1,7 +1,7 @@
 """Dry runs and real runs from a notebook cell.
 
 ``dry_run(target, params=…)`` runs the real code in this process, with every outgoing
-effect captured (:mod:`sheetops.notebook.capture`) and returned as a DataFrame, plus the
+effect captured (:mod:`sheetops.dryrun`) and returned as a DataFrame, plus the
 sheet cells the run would change. ``run(target, params=…)`` runs for real through the
 engine's runner (worker processes, the job's timeout and retries, rows in the store and
 on the Runs tab), and returns the attempts and errors as DataFrames.
@@ -15,28 +15,31 @@ from __future__ import annotations
 
 import json
 import time
-import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pandas as pd
 
 from sheetops.config.model import JobSpec
+from sheetops.dryrun import CHANGE_COLUMNS, dry_run_job
 from sheetops.errors import SheetopsError
 from sheetops.notebook import history
-from sheetops.notebook.capture import capture_effects, cell_diff
+from sheetops.notebook.capture import effects_frame
 from sheetops.notebook.config import Config
 from sheetops.notebook.display import section
+from sheetops.notebook.pipelines import StageDryRun, dry_run_stage
+from sheetops.pipelines import PIPELINES, Pipeline
 from sheetops.registry import registry
 from sheetops.templates import TemplateSpec
-from sheetops.testing.automation import call_automation
 
-Target = str | Callable[..., Any]
+Target = str | Callable[..., Any] | Pipeline
 
 
 def automation_name(target: Target) -> str:
-    """The registered name of ``target`` (a name, or a decorated function)."""
+    """The registered name of ``target`` (a name, a decorated function, a pipeline)."""
+    if isinstance(target, Pipeline):
+        return target.name
     if isinstance(target, str):
         registry.get(target)
         return target
@@ -57,7 +60,8 @@ def _job_for(target: Target, params: Mapping[str, Any] | None,
         template = config.snapshot.templates.get(spec.template) if spec.template else None
         return spec, template
     name = automation_name(target)
-    spec = JobSpec(job=f"notebook-{name}", automation=name, schedule="manual",
+    job = name if name in PIPELINES else f"notebook-{name}"  # a pipeline's queues: its name
+    spec = JobSpec(job=job, automation=name, schedule="manual",
                    timezone="UTC", params_json=json.dumps(dict(params or {})))
     return spec, None
 
@@ -92,31 +96,40 @@ class DryRun:
                        note=note, ok=self.ok)
 
 
-def _failures_frame(failures: list[Any]) -> pd.DataFrame:
-    return pd.DataFrame([vars(f) for f in failures],
+def _failures_frame(failures: list[dict[str, Any]]) -> pd.DataFrame:
+    return pd.DataFrame(failures,
                         columns=["record_key", "error_type", "message", "stage"])
 
 
 def dry_run(target: Target, params: Mapping[str, Any] | None = None, *,
-            config: Config | None = None, template: TemplateSpec | None = None) -> DryRun:
-    """Run ``target`` here with its effects captured; nothing is sent or written."""
+            config: Config | None = None, template: TemplateSpec | None = None,
+            stage: str | None = None, records: Sequence[Any] | pd.DataFrame | None = None
+            ) -> DryRun | StageDryRun:
+    """Run ``target`` here with its effects captured; nothing is sent or written (the
+    same mechanism as ``sheetops run-job --dry-run``: :func:`sheetops.dryrun.dry_run_job`).
+
+    With ``stage`` and ``records``, ``target`` is a pipeline (or its name, or a job of
+    ``config`` that runs one) and only that stage runs, on those records
+    (:func:`sheetops.notebook.pipelines.dry_run_stage`)."""
+    if stage is not None or records is not None:
+        if stage is None or records is None:
+            raise SheetopsError("a stage's dry run needs both stage= and records=")
+        job = target if isinstance(target, str) else None
+        pipe = target
+        if isinstance(target, str) and config is not None and target in config.snapshot.jobs:
+            pipe = config.snapshot.jobs[target].automation
+        return dry_run_stage(pipe, stage, records, params=params, config=config, job=job)
     spec, row_template = _job_for(target, params, config)
-    rate = config.snapshot.rate_limits.get(spec.rate_limit) if config and spec.rate_limit \
+    snapshot = config.snapshot if config is not None else None
+    rate = snapshot.rate_limits.get(spec.rate_limit) if snapshot and spec.rate_limit \
         else None
-    result: dict[str, Any] = {}
-    error = tb = ""
-    failures: list[Any] = []
-    with capture_effects() as captured:
-        try:
-            call = call_automation(spec.automation, spec.params, job=spec.job,
-                                   template=template or row_template, rate_limit=rate,
-                                   timeout_s=spec.timeout_s, trigger="notebook")
-            result, failures = call.result, call.record_failures
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            tb = traceback.format_exc()
-    return DryRun(spec.job, spec.automation, result, captured.frame(),
-                  cell_diff(captured.sheet_writes), _failures_frame(failures), error, tb)
+    outcome = dry_run_job(spec, template=template or row_template, rate_limit=rate,
+                          stages=snapshot.stages.get(spec.job, {}) if snapshot else None,
+                          trigger="notebook")
+    return DryRun(outcome.job, outcome.automation, outcome.result,
+                  effects_frame(outcome.effects),
+                  pd.DataFrame(outcome.changes, columns=list(CHANGE_COLUMNS)),
+                  _failures_frame(outcome.record_failures), outcome.error, outcome.traceback)
 
 
 @dataclass
@@ -128,6 +141,7 @@ class RunResult:
     attempts: pd.DataFrame
     errors: pd.DataFrame
     result: dict[str, Any] = field(default_factory=dict)
+    automation: str = ""
 
     @property
     def status(self) -> str:
@@ -137,6 +151,18 @@ class RunResult:
     def ok(self) -> bool:
         return self.status == "ok"
 
+    @property
+    def stages(self) -> pd.DataFrame:
+        """A pipeline's run: records in/out/failed and dead letters per stage (index:
+        stage, in pipeline order); empty for other automations."""
+        stages = self.result.get("stages") or {}
+        pipe = PIPELINES.get(self.automation)
+        order = pipe.stage_names() if pipe else []
+        names = sorted(stages, key=lambda n: order.index(n) if n in order else len(order))
+        return pd.DataFrame.from_dict({n: stages[n] for n in names}, orient="index", columns=[
+            "records_in", "records_out", "records_failed", "dead_letters"]).rename_axis(
+            "stage")
+
     def __repr__(self) -> str:
         return (f"RunResult({self.record.get('job')} run {self.run_id}: {self.status} after "
                 f"{self.record.get('attempts')} attempt(s))")
@@ -145,7 +171,8 @@ class RunResult:
         note = (f"{self.record.get('attempts')} attempt(s) in "
                 f"{self.record.get('duration_s') or 0:.2f}s; result {self.result}")
         return section(f"Run {self.run_id} of {self.record.get('job')}: {self.status}",
-                       {"Attempts": self.attempts.drop(columns=["traceback"],
+                       {"Stages": self.stages.reset_index(),
+                        "Attempts": self.attempts.drop(columns=["traceback"],
                                                        errors="ignore"),
                         "Errors": self.errors.drop(columns=["traceback"], errors="ignore")},
                        note=note, ok=self.ok)
@@ -166,7 +193,7 @@ def run(target: Target, params: Mapping[str, Any] | None = None, *,
     engine = Engine(config.sheet, store, EngineOptions(executor=settings.executor, workers=1))
     engine.runner.start()
     try:
-        snapshot = engine.refresh_without_scheduling()
+        snapshot = _with_kernel_headroom(engine.refresh_without_scheduling())
         run_id = engine.runner.submit(spec, snapshot, "notebook", time.time(), False)
         if run_id is None:
             raise SheetopsError(f"{spec.job} is already running (concurrency "
@@ -180,7 +207,31 @@ def run(target: Target, params: Mapping[str, Any] | None = None, *,
     raw = record.get("result") or "{}"
     return RunResult(run_id, record, history.attempts(store, [run_id]),
                      history.errors(store, run_ids=[run_id]),
-                     json.loads(raw) if isinstance(raw, str) else dict(raw))
+                     json.loads(raw) if isinstance(raw, str) else dict(raw), spec.automation)
+
+
+def _address_space_mb() -> int:
+    """This process's address space (VmSize) in MB; 0 where /proc does not tell."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1]) // 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _with_kernel_headroom(snapshot: Any) -> Any:
+    """The snapshot with ``worker_memory_mb`` counted on top of this process's address
+    space: a worker forked from a Jupyter kernel starts with the kernel's mappings
+    (libraries, thread stacks, malloc arenas), which would otherwise eat the job's
+    limit before it allocates anything (SQLite then cannot even map its WAL index)."""
+    limit = snapshot.settings.worker_memory_mb
+    if limit <= 0:
+        return snapshot
+    settings = replace(snapshot.settings, worker_memory_mb=limit + _address_space_mb())
+    return replace(snapshot, settings=settings)
 
 
 def store_of(config: Config) -> Any:

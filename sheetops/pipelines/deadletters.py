@@ -140,3 +140,41 @@ def requeue(queues: Queues, pipe: Pipeline | None, job: str, *, stage: str | Non
     for queue_name in by_stage.values():
         total += queues.queue(queue_name).requeue(keys=list(keys) if keys else None)
     return total
+
+
+@dataclass(frozen=True)
+class Replayed:
+    """What :func:`replay` did: records requeued, and how many of them died again."""
+
+    requeued: int
+    dead_again: int
+
+    @property
+    def through(self) -> int:
+        return self.requeued - self.dead_again
+
+
+def replay(store: Any, pipe: Pipeline, job: str, *, stage: str | None = None,
+           keys: Sequence[str] | None = None, edited: Sequence[Any] | None = None,
+           run_context: Any = None, overrides: Any = None) -> Replayed:
+    """Requeue dead letters of ``job`` in ``store`` (a Store or an engine): all of them
+    (of ``stage``), or those with ``keys`` and those an ``edited`` record replaces (see
+    :func:`requeue`); then run them through the rest of the pipeline now.
+    ``sheetops replay`` and the notebook's ``replay`` are this."""
+    import time
+
+    queues = Queues(store)
+    try:
+        if keys is None and edited is None:
+            count = requeue(queues, pipe, job, stage=stage)
+        else:
+            count = ((requeue(queues, pipe, job, stage=stage, edited=edited) if edited else 0)
+                     + (requeue(queues, pipe, job, stage=stage, keys=keys) if keys else 0))
+        if not count:
+            return Replayed(0, 0)
+        started = time.time()
+        pipe.run(store, job=job, drain_only=True, run_context=run_context,
+                 overrides=overrides)
+        return Replayed(count, len(letters(queues, job, since=started)))
+    finally:
+        queues.dispose()

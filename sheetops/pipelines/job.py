@@ -53,3 +53,24 @@ def register(pipe: Pipeline, module: str) -> None:
     fn = automation_for(pipe)
     fn.__module__ = module
     registry.register(pipe.name, fn, pipe.description or f"Pipeline {pipe.name}")
+
+
+def job_context(snapshot: Any, job: str, store_url: str, trigger: str = "cli"
+                ) -> tuple[Pipeline, Any]:
+    """The pipeline Jobs row ``job`` runs and a run context with the row's params,
+    template and Stages settings — for work on a pipeline job outside a run (replay);
+    a job named like a pipeline and not on the Jobs tab gets no context."""
+    from sheetops.context import AttemptRequest, RunContext
+    from sheetops.pipelines.model import PIPELINES, PipelineError, get_pipeline
+    from sheetops.runner import new_run_id
+
+    spec = snapshot.jobs.get(job) if snapshot is not None else None
+    if spec is None:
+        if job in PIPELINES:
+            return PIPELINES[job], None
+        raise PipelineError(f"unknown job {job!r}; use a job id from the Jobs tab")
+    request = AttemptRequest(
+        new_run_id(), job, spec.automation, 1, spec.params, spec.timeout_s,
+        template=snapshot.templates.get(spec.template) if spec.template else None,
+        trigger=trigger, store_url=store_url, stages=snapshot.stages.get(job, {}))
+    return get_pipeline(spec.automation), RunContext(request)

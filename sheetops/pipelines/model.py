@@ -97,13 +97,13 @@ class Pipeline:
 
     # -- building ---------------------------------------------------------------
     def _add(self, stage: Stage) -> None:
-        if self.stages and self.stages[-1].sink and self.stages[-1].name != stage.name:
-            raise PipelineError(f"pipeline {self.name!r} already ends in the sink "
-                                f"{self.stages[-1].name!r}; add stages before it")
         for index, existing in enumerate(self.stages):
-            if existing.name == stage.name:  # a notebook cell run again
+            if existing.name == stage.name:  # a notebook cell run again, or a stage fixed
                 self.stages[index] = stage
                 return
+        if self.stages and self.stages[-1].sink:
+            raise PipelineError(f"pipeline {self.name!r} already ends in the sink "
+                                f"{self.stages[-1].name!r}; add stages before it")
         self.stages.append(stage)
 
     def stage(self, fn: Callable[..., Any] | None = None, *, name: str | None = None,

@@ -3,7 +3,7 @@ run requests, the sheet outbox, config, alerts, rollups and the dashboard's read
 
 from sheetops.store.migrate import StoreNeedsMigration, StoreTooNew
 from sheetops.store.schema import RunStatus
-from sheetops.store.store import Batch, Store, open_store, result_summary
+from sheetops.store.store import OUTPUT_KEY, Batch, Store, open_store, result_summary, run_output
 
-__all__ = ["Batch", "RunStatus", "Store", "StoreNeedsMigration", "StoreTooNew", "open_store",
-           "result_summary"]
+__all__ = ["OUTPUT_KEY", "Batch", "RunStatus", "Store", "StoreNeedsMigration", "StoreTooNew",
+           "open_store", "result_summary", "run_output"]

@@ -44,6 +44,7 @@ from sheetops.store import schema as t
 from sheetops.store.aggregates import LARGE_WINDOW_ROWS, Window, counted, run_filter
 from sheetops.store.requests import QUEUE as RUN_REQUESTS_QUEUE
 from sheetops.store.schema import FAILURES, UNFINISHED, RunStatus, job_config
+from sheetops.store.store import run_output
 
 if TYPE_CHECKING:
     from sheetops.store.store import Store
@@ -639,15 +640,17 @@ def runs_list(store: Store, window: Window | float | None = None, now: float | N
               jobs: Jobs = None,
               statuses: Jobs = None,
               limit: int = 200) -> pd.DataFrame:
-    """Recent runs matching the filters, newest first (times as UTC datetimes)."""
+    """Recent runs matching the filters, newest first (times as UTC datetimes), with the
+    ``output`` each one kept for people to open (a report notebook's HTML), if any."""
     engine = engine_of(store)
     w = None if window is None else _window(window, now)
     r = t.runs.c
-    df = _read(engine, select(*(r[c] for c in RUN_COLUMNS))
+    df = _read(engine, select(*(r[c] for c in RUN_COLUMNS), r.result)
                .where(*run_filter(w, jobs, statuses))
                .order_by(r.started_at.desc(), r.id.desc()).limit(limit))
     for col in ("started_at", "finished_at"):
         df[col] = pd.to_datetime(df[col], unit="s", utc=True)
+    df["output"] = df.pop("result").map(run_output).astype(object)
     return df
 
 

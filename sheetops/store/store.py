@@ -186,6 +186,22 @@ def open_store(url: str, *, migrate: bool = True) -> Store:
     return Store(url, migrate=migrate)
 
 
+#: The result key naming what a run produced for people to open (a report notebook's
+#: executed HTML): the Runs tab's ``output`` column and the dashboard's run tables show it.
+OUTPUT_KEY = "output"
+
+
+def run_output(result: str | dict[str, Any] | None) -> str:
+    """The ``output`` a run's result names (its stored JSON or the dict), or ``""``."""
+    if isinstance(result, str):
+        try:
+            result = json.loads(result) if result else {}
+        except ValueError:
+            return ""
+    value = result.get(OUTPUT_KEY) if isinstance(result, dict) else None
+    return str(value) if value else ""
+
+
 def result_summary(result: dict[str, Any], limit: int = 200) -> str:
     """The free keys of a run's result, as one short line for the sheet; a pipeline's
     ``stages`` first, as each stage's records done, failed and dead in pipeline order

@@ -35,13 +35,14 @@ def call_automation(name: str, params: Mapping[str, Any] | None = None, *,
                     template: TemplateSpec | None = None, dry_run: bool = False,
                     attempt: int = 1, job: str | None = None, run_id: str | None = None,
                     rate_limit: RateLimitSpec | None = None, timeout_s: float = 600,
-                    store_url: str = "", trigger: str = "test") -> AutomationCall:
+                    store_url: str = "", trigger: str = "test",
+                    stages: Mapping[str, Any] | None = None) -> AutomationCall:
     """Run automation ``name`` with ``params``; its exceptions propagate unchanged."""
     request = AttemptRequest(
         run_id=run_id or f"test-{uuid.uuid4().hex[:12]}", job=job or name,
         automation=name, attempt=attempt, params=dict(params or {}), timeout_s=timeout_s,
         dry_run=dry_run, template=template, rate_limit=rate_limit, trigger=trigger,
-        store_url=store_url)
+        store_url=store_url, stages={k: dict(v) for k, v in (stages or {}).items()})
     ctx = RunContext(request, throttle=RateLimiter().acquire)
     result = registry.get(name).fn(ctx)
     return AutomationCall(ctx, dict(result or {}))

@@ -104,6 +104,7 @@ def body() -> None:
         st.caption("No runs in this window.")
         return
     ui.table(runs.drop(columns=["job"]), key="job_runs", pin="id", first=ui.RUN_COLUMNS)
+    ui.run_outputs(runs, store.url)
     failing = runs[runs["status"].isin(q.FAILED)]["id"].tolist()[:10]
     attempts = q.attempts_of(store, failing)
     errors = q.errors_list(store, run_ids=failing, limit=200)
