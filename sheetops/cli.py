@@ -147,17 +147,30 @@ def _import_note(problem: str) -> str:
                                           for module, why in sorted(registry.failed.items()))
 
 
+SheetsOption = typer.Option(None, "--sheet", "-s", metavar="SHEET", help=(
+    "Path to an .xlsx workbook or a Google Sheet URL/key (default SHEETOPS_SHEET); repeat "
+    "it to serve several clients: --sheet acme=acme.xlsx --sheet globex=URL."))
+ClientsOption = typer.Option(None, "--clients", metavar="FILE", help=(
+    'A clients file, one line per client: acme = "acme.xlsx" (default SHEETOPS_CLIENTS).'))
+
+
 @app.command()
-def run(sheet: str = SheetOption,
+def run(sheet: list[str] = SheetsOption,
+        clients_file: str = ClientsOption,
         for_seconds: float = typer.Option(None, "--for", help="Stop by itself after this "
                                           "many seconds (finishing runs, flushing status)."),
         workers: int = typer.Option(0, help="Worker processes (default: SHEETOPS_WORKERS "
-                                    "or the number of CPUs)."),
+                                    "or the number of CPUs; with several clients, per "
+                                    "client, default 2)."),
         progress: bool = typer.Option(False, help="Print a line per finished run.")) -> None:
     """Run the scheduler until Ctrl-C (or --for SECONDS)."""
     settings = _prepare()
     try:
-        backend = _open(sheet)
+        clients = _clients(settings, sheet or [], clients_file)
+        if clients is not None:
+            _run_clients(_client_group(settings, clients, workers, progress), for_seconds)
+            return
+        backend = _open(sheet[0] if sheet else None)
         getattr(backend, "check_writable", lambda: None)()  # a read-only workbook: refuse
         engine = _engine(settings, backend, workers, progress)
     except SheetopsError as exc:
@@ -165,14 +178,77 @@ def run(sheet: str = SheetOption,
     _run_engine(engine, for_seconds)
 
 
-def _engine(settings: Settings, backend, workers: int, progress: bool):
+def _clients(settings: Settings, sheets: list[str], clients_file: str | None):
+    """The clients ``run`` serves (sheetops.clients), or ``None`` for one plain sheet."""
+    from sheetops import clients
+
+    if clients_file and sheets:
+        raise _fail("give either --sheet (repeated) or --clients FILE, not both")
+    if clients_file or (not sheets and settings.clients):
+        pairs = clients.read_clients_file(clients_file or settings.clients)
+    elif len(sheets) > 1 or (sheets and clients.is_named(sheets[0])):
+        pairs = clients.parse_sheet_args(sheets)
+    else:
+        return None
+    return clients.resolve(pairs, settings)
+
+
+def _client_group(settings: Settings, clients, workers: int, progress: bool):
+    """One engine per client, each over its own sheet, store and worker pool."""
+    from sheetops.clients import ClientGroup
+
+    if settings.metrics_port > 0:
+        log.warning("SHEETOPS_METRICS_PORT: /metrics serves one store, so it is off when "
+                    "one run serves several clients; run one sheetops per client to "
+                    "scrape each")
+
+    def build(client):
+        backend = _open(client.sheet)
+        getattr(backend, "check_writable", lambda: None)()
+        return _engine(settings, backend, workers or settings.workers or 2, progress,
+                       store_url=client.store_url, metrics=False)
+
+    return ClientGroup(clients, build)
+
+
+def _run_clients(group, for_seconds: float | None) -> None:
+    """``run`` for several clients: each one's jobs from its own sheet; a client that
+    cannot start is named (and retried) while the others run."""
+    from sheetops.clients import RETRY_S
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    group.start()
+    for name, engine in group.engines.items():
+        typer.echo(f"client {name}: {len(engine.snapshot.jobs)} job(s) from "
+                   f"{engine.sheet.location}; store {engine.store.safe_url}")
+    for name, why in group.failed.items():
+        typer.secho(f"client {name} is not running: {why} (tried again every "
+                    f"{RETRY_S:g}s; the other clients run)", fg=typer.colors.YELLOW, err=True)
+    typer.echo(f"sheetops is running {len(group.engines)} of {len(group.clients)} "
+               "client(s). " + ("Ctrl-C to stop." if for_seconds is None else
+                                f"Stopping in {for_seconds:g}s."))
+    try:
+        stop.wait(for_seconds)
+    except KeyboardInterrupt:
+        typer.echo("\nstopping: finishing running attempts and flushing status…")
+    finally:
+        group.stop()
+    for name, engine in group.engines.items():
+        typer.echo(f"client {name}: {_stop_summary(engine)}")
+    for name, why in group.failed.items():
+        typer.secho(f"client {name} never ran: {why}", fg=typer.colors.YELLOW, err=True)
+
+
+def _engine(settings: Settings, backend, workers: int, progress: bool,
+            store_url: str | None = None, metrics: bool = True):
     from sheetops.engine import Engine, EngineOptions
     from sheetops.logs import LoggingHook
     from sheetops.progress import ConsoleProgress
 
-    store = _store(settings, backend.location)
+    store = _open_store(store_url) if store_url else _store(settings, backend.location)
     hooks = [LoggingHook(), *([ConsoleProgress()] if progress else [])]
-    if settings.metrics_port > 0:
+    if metrics and settings.metrics_port > 0:
         hooks.append(_metrics_hook(settings, store))
     return Engine(backend, store,
                   EngineOptions(executor=settings.executor,
