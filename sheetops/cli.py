@@ -376,8 +376,10 @@ def demo(directory: Path = typer.Option(Path(".sheetops-demo"), "--dir",
 @app.command()
 def dashboard(host: str = typer.Option(None, help="Address to bind (default 127.0.0.1)."),
               port: int = typer.Option(None, help="Port (default 8501)."),
-              sheet: str = SheetOption) -> None:
-    """Serve the Streamlit monitoring page for the configured store."""
+              sheet: str = SheetOption,
+              clients_file: str = ClientsOption) -> None:
+    """Serve the Streamlit monitoring page for the configured store (with --clients or
+    SHEETOPS_CLIENTS: every client's, chosen in the sidebar)."""
     settings = _prepare()
     try:
         plugins.require_extra("dashboard", "sheetops dashboard")
@@ -385,6 +387,9 @@ def dashboard(host: str = typer.Option(None, help="Address to bind (default 127.
         raise _fail(str(exc)) from None
     from sheetops.dashboard.serve import serve
     try:
+        if clients_file or (settings.clients and not sheet):
+            code = _serve_clients(settings, clients_file or settings.clients, host, port)
+            raise typer.Exit(code)
         url = _dashboard_store_url(settings, sheet or settings.sheet)
         store = _open_store(url)
         typer.echo(f"dashboard for the store {store.safe_url}")
@@ -396,6 +401,23 @@ def dashboard(host: str = typer.Option(None, help="Address to bind (default 127.
     except SheetopsError as exc:
         raise _fail(str(exc)) from None
     raise typer.Exit(code)
+
+
+def _serve_clients(settings: Settings, path: str, host: str | None, port: int | None
+                   ) -> int:
+    """The dashboard over every client of a clients file (a selector in its sidebar)."""
+    from sheetops import clients
+    from sheetops.dashboard.serve import serve
+    from sheetops.store.db import safe_url
+
+    path = str(Path(path).resolve())
+    served = clients.resolve(clients.read_clients_file(path), settings)
+    for client in served:
+        typer.echo(f"dashboard for client {client.name}: store "
+                   f"{safe_url(client.store_url)}")
+    os.environ["SHEETOPS_CLIENTS"] = path  # the Streamlit process reads the same file
+    return serve(settings.store_url, host or settings.dashboard_host,
+                 port or settings.dashboard_port)
 
 
 def _dashboard_store_url(settings: Settings, sheet: str) -> str:

@@ -178,8 +178,13 @@ class ClientGroup:
 
     def start(self) -> None:
         """Start every client that can start; raise only when none can."""
-        for client in self.clients:
-            self._try_start(client)
+        starting = [threading.Thread(target=self._try_start, args=(client,),
+                                     name=f"sheetops-start-{client.name}")
+                    for client in self.clients]  # side by side: a slow sheet delays none
+        for thread in starting:
+            thread.start()
+        for thread in starting:
+            thread.join()
         if not self.engines:
             raise ClientsError("no client could start: " + "; ".join(
                 f"{name}: {why}" for name, why in self.failed.items()))
