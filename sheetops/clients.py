@@ -61,9 +61,10 @@ class Client:
 
 
 def is_named(value: str) -> bool:
-    """``acme=acme.xlsx``: a ``--sheet`` value that names its client."""
+    """``acme=acme.xlsx``: a ``--sheet`` value that names its client (what comes before
+    ``=`` is a name, not part of a path or URL)."""
     name, sep, _ = value.partition("=")
-    return bool(sep) and bool(NAME.match(name.strip()))
+    return bool(sep) and not any(ch in name for ch in "/\\:.")
 
 
 def parse_sheet_args(values: Sequence[str]) -> list[tuple[str, str]]:
@@ -203,7 +204,7 @@ class ClientGroup:
             why = str(exc) if isinstance(exc, SheetopsError) else f"{type(exc).__name__}: {exc}"
             if self.failed.get(client.name) != why:  # once, again only when it changes
                 log.error("client %s cannot start (%s); its jobs wait, the other clients "
-                          "run; retrying every %.0fs", client.name, why, self.retry_s)
+                          "run; retrying every %gs", client.name, why, self.retry_s)
             self.failed[client.name] = why
             return False
         with self._lock:
