@@ -70,7 +70,11 @@ def _open(sheet: str | None):
 
 
 def _store(settings: Settings, sheet_location: str):
-    return _open_store(settings.resolved_store_url(sheet_location))
+    """The sheet's store; a client's sheet (SHEETOPS_CLIENTS) keeps its client's store."""
+    from sheetops.clients import store_of
+
+    return _open_store(store_of(settings, sheet_location)
+                       or settings.resolved_store_url(sheet_location))
 
 
 def _open_store(url: str):

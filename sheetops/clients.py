@@ -161,6 +161,19 @@ def from_settings(settings: Settings) -> list[Client]:
     return resolve(read_clients_file(settings.clients), settings) if settings.clients else []
 
 
+def store_of(settings: Settings, sheet: str) -> str | None:
+    """The store of the ``SHEETOPS_CLIENTS`` client whose sheet is ``sheet`` (``None``
+    when no client has it), so ``run-job`` records where ``run`` does."""
+    def same(a: str, b: str) -> bool:
+        if a.lower().endswith(".xlsx") and b.lower().endswith(".xlsx"):
+            return Path(a).resolve() == Path(b).resolve()
+        return a.strip() == b.strip()
+
+    if not settings.clients or not sheet:
+        return None
+    return next((c.store_url for c in from_settings(settings) if same(c.sheet, sheet)), None)
+
+
 class ClientGroup:
     """Every client's engine in one process. ``build`` makes a client's engine (opens
     its sheet and store); a client whose engine cannot be built or started is logged

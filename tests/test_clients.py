@@ -291,6 +291,25 @@ def test_clients_on_one_postgresql_database_get_a_schema_each(tmp_path, services
         assert set(versions.values()) == {versions["sheetops_acme"]} and public == 0
 
 
+def test_run_job_on_a_clients_sheet_records_in_that_clients_store(tmp_path,
+                                                                   test_automations):
+    acme = client_workbook(tmp_path, "acme", probe("sync", "manual", records=4))
+    listing = tmp_path / "clients.toml"
+    listing.write_text('acme = "acme.xlsx"\nglobex = "globex.xlsx"\n')
+    stores = tmp_path / "stores"
+    stores.mkdir()
+    result = cli("run-job", "sync", "--sheet", str(acme.path), cwd=tmp_path,
+                 SHEETOPS_CLIENTS=str(listing),
+                 SHEETOPS_STORE_URL=f"sqlite:///{stores}/{{client}}.db")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert sorted(p.name for p in stores.iterdir() if p.suffix == ".db") == ["acme.db"]
+    store = Store(f"sqlite:///{stores / 'acme.db'}")
+    try:
+        assert_tabs_hold_only_own_runs(acme, store, {"sync"})
+    finally:
+        store.dispose()
+
+
 # -- in process: a client that comes back --------------------------------------------------
 
 def test_a_client_whose_sheet_is_repaired_starts_without_a_restart(tmp_path,
