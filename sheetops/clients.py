@@ -246,5 +246,5 @@ class ClientGroup:
             thread.start()
         for thread in threads:
             thread.join()
-        if self._retry is not None:
-            self._retry.join()
+        if self._retry is not None:  # a client starting now stops itself when done
+            self._retry.join(60)
