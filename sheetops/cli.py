@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
 
@@ -230,14 +231,8 @@ def _run_clients(group, for_seconds: float | None) -> None:
         typer.secho(f"client {name} is not running: {why} (tried again every "
                     f"{RETRY_S:g}s; the other clients run)", fg=typer.colors.YELLOW, err=True)
     typer.echo(f"sheetops is running {len(group.engines)} of {len(group.clients)} "
-               "client(s). " + ("Ctrl-C to stop." if for_seconds is None else
-                                f"Stopping in {for_seconds:g}s."))
-    try:
-        stop.wait(for_seconds)
-    except KeyboardInterrupt:
-        typer.echo("\nstopping: finishing running attempts and flushing status…")
-    finally:
-        group.stop()
+               f"client(s). {_until_note(for_seconds)}")
+    _until_stopped(stop, for_seconds, group.stop)
     for name, engine in group.engines.items():
         typer.echo(f"client {name}: {_stop_summary(engine)}")
     for name, why in group.failed.items():
@@ -287,15 +282,25 @@ def _run_engine(engine, for_seconds: float | None, run_all_now: bool = False) ->
                 engine.scheduler.run_now(spec.job, "cli", requested_by="demo")
     typer.echo(f"sheetops is running {len(engine.snapshot.jobs)} job(s) from "
                f"{engine.sheet.location}; store {engine.store.safe_url}. "
-               + ("Ctrl-C to stop." if for_seconds is None else
-                  f"Stopping in {for_seconds:g}s."))
+               f"{_until_note(for_seconds)}")
+    _until_stopped(stop, for_seconds, engine.stop)
+    typer.echo(_stop_summary(engine))
+
+
+def _until_note(for_seconds: float | None) -> str:
+    return "Ctrl-C to stop." if for_seconds is None else f"Stopping in {for_seconds:g}s."
+
+
+def _until_stopped(stop: threading.Event, for_seconds: float | None,
+                   shut_down: Callable[[], None]) -> None:
+    """Wait for --for, SIGTERM (``stop``) or Ctrl-C, then ``shut_down`` (running attempts
+    finish, status is flushed)."""
     try:
         stop.wait(for_seconds)
     except KeyboardInterrupt:
         typer.echo("\nstopping: finishing running attempts and flushing status…")
     finally:
-        engine.stop()
-    typer.echo(_stop_summary(engine))
+        shut_down()
 
 
 def _stop_summary(engine) -> str:
