@@ -394,3 +394,14 @@ def test_read_queries_of_each_client_see_only_its_runs(two_client_stores):
             assert set(runs["id"]) == two_client_stores[client.name]
         finally:
             store.dispose()
+
+
+def test_dashboard_with_a_broken_clients_file_says_so_in_one_sentence(two_client_stores,
+                                                                      tmp_path):
+    (tmp_path / "clients.toml").write_text('acme = "acme.xlsx"\nacme2 = 7\n')
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=30)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert [e.value for e in at.error] == [
+        f"{tmp_path / 'clients.toml'}: client 'acme2' needs its sheet as text, e.g. "
+        'acme2 = "acme2.xlsx"']
