@@ -71,11 +71,15 @@ def _open(sheet: str | None):
 
 
 def _store(settings: Settings, sheet_location: str):
-    """The sheet's store; a client's sheet (SHEETOPS_CLIENTS) keeps its client's store."""
+    return _open_store(_store_url(settings, sheet_location))
+
+
+def _store_url(settings: Settings, sheet: str | None) -> str:
+    """The store URL of ``run`` for ``sheet``: a client's sheet (SHEETOPS_CLIENTS) has
+    its client's store, any other the one of SHEETOPS_STORE_URL or beside the workbook."""
     from sheetops.clients import store_of
 
-    return _open_store(store_of(settings, sheet_location)
-                       or settings.resolved_store_url(sheet_location))
+    return store_of(settings, sheet or "") or settings.resolved_store_url(sheet)
 
 
 def _open_store(url: str):
@@ -433,7 +437,7 @@ def _dashboard_store_url(settings: Settings, sheet: str) -> str:
     """The store ``run`` uses: SHEETOPS_STORE_URL, the one beside ``--sheet``, or — with
     neither — the one workbook in this folder that has a ``<workbook>.sheetops.db``."""
     if settings.store_url or sheet:
-        return settings.resolved_store_url(sheet)
+        return _store_url(settings, sheet)
     found = sorted(p.name for p in Path.cwd().glob("*.xlsx")
                    if p.with_suffix(".sheetops.db").is_file())
     if len(found) == 1:
@@ -489,7 +493,7 @@ def migrate(sheet: str = SheetOption,
         from sheetops.store.db import Database, safe_url
         from sheetops.store.migrate import migrate as upgrade
 
-        url = store or settings.resolved_store_url(sheet)
+        url = store or _store_url(settings, sheet)
         db = Database(url)
         try:
             report = upgrade(db)
@@ -526,7 +530,7 @@ def notebook(sheet: str = SheetOption,
 def _pipeline_store(sheet: str | None):
     """The store URL of ``run`` for ``--sheet`` (pipelines keep their queues there)."""
     settings = get_settings()
-    return settings.resolved_store_url(sheet or settings.sheet or "")
+    return _store_url(settings, sheet or settings.sheet or "")
 
 
 def _pipeline_of(job: str, sheet: str | None, store_url: str):

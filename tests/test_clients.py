@@ -296,7 +296,7 @@ def test_clients_on_one_postgresql_database_get_a_schema_each(tmp_path, services
         assert set(versions.values()) == {versions["sheetops_acme"]} and public == 0
 
 
-def test_run_job_on_a_clients_sheet_records_in_that_clients_store(tmp_path,
+def test_run_job_and_migrate_on_a_clients_sheet_use_that_clients_store(tmp_path,
                                                                    test_automations):
     acme = client_workbook(tmp_path, "acme", probe("sync", "manual", records=4))
     listing = tmp_path / "clients.toml"
@@ -308,6 +308,10 @@ def test_run_job_on_a_clients_sheet_records_in_that_clients_store(tmp_path,
                  SHEETOPS_STORE_URL=f"sqlite:///{stores}/{{client}}.db")
     assert result.returncode == 0, result.stdout + result.stderr
     assert sorted(p.name for p in stores.iterdir() if p.suffix == ".db") == ["acme.db"]
+    migrated = cli("migrate", "--sheet", str(acme.path), cwd=tmp_path,
+                   SHEETOPS_CLIENTS=str(listing),
+                   SHEETOPS_STORE_URL=f"sqlite:///{stores}/{{client}}.db")
+    assert f"the store at sqlite:///{stores}/acme.db is up to date" in migrated.stdout
     store = Store(f"sqlite:///{stores / 'acme.db'}")
     try:
         assert_tabs_hold_only_own_runs(acme, store, {"sync"})
