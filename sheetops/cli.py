@@ -77,9 +77,9 @@ def _store(settings: Settings, sheet_location: str):
 def _store_url(settings: Settings, sheet: str | None) -> str:
     """The store URL of ``run`` for ``sheet``: a client's sheet (SHEETOPS_CLIENTS) has
     its client's store, any other the one of SHEETOPS_STORE_URL or beside the workbook."""
-    from sheetops.clients import store_of
+    from sheetops.clients import store_url_of
 
-    return store_of(settings, sheet or "") or settings.resolved_store_url(sheet)
+    return store_url_of(settings, sheet)
 
 
 def _open_store(url: str):

@@ -161,17 +161,25 @@ def from_settings(settings: Settings) -> list[Client]:
     return resolve(read_clients_file(settings.clients), settings) if settings.clients else []
 
 
-def store_of(settings: Settings, sheet: str) -> str | None:
-    """The store of the ``SHEETOPS_CLIENTS`` client whose sheet is ``sheet`` (``None``
-    when no client has it), so ``run-job`` records where ``run`` does."""
+def store_url_of(settings: Settings, sheet: str | None) -> str:
+    """The store ``run`` uses for ``sheet``: its client's (``SHEETOPS_CLIENTS``) when a
+    client has it, so ``run-job``, ``migrate`` and the dashboard find the same runs;
+    else SHEETOPS_STORE_URL or the file beside the workbook."""
     def same(a: str, b: str) -> bool:
         if a.lower().endswith(".xlsx") and b.lower().endswith(".xlsx"):
             return Path(a).resolve() == Path(b).resolve()
         return a.strip() == b.strip()
 
-    if not settings.clients or not sheet:
-        return None
-    return next((c.store_url for c in from_settings(settings) if same(c.sheet, sheet)), None)
+    target = sheet or settings.sheet
+    if settings.clients and target:
+        found = next((c for c in from_settings(settings) if same(c.sheet, target)), None)
+        if found is not None:
+            return found.store_url
+    if PLACEHOLDER in settings.store_url:
+        raise ClientsError(f"SHEETOPS_STORE_URL has {PLACEHOLDER} in it, but "
+                           f"{target or 'this sheet'} is no client's sheet: name it "
+                           "(--sheet acme=…) or list it in SHEETOPS_CLIENTS")
+    return settings.resolved_store_url(sheet)
 
 
 class ClientGroup:

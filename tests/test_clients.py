@@ -131,6 +131,17 @@ def test_clients_that_cannot_be_kept_apart_are_refused_in_one_sentence(args, sto
     assert expected in str(caught.value)
 
 
+def test_a_sheet_that_is_no_clients_cannot_use_a_per_client_store_url(tmp_path):
+    listing = tmp_path / "clients.toml"
+    listing.write_text('acme = "acme.xlsx"\n')
+    settings = Settings(store_url="sqlite:////s/{client}.db", clients=str(listing))
+    assert clients.store_url_of(settings, str(tmp_path / "acme.xlsx")) == "sqlite:////s/acme.db"
+    with pytest.raises(ClientsError, match=r"other\.xlsx is no client's sheet: name it"):
+        clients.store_url_of(settings, str(tmp_path / "other.xlsx"))
+    assert clients.store_url_of(Settings(store_url=""), str(tmp_path / "x.xlsx")) == (
+        f"sqlite:///{tmp_path / 'x.sheetops.db'}")
+
+
 def test_clients_file_paths_are_relative_to_it_and_mistakes_are_named(tmp_path):
     folder = tmp_path / "conf"
     folder.mkdir()
