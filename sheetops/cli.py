@@ -215,7 +215,7 @@ def _client_group(settings: Settings, clients, workers: int, progress: bool):
         backend = _open(client.sheet)
         getattr(backend, "check_writable", lambda: None)()
         return _engine(settings, backend, workers or settings.workers or 2, progress,
-                       store_url=client.store_url, metrics=False)
+                       store_url=client.store_url, client=client.name)
 
     return ClientGroup(clients, build)
 
@@ -244,14 +244,16 @@ def _run_clients(group, for_seconds: float | None) -> None:
 
 
 def _engine(settings: Settings, backend, workers: int, progress: bool,
-            store_url: str | None = None, metrics: bool = True):
+            store_url: str | None = None, client: str = ""):
+    """The engine over ``backend``; a ``client``'s (one of several in this run) has its
+    own store, names itself in its log lines and serves no /metrics."""
     from sheetops.engine import Engine, EngineOptions
     from sheetops.logs import LoggingHook
     from sheetops.progress import ConsoleProgress
 
     store = _open_store(store_url) if store_url else _store(settings, backend.location)
-    hooks = [LoggingHook(), *([ConsoleProgress()] if progress else [])]
-    if metrics and settings.metrics_port > 0:
+    hooks = [LoggingHook(client=client), *([ConsoleProgress()] if progress else [])]
+    if not client and settings.metrics_port > 0:
         hooks.append(_metrics_hook(settings, store))
     return Engine(backend, store,
                   EngineOptions(executor=settings.executor,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -186,7 +187,8 @@ def test_two_clients_in_one_run_keep_their_runs_and_tabs_apart(tmp_path, test_au
 
 
 def test_a_corrupted_workbook_never_stops_another_clients_jobs(tmp_path, test_automations):
-    good = client_workbook(tmp_path, "good", probe("tick"))
+    good = client_workbook(tmp_path, "good", probe("tick"),
+                           probe("boom", "every 2s", fail="permanent", message="no"))
     broken = tmp_path / "broken.xlsx"
     broken.write_bytes(os.urandom(4000))
     listing = tmp_path / "clients.toml"
@@ -199,10 +201,13 @@ def test_a_corrupted_workbook_never_stops_another_clients_jobs(tmp_path, test_au
     assert "client broken is not running: cannot read" in result.stderr
     store = store_beside(good)
     try:
-        runs = assert_tabs_hold_only_own_runs(good, store, {"tick"})
-        assert len(runs) >= 3 and {r["status"] for r in runs} == {"ok"}
+        runs = assert_tabs_hold_only_own_runs(good, store, {"tick", "boom"})
+        ticks = [r for r in runs if r["job"] == "tick"]
+        assert len(ticks) >= 3 and {r["status"] for r in ticks} == {"ok"}
     finally:
         store.dispose()
+    # a failed run's log line says whose it is
+    assert re.search(r"job boom run \w+ failed .* \[client=good\]", result.stderr)
 
 
 def test_no_client_able_to_start_is_exit_2_naming_each(tmp_path):
