@@ -335,6 +335,22 @@ def test_run_job_and_migrate_on_a_clients_sheet_use_that_clients_store(tmp_path,
         store.dispose()
 
 
+def test_a_store_whose_connections_miss_the_clients_schema_is_refused(services):
+    services.postgres()
+    from sqlalchemy.engine import make_url
+
+    from sheetops.errors import StoreError
+
+    with fresh_pg_database("clients_miss") as url:
+        # as if a pooler replaced the search_path: the server lands in public
+        wrong = make_url(url).update_query_dict(
+            {"options": "-csearch_path=sheetops_acme -csearch_path=public"}
+        ).render_as_string(hide_password=False)
+        with pytest.raises(StoreError, match="do not use the schema sheetops_acme "
+                           r"\(current schema: public\)"):
+            Store(wrong)
+
+
 # -- in process: a client that comes back --------------------------------------------------
 
 def test_a_client_whose_sheet_is_repaired_starts_without_a_restart(tmp_path,

@@ -67,11 +67,17 @@ def ensure_schema(url: str) -> None:
     try:
         with engine.begin() as conn:
             conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            current = conn.exec_driver_sql("SELECT current_schema()").scalar()
     except Exception as exc:
         raise StoreError(f"cannot create the schema {schema} in {safe_url(url)}: "
                          f"{exc}") from None
     finally:
         engine.dispose()
+    if current != schema:  # e.g. a pooler that drops the options startup parameter
+        raise StoreError(f"connections to {safe_url(url)} do not use the schema {schema} "
+                         f"(current schema: {current}); a pooler may have dropped the "
+                         "options parameter: give each client its own database instead "
+                         "({client} in the database name)")
 
 
 def _read_only(url: str) -> bool:
