@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
 
@@ -74,7 +75,15 @@ def _open(sheet: str | None):
 
 
 def _store(settings: Settings, sheet_location: str):
-    return _open_store(settings.resolved_store_url(sheet_location))
+    return _open_store(_store_url(settings, sheet_location))
+
+
+def _store_url(settings: Settings, sheet: str | None) -> str:
+    """The store URL of ``run`` for ``sheet``: a client's sheet (SHEETOPS_CLIENTS) has
+    its client's store, any other the one of SHEETOPS_STORE_URL or beside the workbook."""
+    from sheetops.clients import store_url_of
+
+    return store_url_of(settings, sheet)
 
 
 def _open_store(url: str):
@@ -151,19 +160,32 @@ def _import_note(problem: str) -> str:
                                           for module, why in sorted(registry.failed.items()))
 
 
+SheetsOption = typer.Option(None, "--sheet", "-s", metavar="SHEET", help=(
+    "Path to an .xlsx workbook or a Google Sheet URL/key (default SHEETOPS_SHEET); repeat "
+    "it to serve several clients: --sheet acme=acme.xlsx --sheet globex=URL."))
+ClientsOption = typer.Option(None, "--clients", metavar="FILE", help=(
+    'A clients file, one line per client: acme = "acme.xlsx" (default SHEETOPS_CLIENTS).'))
+
+
 @app.command()
-def run(sheet: str = SheetOption,
+def run(sheet: list[str] = SheetsOption,
+        clients_file: str = ClientsOption,
         for_seconds: float = typer.Option(None, "--for", help="Stop by itself after this "
                                           "many seconds (finishing runs, flushing status)."),
         workers: int = typer.Option(0, help="Worker processes (default: SHEETOPS_WORKERS "
-                                    "or the number of CPUs)."),
+                                    "or the number of CPUs; with several clients, per "
+                                    "client, default 2)."),
         progress: bool = typer.Option(False, help="Print a line per finished run, and "
                                       "each running pipeline's stages every second.")
         ) -> None:
     """Run the scheduler until Ctrl-C (or --for SECONDS)."""
     settings = _prepare()
     try:
-        backend = _open(sheet)
+        clients = _clients(settings, sheet or [], clients_file)
+        if clients is not None:
+            _run_clients(_client_group(settings, clients, workers, progress), for_seconds)
+            return
+        backend = _open(sheet[0] if sheet else None)
         getattr(backend, "check_writable", lambda: None)()  # a read-only workbook: refuse
         engine = _engine(settings, backend, workers, progress)
     except SheetopsError as exc:
@@ -171,19 +193,76 @@ def run(sheet: str = SheetOption,
     _run_engine(engine, for_seconds)
 
 
+def _clients(settings: Settings, sheets: list[str], clients_file: str | None):
+    """The clients ``run`` serves (sheetops.clients), or ``None`` for one plain sheet."""
+    from sheetops import clients
+
+    if clients_file and sheets:
+        raise _fail("give either --sheet (repeated) or --clients FILE, not both")
+    if clients_file or (not sheets and settings.clients):
+        pairs = clients.read_clients_file(clients_file or settings.clients)
+    elif len(sheets) > 1 or (sheets and clients.is_named(sheets[0])):
+        pairs = clients.parse_sheet_args(sheets)
+    else:
+        return None
+    return clients.resolve(pairs, settings)
+
+
+def _client_group(settings: Settings, clients, workers: int, progress: bool):
+    """One engine per client, each over its own sheet, store and worker pool."""
+    from sheetops.clients import ClientGroup
+
+    if settings.metrics_port > 0:
+        log.warning("SHEETOPS_METRICS_PORT: /metrics serves one store, so it is off when "
+                    "one run serves several clients; run one sheetops per client to "
+                    "scrape each")
+
+    def build(client):
+        backend = _open(client.sheet)
+        getattr(backend, "check_writable", lambda: None)()
+        return _engine(settings, backend, workers or settings.workers or 2, progress,
+                       store_url=client.store_url, client=client.name)
+
+    return ClientGroup(clients, build)
+
+
+def _run_clients(group, for_seconds: float | None) -> None:
+    """``run`` for several clients: each one's jobs from its own sheet; a client that
+    cannot start is named (and retried) while the others run."""
+    from sheetops.clients import RETRY_S
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    group.start()
+    for name, engine in group.engines.items():
+        typer.echo(f"client {name}: {len(engine.snapshot.jobs)} job(s) from "
+                   f"{engine.sheet.location}; store {engine.store.safe_url}")
+    for name, why in group.failed.items():
+        typer.secho(f"client {name} is not running: {why} (tried again every "
+                    f"{RETRY_S:g}s; the other clients run)", fg=typer.colors.YELLOW, err=True)
+    typer.echo(f"sheetops is running {len(group.engines)} of {len(group.clients)} "
+               f"client(s). {_until_note(for_seconds)}")
+    _until_stopped(stop, for_seconds, group.stop)
+    for name, engine in group.engines.items():
+        typer.echo(f"client {name}: {_stop_summary(engine)}")
+    for name, why in group.failed.items():
+        typer.secho(f"client {name} never ran: {why}", fg=typer.colors.YELLOW, err=True)
+
+
 def _engine(settings: Settings, backend, workers: int, progress: bool,
-            stages: bool | None = None):
-    """The engine of ``run``/``run-job``/``demo``; ``progress`` prints finished runs,
-    ``stages`` (default: as ``progress``) each running pipeline's stages."""
+            store_url: str | None = None, client: str = "", stages: bool | None = None):
+    """The engine over ``backend``; a ``client``'s (one of several in this run) has its
+    own store, names itself in its log lines and serves no /metrics. ``progress`` prints
+    finished runs, ``stages`` (default: as ``progress``) each running pipeline's stages."""
     from sheetops.engine import Engine, EngineOptions
     from sheetops.logs import LoggingHook
     from sheetops.progress import ConsoleProgress, StageProgress
 
-    store = _store(settings, backend.location)
-    hooks = [LoggingHook(), *([ConsoleProgress()] if progress else [])]
+    store = _open_store(store_url) if store_url else _store(settings, backend.location)
+    hooks = [LoggingHook(client=client), *([ConsoleProgress()] if progress else [])]
     if progress if stages is None else stages:
         hooks.append(StageProgress(store))
-    if settings.metrics_port > 0:
+    if not client and settings.metrics_port > 0:
         hooks.append(_metrics_hook(settings, store))
     return Engine(backend, store,
                   EngineOptions(executor=settings.executor,
@@ -219,15 +298,25 @@ def _run_engine(engine, for_seconds: float | None, run_all_now: bool = False) ->
                 engine.scheduler.run_now(spec.job, "cli", requested_by="demo")
     typer.echo(f"sheetops is running {len(engine.snapshot.jobs)} job(s) from "
                f"{engine.sheet.location}; store {engine.store.safe_url}. "
-               + ("Ctrl-C to stop." if for_seconds is None else
-                  f"Stopping in {for_seconds:g}s."))
+               f"{_until_note(for_seconds)}")
+    _until_stopped(stop, for_seconds, engine.stop)
+    typer.echo(_stop_summary(engine))
+
+
+def _until_note(for_seconds: float | None) -> str:
+    return "Ctrl-C to stop." if for_seconds is None else f"Stopping in {for_seconds:g}s."
+
+
+def _until_stopped(stop: threading.Event, for_seconds: float | None,
+                   shut_down: Callable[[], None]) -> None:
+    """Wait for --for, SIGTERM (``stop``) or Ctrl-C, then ``shut_down`` (running attempts
+    finish, status is flushed)."""
     try:
         stop.wait(for_seconds)
     except KeyboardInterrupt:
         typer.echo("\nstopping: finishing running attempts and flushing status…")
     finally:
-        engine.stop()
-    typer.echo(_stop_summary(engine))
+        shut_down()
 
 
 def _stop_summary(engine) -> str:
@@ -350,8 +439,10 @@ def demo(directory: Path = typer.Option(Path(".sheetops-demo"), "--dir",
 @app.command()
 def dashboard(host: str = typer.Option(None, help="Address to bind (default 127.0.0.1)."),
               port: int = typer.Option(None, help="Port (default 8501)."),
-              sheet: str = SheetOption) -> None:
-    """Serve the Streamlit monitoring page for the configured store."""
+              sheet: str = SheetOption,
+              clients_file: str = ClientsOption) -> None:
+    """Serve the Streamlit monitoring page for the configured store (with --clients or
+    SHEETOPS_CLIENTS: every client's, chosen in the sidebar)."""
     settings = _prepare()
     try:
         plugins.require_extra("dashboard", "sheetops dashboard")
@@ -359,6 +450,9 @@ def dashboard(host: str = typer.Option(None, help="Address to bind (default 127.
         raise _fail(str(exc)) from None
     from sheetops.dashboard.serve import serve
     try:
+        if clients_file or (settings.clients and not sheet):
+            code = _serve_clients(settings, clients_file or settings.clients, host, port)
+            raise typer.Exit(code)
         url = _dashboard_store_url(settings, sheet or settings.sheet)
         store = _open_store(url)
         typer.echo(f"dashboard for the store {store.safe_url}")
@@ -372,11 +466,28 @@ def dashboard(host: str = typer.Option(None, help="Address to bind (default 127.
     raise typer.Exit(code)
 
 
+def _serve_clients(settings: Settings, path: str, host: str | None, port: int | None
+                   ) -> int:
+    """The dashboard over every client of a clients file (a selector in its sidebar)."""
+    from sheetops import clients
+    from sheetops.dashboard.serve import serve
+    from sheetops.store.db import safe_url
+
+    path = str(Path(path).resolve())
+    served = clients.resolve(clients.read_clients_file(path), settings)
+    for client in served:
+        typer.echo(f"dashboard for client {client.name}: store "
+                   f"{safe_url(client.store_url)}")
+    os.environ["SHEETOPS_CLIENTS"] = path  # the Streamlit process reads the same file
+    return serve(settings.store_url, host or settings.dashboard_host,
+                 port or settings.dashboard_port)
+
+
 def _dashboard_store_url(settings: Settings, sheet: str) -> str:
     """The store ``run`` uses: SHEETOPS_STORE_URL, the one beside ``--sheet``, or — with
     neither — the one workbook in this folder that has a ``<workbook>.sheetops.db``."""
     if settings.store_url or sheet:
-        return settings.resolved_store_url(sheet)
+        return _store_url(settings, sheet)
     found = sorted(p.name for p in Path.cwd().glob("*.xlsx")
                    if p.with_suffix(".sheetops.db").is_file())
     if len(found) == 1:
@@ -432,7 +543,7 @@ def migrate(sheet: str = SheetOption,
         from sheetops.store.db import Database, safe_url
         from sheetops.store.migrate import migrate as upgrade
 
-        url = store or settings.resolved_store_url(sheet)
+        url = store or _store_url(settings, sheet)
         db = Database(url)
         try:
             report = upgrade(db)
@@ -469,7 +580,7 @@ def notebook(sheet: str = SheetOption,
 def _pipeline_store(sheet: str | None):
     """The store URL of ``run`` for ``--sheet`` (pipelines keep their queues there)."""
     settings = get_settings()
-    return settings.resolved_store_url(sheet or settings.sheet or "")
+    return _store_url(settings, sheet or settings.sheet or "")
 
 
 def _pipeline_of(job: str, sheet: str | None, store_url: str):

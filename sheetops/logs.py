@@ -16,7 +16,8 @@ from sheetops.context import AttemptResult, known_secrets, mask
 from sheetops.hooks import RunHook, RunInfo, RunOutcome
 from sheetops.store.schema import RunStatus
 
-CONTEXT_FIELDS = ("job", "run_id", "attempt", "stage", "record_key", "error_type")
+CONTEXT_FIELDS = ("client", "job", "run_id", "attempt", "stage", "record_key",
+                  "error_type")
 
 
 class JsonFormatter(logging.Formatter):
@@ -65,12 +66,14 @@ class LoggingHook(RunHook):
     The runner logs each failed attempt it retries; this hook logs the run's final
     failure (``WARNING``), each failed record (``WARNING``, at most
     ``max_record_lines`` per attempt, then one summary line) and, at ``DEBUG``, each
-    successful run."""
+    successful run. With ``client`` (one run serving several sheets) every line carries
+    the client's name as a field."""
 
     def __init__(self, logger: logging.Logger | None = None,
-                 max_record_lines: int = 20) -> None:
+                 max_record_lines: int = 20, client: str = "") -> None:
         self.log = logger or logging.getLogger("sheetops.runs")
         self.max_record_lines = max_record_lines
+        self._client = {"client": client} if client else {}
 
     def on_attempt_end(self, run: RunInfo, result: AttemptResult) -> None:
         failures = result.record_failures
@@ -79,19 +82,19 @@ class LoggingHook(RunHook):
                 "job %s run %s attempt %d: record %s failed in stage %s (%s: %s)",
                 run.job, run.run_id, result.attempt, failure.record_key, failure.stage,
                 failure.error_type, failure.message,
-                extra={"job": run.job, "run_id": run.run_id, "attempt": result.attempt,
-                       "stage": failure.stage, "record_key": failure.record_key,
-                       "error_type": failure.error_type})
+                extra={**self._client, "job": run.job, "run_id": run.run_id,
+                       "attempt": result.attempt, "stage": failure.stage,
+                       "record_key": failure.record_key, "error_type": failure.error_type})
         if len(failures) > self.max_record_lines:
             self.log.warning("job %s run %s attempt %d: %d more failed records (see the "
                              "Errors tab)", run.job, run.run_id, result.attempt,
                              len(failures) - self.max_record_lines,
-                             extra={"job": run.job, "run_id": run.run_id,
-                                    "attempt": result.attempt})
+                             extra={**self._client, "job": run.job,
+                                    "run_id": run.run_id, "attempt": result.attempt})
 
     def on_run_end(self, run: RunInfo, outcome: RunOutcome) -> None:
-        fields = {"job": run.job, "run_id": run.run_id, "attempt": outcome.attempts,
-                  "stage": "run"}
+        fields = {**self._client, "job": run.job, "run_id": run.run_id,
+                  "attempt": outcome.attempts, "stage": "run"}
         if outcome.status == RunStatus.OK:
             self.log.debug("job %s run %s ok after %d attempt(s) in %.2fs", run.job,
                            run.run_id, outcome.attempts, outcome.duration_s, extra=fields)

@@ -29,6 +29,7 @@ class Settings(BaseSettings):
                                       extra="ignore")
 
     sheet: str = ""
+    clients: str = Field(default="", description="clients file (TOML): one sheet per client")
     store_url: str = ""
     executor: str = "local"
     workers: int = Field(default=0, description="worker processes; 0 = number of CPUs")

@@ -14,9 +14,11 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from sheetops import clients
+from sheetops.clients import Client
 from sheetops.dashboard import auth
 from sheetops.dashboard import queries as q
-from sheetops.errors import StoreError
+from sheetops.errors import SheetopsError, StoreError
 from sheetops.settings import get_settings
 from sheetops.store import RunStatus, Store
 
@@ -30,22 +32,62 @@ def _open_store(url: str) -> Store:
     return q.open_store(url)
 
 
-def store() -> Store:
-    """The store named by ``SHEETOPS_STORE_URL`` (or the default SQLite file), shared by
-    every session of this server. The dashboard never migrates it: a store that needs
-    ``sheetops migrate`` (or a newer sheetops) stops the page with that one sentence."""
+@st.cache_data(show_spinner=False, ttl=60)
+def _clients(path: str) -> list[Client]:
+    return clients.from_settings(get_settings()) if path else []
+
+
+def served_clients() -> list[Client]:
+    """The clients of ``SHEETOPS_CLIENTS`` (re-read every minute), [] without it; a bad
+    clients file stops the page with its one sentence."""
     try:
-        return _open_store(get_settings().resolved_store_url())
+        return _clients(get_settings().clients)
+    except SheetopsError as exc:
+        st.error(str(exc))
+        st.stop()
+        raise
+
+
+def client() -> Client | None:
+    """The client chosen in the sidebar (the first one until a choice is made)."""
+    found = served_clients()
+    chosen = st.session_state.get("_keep_f_client")
+    return next((c for c in found if c.name == chosen), found[0] if found else None)
+
+
+def store() -> Store:
+    """The store of the client chosen in the sidebar, else the one named by
+    ``SHEETOPS_STORE_URL`` (or the default SQLite file), shared by every session of this
+    server. The dashboard never migrates it: a store that needs ``sheetops migrate`` (or
+    a newer sheetops) stops the page with that one sentence."""
+    chosen = client()
+    try:
+        return _open_store(chosen.store_url if chosen else
+                           get_settings().resolved_store_url())
     except StoreError as exc:
         st.error(str(exc))
         st.stop()
         raise
 
 
+def client_selector() -> None:
+    """The sidebar's client choice, when the dashboard serves several clients: every
+    page then reads that client's store (its own runs, jobs, errors and queues)."""
+    found = served_clients()
+    if len(found) < 2:
+        return
+    names = [c.name for c in found]
+    save = _persisted("f_client", names[0])
+    if st.session_state["f_client"] not in names:
+        st.session_state["f_client"] = st.session_state["_keep_f_client"] = names[0]
+    st.sidebar.selectbox("Client", names, key="f_client", on_change=save)
+
+
 def page_setup(title: str) -> str | None:
     """Gate access, draw the title and whether a scheduler is running; returns the user
     (for Run now)."""
     user = auth.require_access()
+    client_selector()
     st.title(title)
     scheduler_banner(q.scheduler_status(store()))
     return user
@@ -116,7 +158,8 @@ def sidebar(job_filter: bool = True, status_filter: bool = True) -> Filters:
                                DEFAULT_REFRESH)
     refresh = sb.selectbox("Refresh every", list(REFRESH_CHOICES), key="f_refresh",
                            on_change=_persisted("f_refresh", default_refresh))
-    sheet = get_settings().sheet
+    chosen = client()
+    sheet = chosen.sheet if chosen else get_settings().sheet
     if sheet.lower().startswith("http"):
         sb.link_button("Open the config sheet", sheet)
     sb.caption(f"Store: {store().safe_url}")

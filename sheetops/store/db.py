@@ -9,6 +9,7 @@ PostgreSQL gets ``pool_pre_ping``. :class:`Database` is what every focused store
 from __future__ import annotations
 
 import math
+import re
 import threading
 from typing import Any
 
@@ -30,6 +31,53 @@ def safe_url(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except (ArgumentError, ValueError):
         return "<invalid store URL>"
+
+
+_SEARCH_PATH = re.compile(r"-c\s*search_path=([a-z_][a-z0-9_]*)")
+
+
+def in_schema(url: str, schema: str) -> str:
+    """The PostgreSQL ``url`` with every connection's ``search_path`` set to ``schema``
+    (libpq's ``options``): a store of its own inside one database, e.g. one per client.
+    :func:`ensure_schema` creates the schema; the migrations run inside it."""
+    parsed = make_url(url)
+    options = " ".join(filter(None, [parsed.query.get("options", ""),
+                                     f"-csearch_path={schema}"]))
+    return parsed.update_query_dict({"options": options}).render_as_string(
+        hide_password=False)
+
+
+def url_schema(url: str) -> str | None:
+    """The schema :func:`in_schema` put in ``url`` (``None`` for the default one)."""
+    if not url.startswith("postgresql"):
+        return None
+    found = _SEARCH_PATH.search(str(make_url(url).query.get("options", "")))
+    return found.group(1) if found else None
+
+
+def ensure_schema(url: str) -> None:
+    """Create the schema a store URL selects, if it is missing (a no-op for SQLite and
+    for a URL without one). Run before the store's engine first connects: PostgreSQL
+    reports no current schema to a connection whose ``search_path`` names none that
+    exists."""
+    schema = url_schema(url)
+    if schema is None:
+        return
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            current = conn.exec_driver_sql("SELECT current_schema()").scalar()
+    except Exception as exc:
+        raise StoreError(f"cannot create the schema {schema} in {safe_url(url)}: "
+                         f"{exc}") from None
+    finally:
+        engine.dispose()
+    if current != schema:  # e.g. a pooler that drops the options startup parameter
+        raise StoreError(f"connections to {safe_url(url)} do not use the schema {schema} "
+                         f"(current schema: {current}); a pooler may have dropped the "
+                         "options parameter: give each client its own database instead "
+                         "({client} in the database name)")
 
 
 def _read_only(url: str) -> bool:

@@ -33,7 +33,7 @@ import sqlalchemy as sa
 
 from sheetops.errors import StoreError
 from sheetops.store import schema
-from sheetops.store.db import Database
+from sheetops.store.db import Database, ensure_schema
 from sheetops.store.leases import LeaseStore
 
 if TYPE_CHECKING:
@@ -188,7 +188,9 @@ def _create_leases(db: Database) -> None:
 
 
 def migrate(db: Database, wait_s: float = 300.0) -> MigrationReport:
-    """Create or upgrade the store to head (see the module docstring); idempotent."""
+    """Create or upgrade the store to head (see the module docstring); idempotent. A
+    client's schema (:func:`~sheetops.store.db.in_schema`) is created first."""
+    ensure_schema(db.url)
     state, before = _read_state(db)
     if state == StoreState.CURRENT:
         return MigrationReport(before, HEAD, state)
