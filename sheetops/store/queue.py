@@ -28,6 +28,15 @@ from sheetops.errors import StoreError
 #: What a payload may be: anything ``json.dumps`` takes (dicts, lists, str, numbers, …).
 Payload = Any
 
+
+class JsonText(str):
+    """A payload already encoded as JSON text (by a faster encoder, say): ``put`` stores
+    it as it is instead of encoding it again, and a claim made with ``raw=True`` hands
+    every payload back as a ``JsonText`` for the caller to decode. The caller vouches
+    that the text is valid JSON."""
+
+    __slots__ = ()
+
 #: Seconds added to a work item's timeout to make its lease (see :func:`lease_for`).
 LEASE_GRACE_S = 10.0
 #: Deliveries after which an item that was never acked becomes a dead letter.
@@ -144,7 +153,8 @@ class QueueTransaction(ABC):
         """Add ``payloads`` to ``queue``; see :meth:`Queue.put`."""
 
     @abstractmethod
-    def claim(self, queue: str, n: int, *, consumer: str, lease_s: float) -> list[Claim]:
+    def claim(self, queue: str, n: int, *, consumer: str, lease_s: float,
+              raw: bool = False) -> list[Claim]:
         """Claim up to ``n`` items of ``queue``; see :meth:`Queue.claim`."""
 
     @abstractmethod
@@ -182,11 +192,13 @@ class Queue(ABC):
         or dead: not yet acked). Returns the ids of the items added, in order."""
 
     @abstractmethod
-    def claim(self, n: int, *, consumer: str, lease_s: float) -> list[Claim]:
+    def claim(self, n: int, *, consumer: str, lease_s: float,
+              raw: bool = False) -> list[Claim]:
         """Lease up to ``n`` claimable items (waiting and due, or whose lease expired)
         to ``consumer`` for ``lease_s`` seconds (:func:`lease_for` of the work's
         timeout). An expired item already delivered ``max_deliveries`` times becomes a
-        dead letter instead. Returns at once, possibly with nothing."""
+        dead letter instead. Returns at once, possibly with nothing. With ``raw`` the
+        payloads are left as :class:`JsonText`, undecoded."""
 
     @abstractmethod
     def ack(self, claims: Sequence[Claim]) -> None:
