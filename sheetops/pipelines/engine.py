@@ -23,6 +23,7 @@ through durable queues (``<job>.<stage>``) in the store.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import socket
@@ -145,6 +146,31 @@ class _Changes:
             self._cond.wait_for(lambda: self._count != since, timeout)
 
 
+class _Handed:
+    """Batches this process put on a queue, kept decoded by item id until a stage of
+    this process claims them, so a hand-off inside one process encodes the batch once
+    (the durable copy) and never decodes it again. Only the committed item is the
+    truth: a batch claimed by another process, or after a restart, is decoded from the
+    queue. At most ``limit`` batches are kept (the oldest go first), so a batch taken
+    by another process is not held for ever."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._items: dict[int, tuple[list[str], list[Any], bool]] = {}
+        self._lock = threading.Lock()
+
+    def keep(self, ids: Sequence[int], items: Sequence[tuple[list[str], list[Any], bool]]
+             ) -> None:
+        with self._lock:
+            self._items.update(zip(ids, items, strict=True))
+            while len(self._items) > self.limit:
+                del self._items[next(iter(self._items))]
+
+    def take(self, item_id: int) -> tuple[list[str], list[Any], bool] | None:
+        with self._lock:
+            return self._items.pop(item_id, None)
+
+
 @dataclass
 class StageRuntime:
     """Everything :func:`process_claim` needs to process one batch of one stage."""
@@ -167,6 +193,8 @@ class StageRuntime:
     #: serialises this process's writers on SQLite (see :func:`writer_lock`)
     lock: Any = field(default_factory=contextlib.nullcontext)
     params: dict[str, Any] = field(default_factory=dict)
+    #: batches handed on in this process, still decoded (see :class:`_Handed`)
+    handed: _Handed | None = None
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Any]:
@@ -177,19 +205,16 @@ class StageRuntime:
         return StageContext(self, list(keys), connection)
 
 
-def _halves(keys: list[str], records: list[Any]) -> list[str]:
-    middle = len(records) // 2
-    return [batches.encode(keys[:middle], records[:middle], split=True),
-            batches.encode(keys[middle:], records[middle:], split=True)]
-
-
 def _split(rt: StageRuntime, claim: Claim, keys: list[str], records: list[Any]) -> None:
     """Put the batch back as two halves and ack it, in one transaction."""
     middle = len(records) // 2
+    halves = [(keys[:middle], records[:middle], True), (keys[middle:], records[middle:], True)]
     with rt.transaction() as tx:
-        tx.put(rt.queue, _halves(keys, records),
-               keys=[batches.item_key(keys[:middle]), batches.item_key(keys[middle:])])
+        ids = tx.put(rt.queue, [batches.encode(k, r, split=True) for k, r, _ in halves],
+                     keys=[batches.item_key(k) for k, _, _ in halves])
         tx.ack([claim])
+    if rt.handed is not None:
+        rt.handed.keep(ids, halves)
 
 
 def _chunks(outputs: list[tuple[str, Any]], size: int) -> Iterator[list[tuple[str, Any]]]:
@@ -202,6 +227,16 @@ def _keyed(rt: StageRuntime, produced: Any, keys: list[str], records: list[Any]
     """The stage's output as ``(key, record)``; ``None`` passes the input on."""
     if produced is None:
         return list(zip(keys, records, strict=True))
+    if not isinstance(produced, list):
+        produced = list(produced)
+    field_name = rt.pipe.key
+    if isinstance(field_name, str):  # the common case, a key field: one pass, no calls
+        try:
+            values = [r[field_name] for r in produced]
+        except Exception:  # a record the careful path below explains
+            values = None
+        if values is not None and None not in values and "" not in values:
+            return list(zip(map(str, values), produced, strict=True))
     out = []
     for record in produced:
         if isinstance(record, Keyed):
@@ -236,21 +271,25 @@ def _hand_off(rt: StageRuntime, claim: Claim, records_in: int,
     """Put the outputs on the next queue, ack the batch and count it, in one
     transaction; a SQL sink writes in the same transaction."""
     stage = rt.stage
+    handed: list[tuple[list[str], list[Any], bool]] = []
     with rt.transaction() as tx:
         conn = tx.connection
         if stage.sql and not rt.dry_run and records:
             args = (records, rt.context(keys, conn)) if stage.takes_ctx else (records,)
             outputs = _keyed(rt, stage.fn(*args), keys, records)
+        ids: list[int] = []
         if rt.next_queue and outputs:
-            chunks = list(_chunks(outputs, rt.next_batch_size))
-            tx.put(rt.next_queue,
-                   [batches.encode([k for k, _ in c], [r for _, r in c]) for c in chunks],
-                   keys=[batches.item_key([k for k, _ in c]) for c in chunks])
+            handed = [([k for k, _ in c], [r for _, r in c], False)
+                      for c in _chunks(outputs, rt.next_batch_size)]
+            ids = tx.put(rt.next_queue, [batches.encode(k, r) for k, r, _ in handed],
+                         keys=[batches.item_key(k) for k, _, _ in handed])
         if stage.sink and stage.idempotent and not rt.dry_run:
             ledger.mark_done(conn, rt.job, stage.name, [k for k, _ in outputs])
         tx.ack([claim])
         ledger.add_counts(conn, rt.job, rt.generation, stage.name, records_in=records_in,
                           records_out=len(outputs))
+    if rt.handed is not None and handed:
+        rt.handed.keep(ids, handed)
 
 
 def _dead_letter(rt: StageRuntime, claim: Claim, error: BaseException, attempts: int) -> None:
@@ -267,7 +306,8 @@ def process_claim(rt: StageRuntime, claim: Claim) -> None:
     """Process one claimed batch of ``rt``'s stage to its end: handed on, split, or a
     dead letter. Never raises for a failure of the stage function; a lease lost on the
     way (``StaleClaim``) drops this delivery, since the batch is someone else's now."""
-    keys, records, split = batches.decode_item(claim.payload)
+    kept = rt.handed.take(claim.id) if rt.handed is not None else None
+    keys, records, split = kept if kept is not None else batches.decode_item(claim.payload)
     records_in = len(records)
     try:
         if claim.deliveries > 1 and len(records) > 1:
@@ -275,8 +315,8 @@ def process_claim(rt: StageRuntime, claim: Claim) -> None:
             _split(rt, claim, keys, records)
             return
         if rt.stage.sink and rt.stage.idempotent and not rt.dry_run:
-            with rt.transaction() as tx:
-                done = ledger.done_keys(tx.connection, rt.job, rt.stage.name, keys)
+            with rt.queues.engine.connect() as conn:  # a read: no write lock
+                done = ledger.done_keys(conn, rt.job, rt.stage.name, keys)
             if done:
                 kept = [(k, r) for k, r in zip(keys, records, strict=True) if k not in done]
                 keys, records = [k for k, _ in kept], [r for _, r in kept]
@@ -342,6 +382,8 @@ class PipelineRun:
         self.changes = _Changes()
         self.lock = writer_lock(queues)
         self.depths = _Depths(queues, self.names)
+        self.handed = _Handed(2 * sum(self._limit(i) + s.concurrency
+                                      for i, s in enumerate(self.settings)))
         self.consumer = f"{socket.gethostname()}:{os.getpid()}:{run_id}"
         self.run_context = run_context
         self.params = dict(params if params is not None
@@ -363,13 +405,16 @@ class PipelineRun:
             self.dry_run, self._lease(settings),
             Throttle(settings.rate_limit, f"{self.job}.{self.pipe.stages[index].name}")
             if settings.rate_limit else None, self.run_context, self.stop, self.lock,
-            self.params)
+            self.params, self.handed)
+
+    def _limit(self, index: int) -> int:
+        """Queue ``index``'s high-water mark in batches."""
+        settings = self.settings[index]
+        return max(1, -(-settings.high_water_records // settings.batch_size))
 
     def _room(self, index: int) -> bool:
-        """Whether queue ``index`` is below its high-water mark (in batches)."""
-        settings = self.settings[index]
-        limit = max(1, -(-settings.high_water_records // settings.batch_size))
-        return self.depths.waiting(self.names[index]) < limit
+        """Whether queue ``index`` is below its high-water mark."""
+        return self.depths.waiting(self.names[index]) < self._limit(index)
 
     def _wait_room(self, index: int) -> bool:
         idle = POLL_S
@@ -419,10 +464,10 @@ class PipelineRun:
         if records and not self._wait_room(0):
             return False
         with self.lock, self.queues.transaction() as tx:
-            if records:
-                tx.put(self.names[0], [batches.encode(keys, records)],
-                       keys=[batches.item_key(keys)])
+            ids = tx.put(self.names[0], [batches.encode(keys, records)],
+                         keys=[batches.item_key(keys)]) if records else []
             ledger.save_position(tx.connection, self.job, position, count, exhausted)
+        self.handed.keep(ids, [(keys, records, False)] if ids else [])
         self.depths.bump(self.names[0], 1 if records else 0)
         self.changes.notify()
         self._records = count
@@ -436,7 +481,8 @@ class PipelineRun:
                 return
             mark = self.changes.mark()
             with self.lock:
-                claims = queue.claim(1, consumer=self.consumer, lease_s=rt.lease_s)
+                claims = queue.claim(1, consumer=self.consumer, lease_s=rt.lease_s,
+                                     raw=True)
             if not claims:
                 self.changes.wait(mark, idle)
                 idle = min(idle * 2, IDLE_MAX_S)
@@ -448,6 +494,10 @@ class PipelineRun:
             self.changes.notify()
 
     def run(self) -> RunReport:
+        with calm_gc():
+            return self._run()
+
+    def _run(self) -> RunReport:
         started = time.time()
         ledger.create_tables(self.queues.engine)
         with self.queues.transaction() as tx:
@@ -516,6 +566,44 @@ class PipelineRun:
 
 
 _LOCKS: dict[int, threading.Lock] = {}
+#: The cyclic garbage collector's first threshold while a pipeline runs.
+GC_THRESHOLD = 50_000
+
+
+class _CalmGc:
+    """While pipelines run in this process, the cyclic garbage collector runs less
+    often and skips the objects alive when the first run began (``gc.freeze``).
+
+    Records are trees of dicts and lists, freed by reference counting; but each batch
+    decoded or built allocates thousands of containers, and every 700 of them the
+    collector runs, now and then walking every object of the process (modules,
+    SQLAlchemy's tables, the batches in flight): more time than the stages take. The
+    usual settings come back when the last run ends."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._runs = 0
+        self._saved = gc.get_threshold()
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._lock:
+            self._runs += 1
+            if self._runs == 1:
+                self._saved = gc.get_threshold()
+                gc.freeze()
+                gc.set_threshold(max(GC_THRESHOLD, self._saved[0]), *self._saved[1:])
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._runs -= 1
+                if self._runs == 0:
+                    gc.set_threshold(*self._saved)
+                    gc.unfreeze()
+
+
+calm_gc = _CalmGc()
 
 
 def writer_lock(queues: Queues) -> Any:

@@ -32,8 +32,8 @@ Payload = Any
 class JsonText(str):
     """A payload already encoded as JSON text (by a faster encoder, say): ``put`` stores
     it as it is instead of encoding it again, and a claim made with ``raw=True`` hands
-    every payload back as a ``JsonText`` for the caller to decode. The caller vouches
-    that the text is valid JSON."""
+    every payload back as its JSON text (a ``str``) for the caller to decode. The
+    caller vouches that the text is valid JSON."""
 
     __slots__ = ()
 
@@ -198,7 +198,7 @@ class Queue(ABC):
         to ``consumer`` for ``lease_s`` seconds (:func:`lease_for` of the work's
         timeout). An expired item already delivered ``max_deliveries`` times becomes a
         dead letter instead. Returns at once, possibly with nothing. With ``raw`` the
-        payloads are left as :class:`JsonText`, undecoded."""
+        payloads are left undecoded, as JSON text (see :class:`JsonText`)."""
 
     @abstractmethod
     def ack(self, claims: Sequence[Claim]) -> None:

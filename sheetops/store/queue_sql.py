@@ -288,6 +288,16 @@ DIALECTS: dict[str, type[SqliteQueueSql] | type[PostgresQueueSql]] = {
     "sqlite": SqliteQueueSql,
     "postgresql": PostgresQueueSql,
 }
+_SHARED: dict[str, _Dialect] = {}
+
+
+def dialect_sql(conn: Connection) -> SqliteQueueSql | PostgresQueueSql:
+    """The driver-SQL helper for ``conn``'s database (for the other store modules that
+    run hot statements through the driver, like the pipeline ledger)."""
+    name = conn.dialect.name
+    if name not in _SHARED:
+        _SHARED[name] = DIALECTS[name]()
+    return _SHARED[name]  # type: ignore[return-value]
 
 
 def _dumps(payload: Payload, index: int) -> str:
@@ -344,7 +354,7 @@ class SqlTransaction(QueueTransaction):
             "token": uuid.uuid4().hex, "consumer": consumer, "limit": limit,
             "expired": f"delivered {limit} times and never acked: its worker died, hung "
                        "or outlived its lease each time"}
-        decode = JsonText if raw else json.loads
+        decode = str if raw else json.loads
         claims: list[Claim] = []
         while len(claims) < n:
             rows = self._sql.claim(self.connection, {**params, "n": n - len(claims)})
