@@ -320,6 +320,30 @@ def test_a_batch_of_10000_is_put_and_claimed_quickly(queues: Queues) -> None:
     assert put_s < 10, f"putting 10,000 items took {put_s:.1f}s"
 
 
+def test_put_claimed_leases_to_its_consumer_and_release_gives_it_back(
+        queues: Queues, clock: Clock) -> None:
+    q = queues.queue("q")
+    with queues.transaction() as tx:
+        mine = tx.put_claimed("q", [{"a": 1}, {"a": 2}], keys=["k1", "k2"], consumer="w",
+                              lease_s=LEASE)
+    assert [(c.key, c.payload, c.deliveries) for c in mine] == [("k1", {"a": 1}, 1),
+                                                                 ("k2", {"a": 2}, 1)]
+    assert q.depth() == QueueDepth(claimed=2)
+    assert q.claim(5, consumer="other", lease_s=LEASE) == []
+    q.ack(mine[:1])
+    with queues.transaction() as tx:
+        assert tx.release(mine) == 1  # the acked one is no longer held: skipped
+    [again] = q.claim(5, consumer="other", lease_s=LEASE)
+    assert (again.key, again.payload, again.deliveries) == ("k2", {"a": 2}, 1)
+    with queues.transaction() as tx:
+        [late] = tx.put_claimed("q", ["x"], consumer="dies", lease_s=10)
+    clock.advance(11)  # its consumer died: the lease expires like a claim's
+    [taken] = q.claim(5, consumer="other", lease_s=LEASE)
+    assert (taken.id, taken.deliveries) == (late.id, 2)
+    with pytest.raises(StaleClaim):
+        q.ack([late])
+
+
 # -- transactions ------------------------------------------------------------------------
 def test_ack_and_put_commit_together_or_not_at_all(queues: Queues) -> None:
     stage1, stage2 = queues.queue("stage1"), queues.queue("stage2")

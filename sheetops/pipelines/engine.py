@@ -22,6 +22,7 @@ through durable queues (``<job>.<stage>``) in the store.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import gc
 import logging
@@ -146,29 +147,82 @@ class _Changes:
             self._cond.wait_for(lambda: self._count != since, timeout)
 
 
-class _Handed:
-    """Batches this process put on a queue, kept decoded by item id until a stage of
-    this process claims them, so a hand-off inside one process encodes the batch once
-    (the durable copy) and never decodes it again. Only the committed item is the
-    truth: a batch claimed by another process, or after a restart, is decoded from the
-    queue. At most ``limit`` batches are kept (the oldest go first), so a batch taken
-    by another process is not held for ever."""
+Batch = tuple[list[str], list[Any], bool]
 
-    def __init__(self, limit: int) -> None:
+
+@dataclass(frozen=True)
+class _Encoded:
+    """Batches as queue payloads and item keys, encoded before the write lock is
+    taken (encoding is the costly part, and needs no lock)."""
+
+    payloads: list[Any]
+    keys: list[str]
+
+    @classmethod
+    def of(cls, items: Sequence[Batch]) -> _Encoded:
+        return cls([batches.encode(k, r, split=s) for k, r, s in items],
+                   [batches.item_key(k) for k, _, _ in items])
+
+
+def _put(rt_handed: _Handed | None, tx: Any, queue: str, items: Sequence[Batch],
+         encoded: _Encoded) -> Any:
+    """Put ``items`` on ``queue``: leased to this process when it keeps them
+    (``rt_handed``), else plainly. Returns what :meth:`_Handed.committed` takes."""
+    if rt_handed is not None:
+        return rt_handed.put(tx, queue, items, encoded)
+    tx.put(queue, encoded.payloads, keys=encoded.keys)
+    return None
+
+
+class _Handed:
+    """Batches this process hands to its own next stage: put already leased to this
+    process (``put_claimed``) and kept decoded, so a hand-off inside one process costs
+    one write — no claim transaction, no decoding of what was just encoded. The
+    committed item stays the truth: if the process dies, the lease expires and the
+    batch is claimed and decoded from the queue like any other.
+
+    ``ready[queue]`` holds the leased claims no stage thread has taken yet; what is
+    left when a run stops is released (:meth:`QueueTransaction.release`). At most
+    ``limit`` decoded batches are kept, oldest dropped first."""
+
+    def __init__(self, consumer: str, leases: Mapping[str, float], limit: int) -> None:
+        self.consumer = consumer
+        self.leases = dict(leases)
         self.limit = limit
-        self._items: dict[int, tuple[list[str], list[Any], bool]] = {}
+        self.ready: dict[str, collections.deque[Claim]] = {
+            name: collections.deque() for name in leases}
+        self._items: dict[int, Batch] = {}
         self._lock = threading.Lock()
 
-    def keep(self, ids: Sequence[int], items: Sequence[tuple[list[str], list[Any], bool]]
-             ) -> None:
+    def put(self, tx: Any, queue: str, items: Sequence[Batch], encoded: _Encoded
+            ) -> tuple[str, list[Claim], Sequence[Batch]]:
+        """Put ``items`` (``encoded``) on ``queue`` leased to this process, inside
+        ``tx``; hand the result to :meth:`committed` once ``tx`` has committed."""
+        claims = tx.put_claimed(queue, encoded.payloads, keys=encoded.keys,
+                                consumer=self.consumer, lease_s=self.leases[queue])
+        return queue, claims, items
+
+    def committed(self, put: tuple[str, list[Claim], Sequence[Batch]]) -> None:
+        """The batches of a :meth:`put` whose transaction committed are ready."""
+        queue, claims, items = put
         with self._lock:
-            self._items.update(zip(ids, items, strict=True))
+            self._items.update(zip((c.id for c in claims), items, strict=True))
             while len(self._items) > self.limit:
                 del self._items[next(iter(self._items))]
+        self.ready[queue].extend(claims)
 
-    def take(self, item_id: int) -> tuple[list[str], list[Any], bool] | None:
+    def take(self, item_id: int) -> Batch | None:
         with self._lock:
             return self._items.pop(item_id, None)
+
+    def leftover(self) -> list[Claim]:
+        """The leased claims no thread took (to release when the run stops)."""
+        left = [c for ready in self.ready.values() for c in ready]
+        for ready in self.ready.values():
+            ready.clear()
+        with self._lock:
+            self._items.clear()
+        return left
 
 
 @dataclass
@@ -209,12 +263,12 @@ def _split(rt: StageRuntime, claim: Claim, keys: list[str], records: list[Any]) 
     """Put the batch back as two halves and ack it, in one transaction."""
     middle = len(records) // 2
     halves = [(keys[:middle], records[:middle], True), (keys[middle:], records[middle:], True)]
+    encoded = _Encoded.of(halves)
     with rt.transaction() as tx:
-        ids = tx.put(rt.queue, [batches.encode(k, r, split=True) for k, r, _ in halves],
-                     keys=[batches.item_key(k) for k, _, _ in halves])
+        put = _put(rt.handed, tx, rt.queue, halves, encoded)
         tx.ack([claim])
-    if rt.handed is not None:
-        rt.handed.keep(ids, halves)
+    if put is not None:
+        rt.handed.committed(put)
 
 
 def _chunks(outputs: list[tuple[str, Any]], size: int) -> Iterator[list[tuple[str, Any]]]:
@@ -271,25 +325,33 @@ def _hand_off(rt: StageRuntime, claim: Claim, records_in: int,
     """Put the outputs on the next queue, ack the batch and count it, in one
     transaction; a SQL sink writes in the same transaction."""
     stage = rt.stage
-    handed: list[tuple[list[str], list[Any], bool]] = []
+    sql = stage.sql and not rt.dry_run and bool(records)
+
+    def chunked(outputs: list[tuple[str, Any]]) -> list[Batch]:
+        if not rt.next_queue:
+            return []
+        return [([k for k, _ in c], [r for _, r in c], False)
+                for c in _chunks(outputs, rt.next_batch_size)]
+
+    items = [] if sql else chunked(outputs)
+    encoded = _Encoded.of(items)
+    put = None
     with rt.transaction() as tx:
         conn = tx.connection
-        if stage.sql and not rt.dry_run and records:
+        if sql:
             args = (records, rt.context(keys, conn)) if stage.takes_ctx else (records,)
             outputs = _keyed(rt, stage.fn(*args), keys, records)
-        ids: list[int] = []
-        if rt.next_queue and outputs:
-            handed = [([k for k, _ in c], [r for _, r in c], False)
-                      for c in _chunks(outputs, rt.next_batch_size)]
-            ids = tx.put(rt.next_queue, [batches.encode(k, r) for k, r, _ in handed],
-                         keys=[batches.item_key(k) for k, _, _ in handed])
+            items = chunked(outputs)
+            encoded = _Encoded.of(items)
+        if items:
+            put = _put(rt.handed, tx, rt.next_queue, items, encoded)
         if stage.sink and stage.idempotent and not rt.dry_run:
             ledger.mark_done(conn, rt.job, stage.name, [k for k, _ in outputs])
         tx.ack([claim])
         ledger.add_counts(conn, rt.job, rt.generation, stage.name, records_in=records_in,
                           records_out=len(outputs))
-    if rt.handed is not None and handed:
-        rt.handed.keep(ids, handed)
+    if put is not None:
+        rt.handed.committed(put)
 
 
 def _dead_letter(rt: StageRuntime, claim: Claim, error: BaseException, attempts: int) -> None:
@@ -306,7 +368,7 @@ def process_claim(rt: StageRuntime, claim: Claim) -> None:
     """Process one claimed batch of ``rt``'s stage to its end: handed on, split, or a
     dead letter. Never raises for a failure of the stage function; a lease lost on the
     way (``StaleClaim``) drops this delivery, since the batch is someone else's now."""
-    kept = rt.handed.take(claim.id) if rt.handed is not None else None
+    kept = rt.handed.take(claim.id) if rt.handed is not None else None  # decoded already
     keys, records, split = kept if kept is not None else batches.decode_item(claim.payload)
     records_in = len(records)
     try:
@@ -382,9 +444,11 @@ class PipelineRun:
         self.changes = _Changes()
         self.lock = writer_lock(queues)
         self.depths = _Depths(queues, self.names)
-        self.handed = _Handed(2 * sum(self._limit(i) + s.concurrency
-                                      for i, s in enumerate(self.settings)))
         self.consumer = f"{socket.gethostname()}:{os.getpid()}:{run_id}"
+        self.handed = _Handed(self.consumer, {
+            name: self._lease(settings) for name, settings in zip(self.names, self.settings,
+                                                                  strict=True)},
+            2 * sum(self._limit(i) + s.concurrency for i, s in enumerate(self.settings)))
         self.run_context = run_context
         self.params = dict(params if params is not None
                            else getattr(run_context, "params", None) or {})
@@ -463,11 +527,15 @@ class PipelineRun:
                     exhausted: bool) -> bool:
         if records and not self._wait_room(0):
             return False
+        items = [(keys, records, False)] if records else []
+        encoded = _Encoded.of(items)
+        put = None
         with self.lock, self.queues.transaction() as tx:
-            ids = tx.put(self.names[0], [batches.encode(keys, records)],
-                         keys=[batches.item_key(keys)]) if records else []
+            if items:
+                put = self.handed.put(tx, self.names[0], items, encoded)
             ledger.save_position(tx.connection, self.job, position, count, exhausted)
-        self.handed.keep(ids, [(keys, records, False)] if ids else [])
+        if put is not None:
+            self.handed.committed(put)
         self.depths.bump(self.names[0], 1 if records else 0)
         self.changes.notify()
         self._records = count
@@ -480,18 +548,48 @@ class PipelineRun:
             if rt.next_queue and not self._wait_room(index + 1):
                 return
             mark = self.changes.mark()
-            with self.lock:
-                claims = queue.claim(1, consumer=self.consumer, lease_s=rt.lease_s,
-                                     raw=True)
-            if not claims:
+            claim = self._next_claim(rt, queue)
+            if claim is None:
                 self.changes.wait(mark, idle)
                 idle = min(idle * 2, IDLE_MAX_S)
                 continue
             idle = POLL_S
-            process_claim(rt, claims[0])
+            process_claim(rt, claim)
             if rt.next_queue:
                 self.depths.bump(rt.next_queue, 1)
             self.changes.notify()
+
+    def _next_claim(self, rt: StageRuntime, queue: Any) -> Claim | None:
+        """A batch this process handed itself (its lease renewed if it waited long),
+        else one claimed from the queue."""
+        ready = self.handed.ready[rt.queue]
+        while True:
+            try:
+                claim = ready.popleft()
+            except IndexError:
+                break
+            if claim.claimed_until - self.queues.now() > rt.lease_s - max(1.0, rt.lease_s / 10):
+                return claim
+            try:
+                with self.lock:
+                    return queue.extend([claim], rt.lease_s)[0]
+            except StaleClaim:  # its lease ran out while it waited: claimed anew below
+                self.handed.take(claim.id)
+        with self.lock:
+            claims = queue.claim(1, consumer=self.consumer, lease_s=rt.lease_s, raw=True)
+        return claims[0] if claims else None
+
+    def _release_leftovers(self) -> None:
+        """Give back the batches handed to stages of this run that no thread started,
+        so the next run takes them at once instead of after their leases."""
+        left = self.handed.leftover()
+        if not left:
+            return
+        try:
+            with self.lock, self.queues.transaction() as tx:
+                tx.release(left)
+        except Exception:  # their leases expire instead
+            log.exception("pipeline %s: could not release %d batch(es)", self.job, len(left))
 
     def run(self) -> RunReport:
         with calm_gc():
@@ -534,6 +632,7 @@ class PipelineRun:
             self.changes.notify()
             for thread in threads:
                 thread.join()
+            self._release_leftovers()
         if self._errors:
             raise self._errors[0]
         if finished and not self.drain_only:

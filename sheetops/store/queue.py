@@ -153,6 +153,22 @@ class QueueTransaction(ABC):
         """Add ``payloads`` to ``queue``; see :meth:`Queue.put`."""
 
     @abstractmethod
+    def put_claimed(self, queue: str, payloads: Sequence[Payload], *,
+                    keys: Sequence[str | None] | None = None, consumer: str,
+                    lease_s: float, priority: int = 0) -> list[Claim]:
+        """Put ``payloads`` already leased to ``consumer`` for ``lease_s`` seconds, as
+        a put and a claim would, in one write: for a consumer that hands work to
+        itself (a pipeline's next stage in the same process) without claiming it
+        back. Each is a first delivery; if the consumer dies the lease expires like
+        any other. Returns the claims, in order, with the payloads as given."""
+
+    @abstractmethod
+    def release(self, claims: Sequence[Claim]) -> int:
+        """Give back claims whose work never started: claimable at once, and this
+        delivery not counted. Claims no longer held are skipped. Returns how many
+        were released."""
+
+    @abstractmethod
     def claim(self, queue: str, n: int, *, consumer: str, lease_s: float,
               raw: bool = False) -> list[Claim]:
         """Claim up to ``n`` items of ``queue``; see :meth:`Queue.claim`."""

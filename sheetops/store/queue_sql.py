@@ -122,6 +122,17 @@ class NewItems:
     visible_at: float
     created_at: float
     dedupe: bool
+    #: put already leased (``put_claimed``): the lease's token and consumer, else None
+    token: str | None = None
+    consumer: str | None = None
+
+    @property
+    def deliveries(self) -> int:
+        return 0 if self.token is None else 1
+
+    @property
+    def claimed_at(self) -> float | None:
+        return None if self.token is None else self.created_at
 
     @property
     def unique_keys(self) -> list[str | None]:
@@ -129,8 +140,14 @@ class NewItems:
 
 
 _COLUMNS = ("queue, key, unique_key, payload, priority, state, visible_at, created_at, "
-            "deliveries")
+            "deliveries, token, consumer, claimed_at")
 _ON_CONFLICT = " ON CONFLICT (queue, unique_key) DO NOTHING"
+
+
+class _Expr(str):
+    """A value of a fenced update that is SQL (of the row's own columns), not data."""
+
+    __slots__ = ()
 
 
 class _Dialect:
@@ -173,8 +190,10 @@ class _Dialect:
         if values is None:
             text = f"DELETE FROM queue_items WHERE {held} RETURNING id"
         else:
-            params.update({f"v_{k}": v for k, v in values.items()})
-            sets = ", ".join(f"{k} = :v_{k}" for k in values)
+            params.update({f"v_{k}": v for k, v in values.items()
+                           if not isinstance(v, _Expr)})
+            sets = ", ".join(f"{k} = {v}" if isinstance(v, _Expr) else f"{k} = :v_{k}"
+                             for k, v in values.items())
             text = f"UPDATE queue_items SET {sets} WHERE {held} RETURNING id"
         return set(conn.exec_driver_sql(self.sql(text), params).scalars())
 
@@ -189,7 +208,8 @@ class _Dialect:
 class SqliteQueueSql(_Dialect):
     """SQLite: one writer at a time, taken up front; the claim is one UPDATE."""
 
-    _INSERT = f"INSERT INTO queue_items ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0)"
+    _INSERT = (f"INSERT INTO queue_items ({_COLUMNS}) "
+               "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 
     def insert_rows(self, conn: Connection, new: NewItems) -> list[int]:
         """Insert through the driver's executemany (SQLAlchemy's per-row work would cost
@@ -198,7 +218,7 @@ class SqliteQueueSql(_Dialect):
         before = conn.exec_driver_sql("SELECT coalesce(max(id), 0) FROM queue_items").scalar()
         conn.exec_driver_sql(self._INSERT + (_ON_CONFLICT if new.dedupe else ""), [
             (new.queue, key, unique, payload, new.priority, LIVE, new.visible_at,
-             new.created_at)
+             new.created_at, new.deliveries, new.token, new.consumer, new.claimed_at)
             for key, unique, payload in zip(new.keys, new.unique_keys, new.payloads,
                                             strict=True)])
         return list(conn.exec_driver_sql(
@@ -240,7 +260,8 @@ class PostgresQueueSql(_Dialect):
 
     PARAM = "%({})s"
     _INSERT = (f"INSERT INTO queue_items ({_COLUMNS}) SELECT %(queue)s, k, u, p, "
-               "%(priority)s, 'live', %(visible_at)s, %(created_at)s, 0 FROM "
+               "%(priority)s, 'live', %(visible_at)s, %(created_at)s, %(deliveries)s, "
+               "%(token)s, %(consumer)s, %(claimed_at)s FROM "
                "unnest(%(keys)s::text[], %(unique)s::text[], %(payloads)s::text[]) "
                "WITH ORDINALITY AS item(k, u, p, n) ORDER BY n")
 
@@ -254,7 +275,9 @@ class PostgresQueueSql(_Dialect):
             end = start + 5000
             ids += sorted(conn.exec_driver_sql(sql, {
                 "queue": new.queue, "priority": new.priority, "visible_at": new.visible_at,
-                "created_at": new.created_at, "keys": new.keys[start:end],
+                "created_at": new.created_at, "deliveries": new.deliveries,
+                "token": new.token, "consumer": new.consumer, "claimed_at": new.claimed_at,
+                "keys": new.keys[start:end],
                 "unique": new.unique_keys[start:end],
                 "payloads": new.payloads[start:end]}).scalars())
         return ids
@@ -342,6 +365,32 @@ class SqlTransaction(QueueTransaction):
                          now + max(0.0, float(delay_s)), now, dedupe)
         return self._sql.insert_rows(self.connection, batch)
 
+    def put_claimed(self, queue: str, payloads: Sequence[Payload], *,
+                    keys: Sequence[str | None] | None = None, consumer: str,
+                    lease_s: float, priority: int = 0) -> list[Claim]:
+        if lease_s <= 0:
+            raise QueueError(f"lease_s must be positive, not {lease_s!r}")
+        if keys is not None and len(keys) != len(payloads):
+            raise QueueError(f"{len(keys)} keys for {len(payloads)} payloads")
+        if not payloads:
+            return []
+        now = self.queues.now()
+        keys = list(keys) if keys is not None else [None] * len(payloads)
+        token = uuid.uuid4().hex
+        batch = NewItems(queue, keys, [p if isinstance(p, JsonText) else _dumps(p, i)
+                                       for i, p in enumerate(payloads)],
+                         int(priority), now + lease_s, now, False, token, consumer)
+        ids = self._sql.insert_rows(self.connection, batch)
+        return [Claim(i, queue, k, p, 1, now + lease_s, token, int(priority), now)
+                for i, k, p in zip(ids, keys, payloads, strict=True)]
+
+    def release(self, claims: Sequence[Claim]) -> int:
+        return self._fenced(claims, {"token": None, "consumer": None,
+                                     "visible_at": self.queues.now(),
+                                     "deliveries": _Expr("CASE WHEN deliveries > 0 THEN "
+                                                         "deliveries - 1 ELSE 0 END")},
+                            strict=False)
+
     def claim(self, queue: str, n: int, *, consumer: str, lease_s: float,
               raw: bool = False) -> list[Claim]:
         if lease_s <= 0:
@@ -365,17 +414,22 @@ class SqlTransaction(QueueTransaction):
         claims.sort(key=lambda c: (-c.priority, c.id))
         return claims
 
-    def _fenced(self, claims: Sequence[Claim], values: dict[str, Any] | None) -> None:
+    def _fenced(self, claims: Sequence[Claim], values: dict[str, Any] | None,
+                strict: bool = True) -> int:
         """Update the claims' items with ``values`` (delete them when ``None``) where
-        their lease still holds; raise :class:`StaleClaim` naming any that did not."""
+        their lease still holds; raise :class:`StaleClaim` naming any that did not
+        (unless not ``strict``). Returns how many were touched."""
         now = self.queues.now()
         stale: list[int] = []
+        done = 0
         for token, ids in _by_token(claims).items():
             for chunk in _chunks(ids):
                 touched = self._sql.fenced(self.connection, chunk, token, now, values)
                 stale += [i for i in chunk if i not in touched]
-        if stale:
+                done += len(touched)
+        if stale and strict:
             raise StaleClaim(stale)
+        return done
 
     def ack(self, claims: Sequence[Claim]) -> None:
         self._fenced(claims, None)
