@@ -344,6 +344,24 @@ def test_put_claimed_leases_to_its_consumer_and_release_gives_it_back(
         q.ack([late])
 
 
+def test_dead_letter_per_key_keeps_one_dead_letter_per_key(queues: Queues,
+                                                            clock: Clock) -> None:
+    q = queues.queue("q")
+    q.put(["first try"], keys=["k"])
+    [claim] = q.claim(1, consumer="w", lease_s=LEASE)
+    q.dead_letter(claim, ValueError("bad"), per_key=True)
+    clock.advance(5)
+    q.put(["second try", "other"], keys=["k", "j"])
+    again, other = q.claim(2, consumer="w", lease_s=LEASE)
+    q.dead_letter(again, ValueError("still bad"), per_key=True)
+    q.dead_letter(other, ValueError("bad too"), per_key=True)
+    letters = q.dead_letters()
+    assert [(d.id, d.key, d.payload, d.error.message) for d in letters] == [
+        (claim.id, "k", "second try", "still bad"), (other.id, "j", "other", "bad too")]
+    assert letters[0].dead_at == clock()
+    assert q.depth() == QueueDepth(dead=2)
+
+
 # -- transactions ------------------------------------------------------------------------
 def test_ack_and_put_commit_together_or_not_at_all(queues: Queues) -> None:
     stage1, stage2 = queues.queue("stage1"), queues.queue("stage2")

@@ -359,7 +359,7 @@ def _dead_letter(rt: StageRuntime, claim: Claim, error: BaseException, attempts:
     info = ErrorInfo(info.type, f"{info.message} (stage {rt.stage.name}, {attempts} "
                      f"attempt{'s' if attempts != 1 else ''})", info.traceback[-8000:])
     with rt.transaction() as tx:
-        tx.dead_letter(claim, info)
+        tx.dead_letter(claim, info, per_key=True)  # a record still bad on a later pass
         ledger.add_counts(tx.connection, rt.job, rt.generation, rt.stage.name,
                           records_in=1, records_failed=1, dead_letters=1)
 

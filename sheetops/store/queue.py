@@ -187,8 +187,10 @@ class QueueTransaction(ABC):
         """Renew ``claims``' leases to ``lease_s`` from now; raises :class:`StaleClaim`."""
 
     @abstractmethod
-    def dead_letter(self, claim: Claim, error: BaseException | str | ErrorInfo) -> None:
-        """Make ``claim``'s item a dead letter now; raises :class:`StaleClaim`."""
+    def dead_letter(self, claim: Claim, error: BaseException | str | ErrorInfo, *,
+                    per_key: bool = False) -> None:
+        """Make ``claim``'s item a dead letter now; raises :class:`StaleClaim`. See
+        :meth:`Queue.dead_letter` for ``per_key``."""
 
 
 class Queue(ABC):
@@ -233,8 +235,13 @@ class Queue(ABC):
         claims (their ``claimed_until`` moved); raises :class:`StaleClaim`."""
 
     @abstractmethod
-    def dead_letter(self, claim: Claim, error: BaseException | str | ErrorInfo) -> None:
-        """The item cannot be processed (a bad record): keep it aside, with ``error``."""
+    def dead_letter(self, claim: Claim, error: BaseException | str | ErrorInfo, *,
+                    per_key: bool = False) -> None:
+        """The item cannot be processed (a bad record): keep it aside, with ``error``.
+        With ``per_key``, one dead letter per key: when the queue already holds a dead
+        letter with the claim's key (the same bad record, met again on a later pass),
+        that one takes this item's payload, error, deliveries and time, and this item
+        is removed."""
 
     @abstractmethod
     def dead_letters(self, limit: int = 100, *, keys: Sequence[str] | None = None,

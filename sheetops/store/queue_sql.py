@@ -452,11 +452,33 @@ class SqlTransaction(QueueTransaction):
         self._fenced(claims, {"visible_at": until})
         return [replace(c, claimed_until=until) for c in claims]
 
-    def dead_letter(self, claim: Claim, error: BaseException | str | ErrorInfo) -> None:
+    def dead_letter(self, claim: Claim, error: BaseException | str | ErrorInfo, *,
+                    per_key: bool = False) -> None:
         info = ErrorInfo.of(error)
-        self._fenced([claim], {
-            "state": DEAD, "dead_at": self.queues.now(), "token": None, "consumer": None,
-            "error_type": info.type, "error": info.message, "traceback": info.traceback})
+        now = self.queues.now()
+        values = {"state": DEAD, "dead_at": now, "token": None, "consumer": None,
+                  "error_type": info.type, "error": info.message,
+                  "traceback": info.traceback}
+        older = self._dead_with_key(claim) if per_key and claim.key is not None else None
+        if older is None:
+            self._fenced([claim], values)
+            return
+        self.connection.exec_driver_sql(self._sql.sql(
+            "UPDATE queue_items SET payload = (SELECT payload FROM queue_items WHERE "
+            "id = :item), deliveries = :deliveries, dead_at = :now, error_type = :type, "
+            "error = :error, traceback = :traceback WHERE id = :older"), {
+                "item": claim.id, "deliveries": claim.deliveries, "now": now,
+                "type": info.type, "error": info.message, "traceback": info.traceback,
+                "older": older})
+        self._fenced([claim], None)
+
+    def _dead_with_key(self, claim: Claim) -> int | None:
+        """The id of a dead letter of the claim's queue with the claim's key."""
+        return self.connection.exec_driver_sql(self._sql.sql(
+            "SELECT id FROM queue_items WHERE queue = :queue AND state = :dead AND "
+            "key = :key AND id <> :item ORDER BY id LIMIT 1"),
+            {"queue": claim.queue, "dead": DEAD, "key": claim.key, "item": claim.id}
+        ).scalar()
 
 
 class SqlQueue(Queue):
@@ -495,9 +517,10 @@ class SqlQueue(Queue):
         with self.queues.transaction() as tx:
             return tx.extend(claims, lease_s)
 
-    def dead_letter(self, claim: Claim, error: BaseException | str | ErrorInfo) -> None:
+    def dead_letter(self, claim: Claim, error: BaseException | str | ErrorInfo, *,
+                    per_key: bool = False) -> None:
         with self.queues.transaction() as tx:
-            tx.dead_letter(claim, error)
+            tx.dead_letter(claim, error, per_key=per_key)
 
     def _dead(self, keys: Sequence[str] | None, ids: Sequence[int] | None):
         where = [q.queue == self.name, q.state == DEAD]
