@@ -48,7 +48,10 @@ def decode_item(payload: Any) -> tuple[list[str], list[Any], bool]:
     """``(keys, records, split)`` of an item's payload (a JSON text, or an object
     written by ``replay --edited``). An item queued before batches were stored as
     :class:`JsonText` holds its batch as a JSON string inside the JSON text."""
-    data = orjson.loads(payload) if isinstance(payload, str) else payload
+    if isinstance(payload, str):  # orjson takes no str subclass (JsonText): a plain copy
+        data = orjson.loads(payload if type(payload) is str else str(payload))
+    else:
+        data = payload
     if isinstance(data, str):
         data = orjson.loads(data)
     return list(data["k"]), list(data["r"]), bool(data.get("s"))

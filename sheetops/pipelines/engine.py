@@ -53,6 +53,8 @@ log = logging.getLogger("sheetops.pipelines")
 #: Dead letters a run reports (Errors tab) at most.
 REPORTED_DEAD_LETTERS = 100
 POLL_S = 0.01
+#: Batches per queue kept decoded for the stage that takes them next (see _Handed).
+DECODED_AHEAD = 2
 IDLE_MAX_S = 0.2
 
 
@@ -182,16 +184,20 @@ class _Handed:
     batch is claimed and decoded from the queue like any other.
 
     ``ready[queue]`` holds the leased claims no stage thread has taken yet; what is
-    left when a run stops is released (:meth:`QueueTransaction.release`). At most
-    ``limit`` decoded batches are kept, oldest dropped first."""
+    left when a run stops is released (:meth:`QueueTransaction.release`). Memory stays
+    flat: at most ``decoded[queue]`` batches per queue are kept decoded (records as
+    objects cost several times their JSON); the others wait as their claim's JSON text
+    and are decoded when taken."""
 
-    def __init__(self, consumer: str, leases: Mapping[str, float], limit: int) -> None:
+    def __init__(self, consumer: str, leases: Mapping[str, float],
+                 decoded: Mapping[str, int]) -> None:
         self.consumer = consumer
         self.leases = dict(leases)
-        self.limit = limit
+        self.decoded = dict(decoded)
         self.ready: dict[str, collections.deque[Claim]] = {
             name: collections.deque() for name in leases}
-        self._items: dict[int, Batch] = {}
+        self._items: dict[int, tuple[str, Batch]] = {}
+        self._kept = dict.fromkeys(leases, 0)
         self._lock = threading.Lock()
 
     def put(self, tx: Any, queue: str, items: Sequence[Batch], encoded: _Encoded
@@ -206,14 +212,19 @@ class _Handed:
         """The batches of a :meth:`put` whose transaction committed are ready."""
         queue, claims, items = put
         with self._lock:
-            self._items.update(zip((c.id for c in claims), items, strict=True))
-            while len(self._items) > self.limit:
-                del self._items[next(iter(self._items))]
+            for claim, item in zip(claims, items, strict=True):
+                if self._kept[queue] < self.decoded[queue]:
+                    self._items[claim.id] = (queue, item)
+                    self._kept[queue] += 1
         self.ready[queue].extend(claims)
 
     def take(self, item_id: int) -> Batch | None:
         with self._lock:
-            return self._items.pop(item_id, None)
+            kept = self._items.pop(item_id, None)
+            if kept is None:
+                return None
+            self._kept[kept[0]] -= 1
+            return kept[1]
 
     def leftover(self) -> list[Claim]:
         """The leased claims no thread took (to release when the run stops)."""
@@ -222,6 +233,7 @@ class _Handed:
             ready.clear()
         with self._lock:
             self._items.clear()
+            self._kept = dict.fromkeys(self._kept, 0)
         return left
 
 
@@ -448,7 +460,8 @@ class PipelineRun:
         self.handed = _Handed(self.consumer, {
             name: self._lease(settings) for name, settings in zip(self.names, self.settings,
                                                                   strict=True)},
-            2 * sum(self._limit(i) + s.concurrency for i, s in enumerate(self.settings)))
+            {name: DECODED_AHEAD + settings.concurrency
+             for name, settings in zip(self.names, self.settings, strict=True)})
         self.run_context = run_context
         self.params = dict(params if params is not None
                            else getattr(run_context, "params", None) or {})
