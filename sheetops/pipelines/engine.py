@@ -574,7 +574,8 @@ class PipelineRun:
 
     def _next_claim(self, rt: StageRuntime, queue: Any) -> Claim | None:
         """A batch this process handed itself (its lease renewed if it waited long),
-        else one claimed from the queue."""
+        else one claimed from the queue (put by another process, or whose lease
+        expired)."""
         ready = self.handed.ready[rt.queue]
         while True:
             try:
@@ -588,6 +589,8 @@ class PipelineRun:
                     return queue.extend([claim], rt.lease_s)[0]
             except StaleClaim:  # its lease ran out while it waited: claimed anew below
                 self.handed.take(claim.id)
+        if not queue.claimable():  # a read: no write lock taken to find nothing
+            return None
         with self.lock:
             claims = queue.claim(1, consumer=self.consumer, lease_s=rt.lease_s, raw=True)
         return claims[0] if claims else None

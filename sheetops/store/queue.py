@@ -260,6 +260,11 @@ class Queue(ABC):
         """Counts of ready, delayed, claimed and dead items."""
 
     @abstractmethod
+    def claimable(self) -> bool:
+        """Whether a claim now would find an item: a read, taking no write lock, for a
+        consumer that polls (it claims only when this says so)."""
+
+    @abstractmethod
     def oldest_age(self) -> float | None:
         """Seconds since the oldest item not yet done (not acked, not dead) was put;
         ``None`` when there is none. A stage's lag."""

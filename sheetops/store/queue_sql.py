@@ -215,12 +215,15 @@ class SqliteQueueSql(_Dialect):
         """Insert through the driver's executemany (SQLAlchemy's per-row work would cost
         more than SQLite's); the write lock is held, so every id above the highest one
         before is ours, in insertion order (AUTOINCREMENT never reuses an id)."""
+        rows = [(new.queue, key, unique, payload, new.priority, LIVE, new.visible_at,
+                 new.created_at, new.deliveries, new.token, new.consumer, new.claimed_at)
+                for key, unique, payload in zip(new.keys, new.unique_keys, new.payloads,
+                                                strict=True)]
+        sql = self._INSERT + (_ON_CONFLICT if new.dedupe else "")
+        if len(rows) == 1:  # a pipeline's hand-off: one statement, not three
+            return list(conn.exec_driver_sql(sql + " RETURNING id", rows[0]).scalars())
         before = conn.exec_driver_sql("SELECT coalesce(max(id), 0) FROM queue_items").scalar()
-        conn.exec_driver_sql(self._INSERT + (_ON_CONFLICT if new.dedupe else ""), [
-            (new.queue, key, unique, payload, new.priority, LIVE, new.visible_at,
-             new.created_at, new.deliveries, new.token, new.consumer, new.claimed_at)
-            for key, unique, payload in zip(new.keys, new.unique_keys, new.payloads,
-                                            strict=True)])
+        conn.exec_driver_sql(sql, rows)
         return list(conn.exec_driver_sql(
             "SELECT id FROM queue_items WHERE id > ? ORDER BY id", (before,)).scalars())
 
@@ -555,6 +558,12 @@ class SqlQueue(Queue):
 
     def depth(self) -> QueueDepth:
         return self.queues.depths([self.name]).get(self.name, QueueDepth())
+
+    def claimable(self) -> bool:
+        with self.queues.engine.connect() as conn:
+            return conn.exec_driver_sql(self.queues.sql.sql(_CLAIMABLE), {
+                "queue": self.name, "live": LIVE, "now": self.queues.now(), "n": 1}
+            ).first() is not None
 
     def oldest_age(self) -> float | None:
         with self.queues.engine.connect() as conn:
