@@ -288,6 +288,21 @@ def _chunks(outputs: list[tuple[str, Any]], size: int) -> Iterator[list[tuple[st
         yield outputs[start:start + size]
 
 
+def _field_keys(pipe: Pipeline, records: list[Any]) -> list[str] | None:
+    """The keys of ``records`` in one pass when the pipeline's key is a field every
+    record holds (the common case); ``None`` when one does not, for the careful path
+    (``Pipeline.key_of`` per record) to key or explain."""
+    if not isinstance(pipe.key, str):
+        return None
+    try:
+        values = [r[pipe.key] for r in records]
+    except Exception:  # a record the careful path explains
+        return None
+    if None in values or "" in values:
+        return None
+    return list(map(str, values))
+
+
 def _keyed(rt: StageRuntime, produced: Any, keys: list[str], records: list[Any]
            ) -> list[tuple[str, Any]]:
     """The stage's output as ``(key, record)``; ``None`` passes the input on."""
@@ -295,14 +310,9 @@ def _keyed(rt: StageRuntime, produced: Any, keys: list[str], records: list[Any]
         return list(zip(keys, records, strict=True))
     if not isinstance(produced, list):
         produced = list(produced)
-    field_name = rt.pipe.key
-    if isinstance(field_name, str):  # the common case, a key field: one pass, no calls
-        try:
-            values = [r[field_name] for r in produced]
-        except Exception:  # a record the careful path below explains
-            values = None
-        if values is not None and None not in values and "" not in values:
-            return list(zip(map(str, values), produced, strict=True))
+    fast = _field_keys(rt.pipe, produced)
+    if fast is not None:
+        return list(zip(fast, produced, strict=True))
     out = []
     for record in produced:
         if isinstance(record, Keyed):
@@ -514,27 +524,38 @@ class PipelineRun:
             self.stop.set()
             self.changes.notify()
 
+    def _source_keys(self, records: list[Any], first: int) -> list[str]:
+        """Keys of a batch read from the source, whose first record is the source's
+        ``first`` (counting from 1): a record without a key is keyed by that number."""
+        fast = _field_keys(self.pipe, records)
+        if fast is not None:
+            return fast
+        keys = []
+        for number, record in enumerate(records, first):
+            try:
+                keys.append(self.pipe.key_of(record))
+            except batches.RecordError:
+                keys.append(f"@{number}")  # the source's own order keys it
+        return keys
+
     def _read_source(self, cp: ledger.Checkpoint) -> None:
         size = self.settings[0].batch_size
-        keys: list[str] = []
         records: list[Any] = []
         position, count = cp.position, cp.records
-        key_of = self.pipe.key_of
         source = self.pipe.source
         if hasattr(source, "bind"):
             source = source.bind(self.params)
+        keyed = self._source_keys
         for record, position in source.read(cp.position):
             count += 1
-            try:
-                keys.append(key_of(record))
-            except batches.RecordError:
-                keys.append(f"@{count}")  # the source's own order keys it
             records.append(record)
             if len(records) >= size:
-                if not self._put_source(keys, records, position, count, False):
+                if not self._put_source(keyed(records, count - len(records) + 1), records,
+                                        position, count, False):
                     return
-                keys, records = [], []
-        self._put_source(keys, records, position, count, True)
+                records = []
+        self._put_source(keyed(records, count - len(records) + 1), records, position,
+                         count, True)
 
     def _put_source(self, keys: list[str], records: list[Any], position: Any, count: int,
                     exhausted: bool) -> bool:
