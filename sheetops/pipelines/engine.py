@@ -33,7 +33,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import Engine
@@ -54,7 +54,7 @@ log = logging.getLogger("sheetops.pipelines")
 REPORTED_DEAD_LETTERS = 100
 POLL_S = 0.01
 #: Batches per queue kept decoded for the stage that takes them next (see _Handed).
-DECODED_AHEAD = 2
+DECODED_AHEAD = 1
 IDLE_MAX_S = 0.2
 
 
@@ -211,12 +211,15 @@ class _Handed:
     def committed(self, put: tuple[str, list[Claim], Sequence[Batch]]) -> None:
         """The batches of a :meth:`put` whose transaction committed are ready."""
         queue, claims, items = put
+        waiting = []
         with self._lock:
             for claim, item in zip(claims, items, strict=True):
                 if self._kept[queue] < self.decoded[queue]:
                     self._items[claim.id] = (queue, item)
                     self._kept[queue] += 1
-        self.ready[queue].extend(claims)
+                    claim = replace(claim, payload=None)  # the decoded batch is enough
+                waiting.append(claim)
+        self.ready[queue].extend(waiting)
 
     def take(self, item_id: int) -> Batch | None:
         with self._lock:
