@@ -245,6 +245,39 @@ def test_replay_plain_and_edited_delivers_each_record_once(tmp_path):
     assert check_ledger.stages["deliver"]["records_out"] == 0
 
 
+def test_a_second_pass_delivers_nothing_twice_and_keeps_one_dead_letter_per_record(
+        tmp_path):
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    sent: list[str] = []
+    pipe = pipeline("again", source=lambda: ({"id": i, "ok": i != 3} for i in range(10)),
+                    key="id")
+
+    @pipe.stage(batch_size=4, retries=0)
+    def check(records):
+        if not all(r["ok"] for r in records):
+            raise ValueError("record 3 is bad at its source")
+        return records
+
+    @pipe.sink(batch_size=4, idempotent=True)
+    def deliver(records):
+        sent.extend(str(r["id"]) for r in records)
+
+    first = pipe.run(url)
+    queues = Queues(create_engine(url))
+    [letter] = dl.letters(queues, "again")
+    second = pipe.run(url)  # the pass was finished: the source is read anew
+
+    assert first.finished and second.finished
+    assert second.generation == first.generation + 1 and second.records_read == 10
+    assert sorted(sent) == sorted(str(i) for i in range(10) if i != 3)  # none twice
+    assert second.stages["deliver"]["records_out"] == 0  # the ledger skipped them all
+    assert second.stages["check"]["dead_letters"] == 1  # 3 failed again in this pass
+    assert [d["key"] for d in second.dead_letters] == ["3"]
+    [again] = dl.letters(queues, "again")  # still one dead letter for 3, refreshed
+    assert (again.stage, again.key, again.record) == ("check", "3", {"id": 3, "ok": False})
+    assert again.dead_at >= letter.dead_at and again.id == letter.id
+
+
 def test_a_dry_run_leaves_nothing(tmp_path):
     url = f"sqlite:///{tmp_path / 'store.db'}"
     sent: list[int] = []

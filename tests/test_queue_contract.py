@@ -320,6 +320,48 @@ def test_a_batch_of_10000_is_put_and_claimed_quickly(queues: Queues) -> None:
     assert put_s < 10, f"putting 10,000 items took {put_s:.1f}s"
 
 
+def test_put_claimed_leases_to_its_consumer_and_release_gives_it_back(
+        queues: Queues, clock: Clock) -> None:
+    q = queues.queue("q")
+    with queues.transaction() as tx:
+        mine = tx.put_claimed("q", [{"a": 1}, {"a": 2}], keys=["k1", "k2"], consumer="w",
+                              lease_s=LEASE)
+    assert [(c.key, c.payload, c.deliveries) for c in mine] == [("k1", {"a": 1}, 1),
+                                                                 ("k2", {"a": 2}, 1)]
+    assert q.depth() == QueueDepth(claimed=2)
+    assert q.claim(5, consumer="other", lease_s=LEASE) == []
+    q.ack(mine[:1])
+    with queues.transaction() as tx:
+        assert tx.release(mine) == 1  # the acked one is no longer held: skipped
+    [again] = q.claim(5, consumer="other", lease_s=LEASE)
+    assert (again.key, again.payload, again.deliveries) == ("k2", {"a": 2}, 1)
+    with queues.transaction() as tx:
+        [late] = tx.put_claimed("q", ["x"], consumer="dies", lease_s=10)
+    clock.advance(11)  # its consumer died: the lease expires like a claim's
+    [taken] = q.claim(5, consumer="other", lease_s=LEASE)
+    assert (taken.id, taken.deliveries) == (late.id, 2)
+    with pytest.raises(StaleClaim):
+        q.ack([late])
+
+
+def test_dead_letter_per_key_keeps_one_dead_letter_per_key(queues: Queues,
+                                                            clock: Clock) -> None:
+    q = queues.queue("q")
+    q.put(["first try"], keys=["k"])
+    [claim] = q.claim(1, consumer="w", lease_s=LEASE)
+    q.dead_letter(claim, ValueError("bad"), per_key=True)
+    clock.advance(5)
+    q.put(["second try", "other"], keys=["k", "j"])
+    again, other = q.claim(2, consumer="w", lease_s=LEASE)
+    q.dead_letter(again, ValueError("still bad"), per_key=True)
+    q.dead_letter(other, ValueError("bad too"), per_key=True)
+    letters = q.dead_letters()
+    assert [(d.id, d.key, d.payload, d.error.message) for d in letters] == [
+        (claim.id, "k", "second try", "still bad"), (other.id, "j", "other", "bad too")]
+    assert letters[0].dead_at == clock()
+    assert q.depth() == QueueDepth(dead=2)
+
+
 # -- transactions ------------------------------------------------------------------------
 def test_ack_and_put_commit_together_or_not_at_all(queues: Queues) -> None:
     stage1, stage2 = queues.queue("stage1"), queues.queue("stage2")

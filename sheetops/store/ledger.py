@@ -14,10 +14,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, func, inspect, select, update
+from sqlalchemy import Connection, Engine, func, inspect, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
+from sheetops.store.queue_sql import dialect_sql
 from sheetops.store.schema import (
     CHECKPOINT_FINISHED as FINISHED,
 )
@@ -32,7 +33,6 @@ from sheetops.store.schema import (
     PIPELINE_TABLES,
     pipeline_checkpoints,
     pipeline_counts,
-    pipeline_ledger,
     queue_items,
 )
 
@@ -101,10 +101,13 @@ def begin_pass(conn: Connection, pipeline: str, new: bool = True) -> Checkpoint:
 def save_position(conn: Connection, pipeline: str, position: Any, records: int,
                   exhausted: bool = False) -> None:
     """Note the source's position after a batch just put (same transaction)."""
-    conn.execute(update(pipeline_checkpoints)
-                 .where(pipeline_checkpoints.c.pipeline == pipeline)
-                 .values(position=json.dumps(position), records=records,
-                         state=READ if exhausted else READING, updated_at=time.time()))
+    sql = dialect_sql(conn)
+    conn.exec_driver_sql(sql.sql(
+        "UPDATE pipeline_checkpoints SET position = :position, records = :records, "
+        "state = :state, updated_at = :now WHERE pipeline = :pipeline"),
+        {"position": json.dumps(position), "records": records,
+         "state": READ if exhausted else READING, "now": time.time(),
+         "pipeline": pipeline})
 
 
 def finish_pass(conn: Connection, pipeline: str) -> None:
@@ -114,20 +117,24 @@ def finish_pass(conn: Connection, pipeline: str) -> None:
                  .values(state=FINISHED, updated_at=time.time()))
 
 
+_ADD_COUNTS = (
+    "INSERT INTO pipeline_counts (pipeline, generation, stage, records_in, records_out, "
+    "records_failed, dead_letters) VALUES (:pipeline, :generation, :stage, :records_in, "
+    ":records_out, :records_failed, :dead_letters) "
+    "ON CONFLICT (pipeline, generation, stage) DO UPDATE SET "
+    + ", ".join(f"{c} = pipeline_counts.{c} + excluded.{c}"
+                for c in ("records_in", "records_out", "records_failed", "dead_letters")))
+
+
 def add_counts(conn: Connection, pipeline: str, generation: int, stage: str, *,
                records_in: int = 0, records_out: int = 0, records_failed: int = 0,
                dead_letters: int = 0) -> None:
-    """Add to one stage's counts for the pass (same transaction as the hand-off)."""
-    c = pipeline_counts.c
-    stmt = _insert(conn, pipeline_counts).values(
-        pipeline=pipeline, generation=generation, stage=stage, records_in=records_in,
-        records_out=records_out, records_failed=records_failed, dead_letters=dead_letters)
-    conn.execute(stmt.on_conflict_do_update(
-        index_elements=["pipeline", "generation", "stage"],
-        set_={"records_in": c.records_in + stmt.excluded.records_in,
-              "records_out": c.records_out + stmt.excluded.records_out,
-              "records_failed": c.records_failed + stmt.excluded.records_failed,
-              "dead_letters": c.dead_letters + stmt.excluded.dead_letters}))
+    """Add to one stage's counts for the pass (same transaction as the hand-off). Runs
+    once per batch, so it is SQL written once, not an expression built per call."""
+    conn.exec_driver_sql(dialect_sql(conn).sql(_ADD_COUNTS), {
+        "pipeline": pipeline, "generation": generation, "stage": stage,
+        "records_in": records_in, "records_out": records_out,
+        "records_failed": records_failed, "dead_letters": dead_letters})
 
 
 def counts(conn: Connection, pipeline: str, generation: int) -> dict[str, dict[str, int]]:
@@ -151,13 +158,15 @@ def dead_since(conn: Connection, queues: Sequence[str], since: float) -> dict[st
 
 def done_keys(conn: Connection, pipeline: str, stage: str, keys: Iterable[str]) -> set[str]:
     """Which of ``keys`` the ledger already holds for (pipeline, stage)."""
-    c = pipeline_ledger.c
+    sql = dialect_sql(conn)
     found: set[str] = set()
     keys = list(keys)
     for start in range(0, len(keys), _CHUNK):
-        found.update(conn.execute(select(c.key).where(and_(
-            c.pipeline == pipeline, c.stage == stage,
-            c.key.in_(keys[start:start + _CHUNK])))).scalars())
+        params: dict[str, Any] = {"pipeline": pipeline, "stage": stage}
+        among = sql.in_list("key", "k", keys[start:start + _CHUNK], params)
+        found.update(conn.exec_driver_sql(sql.sql(
+            f"SELECT key FROM pipeline_ledger WHERE pipeline = :pipeline AND "
+            f"stage = :stage AND {among}"), params).scalars())
     return found
 
 
@@ -166,4 +175,6 @@ def mark_done(conn: Connection, pipeline: str, stage: str, keys: Iterable[str]) 
     now = time.time()
     rows = [{"pipeline": pipeline, "stage": stage, "key": k, "done_at": now} for k in keys]
     if rows:
-        conn.execute(_insert(conn, pipeline_ledger).on_conflict_do_nothing(), rows)
+        conn.exec_driver_sql(dialect_sql(conn).sql(
+            "INSERT INTO pipeline_ledger (pipeline, stage, key, done_at) VALUES "
+            "(:pipeline, :stage, :key, :done_at) ON CONFLICT DO NOTHING"), rows)

@@ -28,6 +28,15 @@ from sheetops.errors import StoreError
 #: What a payload may be: anything ``json.dumps`` takes (dicts, lists, str, numbers, …).
 Payload = Any
 
+
+class JsonText(str):
+    """A payload already encoded as JSON text (by a faster encoder, say): ``put`` stores
+    it as it is instead of encoding it again, and a claim made with ``raw=True`` hands
+    every payload back as its JSON text (a ``str``) for the caller to decode. The
+    caller vouches that the text is valid JSON."""
+
+    __slots__ = ()
+
 #: Seconds added to a work item's timeout to make its lease (see :func:`lease_for`).
 LEASE_GRACE_S = 10.0
 #: Deliveries after which an item that was never acked becomes a dead letter.
@@ -144,7 +153,24 @@ class QueueTransaction(ABC):
         """Add ``payloads`` to ``queue``; see :meth:`Queue.put`."""
 
     @abstractmethod
-    def claim(self, queue: str, n: int, *, consumer: str, lease_s: float) -> list[Claim]:
+    def put_claimed(self, queue: str, payloads: Sequence[Payload], *,
+                    keys: Sequence[str | None] | None = None, consumer: str,
+                    lease_s: float, priority: int = 0) -> list[Claim]:
+        """Put ``payloads`` already leased to ``consumer`` for ``lease_s`` seconds, as
+        a put and a claim would, in one write: for a consumer that hands work to
+        itself (a pipeline's next stage in the same process) without claiming it
+        back. Each is a first delivery; if the consumer dies the lease expires like
+        any other. Returns the claims, in order, with the payloads as given."""
+
+    @abstractmethod
+    def release(self, claims: Sequence[Claim]) -> int:
+        """Give back claims whose work never started: claimable at once, and this
+        delivery not counted. Claims no longer held are skipped. Returns how many
+        were released."""
+
+    @abstractmethod
+    def claim(self, queue: str, n: int, *, consumer: str, lease_s: float,
+              raw: bool = False) -> list[Claim]:
         """Claim up to ``n`` items of ``queue``; see :meth:`Queue.claim`."""
 
     @abstractmethod
@@ -161,8 +187,10 @@ class QueueTransaction(ABC):
         """Renew ``claims``' leases to ``lease_s`` from now; raises :class:`StaleClaim`."""
 
     @abstractmethod
-    def dead_letter(self, claim: Claim, error: BaseException | str | ErrorInfo) -> None:
-        """Make ``claim``'s item a dead letter now; raises :class:`StaleClaim`."""
+    def dead_letter(self, claim: Claim, error: BaseException | str | ErrorInfo, *,
+                    per_key: bool = False) -> None:
+        """Make ``claim``'s item a dead letter now; raises :class:`StaleClaim`. See
+        :meth:`Queue.dead_letter` for ``per_key``."""
 
 
 class Queue(ABC):
@@ -182,11 +210,13 @@ class Queue(ABC):
         or dead: not yet acked). Returns the ids of the items added, in order."""
 
     @abstractmethod
-    def claim(self, n: int, *, consumer: str, lease_s: float) -> list[Claim]:
+    def claim(self, n: int, *, consumer: str, lease_s: float,
+              raw: bool = False) -> list[Claim]:
         """Lease up to ``n`` claimable items (waiting and due, or whose lease expired)
         to ``consumer`` for ``lease_s`` seconds (:func:`lease_for` of the work's
         timeout). An expired item already delivered ``max_deliveries`` times becomes a
-        dead letter instead. Returns at once, possibly with nothing."""
+        dead letter instead. Returns at once, possibly with nothing. With ``raw`` the
+        payloads are left undecoded, as JSON text (see :class:`JsonText`)."""
 
     @abstractmethod
     def ack(self, claims: Sequence[Claim]) -> None:
@@ -205,8 +235,13 @@ class Queue(ABC):
         claims (their ``claimed_until`` moved); raises :class:`StaleClaim`."""
 
     @abstractmethod
-    def dead_letter(self, claim: Claim, error: BaseException | str | ErrorInfo) -> None:
-        """The item cannot be processed (a bad record): keep it aside, with ``error``."""
+    def dead_letter(self, claim: Claim, error: BaseException | str | ErrorInfo, *,
+                    per_key: bool = False) -> None:
+        """The item cannot be processed (a bad record): keep it aside, with ``error``.
+        With ``per_key``, one dead letter per key: when the queue already holds a dead
+        letter with the claim's key (the same bad record, met again on a later pass),
+        that one takes this item's payload, error, deliveries and time, and this item
+        is removed."""
 
     @abstractmethod
     def dead_letters(self, limit: int = 100, *, keys: Sequence[str] | None = None,
@@ -223,6 +258,11 @@ class Queue(ABC):
     @abstractmethod
     def depth(self) -> QueueDepth:
         """Counts of ready, delayed, claimed and dead items."""
+
+    @abstractmethod
+    def claimable(self) -> bool:
+        """Whether a claim now would find an item: a read, taking no write lock, for a
+        consumer that polls (it claims only when this says so)."""
 
     @abstractmethod
     def oldest_age(self) -> float | None:

@@ -1,14 +1,17 @@
 """The durable queue on the store's SQL database: SQLite (embedded default) and
 PostgreSQL, chosen by dialect from :data:`DIALECTS`.
 
-Only two things differ between them, and they live in one small class each:
+The hot statements (claim, ack, nack, extend, depths) are SQL written once and run
+through the driver, not SQLAlchemy expressions built and compiled on every call. Only
+a few things differ between the databases, and they live in one small class each:
 
 * taking the write lock: SQLite serialises writers, so a unit of work starts with
   ``BEGIN IMMEDIATE`` (a claim then never fails half way with "database is locked";
   other processes wait on the store's ``busy_timeout``); PostgreSQL needs nothing;
 * the claim statement: on SQLite one ``UPDATE … WHERE id IN (SELECT … LIMIT n)
   RETURNING``; on PostgreSQL a ``SELECT … FOR UPDATE SKIP LOCKED`` in a CTE joined by
-  ``UPDATE … RETURNING``, so concurrent claimers take different rows without waiting.
+  ``UPDATE … RETURNING``, so concurrent claimers take different rows without waiting;
+* the parameter style and lists of ids (``IN (…)`` on SQLite, ``= ANY(array)`` on PG).
 
 No advisory or session-level locks: every guarantee holds inside one transaction, so it
 works behind a transaction-pooling PgBouncer. Times come from the ``now`` function
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import uuid
 import weakref
@@ -37,19 +41,13 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import (
-    ARRAY,
-    BigInteger,
     Connection,
     Engine,
     and_,
-    any_,
-    case,
     create_engine,
-    delete,
     event,
     func,
     inspect,
-    literal,
     select,
     update,
 )
@@ -62,6 +60,7 @@ from sheetops.store.queue import (
     Claim,
     DeadLetter,
     ErrorInfo,
+    JsonText,
     Payload,
     Queue,
     QueueDepth,
@@ -74,17 +73,42 @@ from sheetops.store.schema import DEAD, LIVE, queue_items
 q = queue_items.c
 #: Ids per ``IN (…)`` list, well under SQLite's bound-parameter limit.
 CHUNK = 500
-_CLAIM_COLUMNS = (q.id, q.key, q.payload, q.deliveries, q.priority, q.created_at, q.state)
+
+# The hot statements (claim, ack, put, depths) are written out once as SQL and run
+# through the driver (``exec_driver_sql``): building and compiling them as SQLAlchemy
+# expressions on every call cost milliseconds each, more than the work. Parameters are
+# written ``:name`` and rewritten to the driver's style by :meth:`_Dialect.sql`.
+_POISONED = "deliveries >= :limit"
+_CLAIM_SET = f"""
+    state = CASE WHEN {_POISONED} THEN :dead ELSE :live END,
+    token = CASE WHEN {_POISONED} THEN NULL ELSE :token END,
+    consumer = CASE WHEN {_POISONED} THEN NULL ELSE :consumer END,
+    claimed_at = CASE WHEN {_POISONED} THEN claimed_at ELSE :now END,
+    visible_at = CASE WHEN {_POISONED} THEN visible_at ELSE :until END,
+    deliveries = CASE WHEN {_POISONED} THEN deliveries ELSE deliveries + 1 END,
+    dead_at = CASE WHEN {_POISONED} THEN :now ELSE NULL END,
+    error_type = CASE WHEN {_POISONED} THEN 'LeaseExpired' ELSE error_type END,
+    error = CASE WHEN {_POISONED} THEN :expired ELSE error END,
+    traceback = CASE WHEN {_POISONED} THEN '' ELSE traceback END"""
+#: Live items of the queue due now: waiting past their delay, or leased and expired.
+_CLAIMABLE = ("SELECT id FROM queue_items WHERE queue = :queue AND state = :live "
+              "AND visible_at <= :now ORDER BY priority DESC, id LIMIT :n")
+_RETURNING = "id, key, payload, deliveries, priority, created_at, state"
+#: Items still leased under the claim's token: the fence every ack, nack, extend checks.
+_HELD = "token = :token AND state = :live AND visible_at >= :now"
 
 
-def _claimable(queue: str, now: float):
-    """Live items of ``queue`` due now: waiting past their delay, or leased and expired."""
-    return and_(q.queue == queue, q.state == LIVE, q.visible_at <= now)
+def _count(condition: str) -> str:
+    return f"coalesce(sum(CASE WHEN {condition} THEN 1 ELSE 0 END), 0)"
 
 
-def _held(id_in, token: str, now: float):
-    """Items still leased under ``token``: the fence every ack, nack, extend checks."""
-    return and_(id_in, q.token == token, q.state == LIVE, q.visible_at >= now)
+_DEPTHS = ("SELECT queue, "
+           + ", ".join(_count(c) for c in (
+               "state = :live AND visible_at <= :now",
+               "state = :live AND visible_at > :now AND token IS NULL",
+               "state = :live AND visible_at > :now AND token IS NOT NULL",
+               "state = :dead"))
+           + " FROM queue_items{where} GROUP BY queue")
 
 
 @dataclass(frozen=True)
@@ -98,6 +122,17 @@ class NewItems:
     visible_at: float
     created_at: float
     dedupe: bool
+    #: put already leased (``put_claimed``): the lease's token and consumer, else None
+    token: str | None = None
+    consumer: str | None = None
+
+    @property
+    def deliveries(self) -> int:
+        return 0 if self.token is None else 1
+
+    @property
+    def claimed_at(self) -> float | None:
+        return None if self.token is None else self.created_at
 
     @property
     def unique_keys(self) -> list[str | None]:
@@ -105,25 +140,90 @@ class NewItems:
 
 
 _COLUMNS = ("queue, key, unique_key, payload, priority, state, visible_at, created_at, "
-            "deliveries")
+            "deliveries, token, consumer, claimed_at")
 _ON_CONFLICT = " ON CONFLICT (queue, unique_key) DO NOTHING"
 
 
-class SqliteQueueSql:
+class _Expr(str):
+    """A value of a fenced update that is SQL (of the row's own columns), not data."""
+
+    __slots__ = ()
+
+
+class _Dialect:
+    """What both databases share: statements written once, run through the driver."""
+
+    #: how the driver writes the parameter ``name``
+    PARAM = ":{}"
+
+    def __init__(self) -> None:
+        self._cache: dict[str, str] = {}
+
+    def sql(self, text: str) -> str:
+        """``text`` with its ``:name`` parameters in the driver's style (cached)."""
+        done = self._cache.get(text)
+        if done is None:
+            done = re.sub(r"(?<![:\w]):(\w+)", lambda m: self.PARAM.format(m[1]), text)
+            self._cache[text] = done
+        return done
+
+    def in_list(self, column: str, name: str, values: Sequence[Any],
+                params: dict[str, Any]) -> str:
+        """``column IN (…values)`` as SQL, its parameters added to ``params``."""
+        names = [f"{name}{i}" for i in range(len(values))]
+        params.update(zip(names, values, strict=True))
+        return f"{column} IN ({', '.join(':' + n for n in names)})"
+
+    def claim_sql(self) -> str:
+        return self.sql(f"UPDATE queue_items SET {_CLAIM_SET} WHERE id IN ({_CLAIMABLE}) "
+                        f"RETURNING {_RETURNING}")
+
+    def claim(self, conn: Connection, params: dict[str, Any]) -> list[Any]:
+        return conn.exec_driver_sql(self.claim_sql(), params).all()
+
+    def fenced(self, conn: Connection, ids: Sequence[int], token: str, now: float,
+               values: dict[str, Any] | None) -> set[int]:
+        """Delete (``values`` ``None``) or update the items ``ids`` still held under
+        ``token``; the ids it touched."""
+        params: dict[str, Any] = {"token": token, "live": LIVE, "now": now}
+        held = f"{self.in_list('id', 'i', ids, params)} AND {_HELD}"
+        if values is None:
+            text = f"DELETE FROM queue_items WHERE {held} RETURNING id"
+        else:
+            params.update({f"v_{k}": v for k, v in values.items()
+                           if not isinstance(v, _Expr)})
+            sets = ", ".join(f"{k} = {v}" if isinstance(v, _Expr) else f"{k} = :v_{k}"
+                             for k, v in values.items())
+            text = f"UPDATE queue_items SET {sets} WHERE {held} RETURNING id"
+        return set(conn.exec_driver_sql(self.sql(text), params).scalars())
+
+    def depths(self, conn: Connection, now: float, names: Sequence[str] | None
+               ) -> list[Any]:
+        params: dict[str, Any] = {"live": LIVE, "dead": DEAD, "now": now}
+        where = "" if names is None else " WHERE " + self.in_list("queue", "q", names,
+                                                                   params)
+        return conn.exec_driver_sql(self.sql(_DEPTHS.format(where=where)), params).all()
+
+
+class SqliteQueueSql(_Dialect):
     """SQLite: one writer at a time, taken up front; the claim is one UPDATE."""
 
-    _INSERT = f"INSERT INTO queue_items ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0)"
+    _INSERT = (f"INSERT INTO queue_items ({_COLUMNS}) "
+               "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 
     def insert_rows(self, conn: Connection, new: NewItems) -> list[int]:
         """Insert through the driver's executemany (SQLAlchemy's per-row work would cost
         more than SQLite's); the write lock is held, so every id above the highest one
         before is ours, in insertion order (AUTOINCREMENT never reuses an id)."""
+        rows = [(new.queue, key, unique, payload, new.priority, LIVE, new.visible_at,
+                 new.created_at, new.deliveries, new.token, new.consumer, new.claimed_at)
+                for key, unique, payload in zip(new.keys, new.unique_keys, new.payloads,
+                                                strict=True)]
+        sql = self._INSERT + (_ON_CONFLICT if new.dedupe else "")
+        if len(rows) == 1:  # a pipeline's hand-off: one statement, not three
+            return list(conn.exec_driver_sql(sql + " RETURNING id", rows[0]).scalars())
         before = conn.exec_driver_sql("SELECT coalesce(max(id), 0) FROM queue_items").scalar()
-        conn.exec_driver_sql(self._INSERT + (_ON_CONFLICT if new.dedupe else ""), [
-            (new.queue, key, unique, payload, new.priority, LIVE, new.visible_at,
-             new.created_at)
-            for key, unique, payload in zip(new.keys, new.unique_keys, new.payloads,
-                                            strict=True)])
+        conn.exec_driver_sql(sql, rows)
         return list(conn.exec_driver_sql(
             "SELECT id FROM queue_items WHERE id > ? ORDER BY id", (before,)).scalars())
 
@@ -132,51 +232,57 @@ class SqliteQueueSql:
         """An engine that keeps its connections: with the store's NullPool every unit of
         work would open the file, set its pragmas and, closing the last connection,
         checkpoint the WAL — most of a claim's cost. Forked children drop the parent's
-        connections unclosed, as SQLAlchemy advises."""
+        connections unclosed, as SQLAlchemy advises.
+
+        Its connections delete with ``secure_delete=FAST``: a build that zeroes every
+        freed page (Debian's does) would write each acked batch's pages a second time;
+        FAST still zeroes what it can without extra I/O."""
         if not isinstance(engine.pool, NullPool):
             return engine
         pooled = create_engine(engine.url, poolclass=QueuePool, pool_size=4,
                                max_overflow=16)
-        event.listen(pooled, "connect", sqlite_setup(read_only=False))
+        setup = sqlite_setup(read_only=False)
+
+        def connect(dbapi_connection: Any, record: Any) -> None:
+            setup(dbapi_connection, record)
+            dbapi_connection.execute("PRAGMA secure_delete=FAST")
+
+        event.listen(pooled, "connect", connect)
         ref = weakref.ref(pooled)
         os.register_at_fork(after_in_child=lambda: (e := ref()) and e.dispose(close=False))
         return pooled
-
-    @staticmethod
-    def id_in(ids: Sequence[int]):
-        return q.id.in_(ids)
 
     def begin(self, conn: Connection) -> None:
         dbapi = conn.connection.dbapi_connection
         if not dbapi.in_transaction:  # a caller's connection may already hold it
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
-    def claim(self, queue: str, n: int, now: float, values: dict[str, Any]):
-        picked = (select(q.id).where(_claimable(queue, now))
-                  .order_by(q.priority.desc(), q.id).limit(n))
-        return (update(queue_items).where(q.id.in_(picked.scalar_subquery()))
-                .values(**values).returning(*_CLAIM_COLUMNS))
 
-
-class PostgresQueueSql:
+class PostgresQueueSql(_Dialect):
     """PostgreSQL: row locks; concurrent claimers skip each other's rows."""
 
+    PARAM = "%({})s"
     _INSERT = (f"INSERT INTO queue_items ({_COLUMNS}) SELECT %(queue)s, k, u, p, "
-               "%(priority)s, 'live', %(visible_at)s, %(created_at)s, 0 FROM "
-               "unnest(%(keys)s::text[], %(unique)s::text[], %(payloads)s::text[]) "
+               "%(priority)s, 'live', %(visible_at)s, %(created_at)s, %(deliveries)s, "
+               "%(token)s, %(consumer)s, %(claimed_at)s FROM "
+               "unnest(%(keys)s::text[], %(unique)s::text[], %(payloads)b::text[]) "
                "WITH ORDINALITY AS item(k, u, p, n) ORDER BY n")
 
     def insert_rows(self, conn: Connection, new: NewItems) -> list[int]:
-        """One INSERT … SELECT FROM unnest(arrays) per 5,000 items. Rows are inserted in
-        the arrays' order, so their ids ascend in it (the ordering SQLAlchemy's own
-        bulk RETURNING relies on); skipped duplicates simply leave no id."""
+        """One INSERT … SELECT FROM unnest(arrays) per 5,000 items; the payloads go as a
+        binary array (``%(payloads)b``): in text form the driver escapes every quote of
+        every JSON text with a regular expression, which took longer than the insert.
+        Rows are inserted in the arrays' order, so their ids ascend in it (the ordering
+        SQLAlchemy's own bulk RETURNING relies on); skipped duplicates leave no id."""
         sql = self._INSERT + (_ON_CONFLICT if new.dedupe else "") + " RETURNING id"
         ids: list[int] = []
         for start in range(0, len(new.keys), 5000):
             end = start + 5000
             ids += sorted(conn.exec_driver_sql(sql, {
                 "queue": new.queue, "priority": new.priority, "visible_at": new.visible_at,
-                "created_at": new.created_at, "keys": new.keys[start:end],
+                "created_at": new.created_at, "deliveries": new.deliveries,
+                "token": new.token, "consumer": new.consumer, "claimed_at": new.claimed_at,
+                "keys": new.keys[start:end],
                 "unique": new.unique_keys[start:end],
                 "payloads": new.payloads[start:end]}).scalars())
         return ids
@@ -185,20 +291,24 @@ class PostgresQueueSql:
     def engine_for(engine: Engine) -> Engine:
         return engine
 
-    @staticmethod
-    def id_in(ids: Sequence[int]):
-        """``id = ANY(array)``: one parameter, where an IN list renders one per id."""
-        return q.id == any_(literal(list(ids), ARRAY(BigInteger)))
+    def in_list(self, column: str, name: str, values: Sequence[Any],
+                params: dict[str, Any]) -> str:
+        """``column = ANY(array)``: one parameter, where an IN list needs one per value."""
+        params[name] = list(values)
+        cast = "bigint[]" if column == "id" else "text[]"
+        return f"{column} = ANY(:{name}::{cast})"
 
     def begin(self, conn: Connection) -> None:
         return None
 
-    def claim(self, queue: str, n: int, now: float, values: dict[str, Any]):
-        picked = (select(q.id).where(_claimable(queue, now))
-                  .order_by(q.priority.desc(), q.id).limit(n)
-                  .with_for_update(skip_locked=True).cte("picked"))
-        return (update(queue_items).where(q.id == picked.c.id)
-                .values(**values).returning(*_CLAIM_COLUMNS))
+    def claim_sql(self) -> str:
+        """The picked rows are locked with SKIP LOCKED, so concurrent claimers take
+        different rows without waiting."""
+        return self.sql(
+            f"WITH picked AS ({_CLAIMABLE} FOR UPDATE SKIP LOCKED) "
+            f"UPDATE queue_items SET {_CLAIM_SET} FROM picked "
+            f"WHERE queue_items.id = picked.id RETURNING "
+            + ", ".join(f"queue_items.{c}" for c in _RETURNING.split(", ")))
 
 
 #: The queue's SQL by SQLAlchemy dialect name.
@@ -206,6 +316,16 @@ DIALECTS: dict[str, type[SqliteQueueSql] | type[PostgresQueueSql]] = {
     "sqlite": SqliteQueueSql,
     "postgresql": PostgresQueueSql,
 }
+_SHARED: dict[str, _Dialect] = {}
+
+
+def dialect_sql(conn: Connection) -> SqliteQueueSql | PostgresQueueSql:
+    """The driver-SQL helper for ``conn``'s database (for the other store modules that
+    run hot statements through the driver, like the pipeline ledger)."""
+    name = conn.dialect.name
+    if name not in _SHARED:
+        _SHARED[name] = DIALECTS[name]()
+    return _SHARED[name]  # type: ignore[return-value]
 
 
 def _dumps(payload: Payload, index: int) -> str:
@@ -245,57 +365,76 @@ class SqlTransaction(QueueTransaction):
             return []
         now = self.queues.now()
         batch = NewItems(queue, list(keys) if keys is not None else [None] * len(payloads),
-                         [_dumps(p, i) for i, p in enumerate(payloads)], int(priority),
+                         [p if isinstance(p, JsonText) else _dumps(p, i)
+                          for i, p in enumerate(payloads)], int(priority),
                          now + max(0.0, float(delay_s)), now, dedupe)
         return self._sql.insert_rows(self.connection, batch)
 
-    def claim(self, queue: str, n: int, *, consumer: str, lease_s: float) -> list[Claim]:
+    def put_claimed(self, queue: str, payloads: Sequence[Payload], *,
+                    keys: Sequence[str | None] | None = None, consumer: str,
+                    lease_s: float, priority: int = 0) -> list[Claim]:
+        if lease_s <= 0:
+            raise QueueError(f"lease_s must be positive, not {lease_s!r}")
+        if keys is not None and len(keys) != len(payloads):
+            raise QueueError(f"{len(keys)} keys for {len(payloads)} payloads")
+        if not payloads:
+            return []
+        now = self.queues.now()
+        keys = list(keys) if keys is not None else [None] * len(payloads)
+        token = uuid.uuid4().hex
+        batch = NewItems(queue, keys, [p if isinstance(p, JsonText) else _dumps(p, i)
+                                       for i, p in enumerate(payloads)],
+                         int(priority), now + lease_s, now, False, token, consumer)
+        ids = self._sql.insert_rows(self.connection, batch)
+        return [Claim(i, queue, k, p, 1, now + lease_s, token, int(priority), now)
+                for i, k, p in zip(ids, keys, payloads, strict=True)]
+
+    def release(self, claims: Sequence[Claim]) -> int:
+        return self._fenced(claims, {"token": None, "consumer": None,
+                                     "visible_at": self.queues.now(),
+                                     "deliveries": _Expr("CASE WHEN deliveries > 0 THEN "
+                                                         "deliveries - 1 ELSE 0 END")},
+                            strict=False)
+
+    def claim(self, queue: str, n: int, *, consumer: str, lease_s: float,
+              raw: bool = False) -> list[Claim]:
         if lease_s <= 0:
             raise QueueError(f"lease_s must be positive, not {lease_s!r}")
         now = self.queues.now()
         until = now + lease_s
-        token = uuid.uuid4().hex
         limit = self.queues.max_deliveries(queue)
-        poisoned = q.deliveries >= limit
-        expired = (f"delivered {limit} times and never acked: its worker died, hung or "
-                   "outlived its lease each time")
-        values = {
-            "state": case((poisoned, DEAD), else_=LIVE),
-            "token": case((poisoned, None), else_=token),
-            "consumer": case((poisoned, None), else_=consumer),
-            "claimed_at": case((poisoned, q.claimed_at), else_=now),
-            "visible_at": case((poisoned, q.visible_at), else_=until),
-            "deliveries": case((poisoned, q.deliveries), else_=q.deliveries + 1),
-            "dead_at": case((poisoned, now), else_=None),
-            "error_type": case((poisoned, "LeaseExpired"), else_=q.error_type),
-            "error": case((poisoned, expired), else_=q.error),
-            "traceback": case((poisoned, ""), else_=q.traceback),
-        }
+        params = {
+            "queue": queue, "live": LIVE, "dead": DEAD, "now": now, "until": until,
+            "token": uuid.uuid4().hex, "consumer": consumer, "limit": limit,
+            "expired": f"delivered {limit} times and never acked: its worker died, hung "
+                       "or outlived its lease each time"}
+        decode = str if raw else json.loads
         claims: list[Claim] = []
         while len(claims) < n:
-            rows = self.connection.execute(
-                self._sql.claim(queue, n - len(claims), now, values)).all()
-            claims += [Claim(r.id, queue, r.key, json.loads(r.payload), r.deliveries, until,
-                             token, r.priority, r.created_at) for r in rows if r.state == LIVE]
-            if all(r.state == LIVE for r in rows):  # nothing dead-lettered: no more to take
+            rows = self._sql.claim(self.connection, {**params, "n": n - len(claims)})
+            claims += [Claim(r[0], queue, r[1], decode(r[2]), r[3], until, params["token"],
+                             r[4], r[5]) for r in rows if r[6] == LIVE]
+            if all(r[6] == LIVE for r in rows):  # nothing dead-lettered: no more to take
                 break
         claims.sort(key=lambda c: (-c.priority, c.id))
         return claims
 
-    def _fenced(self, claims: Sequence[Claim], values: dict[str, Any] | None) -> None:
+    def _fenced(self, claims: Sequence[Claim], values: dict[str, Any] | None,
+                strict: bool = True) -> int:
         """Update the claims' items with ``values`` (delete them when ``None``) where
-        their lease still holds; raise :class:`StaleClaim` naming any that did not."""
+        their lease still holds; raise :class:`StaleClaim` naming any that did not
+        (unless not ``strict``). Returns how many were touched."""
         now = self.queues.now()
         stale: list[int] = []
+        done = 0
         for token, ids in _by_token(claims).items():
             for chunk in _chunks(ids):
-                held = _held(self._sql.id_in(chunk), token, now)
-                stmt = (delete(queue_items).where(held) if values is None
-                        else update(queue_items).where(held).values(**values))
-                touched = set(self.connection.execute(stmt.returning(q.id)).scalars())
+                touched = self._sql.fenced(self.connection, chunk, token, now, values)
                 stale += [i for i in chunk if i not in touched]
-        if stale:
+                done += len(touched)
+        if stale and strict:
             raise StaleClaim(stale)
+        return done
 
     def ack(self, claims: Sequence[Claim]) -> None:
         self._fenced(claims, None)
@@ -318,11 +457,33 @@ class SqlTransaction(QueueTransaction):
         self._fenced(claims, {"visible_at": until})
         return [replace(c, claimed_until=until) for c in claims]
 
-    def dead_letter(self, claim: Claim, error: BaseException | str | ErrorInfo) -> None:
+    def dead_letter(self, claim: Claim, error: BaseException | str | ErrorInfo, *,
+                    per_key: bool = False) -> None:
         info = ErrorInfo.of(error)
-        self._fenced([claim], {
-            "state": DEAD, "dead_at": self.queues.now(), "token": None, "consumer": None,
-            "error_type": info.type, "error": info.message, "traceback": info.traceback})
+        now = self.queues.now()
+        values = {"state": DEAD, "dead_at": now, "token": None, "consumer": None,
+                  "error_type": info.type, "error": info.message,
+                  "traceback": info.traceback}
+        older = self._dead_with_key(claim) if per_key and claim.key is not None else None
+        if older is None:
+            self._fenced([claim], values)
+            return
+        self.connection.exec_driver_sql(self._sql.sql(
+            "UPDATE queue_items SET payload = (SELECT payload FROM queue_items WHERE "
+            "id = :item), deliveries = :deliveries, dead_at = :now, error_type = :type, "
+            "error = :error, traceback = :traceback WHERE id = :older"), {
+                "item": claim.id, "deliveries": claim.deliveries, "now": now,
+                "type": info.type, "error": info.message, "traceback": info.traceback,
+                "older": older})
+        self._fenced([claim], None)
+
+    def _dead_with_key(self, claim: Claim) -> int | None:
+        """The id of a dead letter of the claim's queue with the claim's key."""
+        return self.connection.exec_driver_sql(self._sql.sql(
+            "SELECT id FROM queue_items WHERE queue = :queue AND state = :dead AND "
+            "key = :key AND id <> :item ORDER BY id LIMIT 1"),
+            {"queue": claim.queue, "dead": DEAD, "key": claim.key, "item": claim.id}
+        ).scalar()
 
 
 class SqlQueue(Queue):
@@ -342,9 +503,10 @@ class SqlQueue(Queue):
             return tx.put(self.name, payloads, keys=keys, delay_s=delay_s,
                           priority=priority, dedupe=dedupe)
 
-    def claim(self, n: int, *, consumer: str, lease_s: float) -> list[Claim]:
+    def claim(self, n: int, *, consumer: str, lease_s: float,
+              raw: bool = False) -> list[Claim]:
         with self.queues.transaction() as tx:
-            return tx.claim(self.name, n, consumer=consumer, lease_s=lease_s)
+            return tx.claim(self.name, n, consumer=consumer, lease_s=lease_s, raw=raw)
 
     def ack(self, claims: Sequence[Claim]) -> None:
         if claims:
@@ -360,9 +522,10 @@ class SqlQueue(Queue):
         with self.queues.transaction() as tx:
             return tx.extend(claims, lease_s)
 
-    def dead_letter(self, claim: Claim, error: BaseException | str | ErrorInfo) -> None:
+    def dead_letter(self, claim: Claim, error: BaseException | str | ErrorInfo, *,
+                    per_key: bool = False) -> None:
         with self.queues.transaction() as tx:
-            tx.dead_letter(claim, error)
+            tx.dead_letter(claim, error, per_key=per_key)
 
     def _dead(self, keys: Sequence[str] | None, ids: Sequence[int] | None):
         where = [q.queue == self.name, q.state == DEAD]
@@ -395,6 +558,12 @@ class SqlQueue(Queue):
 
     def depth(self) -> QueueDepth:
         return self.queues.depths([self.name]).get(self.name, QueueDepth())
+
+    def claimable(self) -> bool:
+        with self.queues.engine.connect() as conn:
+            return conn.exec_driver_sql(self.queues.sql.sql(_CLAIMABLE), {
+                "queue": self.name, "live": LIVE, "now": self.queues.now(), "n": 1}
+            ).first() is not None
 
     def oldest_age(self) -> float | None:
         with self.queues.engine.connect() as conn:
@@ -472,19 +641,9 @@ class Queues:
     def depths(self, names: Sequence[str] | None = None) -> dict[str, QueueDepth]:
         """Depth of every queue (or of ``names``) in one query: for the Queues page,
         Prometheus and alert metrics."""
-        now = self.now()
-        live, due, leased = q.state == LIVE, q.visible_at <= now, q.token.is_not(None)
-
-        def count(condition):
-            return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
-
-        query = select(q.queue, count(and_(live, due)), count(and_(live, ~due, ~leased)),
-                       count(and_(live, ~due, leased)), count(q.state == DEAD)
-                       ).group_by(q.queue)
-        if names is not None:
-            query = query.where(q.queue.in_(list(names)))
         with self.engine.connect() as conn:
-            return {r[0]: QueueDepth(*(int(v) for v in r[1:])) for r in conn.execute(query)}
+            rows = self.sql.depths(conn, self.now(), None if names is None else list(names))
+        return {r[0]: QueueDepth(*(int(v) for v in r[1:])) for r in rows}
 
     def names(self) -> list[str]:
         """Every queue with an item (live or dead)."""
