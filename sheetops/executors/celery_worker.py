@@ -1,0 +1,259 @@
+"""What a ``sheetops worker`` does with a task: run it and record it in the store itself.
+
+Two tasks, both carrying JSON only (:mod:`sheetops.wire`, no secret, the store as a
+reference):
+
+* ``sheetops.attempt`` — one attempt of one run. The worker counts the delivery and marks
+  the run started (:meth:`~sheetops.store.task_deliveries.TaskDeliveryStore.begin_attempt`,
+  one transaction), runs the automation with the same :func:`~sheetops.attempt.run_attempt`
+  the local executor uses, and records the attempt and — when it was the last — the run's
+  outcome through a :class:`~sheetops.recorder.Recorder`; a failed attempt with attempts
+  left is sent again with its backoff as ETA. Nothing waits in the scheduler's memory: a
+  scheduler that dies loses no result, and a new one reads every run from the store.
+  A delivery of an attempt already recorded is dropped (it was redelivered after its
+  result was committed); one delivered more than ``SHEETOPS_CELERY_MAX_DELIVERIES`` times
+  (its worker died each time) ends the run as failed.
+* ``sheetops.stage`` — batches of one pipeline stage (:mod:`.celery_pipeline`).
+
+The hard deadline is Celery's: a soft time limit at ``timeout_s`` raises inside the
+attempt (recorded as a timeout), a hard one a few seconds later kills the worker process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+from sheetops import wire
+from sheetops.attempt import run_attempt
+from sheetops.context import AttemptRequest, AttemptResult
+from sheetops.errors import RunTimeout, WorkerLost
+from sheetops.events import AttemptFinished, RunFinished, RunStarted, attempt_status
+from sheetops.executors.celery_config import (
+    ATTEMPT_TASK,
+    HARD_LIMIT_GRACE_S,
+    STAGE_TASK,
+    CeleryConfig,
+    CeleryConfigError,
+    make_app,
+    stage_queue,
+)
+from sheetops.executors.memory import explain_memory_error, limit_memory
+from sheetops.ratelimit import RateLimiter, RateLimitSpec
+from sheetops.recorder import Recorder
+from sheetops.retry import JobPolicy
+from sheetops.store import RunStatus, Store
+
+log = logging.getLogger("sheetops.celery")
+
+_SOFT_LIMIT = "SoftTimeLimitExceeded"
+
+
+def attempt_message(request: AttemptRequest, policy: JobPolicy,
+                    run_started_at: float | None = None) -> str:
+    """The JSON body of an attempt task: the request and the job's retry policy."""
+    return wire.dumps({"request": wire.request_to_dict(request),
+                       "policy": dataclasses.asdict(policy),
+                       "run_started_at": run_started_at})
+
+
+def send_options(config: CeleryConfig, request: AttemptRequest,
+                 countdown: float | None = None) -> dict[str, Any]:
+    """``apply_async`` options of an attempt: its queue, ETA and time limits."""
+    options: dict[str, Any] = {
+        "queue": config.queue, "soft_time_limit": request.timeout_s,
+        "time_limit": request.timeout_s + HARD_LIMIT_GRACE_S,
+        "task_id": f"{request.run_id}-{request.attempt}"}
+    if countdown:
+        options["countdown"] = countdown
+    return options
+
+
+class Worker:
+    """The state one worker process keeps between tasks: stores by URL (one engine
+    each), a recorder per store, a rate limiter. Built lazily in each pool process."""
+
+    def __init__(self, config: CeleryConfig) -> None:
+        self.config = config
+        self.app = None  # set by build_app
+        self._stores: dict[str, tuple[Store, Recorder]] = {}
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self.limiter = RateLimiter()
+
+    def store(self, url: str) -> tuple[Store, Recorder]:
+        with self._lock:
+            if self._pid != os.getpid():  # forked: engines must not cross processes
+                self._stores, self._pid = {}, os.getpid()
+            if url not in self._stores:
+                store = Store(url)
+                self._stores[url] = (store, Recorder(store))
+            return self._stores[url]
+
+    # -- attempts ----------------------------------------------------------------------
+    def run_attempt_task(self, message: str) -> str:
+        """Run one delivered attempt task; returns what happened, for the worker's log."""
+        data = wire.loads(message)
+        request = wire.request_from_dict(data["request"])
+        policy = JobPolicy(**data["policy"])
+        run_started = data.get("run_started_at")
+        store, recorder = self.store(request.store_url)
+        now = time.time()
+        started = None
+        if request.attempt == 1:
+            starting = Recorder(store)
+            starting.record(RunStarted(request.run_id, request.job, now))
+            started = starting.take()
+        begin = store.task_deliveries.begin_attempt(
+            request.run_id, request.attempt, self.config.max_deliveries, started)
+        if begin.run_status is None:
+            log.warning("run %s is not in the store %s; its task is dropped",
+                        request.run_id, store.safe_url)
+            return "unknown run"
+        if begin.finished or begin.recorded:
+            return "duplicate"
+        run_started = run_started if run_started is not None else now
+        if begin.deliveries > self.config.max_deliveries:
+            result = AttemptResult(
+                request.run_id, request.job, request.attempt, now, time.time(), False,
+                error_type=WorkerLost.__name__, permanent=True,
+                error_message=f"attempt {request.attempt} was delivered "
+                              f"{begin.deliveries} times and its worker died each time "
+                              f"(SHEETOPS_CELERY_MAX_DELIVERIES="
+                              f"{self.config.max_deliveries}); not tried again")
+            self._record(recorder, request, policy, result, run_started)
+            return "poison"
+        limit_memory(request.memory_mb)
+        result = explain_memory_error(run_attempt(request, self._throttle),
+                                      request.memory_mb)
+        limit_memory(0)
+        if result.error_type == _SOFT_LIMIT:
+            result = dataclasses.replace(
+                result, error_type=RunTimeout.__name__, timed_out=True,
+                error_message=f"attempt ran past timeout_s={request.timeout_s:g}s and was "
+                              "stopped")
+        return self._record(recorder, request, policy, result, run_started)
+
+    def _throttle(self, spec: RateLimitSpec, job: str) -> float:
+        waited = 0.0
+        while (delay := self.limiter.wait_time(spec, job)) > 0:
+            time.sleep(delay)
+            waited += delay
+        return waited
+
+    def _record(self, recorder: Recorder, request: AttemptRequest, policy: JobPolicy,
+                result: AttemptResult, run_started: float) -> str:
+        """Record the attempt, then the run's end or its next attempt (sent after the
+        commit, so a retry never runs before its predecessor is recorded)."""
+        attempt = AttemptFinished.of(result)
+        recorder.record(attempt)
+        delay = None if result.ok else policy.delay_after(result.attempt, result.permanent)
+        problem = "" if delay is None else self.config.task_problem(request.timeout_s, delay)
+        if delay is not None and not problem:
+            recorder.flush()
+            retry = dataclasses.replace(request, attempt=request.attempt + 1)
+            self.send_attempt(retry, policy, run_started, delay)
+            return "retry"
+        status = attempt.status if not problem else RunStatus.FAILED
+        values = result.result or {}
+        if status is not RunStatus.OK:
+            recorder.load()  # consecutive failures as the store has them now
+        recorder.record(RunFinished(
+            request.run_id, request.job, status, request.attempt, run_started,
+            result.finished_at, request.dry_run, int(values.get("records_in", 0)),
+            int(values.get("records_out", 0)), int(values.get("records_failed", 0)),
+            values, "ConfigError" if problem else result.error_type,
+            problem or result.error_message))
+        recorder.flush()
+        return attempt_status(result).value
+
+    def send_attempt(self, request: AttemptRequest, policy: JobPolicy,
+                     run_started: float | None, countdown: float | None = None) -> None:
+        self.app.send_task(ATTEMPT_TASK, args=[attempt_message(request, policy, run_started)],
+                           **send_options(self.config, request, countdown))
+
+    # -- pipeline stages ---------------------------------------------------------------
+    def send_stage(self, pipeline: str, index: int, generation: int,
+                   request: AttemptRequest) -> None:
+        from sheetops.pipelines.model import get_pipeline
+
+        stage = get_pipeline(pipeline).stages[index]
+        body = wire.dumps({"request": wire.request_to_dict(request), "pipeline": pipeline,
+                           "index": index, "generation": generation})
+        timeout = stage.settings.merged(request.stages.get(stage.name, {})).timeout_s
+        self.app.send_task(STAGE_TASK, args=[body], queue=stage_queue(pipeline, stage.name),
+                           time_limit=timeout * 4 + 60)
+
+    def run_stage_task(self, message: str) -> int:
+        from sheetops.executors.celery_pipeline import work_stage
+        from sheetops.pipelines.model import get_pipeline
+
+        data = wire.loads(message)
+        request = wire.request_from_dict(data["request"])
+        store, _ = self.store(request.store_url)
+        return work_stage(get_pipeline(data["pipeline"]), store, int(data["index"]),
+                          int(data["generation"]), request, self.send_stage)
+
+    def run_pass(self, pipe: Any, store_url: str, **options: Any) -> Any:
+        from sheetops.executors.celery_pipeline import run_pass
+
+        return run_pass(pipe, store_url, send=self.send_stage, **options)
+
+
+def build_app(config: CeleryConfig, serve: bool = False) -> tuple[Any, Worker]:
+    """The Celery app of workers (and of the scheduler, which only sends): both tasks
+    registered, routed by :func:`send_options` and :meth:`Worker.send_stage`. With
+    ``serve`` (a worker process) pipeline jobs run their batches as stage tasks."""
+    from sheetops.pipelines.job import use_pass_runner
+
+    app = make_app(config)
+    worker = Worker(config)
+    worker.app = app
+
+    @app.task(name=ATTEMPT_TASK, acks_late=config.acks_late,
+              reject_on_worker_lost=config.reject_on_worker_lost)
+    def attempt_task(message: str) -> str:
+        return worker.run_attempt_task(message)
+
+    @app.task(name=STAGE_TASK, acks_late=config.acks_late,
+              reject_on_worker_lost=config.reject_on_worker_lost)
+    def stage_task(message: str) -> int:
+        return worker.run_stage_task(message)
+
+    if serve:
+        use_pass_runner(worker.run_pass)
+    return app, worker
+
+
+def serve(settings: Any, queues: list[str] | None = None, concurrency: int = 0,
+          hostname: str | None = None) -> int:
+    """Run a Celery worker until it is stopped (``sheetops worker``); returns its exit
+    code. The settings are checked first (:class:`CeleryConfigError`, one sentence)."""
+    from sheetops.executors.celery_pipeline import stage_queues
+    from sheetops.pipelines.model import PIPELINES
+
+    config = CeleryConfig.from_settings(settings)
+    if not settings.store_url:
+        raise CeleryConfigError("a worker records runs in the store: set "
+                                "SHEETOPS_STORE_URL (the scheduler's store, PostgreSQL)")
+    names = [q.strip() for q in queues or [] if q.strip()] or [
+        config.queue, *stage_queues(PIPELINES)]
+    app, _ = build_app(config, serve=True)
+    argv = ["worker", "--pool", "prefork", "--queues", ",".join(names),
+            "--loglevel", settings.log_level, "--without-gossip", "--without-mingle",
+            "--without-heartbeat"]
+    if concurrency:
+        argv += ["--concurrency", str(concurrency)]
+    if hostname:
+        argv += ["--hostname", hostname]
+    log.info("sheetops worker on %s, queues %s", wire.store_ref(config.broker_url),
+             ", ".join(names))
+    try:
+        app.worker_main(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
