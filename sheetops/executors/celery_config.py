@@ -34,9 +34,6 @@ HARD_LIMIT_GRACE_S = 5.0
 #: Margin kept between the longest task (timeout, grace and ETA) and the broker's
 #: redelivery timeout.
 BROKER_MARGIN_S = 5.0
-#: Queue name prefix of pipeline stages: ``<prefix>.<pipeline>.<stage>``.
-STAGE_QUEUE_PREFIX = "sheetops.stage"
-
 ATTEMPT_TASK = "sheetops.attempt"
 STAGE_TASK = "sheetops.stage"
 
@@ -162,9 +159,10 @@ class CeleryConfig:
         return conf
 
 
-def stage_queue(pipeline: str, stage: str) -> str:
-    """The Celery queue of one pipeline stage, so each stage scales on its own workers."""
-    return f"{STAGE_QUEUE_PREFIX}.{pipeline}.{stage}"
+def stage_queue(queue: str, pipeline: str, stage: str) -> str:
+    """The Celery queue of one pipeline stage (``<queue>.stage.<pipeline>.<stage>``, beside
+    the attempts queue ``queue``), so each stage scales on its own workers."""
+    return f"{queue}.stage.{pipeline}.{stage}"
 
 
 def make_app(config: CeleryConfig) -> Any:

@@ -1,5 +1,5 @@
 """Pipeline batches on Celery: each stage's batches run as tasks on that stage's own
-Celery queue (``sheetops.stage.<pipeline>.<stage>``), so stages scale on their own.
+Celery queue (``<SHEETOPS_CELERY_QUEUE>.stage.<pipeline>.<stage>``), so stages scale on their own.
 
 The store's durable queues stay the source of truth, so crash safety is the pipelines'
 own: a stage task ("work stage S of run R") *claims* batches from the stage's store queue
@@ -130,6 +130,6 @@ def work_stage(pipe: Pipeline, store: Any, index: int, generation: int,
     return done
 
 
-def stage_queues(pipes: Mapping[str, Pipeline]) -> list[str]:
-    """The Celery queues of every stage of ``pipes``."""
-    return [stage_queue(p.name, s) for p in pipes.values() for s in p.stage_names()]
+def stage_queues(queue: str, pipes: Mapping[str, Pipeline]) -> list[str]:
+    """The Celery queues of every stage of ``pipes`` (beside the attempts queue)."""
+    return [stage_queue(queue, p.name, s) for p in pipes.values() for s in p.stage_names()]

@@ -185,7 +185,7 @@ class Worker:
         body = wire.dumps({"request": wire.request_to_dict(request), "pipeline": pipeline,
                            "index": index, "generation": generation})
         timeout = stage.settings.merged(request.stages.get(stage.name, {})).timeout_s
-        self.app.send_task(STAGE_TASK, args=[body], queue=stage_queue(pipeline, stage.name),
+        self.app.send_task(STAGE_TASK, args=[body], queue=stage_queue(self.config.queue, pipeline, stage.name),
                            time_limit=timeout * 4 + 60)
 
     def run_stage_task(self, message: str) -> int:
@@ -241,7 +241,7 @@ def serve(settings: Any, queues: list[str] | None = None, concurrency: int = 0,
         raise CeleryConfigError("a worker records runs in the store: set "
                                 "SHEETOPS_STORE_URL (the scheduler's store, PostgreSQL)")
     names = [q.strip() for q in queues or [] if q.strip()] or [
-        config.queue, *stage_queues(PIPELINES)]
+        config.queue, *stage_queues(config.queue, PIPELINES)]
     app, _ = build_app(config, serve=True)
     argv = ["worker", "--pool", "prefork", "--queues", ",".join(names),
             "--loglevel", settings.log_level, "--without-gossip", "--without-mingle",
