@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -161,7 +160,7 @@ def test_the_core_loop_runs_on_two_workers_and_shows_on_the_runs_tab(
 
     attempts = read_attempts(folder)
     assert len({a["pid"] for a in attempts if a["job"].startswith("job-")}) == 2
-    flaky = [r for r in runs if r["job"] == "flaky"][0]
+    flaky = next(r for r in runs if r["job"] == "flaky")
     assert (flaky["attempts"], tab[flaky["id"]]["attempts"]) == (2, 2)
     assert [a["attempt"] for a in read_attempts(folder) if a["job"] == "flaky"] == [1, 2]
     assert all(r["requested_by"] == "ops@example.org" for r in runs)
@@ -179,8 +178,12 @@ def test_a_worker_killed_mid_attempt_loses_nothing_and_sends_nothing_twice(
         first = t1.worker("w1")
         t1.scheduler()
         t1.store.request_run("deliver", "ops")
-        wait_for(lambda: sink.exists() and len(sink.read_text().split("\n")) > 3, timeout=60)
-        t1.kill(first)  # mid-attempt: some keys sent, the task not acked
+        def sent() -> int:  # keys the automation sent and noted as sent
+            with t1.store.engine.connect() as conn:
+                return len(conn.execute(select(t.deliveries.c.record_key)).all())
+
+        wait_for(lambda: sent() >= 3, timeout=60)
+        t1.kill(first)  # mid-attempt (sleeping before the next key): the task is not acked
         t1.worker("w2")
         [run] = wait_for(lambda: t1.finished("deliver", 1), timeout=VISIBILITY_S + 60)
         assert t1.deliveries(run["id"]) == 2
@@ -226,7 +229,6 @@ def test_a_poison_task_ends_as_a_failed_run_after_the_redelivery_cap(services, t
         assert "delivered 3 times" in run["error_message"]
         assert "SHEETOPS_CELERY_MAX_DELIVERIES=2" in run["error_message"]
         assert t1.deliveries(run["id"]) == 3  # two that died, the third ends it
-        time.sleep(0)  # nothing is delivered again: the task was acked
         with t1.store.engine.connect() as conn:
             assert conn.execute(select(t.task_deliveries.c.key)).scalars().all() == [
                 f"{run['id']}:1"]
@@ -236,13 +238,14 @@ def test_a_poison_task_ends_as_a_failed_run_after_the_redelivery_cap(services, t
 
 def test_a_pipeline_runs_on_two_workers_and_a_worker_killed_mid_batch_loses_nothing(
         services, tmp_path, workbook):
+    N = 400  # 40 batches of 0.4 s at the double stage: w2 joins long before the end
     source = tmp_path / "input.jsonl"
-    source.write_text("".join(json.dumps({"id": i, "value": i}) + "\n" for i in range(200)))
+    source.write_text("".join(json.dumps({"id": i, "value": i}) + "\n" for i in range(N)))
     _jobs(workbook, {"job": "copy", "automation": "cel_copy", "schedule": "manual",
-                     "enabled": "TRUE", "timeout_s": "40", "max_attempts": "1",
-                     "params": json.dumps({"input": str(source), "slow_s": 0.15})})
+                     "enabled": "TRUE", "timeout_s": "60", "max_attempts": "1",
+                     "params": json.dumps({"input": str(source), "slow_s": 0.4})})
     with tier(services, "redis", tmp_path, workbook) as t1:
-        t1.env["SHEETOPS_BROKER_VISIBILITY_TIMEOUT_S"] = "60"  # > the pass's timeout_s
+        t1.env["SHEETOPS_BROKER_VISIBILITY_TIMEOUT_S"] = "80"  # > the pass's timeout_s
         w1 = t1.worker("w1", concurrency=2)
         t1.scheduler()
         t1.store.request_run("copy", "ops")
@@ -266,11 +269,11 @@ def test_a_pipeline_runs_on_two_workers_and_a_worker_killed_mid_batch_loses_noth
         rows = delivered()
     assert run["status"] == "ok", run["error_message"]
     counts = Counter(key for key, _, _ in rows)
-    assert sorted(counts, key=int) == [str(i) for i in range(200)]
+    assert sorted(counts, key=int) == [str(i) for i in range(N)]
     assert set(counts.values()) == {1}  # applied once each at the SQL sink
     assert all(value == 2 * int(key) for key, value, _ in rows)
     assert {pid for _, _, pid in rows} - first_pids  # batches ran in both workers' processes
-    assert (run["records_in"], run["records_out"]) == (200, 200)
+    assert (run["records_in"], run["records_out"]) == (N, N)
 
 
 @pytest.mark.parametrize(("variable", "value", "named"), [

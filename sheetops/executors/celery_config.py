@@ -154,8 +154,13 @@ class CeleryConfig:
             "broker_transport_options": {},
         }
         if self.transport == "redis":
+            # kombu looks for tasks whose worker died (unacked past the visibility
+            # timeout) every interval × throttle seconds: 100 s by default; here a
+            # twentieth of the timeout, between 1 and 10 s
             conf["broker_transport_options"] = {
-                "visibility_timeout": self.visibility_timeout_s}
+                "visibility_timeout": self.visibility_timeout_s,
+                "unacked_restore_interval": min(10.0, max(1.0, self.visibility_timeout_s / 20)),
+                "unacked_restore_throttle": 1}
         return conf
 
 

@@ -185,7 +185,8 @@ class Worker:
         body = wire.dumps({"request": wire.request_to_dict(request), "pipeline": pipeline,
                            "index": index, "generation": generation})
         timeout = stage.settings.merged(request.stages.get(stage.name, {})).timeout_s
-        self.app.send_task(STAGE_TASK, args=[body], queue=stage_queue(self.config.queue, pipeline, stage.name),
+        self.app.send_task(STAGE_TASK, args=[body],
+                           queue=stage_queue(self.config.queue, pipeline, stage.name),
                            time_limit=timeout * 4 + 60)
 
     def run_stage_task(self, message: str) -> int:
