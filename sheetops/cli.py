@@ -353,7 +353,7 @@ def worker(queues: str = typer.Option(None, "--queues", "-Q", help="Comma-separa
     """Run a Celery worker for SHEETOPS_EXECUTOR=celery: it runs attempts and pipeline
     batches and records them in the store (SHEETOPS_BROKER_URL, SHEETOPS_STORE_URL)."""
     settings = _prepare()
-    from sheetops.executors.celery_worker import serve
+    from sheetops.worker import serve
 
     try:
         code = serve(settings, queues.split(",") if queues else None,

@@ -13,7 +13,7 @@ reference):
   A delivery of an attempt already recorded is dropped (it was redelivered after its
   result was committed); one delivered more than ``SHEETOPS_CELERY_MAX_DELIVERIES`` times
   (its worker died each time) ends the run as failed.
-* ``sheetops.stage`` — batches of one pipeline stage (:mod:`.celery_pipeline`).
+* ``sheetops.stage`` — batches of one pipeline stage (:mod:`sheetops.pipelines.celery`).
 
 The hard deadline is Celery's: a soft time limit at ``timeout_s`` raises inside the
 attempt (recorded as a timeout), a hard one a few seconds later kills the worker process.
@@ -36,11 +36,8 @@ from sheetops.events import AttemptFinished, RunFinished, RunStarted, attempt_st
 from sheetops.executors.celery_config import (
     ATTEMPT_TASK,
     HARD_LIMIT_GRACE_S,
-    STAGE_TASK,
     CeleryConfig,
-    CeleryConfigError,
     make_app,
-    stage_queue,
 )
 from sheetops.executors.memory import explain_memory_error, limit_memory
 from sheetops.ratelimit import RateLimiter, RateLimitSpec
@@ -176,41 +173,10 @@ class Worker:
         self.app.send_task(ATTEMPT_TASK, args=[attempt_message(request, policy, run_started)],
                            **send_options(self.config, request, countdown))
 
-    # -- pipeline stages ---------------------------------------------------------------
-    def send_stage(self, pipeline: str, index: int, generation: int,
-                   request: AttemptRequest) -> None:
-        from sheetops.pipelines.model import get_pipeline
 
-        stage = get_pipeline(pipeline).stages[index]
-        body = wire.dumps({"request": wire.request_to_dict(request), "pipeline": pipeline,
-                           "index": index, "generation": generation})
-        timeout = stage.settings.merged(request.stages.get(stage.name, {})).timeout_s
-        self.app.send_task(STAGE_TASK, args=[body],
-                           queue=stage_queue(self.config.queue, pipeline, stage.name),
-                           time_limit=timeout * 4 + 60)
-
-    def run_stage_task(self, message: str) -> int:
-        from sheetops.executors.celery_pipeline import work_stage
-        from sheetops.pipelines.model import get_pipeline
-
-        data = wire.loads(message)
-        request = wire.request_from_dict(data["request"])
-        store, _ = self.store(request.store_url)
-        return work_stage(get_pipeline(data["pipeline"]), store, int(data["index"]),
-                          int(data["generation"]), request, self.send_stage)
-
-    def run_pass(self, pipe: Any, store_url: str, **options: Any) -> Any:
-        from sheetops.executors.celery_pipeline import run_pass
-
-        return run_pass(pipe, store_url, send=self.send_stage, **options)
-
-
-def build_app(config: CeleryConfig, serve: bool = False) -> tuple[Any, Worker]:
-    """The Celery app of workers (and of the scheduler, which only sends): both tasks
-    registered, routed by :func:`send_options` and :meth:`Worker.send_stage`. With
-    ``serve`` (a worker process) pipeline jobs run their batches as stage tasks."""
-    from sheetops.pipelines.job import use_pass_runner
-
+def build_app(config: CeleryConfig) -> tuple[Any, Worker]:
+    """The Celery app with the attempt task registered (the scheduler sends it, workers
+    run it); :mod:`sheetops.worker` adds the pipelines' stage task for workers."""
     app = make_app(config)
     worker = Worker(config)
     worker.app = app
@@ -220,41 +186,4 @@ def build_app(config: CeleryConfig, serve: bool = False) -> tuple[Any, Worker]:
     def attempt_task(message: str) -> str:
         return worker.run_attempt_task(message)
 
-    @app.task(name=STAGE_TASK, acks_late=config.acks_late,
-              reject_on_worker_lost=config.reject_on_worker_lost)
-    def stage_task(message: str) -> int:
-        return worker.run_stage_task(message)
-
-    if serve:
-        use_pass_runner(worker.run_pass)
     return app, worker
-
-
-def serve(settings: Any, queues: list[str] | None = None, concurrency: int = 0,
-          hostname: str | None = None) -> int:
-    """Run a Celery worker until it is stopped (``sheetops worker``); returns its exit
-    code. The settings are checked first (:class:`CeleryConfigError`, one sentence)."""
-    from sheetops.executors.celery_pipeline import stage_queues
-    from sheetops.pipelines.model import PIPELINES
-
-    config = CeleryConfig.from_settings(settings)
-    if not settings.store_url:
-        raise CeleryConfigError("a worker records runs in the store: set "
-                                "SHEETOPS_STORE_URL (the scheduler's store, PostgreSQL)")
-    names = [q.strip() for q in queues or [] if q.strip()] or [
-        config.queue, *stage_queues(config.queue, PIPELINES)]
-    app, _ = build_app(config, serve=True)
-    argv = ["worker", "--pool", "prefork", "--queues", ",".join(names),
-            "--loglevel", settings.log_level, "--without-gossip", "--without-mingle",
-            "--without-heartbeat"]
-    if concurrency:
-        argv += ["--concurrency", str(concurrency)]
-    if hostname:
-        argv += ["--hostname", hostname]
-    log.info("sheetops worker on %s, queues %s", wire.store_ref(config.broker_url),
-             ", ".join(names))
-    try:
-        app.worker_main(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0

@@ -24,8 +24,9 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from sheetops import wire
 from sheetops.context import AttemptRequest, RunContext
-from sheetops.executors.celery_config import stage_queue
+from sheetops.executors.celery_config import STAGE_TASK, stage_queue
 from sheetops.pipelines.engine import (
     PipelineRun,
     RunReport,
@@ -33,7 +34,8 @@ from sheetops.pipelines.engine import (
     open_queues,
     process_claim,
 )
-from sheetops.pipelines.model import Pipeline
+from sheetops.pipelines.job import use_pass_runner
+from sheetops.pipelines.model import Pipeline, get_pipeline
 
 log = logging.getLogger("sheetops.celery")
 
@@ -128,6 +130,47 @@ def work_stage(pipe: Pipeline, store: Any, index: int, generation: int,
     if done == MAX_CLAIMS_PER_TASK:
         send(pipe.name, index, generation, request)  # more may wait: a fresh task
     return done
+
+
+class StageTasks:
+    """The stage task on one worker's Celery app: sending, running, and the pass runner
+    that makes pipeline jobs on this worker hand their batches to stage tasks."""
+
+    def __init__(self, app: Any, worker: Any) -> None:
+        self.app, self.worker = app, worker  # worker: celery_worker.Worker (stores)
+        self.queue = worker.config.queue
+
+    def install(self) -> None:
+        """Register the task and run this process's pipeline jobs through it."""
+        options = {"acks_late": self.worker.config.acks_late,
+                   "reject_on_worker_lost": self.worker.config.reject_on_worker_lost}
+
+        @self.app.task(name=STAGE_TASK, **options)
+        def stage_task(message: str) -> int:
+            return self.run(message)
+
+        use_pass_runner(self.run_pass)
+
+    def send(self, pipeline: str, index: int, generation: int,
+             request: AttemptRequest) -> None:
+        stage = get_pipeline(pipeline).stages[index]
+        body = wire.dumps({"request": wire.request_to_dict(request), "pipeline": pipeline,
+                           "index": index, "generation": generation})
+        timeout = stage.settings.merged(request.stages.get(stage.name, {})).timeout_s
+        # the claims' leases bound each batch; the hard limit only stops a hung task
+        self.app.send_task(STAGE_TASK, args=[body],
+                           queue=stage_queue(self.queue, pipeline, stage.name),
+                           time_limit=timeout * MAX_CLAIMS_PER_TASK + 60)
+
+    def run(self, message: str) -> int:
+        data = wire.loads(message)
+        request = wire.request_from_dict(data["request"])
+        store, _ = self.worker.store(request.store_url)
+        return work_stage(get_pipeline(data["pipeline"]), store, int(data["index"]),
+                          int(data["generation"]), request, self.send)
+
+    def run_pass(self, pipe: Pipeline, store_url: str, **options: Any) -> RunReport:
+        return run_pass(pipe, store_url, send=self.send, **options)
 
 
 def stage_queues(queue: str, pipes: Mapping[str, Pipeline]) -> list[str]:
