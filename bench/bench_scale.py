@@ -85,6 +85,10 @@ class Workers:
         self.procs = []
 
 
+def phase(name: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {name}", file=sys.stderr, flush=True)
+
+
 def runs_per_s(runner, automation: str, n: int, params: str = "{}") -> float:
     """Submit ``n`` runs of ``automation`` (one job each) and wait for every one."""
     from sheetops.config.model import JobSpec, Snapshot
@@ -93,6 +97,7 @@ def runs_per_s(runner, automation: str, n: int, params: str = "{}") -> float:
     specs = [JobSpec(job=f"{automation}-{tag}-{i}", automation=automation,
                      schedule="manual", timezone="UTC", timeout_s=30, max_attempts=1,
                      params_json=params) for i in range(n)]
+    phase(f"{n} runs of {automation}")
     t0 = time.perf_counter()
     runner.submit_many(specs, Snapshot(), "bench", None)
     if not runner.wait_idle(600):
@@ -106,6 +111,7 @@ def pipeline_seconds(runner, store, records: int) -> float:
     spec = JobSpec(job=f"pipe-{uuid.uuid4().hex[:6]}", automation="scale_pipe",
                    schedule="manual", timezone="UTC", timeout_s=300, max_attempts=1,
                    params_json=f'{{"n": {records}}}')
+    phase(f"pipeline of {records}")
     t0 = time.perf_counter()
     run_id = runner.submit(spec, Snapshot(), "bench")
     runner.wait(run_id, 600)
@@ -140,7 +146,7 @@ def bare_celery_per_s(env: dict[str, str], folder: Path, n: int) -> float:
     try:
         workers.start([CELERY, "-A", "_scale_automations", "worker", "-c", "2", "-Q", queue,
                        "--without-gossip", "--without-mingle", "--without-heartbeat",
-                       "-n", f"bare@{queue}"], "bare", bare_env)
+                       "-l", "INFO", "-n", f"bare@{queue}"], "bare", bare_env)
         app = bare_app()
         noop = app.tasks["bare.noop"]
         [r.get(timeout=60) for r in [noop.delay() for _ in range(50)]]  # warm up
@@ -187,7 +193,7 @@ def main() -> None:
         folder = Path(tmp)
         env = {**os.environ, "SHEETOPS_STORE_URL": url, "SHEETOPS_BROKER_URL": BROKER,
                "SHEETOPS_EXECUTOR": "celery", "SHEETOPS_CELERY_QUEUE": queue,
-               "SHEETOPS_AUTOMATIONS": "_scale_automations", "SHEETOPS_LOG_LEVEL": "WARNING",
+               "SHEETOPS_AUTOMATIONS": "_scale_automations", "SHEETOPS_LOG_LEVEL": "INFO",
                "PYTHONPATH": os.pathsep.join(filter(None, [str(BENCH),
                                                            os.environ.get("PYTHONPATH")]))}
         store = Store(url)

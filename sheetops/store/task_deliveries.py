@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select, text
 
 from sheetops.store import schema as t
 from sheetops.store.db import Database
@@ -41,6 +41,21 @@ class AttemptStart:
                 and self.deliveries <= cap)
 
 
+#: PostgreSQL: count the delivery and read the run in one round trip.
+_BEGIN_PG = text("""
+WITH d AS (
+    INSERT INTO task_deliveries (key, deliveries, first_at, last_at)
+    VALUES (:key, 1, :now, :now)
+    ON CONFLICT (key) DO UPDATE
+        SET deliveries = task_deliveries.deliveries + 1, last_at = excluded.last_at
+    RETURNING deliveries)
+SELECT d.deliveries,
+       (SELECT status FROM runs WHERE id = :run) AS status,
+       EXISTS (SELECT 1 FROM attempts WHERE run_id = :run AND attempt = :attempt)
+           AS recorded
+FROM d""")
+
+
 def delivery_key(run_id: str, attempt: int) -> str:
     return f"{run_id}:{attempt}"
 
@@ -55,25 +70,40 @@ class TaskDeliveryStore:
     def begin_attempt(self, run_id: str, attempt: int, cap: int,
                       started: Batch | None = None) -> AttemptStart:
         """Count this delivery of the attempt and read its run; when the attempt is
-        due (:meth:`AttemptStart.due`) write ``started`` in the same transaction."""
+        due (:meth:`AttemptStart.due`) write ``started`` in the same transaction.
+
+        On PostgreSQL it is one statement and the commit does not wait for the disk
+        (``synchronous_commit`` off for this transaction only): a database crash may
+        forget the last few starts — a run shown queued, one delivery uncounted — never
+        a result, which commits durably."""
         now = time.time()
-        d = t.task_deliveries
-        stmt = self.db.insert(d).values(key=delivery_key(run_id, attempt), deliveries=1,
-                                        first_at=now, last_at=now)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["key"],
-            set_={"deliveries": d.c.deliveries + 1, "last_at": now}).returning(d.c.deliveries)
+        key = delivery_key(run_id, attempt)
         with self.db.engine.begin() as conn:
-            deliveries = int(conn.execute(stmt).scalar_one())
-            status = conn.execute(select(t.runs.c.status).where(t.runs.c.id == run_id)
-                                  ).scalar_one_or_none()
-            recorded = conn.execute(select(t.attempts.c.attempt).where(
-                t.attempts.c.run_id == run_id, t.attempts.c.attempt == attempt).limit(1)
-            ).first() is not None
-            start = AttemptStart(deliveries, status, recorded)
+            if self.db.dialect == "postgresql":
+                conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+                row = conn.execute(_BEGIN_PG, {"key": key, "now": now, "run": run_id,
+                                               "attempt": attempt}).one()
+                start = AttemptStart(int(row.deliveries), row.status, bool(row.recorded))
+            else:
+                start = self._begin_portable(conn, key, run_id, attempt, now)
             if started and start.due(cap):
                 self.runs.write(conn, started)
         return start
+
+    def _begin_portable(self, conn: Connection, key: str, run_id: str, attempt: int,
+                        now: float) -> AttemptStart:
+        d = t.task_deliveries
+        stmt = self.db.insert(d).values(key=key, deliveries=1, first_at=now, last_at=now)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["key"],
+            set_={"deliveries": d.c.deliveries + 1, "last_at": now}).returning(d.c.deliveries)
+        deliveries = int(conn.execute(stmt).scalar_one())
+        status = conn.execute(select(t.runs.c.status).where(t.runs.c.id == run_id)
+                              ).scalar_one_or_none()
+        recorded = conn.execute(select(t.attempts.c.attempt).where(
+            t.attempts.c.run_id == run_id, t.attempts.c.attempt == attempt).limit(1)
+        ).first() is not None
+        return AttemptStart(deliveries, status, recorded)
 
     def deliveries(self, run_id: str, attempt: int) -> int:
         """How many times the attempt was delivered (0: never)."""
