@@ -26,7 +26,11 @@ from test_cli import SHEETOPS, probe, wait_for
 from sheetops.store import Store
 from sheetops.store import schema as t
 
-pytestmark = [pytest.mark.services, pytest.mark.slow]
+
+def with_services(test):
+    """Marks of a test with real PostgreSQL, brokers and worker processes."""
+    return pytest.mark.slow(pytest.mark.services(test))
+
 
 BROKERS = {"redis": "redis://127.0.0.1:6379/13", "amqp": "amqp://guest:guest@127.0.0.1:5672//"}
 #: Short enough for a test to wait for, longer than the tests' timeout_s + grace + margin.
@@ -138,6 +142,7 @@ def _runs_tab(workbook) -> dict[str, dict]:
     return {r["run_id"]: r for r in workbook.records("Runs")}
 
 
+@with_services
 @pytest.mark.parametrize("broker", ["redis", "amqp"])
 def test_the_core_loop_runs_on_two_workers_and_shows_on_the_runs_tab(
         services, broker, tmp_path, workbook):
@@ -166,6 +171,7 @@ def test_the_core_loop_runs_on_two_workers_and_shows_on_the_runs_tab(
     assert all(r["requested_by"] == "ops@example.org" for r in runs)
 
 
+@with_services
 @pytest.mark.parametrize("broker", ["redis", "amqp"])
 def test_a_worker_killed_mid_attempt_loses_nothing_and_sends_nothing_twice(
         services, broker, tmp_path, workbook):
@@ -193,6 +199,7 @@ def test_a_worker_killed_mid_attempt_loses_nothing_and_sends_nothing_twice(
     assert (run["status"], run["attempts"]) == ("ok", 1)
 
 
+@with_services
 def test_a_scheduler_killed_with_runs_in_flight_loses_no_result(services, tmp_path,
                                                                  workbook):
     folder = tmp_path / "evidence"
@@ -213,6 +220,7 @@ def test_a_scheduler_killed_with_runs_in_flight_loses_no_result(services, tmp_pa
         assert [r["status"] for r in t1.runs("slow")] == ["ok"]
 
 
+@with_services
 def test_a_poison_task_ends_as_a_failed_run_after_the_redelivery_cap(services, tmp_path,
                                                                      workbook):
     _jobs(workbook, {"job": "poison", "automation": "t_cel_kill", "schedule": "manual",
@@ -236,6 +244,7 @@ def test_a_poison_task_ends_as_a_failed_run_after_the_redelivery_cap(services, t
         assert [e["error_type"] for e in errors] == ["WorkerLost"]
 
 
+@with_services
 def test_a_pipeline_runs_on_two_workers_and_a_worker_killed_mid_batch_loses_nothing(
         services, tmp_path, workbook):
     N = 400  # 40 batches of 0.4 s at the double stage: w2 joins long before the end
@@ -276,6 +285,7 @@ def test_a_pipeline_runs_on_two_workers_and_a_worker_killed_mid_batch_loses_noth
     assert (run["records_in"], run["records_out"]) == (N, N)
 
 
+@with_services
 @pytest.mark.parametrize(("variable", "value", "named"), [
     ("SHEETOPS_CELERY_ACKS_LATE", "false", "SHEETOPS_CELERY_ACKS_LATE=false would lose work"),
     ("SHEETOPS_CELERY_PREFETCH_MULTIPLIER", "4",
@@ -295,6 +305,7 @@ def test_a_setting_that_would_lose_or_double_work_is_refused_in_one_sentence(
             assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
+@with_services
 def test_an_attempt_longer_than_the_visibility_timeout_fails_instead_of_running_twice(
         services, tmp_path, workbook):
     folder = tmp_path / "evidence"
@@ -308,3 +319,34 @@ def test_an_attempt_longer_than_the_visibility_timeout_fails_instead_of_running_
     assert run["status"] == "failed" and run["error_type"] == "ConfigError"
     assert f"SHEETOPS_BROKER_VISIBILITY_TIMEOUT_S={VISIBILITY_S}" in run["error_message"]
     assert not folder.exists()  # never sent to a worker
+
+
+# -- without services: the checks that come before any connection ------------------------
+
+@pytest.mark.parametrize(("env", "named"), [
+    ({"SHEETOPS_BROKER_URL": ""}, "SHEETOPS_EXECUTOR=celery needs SHEETOPS_BROKER_URL"),
+    ({"SHEETOPS_BROKER_URL": "sqs://queue"}, "must be a redis:// or amqp:// URL"),
+    ({"SHEETOPS_CELERY_REJECT_ON_WORKER_LOST": "0"},
+     "SHEETOPS_CELERY_REJECT_ON_WORKER_LOST=false would lose work"),
+    ({"SHEETOPS_CELERY_MAX_DELIVERIES": "0"}, "SHEETOPS_CELERY_MAX_DELIVERIES=0 must be 1"),
+    ({"SHEETOPS_BROKER_URL": "amqp://guest:guest@127.0.0.1:5672//",
+      "SHEETOPS_BROKER_CONSUMER_TIMEOUT_S": "3"}, "SHEETOPS_BROKER_CONSUMER_TIMEOUT_S=3 is"),
+])
+def test_the_worker_refuses_a_bad_celery_setting_before_connecting(tmp_path, env, named):
+    done = subprocess.run(
+        [SHEETOPS, "worker"], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "SHEETOPS_STORE_URL": f"sqlite:///{tmp_path}/s.db",
+             "SHEETOPS_BROKER_URL": "redis://127.0.0.1:1/0", **env})
+    assert done.returncode == 2
+    assert named in done.stderr and "Traceback" not in done.stderr
+
+
+def test_an_attempt_is_sent_only_when_the_broker_will_not_hand_it_to_a_second_worker():
+    from sheetops.executors.celery_config import CeleryConfig
+
+    redis = CeleryConfig("redis://h/0", visibility_timeout_s=100)
+    assert redis.task_problem(timeout_s=80) == ""
+    assert "SHEETOPS_BROKER_VISIBILITY_TIMEOUT_S=100" in redis.task_problem(80, eta_s=20)
+    rabbit = CeleryConfig("amqp://h//", consumer_timeout_s=1800)
+    assert rabbit.task_problem(timeout_s=1000, eta_s=300) == ""
+    assert "RabbitMQ consumer_timeout" in rabbit.task_problem(timeout_s=1800)

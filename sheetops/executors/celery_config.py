@@ -173,8 +173,11 @@ def stage_queue(queue: str, pipeline: str, stage: str) -> str:
 def make_app(config: CeleryConfig) -> Any:
     """A Celery app configured by ``config`` (tasks are registered by
     :mod:`sheetops.executors.celery_worker`)."""
-    from celery import Celery
-
+    try:
+        from celery import Celery
+    except ImportError:
+        raise CeleryConfigError("SHEETOPS_EXECUTOR=celery needs Celery: pip install "
+                                "'sheetops[distributed]'") from None
     app = Celery("sheetops", set_as_current=False)
     app.conf.update(config.celery_settings())
     return app
