@@ -181,9 +181,30 @@ def build_app(config: CeleryConfig) -> tuple[Any, Worker]:
     worker = Worker(config)
     worker.app = app
 
-    @app.task(name=ATTEMPT_TASK, acks_late=config.acks_late,
-              reject_on_worker_lost=config.reject_on_worker_lost)
-    def attempt_task(message: str) -> str:
-        return worker.run_attempt_task(message)
+    @app.task(name=ATTEMPT_TASK, bind=True, max_retries=None, **task_options(config))
+    def attempt_task(task: Any, message: str) -> str:
+        return guarded(task, config, worker.run_attempt_task, message)
 
     return app, worker
+
+
+def task_options(config: CeleryConfig) -> dict[str, Any]:
+    """The reliability options every sheetops task is registered with."""
+    return {"acks_late": config.acks_late,
+            "reject_on_worker_lost": config.reject_on_worker_lost}
+
+
+def guarded(task: Any, config: CeleryConfig, body: Any, message: str) -> Any:
+    """Run a task's ``body``; when it fails (the store or the broker unreachable) send the
+    task again later instead of letting Celery drop it, and drop only a message no
+    version of sheetops can read."""
+    try:
+        return body(message)
+    except wire.WireFormatError as exc:
+        log.error("a task that cannot be read was dropped: %s", exc)
+        return "unreadable"
+    except Exception as exc:
+        delay = min(2.0 ** task.request.retries, 60.0, config.redelivery_timeout_s / 4)
+        log.warning("task %s failed (%s: %s); sent again in %.0fs", task.request.id,
+                    type(exc).__name__, exc, delay)
+        raise task.retry(exc=exc, countdown=delay) from None

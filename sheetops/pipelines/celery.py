@@ -27,6 +27,7 @@ from typing import Any
 from sheetops import wire
 from sheetops.context import AttemptRequest, RunContext
 from sheetops.executors.celery_config import STAGE_TASK, stage_queue
+from sheetops.executors.celery_worker import guarded, task_options
 from sheetops.pipelines.engine import (
     PipelineRun,
     RunReport,
@@ -142,12 +143,11 @@ class StageTasks:
 
     def install(self) -> None:
         """Register the task and run this process's pipeline jobs through it."""
-        options = {"acks_late": self.worker.config.acks_late,
-                   "reject_on_worker_lost": self.worker.config.reject_on_worker_lost}
+        config = self.worker.config
 
-        @self.app.task(name=STAGE_TASK, **options)
-        def stage_task(message: str) -> int:
-            return self.run(message)
+        @self.app.task(name=STAGE_TASK, bind=True, max_retries=None, **task_options(config))
+        def stage_task(task: Any, message: str) -> int:
+            return guarded(task, config, self.run, message)
 
         use_pass_runner(self.run_pass)
 
