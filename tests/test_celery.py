@@ -286,26 +286,6 @@ def test_a_pipeline_runs_on_two_workers_and_a_worker_killed_mid_batch_loses_noth
 
 
 @with_services
-@pytest.mark.parametrize(("variable", "value", "named"), [
-    ("SHEETOPS_CELERY_ACKS_LATE", "false", "SHEETOPS_CELERY_ACKS_LATE=false would lose work"),
-    ("SHEETOPS_CELERY_PREFETCH_MULTIPLIER", "4",
-     "SHEETOPS_CELERY_PREFETCH_MULTIPLIER=4 would double work"),
-    ("SHEETOPS_BROKER_VISIBILITY_TIMEOUT_S", "5",
-     "SHEETOPS_BROKER_VISIBILITY_TIMEOUT_S=5 is too short"),
-])
-def test_a_setting_that_would_lose_or_double_work_is_refused_in_one_sentence(
-        services, tmp_path, workbook, variable, value, named):
-    _jobs(workbook, probe("one", "manual"))
-    with tier(services, "redis", tmp_path, workbook) as t1:
-        for args in (["worker"], ["run", "--sheet", str(workbook.path)]):
-            done = subprocess.run([SHEETOPS, *args], cwd=tmp_path, capture_output=True,
-                                  text=True, timeout=60, env={**t1.env, variable: value})
-            assert done.returncode == 2, done.stderr
-            assert named in done.stderr
-            assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
-
-
-@with_services
 def test_an_attempt_longer_than_the_visibility_timeout_fails_instead_of_running_twice(
         services, tmp_path, workbook):
     folder = tmp_path / "evidence"
@@ -323,22 +303,37 @@ def test_an_attempt_longer_than_the_visibility_timeout_fails_instead_of_running_
 
 # -- without services: the checks that come before any connection ------------------------
 
-@pytest.mark.parametrize(("env", "named"), [
-    ({"SHEETOPS_BROKER_URL": ""}, "SHEETOPS_EXECUTOR=celery needs SHEETOPS_BROKER_URL"),
-    ({"SHEETOPS_BROKER_URL": "sqs://queue"}, "must be a redis:// or amqp:// URL"),
+@pytest.mark.parametrize(("env", "named", "scheduler_too"), [
+    ({"SHEETOPS_CELERY_ACKS_LATE": "false"}, "SHEETOPS_CELERY_ACKS_LATE=false would lose work",
+     True),
+    ({"SHEETOPS_CELERY_PREFETCH_MULTIPLIER": "4"},
+     "SHEETOPS_CELERY_PREFETCH_MULTIPLIER=4 would double work", True),
+    ({"SHEETOPS_BROKER_VISIBILITY_TIMEOUT_S": "5"},
+     "SHEETOPS_BROKER_VISIBILITY_TIMEOUT_S=5 is too short", True),
     ({"SHEETOPS_CELERY_REJECT_ON_WORKER_LOST": "0"},
-     "SHEETOPS_CELERY_REJECT_ON_WORKER_LOST=false would lose work"),
-    ({"SHEETOPS_CELERY_MAX_DELIVERIES": "0"}, "SHEETOPS_CELERY_MAX_DELIVERIES=0 must be 1"),
+     "SHEETOPS_CELERY_REJECT_ON_WORKER_LOST=false would lose work", False),
+    ({"SHEETOPS_CELERY_MAX_DELIVERIES": "0"}, "SHEETOPS_CELERY_MAX_DELIVERIES=0 must be 1",
+     False),
     ({"SHEETOPS_BROKER_URL": "amqp://guest:guest@127.0.0.1:5672//",
-      "SHEETOPS_BROKER_CONSUMER_TIMEOUT_S": "3"}, "SHEETOPS_BROKER_CONSUMER_TIMEOUT_S=3 is"),
+      "SHEETOPS_BROKER_CONSUMER_TIMEOUT_S": "3"}, "SHEETOPS_BROKER_CONSUMER_TIMEOUT_S=3 is",
+     False),
+    ({"SHEETOPS_BROKER_URL": ""}, "SHEETOPS_EXECUTOR=celery needs SHEETOPS_BROKER_URL", False),
+    ({"SHEETOPS_BROKER_URL": "sqs://queue"}, "must be a redis:// or amqp:// URL", False),
 ])
-def test_the_worker_refuses_a_bad_celery_setting_before_connecting(tmp_path, env, named):
-    done = subprocess.run(
-        [SHEETOPS, "worker"], cwd=tmp_path, capture_output=True, text=True, timeout=60,
-        env={**os.environ, "SHEETOPS_STORE_URL": f"sqlite:///{tmp_path}/s.db",
-             "SHEETOPS_BROKER_URL": "redis://127.0.0.1:1/0", **env})
-    assert done.returncode == 2
-    assert named in done.stderr and "Traceback" not in done.stderr
+def test_a_setting_that_would_lose_or_double_work_is_refused_in_one_sentence(
+        tmp_path, workbook, env, named, scheduler_too):
+    """A worker (and the scheduler: the same check) refuses it at start, before
+    connecting to anything (the broker's port here has nothing listening)."""
+    _jobs(workbook, probe("one", "manual"))
+    base = {**os.environ, "SHEETOPS_STORE_URL": f"sqlite:///{tmp_path}/s.db",
+            "SHEETOPS_EXECUTOR": "celery", "SHEETOPS_BROKER_URL": "redis://127.0.0.1:1/0"}
+    commands = [["worker"], ["run", "--sheet", str(workbook.path)]]
+    for args in commands if scheduler_too else commands[:1]:
+        done = subprocess.run([SHEETOPS, *args], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=60, env={**base, **env})
+        assert done.returncode == 2, done.stderr
+        assert named in done.stderr
+        assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
 def test_an_attempt_is_sent_only_when_the_broker_will_not_hand_it_to_a_second_worker():
