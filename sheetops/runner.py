@@ -81,9 +81,7 @@ class Runner:
         self.executor = executor_factory(on_start=self._on_start, on_result=self._on_result,
                                          hooks=self.hooks, workers=workers)
         self.recorder = Recorder(store)
-        bind = getattr(self.executor, "bind_recorder", None)
-        if bind is not None:  # it publishes only what the store already holds
-            bind(self.recorder)
+        self.executor.bind_recorder(self.recorder)
         self._lock = threading.Lock()
         self._runs: dict[str, _Run] = {}
         self._active: dict[str, int] = defaultdict(int)  # job → runs holding a slot

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from sheetops import plugins
 from sheetops.context import AttemptRequest, AttemptResult
 from sheetops.errors import SheetopsError
 from sheetops.hooks import Hooks
 from sheetops.retry import JobPolicy
+
+if TYPE_CHECKING:
+    from sheetops.recorder import Recorder
 
 OnStart = Callable[[AttemptRequest, float], None]
 OnResult = Callable[[AttemptResult], None]
@@ -51,6 +55,10 @@ class Executor(ABC):
         """Submit attempts due now, in order (executors may do this in one step)."""
         for request in requests:
             self.submit(request)
+
+    def bind_recorder(self, recorder: Recorder) -> None:  # noqa: B027
+        """The runner's recorder, given before :meth:`start` (an executor whose tasks
+        must find their runs in the store flushes it before handing them off)."""
 
     def set_policy(self, run_id: str, policy: JobPolicy) -> None:  # noqa: B027
         """The retry policy of ``run_id``'s job, for executors that retry (``records_runs``);
