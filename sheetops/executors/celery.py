@@ -29,7 +29,7 @@ from typing import Any
 from sheetops.context import AttemptRequest, AttemptResult
 from sheetops.executors.base import Executor, OnResult, OnStart
 from sheetops.executors.celery_config import CeleryConfig, CeleryConfigError
-from sheetops.executors.celery_worker import attempt_message, build_app, send_options
+from sheetops.executors.celery_worker import build_app
 from sheetops.hooks import Hooks
 from sheetops.recorder import Recorder
 from sheetops.retry import JobPolicy
@@ -51,7 +51,7 @@ class CeleryExecutor(Executor):
                  workers: int = 0, config: CeleryConfig | None = None) -> None:
         super().__init__(on_start, on_result, hooks, workers)
         self.config = config or CeleryConfig.from_settings(get_settings())
-        self.app, self._worker = build_app(self.config)
+        self.app, self._worker = build_app(self.config)  # the worker's app: sends only
         self._recorder: Recorder | None = None
         self._pending: deque[tuple[AttemptRequest, float | None]] = deque()
         self._policies: dict[str, JobPolicy] = {}
@@ -169,9 +169,7 @@ class CeleryExecutor(Executor):
                     policy = self._policies.pop(request.run_id, JobPolicy(1, 1.0, 1.0))
                     self._inflight[request.run_id] = request
                 try:
-                    self.app.send_task(
-                        "sheetops.attempt", args=[attempt_message(request, policy)],
-                        producer=producer, **send_options(self.config, request, delay))
+                    self._worker.send_attempt(request, policy, None, delay, producer)
                     self.sent += 1
                 except Exception as exc:
                     with self._lock:

@@ -169,9 +169,11 @@ class Worker:
         return attempt_status(result).value
 
     def send_attempt(self, request: AttemptRequest, policy: JobPolicy,
-                     run_started: float | None, countdown: float | None = None) -> None:
+                     run_started: float | None, countdown: float | None = None,
+                     producer: Any = None) -> None:
+        """Publish an attempt task (the scheduler's first attempts, a worker's retries)."""
         self.app.send_task(ATTEMPT_TASK, args=[attempt_message(request, policy, run_started)],
-                           **send_options(self.config, request, countdown))
+                           producer=producer, **send_options(self.config, request, countdown))
 
 
 def build_app(config: CeleryConfig) -> tuple[Any, Worker]:
