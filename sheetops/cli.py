@@ -501,11 +501,27 @@ def _dashboard_store_url(settings: Settings, sheet: str) -> str:
 
 
 @app.command()
-def worker() -> None:
-    """Run a distributed worker (Celery). Not available yet: the local executor runs
-    everything in `sheetops run`."""
-    raise _fail("the distributed executor (Celery) is not part of this version; "
-                "'sheetops run' executes jobs in local worker processes", 2)
+def worker(queues: str = typer.Option(None, "--queues", "-Q", help="Comma-separated Celery "
+                                      "queues to consume (default: the attempts queue "
+                                      "SHEETOPS_CELERY_QUEUE and every registered "
+                                      "pipeline's stage queues)."),
+           concurrency: int = typer.Option(0, "--concurrency", "-c", help="Worker "
+                                           "processes (default: SHEETOPS_WORKERS or the "
+                                           "number of CPUs)."),
+           hostname: str = typer.Option(None, "--hostname", "-n",
+                                        help="This worker's name (default: celery's).")
+           ) -> None:
+    """Run a Celery worker for SHEETOPS_EXECUTOR=celery: it runs attempts and pipeline
+    batches and records them in the store (SHEETOPS_BROKER_URL, SHEETOPS_STORE_URL)."""
+    settings = _prepare()
+    from sheetops.worker import serve
+
+    try:
+        code = serve(settings, queues.split(",") if queues else None,
+                     concurrency or settings.workers, hostname)
+    except SheetopsError as exc:
+        raise _fail(str(exc)) from None
+    raise typer.Exit(code)
 
 
 @app.command()

@@ -188,8 +188,11 @@ class Engine:
     def _take_over(self) -> None:
         """Become the active scheduler: close what a dead predecessor left open, load
         its fire times (for catch-up) and start firing."""
-        # runs in flight here are alive (this process may be taking the lease *back*)
-        interrupted = self.store.interrupt_unfinished(keep=self.runner.in_flight_ids())
+        # runs in flight here are alive (this process may be taking the lease *back*);
+        # with workers that record runs themselves (Celery) every unfinished run is
+        # theirs, and they end it
+        interrupted = [] if self.runner.executor.records_runs else (
+            self.store.interrupt_unfinished(keep=self.runner.in_flight_ids()))
         if interrupted:
             log.warning("%d run(s) were left running by a scheduler that stopped without "
                         "shutting down; recorded as failed (Interrupted)", len(interrupted))

@@ -195,6 +195,13 @@ class Recorder:
                 raise
             return len(batch.new_runs) + len(batch.run_updates)
 
+    def take(self) -> Batch:
+        """Everything recorded so far, as a batch the caller writes in a transaction of
+        its own (a Celery worker writes a run's start with its delivery count); the
+        recorder forgets it."""
+        with self._lock:
+            return self._take()
+
     def _take(self) -> Batch:
         batch = Batch(new_runs=list(self._new.values()),
                       run_updates=[{"id": run_id, **values}

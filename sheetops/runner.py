@@ -23,7 +23,14 @@ from typing import Any
 
 from sheetops.config.model import JobSpec, Snapshot
 from sheetops.context import AttemptRequest, AttemptResult
-from sheetops.events import AttemptFinished, FireTimes, RunFinished, RunQueued, RunStarted
+from sheetops.events import (
+    AttemptFinished,
+    FireTimes,
+    RunFinished,
+    RunQueued,
+    RunStarted,
+    attempt_status,
+)
 from sheetops.executors.base import Executor
 from sheetops.hooks import Hooks, RunInfo, RunOutcome
 from sheetops.recorder import Recorder
@@ -74,6 +81,7 @@ class Runner:
         self.executor = executor_factory(on_start=self._on_start, on_result=self._on_result,
                                          hooks=self.hooks, workers=workers)
         self.recorder = Recorder(store)
+        self.executor.bind_recorder(self.recorder)
         self._lock = threading.Lock()
         self._runs: dict[str, _Run] = {}
         self._active: dict[str, int] = defaultdict(int)  # job → runs holding a slot
@@ -111,6 +119,9 @@ class Runner:
         with self._lock:
             left = list(self._runs.values())
         for run in left:
+            if self.executor.records_runs and run.run_id not in unstarted:
+                self._forget(run)  # handed to a worker, which records its end
+                continue
             attempt = unstarted.get(run.run_id, run.attempt)
             run.attempt = max(0, attempt - 1)  # attempts made; the last one never began
             self._finish(run, RunStatus.FAILED, now, error_type="Shutdown",
@@ -187,6 +198,9 @@ class Runner:
     def _next_request(self, run: _Run) -> AttemptRequest:
         run.attempt += 1
         spec = run.spec
+        if self.executor.records_runs and run.attempt == 1:
+            self.executor.set_policy(run.run_id, JobPolicy(
+                spec.max_attempts, spec.backoff_initial_s, spec.backoff_max_s))
         return AttemptRequest(
             run_id=run.run_id, job=spec.job, automation=spec.automation,
             attempt=run.attempt, params=spec.params, timeout_s=spec.timeout_s,
@@ -254,7 +268,8 @@ class Runner:
                            run.scheduled_for, now, run.dry_run)
         with self._lock:
             self._started[run.spec.job] += 1
-        self.recorder.record(RunStarted(run.run_id, run.spec.job, now))
+        if not self.executor.records_runs:
+            self.recorder.record(RunStarted(run.run_id, run.spec.job, now))
         self.hooks.emit("on_run_start", run.info)
 
     def _on_result(self, result: AttemptResult) -> None:
@@ -265,6 +280,12 @@ class Runner:
             self._on_start(AttemptRequest(run.run_id, run.spec.job, run.spec.automation,
                                           result.attempt, {}, run.spec.timeout_s),
                            result.started_at)
+        if self.executor.recorded(result):  # a worker recorded it and the run's end
+            run.attempt = result.attempt
+            self.hooks.emit("on_attempt_end", run.info, result)
+            self._finish(run, attempt_status(result), result.finished_at, result.result,
+                         result.error_type, result.error_message, recorded=True)
+            return
         if result.attempt == 1 and run.started_at is not None and (
                 result.started_at > run.started_at):
             # the worker began later than the dispatch (a batch, a busy pipe): keep the
@@ -294,14 +315,15 @@ class Runner:
 
     def _finish(self, run: _Run, status: RunStatus, finished_at: float,
                 result: dict[str, Any] | None = None, error_type: str = "",
-                error_message: str = "") -> None:
+                error_message: str = "", recorded: bool = False) -> None:
         result = result or {}
         job = run.spec.job
         event = RunFinished(
             run.run_id, job, status, run.attempt, run.started_at, finished_at, run.dry_run,
             int(result.get("records_in", 0)), int(result.get("records_out", 0)),
             int(result.get("records_failed", 0)), result, error_type, error_message)
-        self.recorder.record(event)
+        if not recorded:
+            self.recorder.record(event)
         outcome = RunOutcome(status, event.attempts, finished_at, event.duration_s,
                              event.records_in, event.records_out, event.records_failed,
                              error_type, error_message)
@@ -324,6 +346,13 @@ class Runner:
                 run.done.set()
         if next_run is not None:
             self._send(next_run)
+
+    def _forget(self, run: _Run) -> None:
+        """Drop a run this runner no longer follows (its end is recorded elsewhere)."""
+        with self._lock:
+            self._runs.pop(run.run_id, None)
+            if not self._runs:
+                self._idle.notify_all()
 
     def note_fire_times(self, times: dict[str, float]) -> None:
         """Remember the latest fire time handled per job (for catch-up after downtime)."""

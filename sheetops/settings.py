@@ -33,12 +33,25 @@ class Settings(BaseSettings):
     store_url: str = ""
     executor: str = "local"
     workers: int = Field(default=0, description="worker processes; 0 = number of CPUs")
-    broker_url: str = ""
+    broker_url: str = Field(default="", description="Celery broker: redis://… or amqp://…")
     lease_ttl_s: float = Field(default=15.0, ge=2.0, description="scheduler lease; a "
                                "standby takes over within twice this")
     rate_limit_storage: str = Field(default="", description="limits storage URI shared "
                                     "by every process (redis://host:6379/0); "
                                     "empty = in this process only")
+    # the Celery tier (sheetops.executors.celery_config checks them at start)
+    celery_queue: str = Field(default="sheetops", description="Celery queue of attempts")
+    celery_max_deliveries: int = Field(default=3, description="deliveries of one attempt "
+                                       "before it ends as a poison task")
+    celery_acks_late: bool = True
+    celery_reject_on_worker_lost: bool = True
+    celery_prefetch_multiplier: int = 1
+    broker_visibility_timeout_s: float = Field(default=3600.0, description="Redis: seconds "
+                                               "before an unacked task is redelivered")
+    broker_consumer_timeout_s: float = Field(default=1800.0, description="RabbitMQ's "
+                                             "consumer_timeout (the server's setting)")
+    celery_poll_interval_s: float = Field(default=0.1, description="how often the "
+                                          "scheduler reads its runs' outcomes")
     automations: str = ""
     google_credentials: str = ""
     sheets_emulator: str = ""

@@ -21,7 +21,7 @@ LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 #: Modules of sheetops outside the engine: implementations, the UI, test helpers, and
 #: the entry points that wire concrete choices together.
 NOT_ENGINE = {"__init__", "automations", "cli", "connectors", "dashboard", "demo", "dryrun",
-              "notebook", "pipelines", "testing"}
+              "notebook", "pipelines", "testing", "worker"}
 
 
 def _config() -> dict:

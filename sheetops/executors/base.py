@@ -9,18 +9,31 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from sheetops import plugins
 from sheetops.context import AttemptRequest, AttemptResult
 from sheetops.errors import SheetopsError
 from sheetops.hooks import Hooks
+from sheetops.retry import JobPolicy
+
+if TYPE_CHECKING:
+    from sheetops.recorder import Recorder
 
 OnStart = Callable[[AttemptRequest, float], None]
 OnResult = Callable[[AttemptResult], None]
 
 
 class Executor(ABC):
-    """Runs attempts; ``on_start`` and ``on_result`` are called from one thread."""
+    """Runs attempts; ``on_start`` and ``on_result`` are called from one thread.
+
+    An executor whose workers record runs in the store themselves (``records_runs``,
+    Celery) also retries there: the runner records only the hand-off, gives the job's
+    retry policy with :meth:`set_policy`, and hears of each run's end (``on_result``
+    with its last attempt) once a worker recorded it."""
+
+    #: Whether the workers record starts, attempts, retries and outcomes themselves.
+    records_runs: bool = False
 
     def __init__(self, on_start: OnStart, on_result: OnResult, hooks: Hooks | None = None,
                  workers: int = 0) -> None:
@@ -42,6 +55,20 @@ class Executor(ABC):
         """Submit attempts due now, in order (executors may do this in one step)."""
         for request in requests:
             self.submit(request)
+
+    def bind_recorder(self, recorder: Recorder) -> None:  # noqa: B027
+        """The runner's recorder, given before :meth:`start` (an executor whose tasks
+        must find their runs in the store flushes it before handing them off)."""
+
+    def set_policy(self, run_id: str, policy: JobPolicy) -> None:  # noqa: B027
+        """The retry policy of ``run_id``'s job, for executors that retry (``records_runs``);
+        called before the run's first attempt is submitted."""
+
+    def recorded(self, result: AttemptResult) -> bool:
+        """Whether ``result`` (and its run's end) is in the store already, recorded by a
+        worker: true for every result of a ``records_runs`` executor except those it
+        failed itself (an attempt it could not send)."""
+        return False
 
     @abstractmethod
     def stop(self, timeout: float | None = None) -> list[AttemptRequest]:

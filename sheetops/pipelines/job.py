@@ -10,12 +10,26 @@ per run) through the same status path as any automation's.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 from sheetops.context import RecordFailure
 from sheetops.errors import PermanentError
 from sheetops.pipelines.model import Pipeline
 from sheetops.registry import registry
+
+#: Runs a pipeline job's pass: ``fn(pipe, store_url, **options)`` (the options of
+#: :func:`sheetops.pipelines.engine.run`). In this process by default; a Celery worker sets
+#: its own with :func:`use_pass_runner`, which hands the batches to stage tasks.
+PassRunner = Callable[..., Any]
+_pass_runner: PassRunner | None = None
+
+
+def use_pass_runner(runner: PassRunner | None) -> None:
+    """Run pipeline jobs' passes with ``runner`` in this process (``None``: in-process)."""
+    global _pass_runner
+    _pass_runner = runner
 
 
 def _store_url(ctx: Any) -> str:
@@ -31,8 +45,9 @@ def automation_for(pipe: Pipeline):
 
     def run_pipeline(ctx: Any) -> dict[str, Any]:
         overrides = getattr(ctx.request, "stages", None) or {}
-        report = pipe.run(_store_url(ctx), job=ctx.job, run_id=ctx.run_id,
-                          dry_run=ctx.dry_run, overrides=overrides, run_context=ctx)
+        run = pipe.run if _pass_runner is None else functools.partial(_pass_runner, pipe)
+        report = run(_store_url(ctx), job=ctx.job, run_id=ctx.run_id, dry_run=ctx.dry_run,
+                     overrides=overrides, run_context=ctx)
         for letter in report.dead_letters:
             ctx.record_failures.append(RecordFailure(
                 letter["key"], letter["error_type"], letter["message"][:1000],

@@ -64,20 +64,24 @@ class RunStore:
         writing nothing, when the batch's fence is stale."""
         if not batch:
             return
-        now = time.time()
         with self.db.engine.begin() as conn:
             check_fence(conn, batch.fence)
-            self._insert_many(conn, t.runs, batch.new_runs)
-            self._update_runs(conn, batch.run_updates)
-            self._insert_many(conn, t.attempts, batch.attempts)
-            self._insert_many(conn, t.errors, batch.errors)
-            if batch.job_states:
-                self._upsert_many(conn, t.job_state, "job", [
-                    {"job": job, **values, "updated_at": now}
-                    for job, values in batch.job_states.items()])
-            if batch.outbox:
-                conn.execute(insert(t.outbox), [
-                    {"tab": tab, "key": key, "created_at": now} for tab, key in batch.outbox])
+            self.write(conn, batch)
+
+    def write(self, conn: Connection, batch: Batch) -> None:
+        """Write ``batch`` in the caller's transaction ``conn`` (see :meth:`record`)."""
+        now = time.time()
+        self._insert_many(conn, t.runs, batch.new_runs)
+        self._update_runs(conn, batch.run_updates)
+        self._insert_many(conn, t.attempts, batch.attempts)
+        self._insert_many(conn, t.errors, batch.errors)
+        if batch.job_states:
+            self._upsert_many(conn, t.job_state, "job", [
+                {"job": job, **values, "updated_at": now}
+                for job, values in batch.job_states.items()])
+        if batch.outbox:
+            conn.execute(insert(t.outbox), [
+                {"tab": tab, "key": key, "created_at": now} for tab, key in batch.outbox])
 
     def _insert_many(self, conn: Connection, table: Table,
                      rows: list[dict[str, Any]]) -> None:
@@ -175,6 +179,8 @@ class RunStore:
             n = conn.execute(delete(t.runs).where(t.runs.c.started_at < older_than)).rowcount
             conn.execute(delete(t.errors).where(t.errors.c.time < older_than))
             conn.execute(delete(t.outbox).where(t.outbox.c.delivered_at < older_than))
+            conn.execute(delete(t.task_deliveries)
+                         .where(t.task_deliveries.c.last_at < older_than))
         return n or 0
 
     # -- reads -----------------------------------------------------------------------
@@ -206,6 +212,22 @@ class RunStore:
             return [dict(r._mapping) for r in conn.execute(
                 select(t.attempts).where(t.attempts.c.run_id == run_id)
                 .order_by(t.attempts.c.attempt))]
+
+    def statuses(self, run_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Status, attempts, times, error and result of the given runs (those that
+        exist): how a scheduler whose runs are recorded by workers elsewhere follows
+        them."""
+        ids = list(run_ids)
+        c = t.runs.c
+        found: dict[str, dict[str, Any]] = {}
+        with self.db.engine.connect() as conn:
+            for start in range(0, len(ids), 500):
+                for row in conn.execute(select(
+                        c.id, c.status, c.attempts, c.started_at, c.finished_at,
+                        c.error_type, c.error_message, c.result)
+                        .where(c.id.in_(ids[start:start + 500]))):
+                    found[row.id] = dict(row._mapping)
+        return found
 
     def count_runs(self, job: str | None = None, status: str | None = None) -> int:
         q = select(func.count()).select_from(t.runs)

@@ -431,3 +431,17 @@ sheet_row_outcomes = Table(
 )
 
 PIPELINE_TABLES = (pipeline_checkpoints, pipeline_counts, pipeline_ledger)
+
+
+# -- distributed tier ------------------------------------------------------------------
+# task_deliveries: how many times a broker delivered each task (key: run id and attempt,
+# or a pipeline batch's task), so a task whose worker dies every time it runs (a poison
+# task) ends as a failed run once it reaches the cap instead of being redelivered forever.
+task_deliveries = Table(
+    "task_deliveries", metadata,
+    Column("key", String(200), primary_key=True),
+    Column("deliveries", Integer, nullable=False, default=0),
+    Column("first_at", Float, nullable=False),
+    Column("last_at", Float, nullable=False),
+    Index("ix_task_deliveries_last", "last_at"),
+)

@@ -5,7 +5,8 @@ its own small store — :attr:`Store.runs` (runs, attempts, errors, job state),
 :attr:`Store.leases`, :attr:`Store.requests` (Run now, on the durable queue
 :attr:`Store.queues`), :attr:`Store.outbox`,
 :attr:`Store.config` (problems, config events, gauges, extents, published jobs),
-:attr:`Store.alerts`, :attr:`Store.rollups` — over one engine. The methods on
+:attr:`Store.alerts`, :attr:`Store.rollups`, :attr:`Store.task_deliveries` (the Celery
+tier's redelivery counts) — over one engine. The methods on
 :class:`Store` itself are the same calls, kept for the code that was written against
 the single class.
 
@@ -32,6 +33,7 @@ from sheetops.store.queue_sql import Queues
 from sheetops.store.requests import RunRequestStore
 from sheetops.store.rollups import RollupStore
 from sheetops.store.runs import Batch, RunStore
+from sheetops.store.task_deliveries import TaskDeliveryStore
 
 if TYPE_CHECKING:
     from sheetops.config.model import JobSpec, Problem
@@ -58,6 +60,7 @@ class Store:
         self.config = ConfigStore(self.db)
         self.alerts = AlertStore(self.db)
         self.rollups = RollupStore(self.db)
+        self.task_deliveries = TaskDeliveryStore(self.db, self.runs)
 
     @property
     def safe_url(self) -> str:

@@ -2,7 +2,7 @@
 checked in the transaction of every fire and every recorded batch (docs/scaling.md).
 
 Revision ID: 0011
-Revises: 0005
+Revises: 0010
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0011"
-down_revision = "0008"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,234 @@
+"""The Celery tier's scaling, in one run, against baselines measured in the same run:
+
+* I/O-bound runs (50 ms each) on 4 Celery worker processes vs 1 (goal >= 3.5x);
+* no-op runs recorded per second on the celery executor vs bare Celery doing the same
+  no-op tasks with a Redis result backend, on the same 2 worker processes (goal >= 0.8);
+* the 3-stage pipeline (CPU-bound stages) on 2 worker processes vs 1 (goal >= 1.6x);
+* the embedded default (local executor, SQLite) vs Celery with 1 worker on the same
+  no-op runs: what the distributed tier costs.
+
+Needs PostgreSQL (127.0.0.1:5432, trust) and Redis (127.0.0.1:6379, DB 14).
+
+    python bench/bench_scale.py [--full]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from _common import figure, quiet
+
+BENCH = Path(__file__).resolve().parent
+SHEETOPS = str(Path(sys.executable).with_name("sheetops"))
+CELERY = str(Path(sys.executable).with_name("celery"))
+BROKER = "redis://127.0.0.1:6379/14"
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+@contextlib.contextmanager
+def pg_database():
+    import sqlalchemy as sa
+
+    name = f"bench_scale_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+class Workers:
+    """Worker processes (each its own process group), stopped on exit."""
+
+    def __init__(self, env: dict[str, str], folder: Path) -> None:
+        self.env, self.folder, self.procs = env, folder, []
+
+    def start(self, args: list[str], name: str, env: dict[str, str] | None = None) -> None:
+        log_path = self.folder / f"{name}.log"
+        proc = subprocess.Popen(args, env={**self.env, **(env or {})}, cwd=BENCH,
+                                stdout=log_path.open("w"), stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        self.procs.append(proc)
+        deadline = time.time() + 120
+        while " ready." not in log_path.read_text():
+            if proc.poll() is not None or time.time() > deadline:
+                raise SystemExit(f"worker {name} did not start:\n{log_path.read_text()[-2000:]}")
+            time.sleep(0.1)
+
+    def sheetops(self, name: str, concurrency: int) -> None:
+        self.start([SHEETOPS, "worker", "-c", str(concurrency), "-n", f"{name}@bench"], name)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.procs = []
+
+
+def phase(name: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {name}", file=sys.stderr, flush=True)
+
+
+def runs_per_s(runner, automation: str, n: int, params: str = "{}") -> float:
+    """Submit ``n`` runs of ``automation`` (one job each) and wait for every one."""
+    from sheetops.config.model import JobSpec, Snapshot
+
+    tag = uuid.uuid4().hex[:6]
+    specs = [JobSpec(job=f"{automation}-{tag}-{i}", automation=automation,
+                     schedule="manual", timezone="UTC", timeout_s=30, max_attempts=1,
+                     params_json=params) for i in range(n)]
+    phase(f"{n} runs of {automation}")
+    t0 = time.perf_counter()
+    runner.submit_many(specs, Snapshot(), "bench", None)
+    if not runner.wait_idle(600):
+        raise SystemExit(f"{automation}: runs did not finish")
+    return n / (time.perf_counter() - t0)
+
+
+def pipeline_seconds(runner, store, records: int) -> float:
+    from sheetops.config.model import JobSpec, Snapshot
+
+    spec = JobSpec(job=f"pipe-{uuid.uuid4().hex[:6]}", automation="scale_pipe",
+                   schedule="manual", timezone="UTC", timeout_s=300, max_attempts=1,
+                   params_json=f'{{"n": {records}}}')
+    phase(f"pipeline of {records}")
+    t0 = time.perf_counter()
+    run_id = runner.submit(spec, Snapshot(), "bench")
+    runner.wait(run_id, 600)
+    elapsed = time.perf_counter() - t0
+    run = store.run(run_id)
+    if run["status"] != "ok" or run["records_out"] != records:
+        raise SystemExit(f"pipeline run {run['status']}: {run['error_message']}")
+    return elapsed
+
+
+def celery_runner(store, queue: str):
+    from sheetops.executors.celery import CeleryExecutor
+    from sheetops.executors.celery_config import CeleryConfig
+    from sheetops.runner import Runner
+
+    config = CeleryConfig(BROKER, queue=queue, poll_interval_s=0.05)
+    runner = Runner(store, functools.partial(CeleryExecutor, config=config),
+                    flush_interval_s=0.05)
+    runner.start()
+    return runner
+
+
+def bare_celery_per_s(env: dict[str, str], folder: Path, n: int) -> float:
+    """Bare Celery: no-op tasks with a Redis result backend on 2 worker processes."""
+    queue = f"bare{uuid.uuid4().hex[:6]}"
+    bare_env = {"BARE_QUEUE": queue, "BARE_BROKER": BROKER, "BARE_BACKEND": BROKER}
+    os.environ.update(bare_env)
+    sys.path.insert(0, str(BENCH))
+    from _scale_automations import bare_app
+
+    workers = Workers(env, folder)
+    try:
+        workers.start([CELERY, "-A", "_scale_automations", "worker", "-c", "2", "-Q", queue,
+                       "--without-gossip", "--without-mingle", "--without-heartbeat",
+                       "-l", "INFO", "-n", f"bare@{queue}"], "bare", bare_env)
+        app = bare_app()
+        noop = app.tasks["bare.noop"]
+        [r.get(timeout=60) for r in [noop.delay() for _ in range(50)]]  # warm up
+        t0 = time.perf_counter()
+        results = [noop.delay() for _ in range(n)]
+        for result in results:
+            result.get(timeout=600)
+        return n / (time.perf_counter() - t0)
+    finally:
+        workers.stop()
+
+
+def embedded_per_s(n: int) -> float:
+    from sheetops.executors.local import LocalExecutor
+    from sheetops.runner import Runner
+    from sheetops.store import Store
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(f"sqlite:///{tmp}/embedded.db")
+        runner = Runner(store, LocalExecutor, workers=1, flush_interval_s=0.05)
+        runner.start()
+        try:
+            return runs_per_s(runner, "scale_noop", n)
+        finally:
+            runner.stop()
+            store.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--full", action="store_true", help="full size (slower)")
+    args = parser.parse_args()
+    scale = 4 if args.full else 1
+    quiet()
+    sys.path.insert(0, str(BENCH))
+    os.environ.setdefault("SHEETOPS_AUTOMATIONS", "_scale_automations")
+    from sheetops.registry import registry
+
+    registry.discover(["_scale_automations"])
+    from sheetops.store import Store
+
+    queue = f"scale{uuid.uuid4().hex[:6]}"
+    with pg_database() as url, tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        env = {**os.environ, "SHEETOPS_STORE_URL": url, "SHEETOPS_BROKER_URL": BROKER,
+               "SHEETOPS_EXECUTOR": "celery", "SHEETOPS_CELERY_QUEUE": queue,
+               "SHEETOPS_AUTOMATIONS": "_scale_automations", "SHEETOPS_LOG_LEVEL": "INFO",
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(BENCH),
+                                                           os.environ.get("PYTHONPATH")]))}
+        store = Store(url)
+        runner = celery_runner(store, queue)
+        workers = Workers(env, folder)
+        try:
+            workers.sheetops("w1", 1)
+            runs_per_s(runner, "scale_noop", 20)  # warm up
+            io_1 = runs_per_s(runner, "scale_sleep", 40 * scale)
+            noop_1 = runs_per_s(runner, "scale_noop", 300 * scale)
+            pipe_1 = pipeline_seconds(runner, store, 3000 * scale)
+            workers.sheetops("w2", 1)
+            pipe_2 = pipeline_seconds(runner, store, 3000 * scale)
+            noop_2 = runs_per_s(runner, "scale_noop", 600 * scale)
+            workers.sheetops("w3", 2)
+            io_4 = runs_per_s(runner, "scale_sleep", 160 * scale)
+        finally:
+            runner.stop()
+            workers.stop()
+            store.dispose()
+        bare = bare_celery_per_s(env, folder, 600 * scale)
+    embedded = embedded_per_s(300 * scale)
+    figure("celery_io_runs_per_s_1_worker", io_1, "runs/s")
+    figure("celery_io_runs_per_s_4_workers", io_4, "runs/s")
+    figure("celery_io_4_vs_1_workers", io_4 / io_1, "x", ">= 3.5")
+    figure("celery_noop_recorded_runs_per_s_2_workers", noop_2, "runs/s")
+    figure("bare_celery_noop_tasks_per_s_2_workers", bare, "tasks/s")
+    figure("celery_executor_vs_bare_celery", noop_2 / bare, "x", ">= 0.8")
+    figure("celery_pipeline_s_1_worker", pipe_1, "s")
+    figure("celery_pipeline_s_2_workers", pipe_2, "s")
+    figure("celery_pipeline_2_vs_1_workers", pipe_1 / pipe_2, "x", ">= 1.6")
+    figure("embedded_noop_runs_per_s_1_worker", embedded, "runs/s")
+    figure("celery_noop_runs_per_s_1_worker", noop_1, "runs/s")
+    figure("celery_1_worker_vs_embedded", noop_1 / embedded, "x")
+
+
+if __name__ == "__main__":
+    main()

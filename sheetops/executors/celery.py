@@ -1,0 +1,227 @@
+"""The ``celery`` executor: attempts run as Celery tasks on ``sheetops worker`` processes,
+on this machine or many (``SHEETOPS_EXECUTOR=celery``, ``SHEETOPS_BROKER_URL``).
+
+The scheduler's side only hands off and follows:
+
+* a run's hand-off (its ``queued`` row, written by the runner's recorder) is committed
+  *before* its task is published, so a worker always finds the run it is given and a
+  scheduler that dies after publishing leaves nothing unrecorded;
+* the workers record everything after that themselves — start, attempts, retries, the
+  outcome (:mod:`.celery_worker`) — so the scheduler's memory holds nothing a crash
+  could lose; a new leader reads the runs in flight from the store;
+* this executor reads its runs' rows every ``SHEETOPS_CELERY_POLL_INTERVAL_S`` and
+  reports each start and end to the runner (concurrency slots, hooks, ``run-job``'s
+  wait). No Celery result backend is involved.
+
+An attempt that cannot be sent safely (its ``timeout_s`` plus retry delay reaches the
+broker's redelivery timeout, or the broker is down) is failed here, with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from sheetops.context import AttemptRequest, AttemptResult
+from sheetops.executors.base import Executor, OnResult, OnStart
+from sheetops.executors.celery_config import CeleryConfig, CeleryConfigError
+from sheetops.executors.celery_worker import build_app
+from sheetops.hooks import Hooks
+from sheetops.recorder import Recorder
+from sheetops.retry import JobPolicy
+from sheetops.settings import get_settings
+from sheetops.store import RunStatus
+from sheetops.wire import store_ref
+
+log = logging.getLogger("sheetops.celery")
+
+_FINISHED = {s.value for s in (RunStatus.OK, RunStatus.FAILED, RunStatus.TIMEOUT)}
+
+
+class CeleryExecutor(Executor):
+    """Publishes attempts to the broker and follows their runs in the store."""
+
+    records_runs = True
+
+    def __init__(self, on_start: OnStart, on_result: OnResult, hooks: Hooks | None = None,
+                 workers: int = 0, config: CeleryConfig | None = None) -> None:
+        super().__init__(on_start, on_result, hooks, workers)
+        self.config = config or CeleryConfig.from_settings(get_settings())
+        self.app, self._worker = build_app(self.config)  # the worker's app: sends only
+        self._recorder: Recorder | None = None
+        self._pending: deque[tuple[AttemptRequest, float | None]] = deque()
+        self._policies: dict[str, JobPolicy] = {}
+        self._inflight: dict[str, AttemptRequest] = {}
+        self._started: set[str] = set()
+        self._failed_here: set[str] = set()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.sent = 0
+
+    def bind_recorder(self, recorder: Recorder) -> None:
+        """The runner's recorder: flushed before each publish (the run rows first)."""
+        self._recorder = recorder
+
+    def set_policy(self, run_id: str, policy: JobPolicy) -> None:
+        """The retry policy the workers apply to ``run_id`` (its job's)."""
+        with self._lock:
+            self._policies[run_id] = policy
+
+    # -- Executor ----------------------------------------------------------------------
+    def start(self) -> None:
+        if self._recorder is None:
+            raise CeleryConfigError("the celery executor records through the runner's "
+                                    "recorder; it was not bound (Runner does this)")
+        try:
+            with self.app.connection_for_write() as conn:
+                conn.ensure_connection(max_retries=2, interval_start=0.2, interval_step=0.5)
+        except Exception as exc:
+            raise CeleryConfigError(f"cannot reach the Celery broker "
+                                    f"{store_ref(self.config.broker_url)} ({exc})") from None
+        self._stopping.clear()
+        for target, name in ((self._send_loop, "sheetops-celery-send"),
+                             (self._poll_loop, "sheetops-celery-poll")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def submit(self, request: AttemptRequest, eta: float | None = None) -> None:
+        with self._lock:
+            self._pending.append((request, eta))
+        self._wake.set()
+
+    def submit_many(self, requests: list[AttemptRequest]) -> None:
+        with self._lock:
+            self._pending.extend((r, None) for r in requests)
+        self._wake.set()
+
+    def stop(self, timeout: float | None = None) -> list[AttemptRequest]:
+        """Stop sending and following. Runs already sent go on on the workers, which
+        record them; the requests never sent are returned."""
+        self._stopping.set()
+        self._wake.set()
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads = []
+        with self._lock:
+            unsent = [request for request, _ in self._pending]
+            self._pending.clear()
+        return unsent
+
+    def recorded(self, result: AttemptResult) -> bool:
+        with self._lock:
+            if result.run_id in self._failed_here:
+                self._failed_here.discard(result.run_id)
+                return False
+        return True
+
+    @property
+    def queue_depth(self) -> int:
+        with self._lock:
+            return len(self._pending) + len(self._inflight) - len(self._started)
+
+    @property
+    def running(self) -> int:
+        return len(self._started)
+
+    # -- sending -----------------------------------------------------------------------
+    def _send_loop(self) -> None:
+        while True:
+            self._wake.wait(0.5)
+            self._wake.clear()
+            if self._stopping.is_set():
+                return
+            with self._lock:
+                batch = list(self._pending)
+                self._pending.clear()
+            if batch:
+                try:
+                    self._publish(batch)
+                except Exception:
+                    log.exception("could not hand %d attempt(s) to Celery", len(batch))
+
+    def _publish(self, batch: list[tuple[AttemptRequest, float | None]]) -> None:
+        assert self._recorder is not None
+        while True:  # the runs' rows must be committed before any worker sees a task
+            try:
+                self._recorder.flush()
+                break
+            except Exception:
+                if self._stopping.wait(0.5):
+                    with self._lock:
+                        self._pending.extendleft(reversed(batch))
+                    return
+        now = time.time()
+        with self.app.producer_or_acquire() as producer:
+            for request, eta in batch:
+                delay = max(0.0, eta - now) if eta else 0.0
+                problem = self.config.task_problem(request.timeout_s, delay)
+                if problem:
+                    self._fail(request, problem, "ConfigError")
+                    continue
+                with self._lock:
+                    policy = self._policies.pop(request.run_id, JobPolicy(1, 1.0, 1.0))
+                    self._inflight[request.run_id] = request
+                try:
+                    self._worker.send_attempt(request, policy, None, delay, producer)
+                    self.sent += 1
+                except Exception as exc:
+                    with self._lock:
+                        self._inflight.pop(request.run_id, None)
+                    self._fail(request, f"the Celery broker refused the task "
+                               f"({type(exc).__name__}: {exc})", "BrokerError")
+
+    def _fail(self, request: AttemptRequest, message: str, error_type: str) -> None:
+        now = time.time()
+        with self._lock:
+            self._failed_here.add(request.run_id)
+        log.error("run %s of %s not sent: %s", request.run_id, request.job, message)
+        self.on_start(request, now)
+        self.on_result(AttemptResult(request.run_id, request.job, request.attempt, now, now,
+                                     False, error_type=error_type, error_message=message,
+                                     permanent=True))
+
+    # -- following ---------------------------------------------------------------------
+    def _poll_loop(self) -> None:
+        while not self._stopping.wait(self.config.poll_interval_s):
+            with self._lock:
+                ids = list(self._inflight)
+            if not ids:
+                continue
+            try:
+                rows = self._recorder.store.runs.statuses(ids)  # type: ignore[union-attr]
+            except Exception:
+                log.exception("could not read the runs in flight; trying again")
+                continue
+            for run_id, row in rows.items():
+                self._follow(run_id, row)
+
+    def _follow(self, run_id: str, row: dict[str, Any]) -> None:
+        request = self._inflight.get(run_id)
+        if request is None:
+            return
+        status = row["status"]
+        if status != RunStatus.QUEUED.value and run_id not in self._started:
+            self._started.add(run_id)
+            self.on_start(request, row["started_at"] or time.time())
+        if status not in _FINISHED:
+            return
+        with self._lock:
+            self._inflight.pop(run_id, None)
+            self._started.discard(run_id)
+        try:
+            result = json.loads(row["result"] or "{}")
+        except ValueError:
+            result = {}
+        finished = row["finished_at"] or time.time()
+        self.on_result(AttemptResult(
+            run_id, request.job, int(row["attempts"] or 1), row["started_at"] or finished,
+            finished, status == RunStatus.OK.value, result,
+            error_type=row["error_type"] or "", error_message=row["error_message"] or "",
+            timed_out=status == RunStatus.TIMEOUT.value))

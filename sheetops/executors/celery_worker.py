@@ -1,0 +1,212 @@
+"""What a ``sheetops worker`` does with a task: run it and record it in the store itself.
+
+Two tasks, both carrying JSON only (:mod:`sheetops.wire`, no secret, the store as a
+reference):
+
+* ``sheetops.attempt`` — one attempt of one run. The worker counts the delivery and marks
+  the run started (:meth:`~sheetops.store.task_deliveries.TaskDeliveryStore.begin_attempt`,
+  one transaction), runs the automation with the same :func:`~sheetops.attempt.run_attempt`
+  the local executor uses, and records the attempt and — when it was the last — the run's
+  outcome through a :class:`~sheetops.recorder.Recorder`; a failed attempt with attempts
+  left is sent again with its backoff as ETA. Nothing waits in the scheduler's memory: a
+  scheduler that dies loses no result, and a new one reads every run from the store.
+  A delivery of an attempt already recorded is dropped (it was redelivered after its
+  result was committed); one delivered more than ``SHEETOPS_CELERY_MAX_DELIVERIES`` times
+  (its worker died each time) ends the run as failed.
+* ``sheetops.stage`` — batches of one pipeline stage (:mod:`sheetops.pipelines.celery`).
+
+The hard deadline is Celery's: a soft time limit at ``timeout_s`` raises inside the
+attempt (recorded as a timeout), a hard one a few seconds later kills the worker process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+from sheetops import wire
+from sheetops.attempt import run_attempt
+from sheetops.context import AttemptRequest, AttemptResult
+from sheetops.errors import RunTimeout, WorkerLost
+from sheetops.events import AttemptFinished, RunFinished, RunStarted, attempt_status
+from sheetops.executors.celery_config import (
+    ATTEMPT_TASK,
+    HARD_LIMIT_GRACE_S,
+    CeleryConfig,
+    make_app,
+)
+from sheetops.executors.memory import explain_memory_error, limit_memory
+from sheetops.ratelimit import RateLimiter, RateLimitSpec
+from sheetops.recorder import Recorder
+from sheetops.retry import JobPolicy
+from sheetops.store import RunStatus, Store
+
+log = logging.getLogger("sheetops.celery")
+
+_SOFT_LIMIT = "SoftTimeLimitExceeded"
+
+
+def attempt_message(request: AttemptRequest, policy: JobPolicy,
+                    run_started_at: float | None = None) -> str:
+    """The JSON body of an attempt task: the request and the job's retry policy."""
+    return wire.dumps({"request": wire.request_to_dict(request),
+                       "policy": dataclasses.asdict(policy),
+                       "run_started_at": run_started_at})
+
+
+def send_options(config: CeleryConfig, request: AttemptRequest,
+                 countdown: float | None = None) -> dict[str, Any]:
+    """``apply_async`` options of an attempt: its queue, ETA and time limits."""
+    options: dict[str, Any] = {
+        "queue": config.queue, "soft_time_limit": request.timeout_s,
+        "time_limit": request.timeout_s + HARD_LIMIT_GRACE_S,
+        "task_id": f"{request.run_id}-{request.attempt}"}
+    if countdown:
+        options["countdown"] = countdown
+    return options
+
+
+class Worker:
+    """The state one worker process keeps between tasks: stores by URL (one engine
+    each), a recorder per store, a rate limiter. Built lazily in each pool process."""
+
+    def __init__(self, config: CeleryConfig) -> None:
+        self.config = config
+        self.app = None  # set by build_app
+        self._stores: dict[str, tuple[Store, Recorder]] = {}
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self.limiter = RateLimiter()
+
+    def store(self, url: str) -> tuple[Store, Recorder]:
+        with self._lock:
+            if self._pid != os.getpid():  # forked: engines must not cross processes
+                self._stores, self._pid = {}, os.getpid()
+            if url not in self._stores:
+                store = Store(url)
+                self._stores[url] = (store, Recorder(store))
+            return self._stores[url]
+
+    # -- attempts ----------------------------------------------------------------------
+    def run_attempt_task(self, message: str) -> str:
+        """Run one delivered attempt task; returns what happened, for the worker's log."""
+        data = wire.loads(message)
+        request = wire.request_from_dict(data["request"])
+        policy = JobPolicy(**data["policy"])
+        run_started = data.get("run_started_at")
+        store, recorder = self.store(request.store_url)
+        now = time.time()
+        started = None
+        if request.attempt == 1:
+            starting = Recorder(store)
+            starting.record(RunStarted(request.run_id, request.job, now))
+            started = starting.take()
+        begin = store.task_deliveries.begin_attempt(
+            request.run_id, request.attempt, self.config.max_deliveries, started)
+        if begin.run_status is None:
+            log.warning("run %s is not in the store %s; its task is dropped",
+                        request.run_id, store.safe_url)
+            return "unknown run"
+        if begin.finished or begin.recorded:
+            return "duplicate"
+        run_started = run_started if run_started is not None else now
+        if begin.deliveries > self.config.max_deliveries:
+            result = AttemptResult(
+                request.run_id, request.job, request.attempt, now, time.time(), False,
+                error_type=WorkerLost.__name__, permanent=True,
+                error_message=f"attempt {request.attempt} was delivered "
+                              f"{begin.deliveries} times and its worker died each time "
+                              f"(SHEETOPS_CELERY_MAX_DELIVERIES="
+                              f"{self.config.max_deliveries}); not tried again")
+            self._record(recorder, request, policy, result, run_started)
+            return "poison"
+        limit_memory(request.memory_mb)
+        result = explain_memory_error(run_attempt(request, self._throttle),
+                                      request.memory_mb)
+        limit_memory(0)
+        if result.error_type == _SOFT_LIMIT:
+            result = dataclasses.replace(
+                result, error_type=RunTimeout.__name__, timed_out=True,
+                error_message=f"attempt ran past timeout_s={request.timeout_s:g}s and was "
+                              "stopped")
+        return self._record(recorder, request, policy, result, run_started)
+
+    def _throttle(self, spec: RateLimitSpec, job: str) -> float:
+        waited = 0.0
+        while (delay := self.limiter.wait_time(spec, job)) > 0:
+            time.sleep(delay)
+            waited += delay
+        return waited
+
+    def _record(self, recorder: Recorder, request: AttemptRequest, policy: JobPolicy,
+                result: AttemptResult, run_started: float) -> str:
+        """Record the attempt, then the run's end or its next attempt (sent after the
+        commit, so a retry never runs before its predecessor is recorded)."""
+        attempt = AttemptFinished.of(result)
+        recorder.record(attempt)
+        delay = None if result.ok else policy.delay_after(result.attempt, result.permanent)
+        problem = "" if delay is None else self.config.task_problem(request.timeout_s, delay)
+        if delay is not None and not problem:
+            recorder.flush()
+            retry = dataclasses.replace(request, attempt=request.attempt + 1)
+            self.send_attempt(retry, policy, run_started, delay)
+            return "retry"
+        status = attempt.status if not problem else RunStatus.FAILED
+        values = result.result or {}
+        if status is not RunStatus.OK:
+            recorder.load()  # consecutive failures as the store has them now
+        recorder.record(RunFinished(
+            request.run_id, request.job, status, request.attempt, run_started,
+            result.finished_at, request.dry_run, int(values.get("records_in", 0)),
+            int(values.get("records_out", 0)), int(values.get("records_failed", 0)),
+            values, "ConfigError" if problem else result.error_type,
+            problem or result.error_message))
+        recorder.flush()
+        return attempt_status(result).value
+
+    def send_attempt(self, request: AttemptRequest, policy: JobPolicy,
+                     run_started: float | None, countdown: float | None = None,
+                     producer: Any = None) -> None:
+        """Publish an attempt task (the scheduler's first attempts, a worker's retries)."""
+        self.app.send_task(ATTEMPT_TASK, args=[attempt_message(request, policy, run_started)],
+                           producer=producer, **send_options(self.config, request, countdown))
+
+
+def build_app(config: CeleryConfig) -> tuple[Any, Worker]:
+    """The Celery app with the attempt task registered (the scheduler sends it, workers
+    run it); :mod:`sheetops.worker` adds the pipelines' stage task for workers."""
+    app = make_app(config)
+    worker = Worker(config)
+    worker.app = app
+
+    @app.task(name=ATTEMPT_TASK, bind=True, max_retries=None, **task_options(config))
+    def attempt_task(task: Any, message: str) -> str:
+        return guarded(task, config, worker.run_attempt_task, message)
+
+    return app, worker
+
+
+def task_options(config: CeleryConfig) -> dict[str, Any]:
+    """The reliability options every sheetops task is registered with."""
+    return {"acks_late": config.acks_late,
+            "reject_on_worker_lost": config.reject_on_worker_lost}
+
+
+def guarded(task: Any, config: CeleryConfig, body: Any, message: str) -> Any:
+    """Run a task's ``body``; when it fails (the store or the broker unreachable) send the
+    task again later instead of letting Celery drop it, and drop only a message no
+    version of sheetops can read."""
+    try:
+        return body(message)
+    except wire.WireFormatError as exc:
+        log.error("a task that cannot be read was dropped: %s", exc)
+        return "unreadable"
+    except Exception as exc:
+        delay = min(2.0 ** task.request.retries, 60.0, config.redelivery_timeout_s / 4)
+        log.warning("task %s failed (%s: %s); sent again in %.0fs", task.request.id,
+                    type(exc).__name__, exc, delay)
+        raise task.retry(exc=exc, countdown=delay) from None

@@ -1,0 +1,113 @@
+"""Delivery counts of broker tasks: the redelivery cap of the Celery tier.
+
+A broker redelivers a task whose worker died before acking it (``acks_late``,
+``reject_on_worker_lost``). That is what makes a killed worker lose nothing, and what
+would make a task that kills its worker every time (a poison task) loop forever. So a
+worker starts every attempt with :meth:`TaskDeliveryStore.begin_attempt`: one
+transaction that counts this delivery of ``run id:attempt``, reads the run, and — when
+the attempt is due to run — marks the run started. The worker then knows whether to run
+the attempt, skip a duplicate (its result is already recorded) or end the run as a
+poison task once the count passes the cap.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, select, text
+
+from sheetops.store import schema as t
+from sheetops.store.db import Database
+from sheetops.store.runs import Batch, RunStore
+from sheetops.store.schema import FINISHED
+
+
+@dataclass(frozen=True)
+class AttemptStart:
+    """What a worker found when a task for ``run id:attempt`` reached it."""
+
+    deliveries: int  # this delivery's number: 1 the first time
+    run_status: str | None  # ``None``: the store has no such run
+    recorded: bool  # a result of this attempt is recorded already (a duplicate delivery)
+
+    @property
+    def finished(self) -> bool:
+        return self.run_status in {s.value for s in FINISHED}
+
+    def due(self, cap: int) -> bool:
+        """Whether the attempt should run now (not a duplicate, not over the cap)."""
+        return (self.run_status is not None and not self.finished and not self.recorded
+                and self.deliveries <= cap)
+
+
+#: PostgreSQL: count the delivery and read the run in one round trip.
+_BEGIN_PG = text("""
+WITH d AS (
+    INSERT INTO task_deliveries (key, deliveries, first_at, last_at)
+    VALUES (:key, 1, :now, :now)
+    ON CONFLICT (key) DO UPDATE
+        SET deliveries = task_deliveries.deliveries + 1, last_at = excluded.last_at
+    RETURNING deliveries)
+SELECT d.deliveries,
+       (SELECT status FROM runs WHERE id = :run) AS status,
+       EXISTS (SELECT 1 FROM attempts WHERE run_id = :run AND attempt = :attempt)
+           AS recorded
+FROM d""")
+
+
+def delivery_key(run_id: str, attempt: int) -> str:
+    return f"{run_id}:{attempt}"
+
+
+class TaskDeliveryStore:
+    """The ``task_deliveries`` table, written with the runs it guards."""
+
+    def __init__(self, db: Database, runs: RunStore) -> None:
+        self.db = db
+        self.runs = runs
+
+    def begin_attempt(self, run_id: str, attempt: int, cap: int,
+                      started: Batch | None = None) -> AttemptStart:
+        """Count this delivery of the attempt and read its run; when the attempt is
+        due (:meth:`AttemptStart.due`) write ``started`` in the same transaction.
+
+        On PostgreSQL it is one statement and the commit does not wait for the disk
+        (``synchronous_commit`` off for this transaction only): a database crash may
+        forget the last few starts — a run shown queued, one delivery uncounted — never
+        a result, which commits durably."""
+        now = time.time()
+        key = delivery_key(run_id, attempt)
+        with self.db.engine.begin() as conn:
+            if self.db.dialect == "postgresql":
+                conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+                row = conn.execute(_BEGIN_PG, {"key": key, "now": now, "run": run_id,
+                                               "attempt": attempt}).one()
+                start = AttemptStart(int(row.deliveries), row.status, bool(row.recorded))
+            else:
+                start = self._begin_portable(conn, key, run_id, attempt, now)
+            if started and start.due(cap):
+                self.runs.write(conn, started)
+        return start
+
+    def _begin_portable(self, conn: Connection, key: str, run_id: str, attempt: int,
+                        now: float) -> AttemptStart:
+        d = t.task_deliveries
+        stmt = self.db.insert(d).values(key=key, deliveries=1, first_at=now, last_at=now)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["key"],
+            set_={"deliveries": d.c.deliveries + 1, "last_at": now}).returning(d.c.deliveries)
+        deliveries = int(conn.execute(stmt).scalar_one())
+        status = conn.execute(select(t.runs.c.status).where(t.runs.c.id == run_id)
+                              ).scalar_one_or_none()
+        recorded = conn.execute(select(t.attempts.c.attempt).where(
+            t.attempts.c.run_id == run_id, t.attempts.c.attempt == attempt).limit(1)
+        ).first() is not None
+        return AttemptStart(deliveries, status, recorded)
+
+    def deliveries(self, run_id: str, attempt: int) -> int:
+        """How many times the attempt was delivered (0: never)."""
+        with self.db.engine.connect() as conn:
+            return int(conn.execute(select(t.task_deliveries.c.deliveries).where(
+                t.task_deliveries.c.key == delivery_key(run_id, attempt))
+            ).scalar_one_or_none() or 0)
