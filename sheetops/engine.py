@@ -323,7 +323,8 @@ class Engine:
         return started
 
     def _publish_gauges(self) -> None:
-        _max_id, _tabs, depth, oldest = self.store.pending_outbox()
+        outbox = self.store.pending_outbox()
+        now = time.time()
         executor = self.runner.executor
         # every durable queue's depth; one that emptied is published once more, as 0
         queues = self.store.queue_depths()
@@ -334,9 +335,9 @@ class Engine:
             **{f"queue_depth:{name}": n for name, n in queues.items()},
             "queue_depth:run": executor.queue_depth + self.runner.waiting_count(),
             "running": executor.running,
-            "outbox_depth": depth,
-            "outbox_age_s": (time.time() - oldest) if oldest else 0.0,
-            "scheduler_heartbeat": time.time(),
+            "outbox_depth": outbox.count,
+            "outbox_age_s": outbox.age_s(now),
+            "scheduler_heartbeat": now,
         })
 
     # -- one-shot ------------------------------------------------------------------------

@@ -78,6 +78,18 @@ def fresh_pg_database(prefix: str, user: str = "postgres") -> Iterator[str]:
         admin.dispose()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, isolated_env: str, services) -> Iterator[str]:
+    """A store URL on each backend: the test's own SQLite file (``isolated_env``), then a
+    fresh PostgreSQL database dropped afterwards (skipped when PostgreSQL is absent)."""
+    if request.param == "sqlite":
+        yield isolated_env
+        return
+    services.postgres()
+    with fresh_pg_database("sheetops_test") as url:
+        yield url
+
+
 @pytest.fixture
 def services() -> SimpleNamespace:
     """``services.require(name, host, port)`` plus the machine's usual endpoints."""

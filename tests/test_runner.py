@@ -498,7 +498,7 @@ def test_a_runs_rows_are_the_same_however_flushes_fall(store_url, flush_after_ea
     assert (state["last_status"], state["last_result"], state["consecutive_failures"],
             state["last_success_at"], state["last_start"]) == ("ok", "sent=2", 0, 104.0,
                                                                101.0)
-    assert store.pending_outbox()[1] == {"Status", "Runs", "Errors"}
+    assert store.pending_outbox().tabs == {"Status", "Runs", "Errors"}
     store.dispose()
 
 

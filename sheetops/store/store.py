@@ -3,7 +3,7 @@
 ``sqlite:///file.db`` by default, ``postgresql+psycopg://…`` for scale. Each concern has
 its own small store — :attr:`Store.runs` (runs, attempts, errors, job state),
 :attr:`Store.leases`, :attr:`Store.requests` (Run now, on the durable queue
-:attr:`Store.queues`), :attr:`Store.outbox`,
+:attr:`Store.queues`), :attr:`Store.outbox` (the sheet outbox, on the same queue),
 :attr:`Store.config` (problems, config events, gauges, extents, published jobs),
 :attr:`Store.alerts`, :attr:`Store.rollups` — over one engine. The methods on
 :class:`Store` itself are the same calls, kept for the code that was written against
@@ -27,7 +27,7 @@ from sheetops.store.alerts import AlertStore
 from sheetops.store.config import ConfigStore
 from sheetops.store.db import Database, safe_url
 from sheetops.store.leases import LeaseStore
-from sheetops.store.outbox import OutboxStore
+from sheetops.store.outbox import OutboxPending, OutboxStore
 from sheetops.store.queue_sql import Queues
 from sheetops.store.requests import RunRequestStore
 from sheetops.store.rollups import RollupStore
@@ -51,11 +51,11 @@ class Store:
             migrations.migrate(self.db)
         else:
             migrations.check(self.db)
-        self.runs = RunStore(self.db)
+        self.outbox = OutboxStore(lambda: self.queues)
+        self.runs = RunStore(self.db, self.outbox)
         self.leases = LeaseStore(self.db)
         self.requests = RunRequestStore(self.db, lambda: self.queues)
-        self.outbox = OutboxStore(self.db)
-        self.config = ConfigStore(self.db)
+        self.config = ConfigStore(self.db, self.outbox)
         self.alerts = AlertStore(self.db)
         self.rollups = RollupStore(self.db)
 
@@ -143,18 +143,8 @@ class Store:
         self.requests.link_request(request_id, run_id)
 
     # -- outbox ------------------------------------------------------------------------
-    def mark_outbox_delivered(self, up_to_id: int | None = None,
-                              ids: Sequence[int] | None = None) -> None:
-        self.outbox.mark_outbox_delivered(up_to_id, ids)
-
-    def pending_outbox(self) -> tuple[int, set[str], int, float | None]:
-        return self.outbox.pending_outbox()
-
-    def prune_outbox(self, delivered_before: float) -> int:
-        return self.outbox.prune_outbox(delivered_before)
-
-    def pending_outbox_entries(self) -> list[tuple[int, str]]:
-        return self.outbox.pending_outbox_entries()
+    def pending_outbox(self) -> OutboxPending:
+        return self.outbox.pending()
 
     # -- config ------------------------------------------------------------------------
     def replace_problems(self, problems: Sequence[Problem]) -> bool:
