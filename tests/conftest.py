@@ -6,6 +6,10 @@
   write and read tabs (:class:`WorkbookHelper`).
 * ``require_service(name, host, port)`` (also as the ``services`` fixture): skip with a
   clear reason when a TCP service is down, or fail when ``SHEETOPS_REQUIRE_SERVICES=1``.
+* ``store_url`` and ``store``: the test's SQLite store; a test marked
+  ``each_store_backend`` (or a module with ``pytestmark = pytest.mark.each_store_backend``)
+  runs once per backend (a fresh PostgreSQL database each, from ``fresh_pg_database``).
+* ``wait_for(predicate, timeout, what)``: poll until a condition holds (never a sleep).
 """
 
 from __future__ import annotations
@@ -78,11 +82,24 @@ def fresh_pg_database(prefix: str, user: str = "postgres") -> Iterator[str]:
         admin.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+#: The store backends a test marked ``each_store_backend`` runs on.
+STORE_BACKENDS = ("sqlite", "postgresql")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test marked ``each_store_backend`` (itself, or its module's ``pytestmark``) that
+    uses ``store_url`` or ``store`` runs once per backend in :data:`STORE_BACKENDS`."""
+    if (metafunc.definition.get_closest_marker("each_store_backend")
+            and "store_url" in metafunc.fixturenames):
+        metafunc.parametrize("store_url", STORE_BACKENDS, indirect=True)
+
+
+@pytest.fixture
 def store_url(request: pytest.FixtureRequest, isolated_env: str, services) -> Iterator[str]:
-    """A store URL on each backend: the test's own SQLite file (``isolated_env``), then a
-    fresh PostgreSQL database dropped afterwards (skipped when PostgreSQL is absent)."""
-    if request.param == "sqlite":
+    """The test's store URL: its own SQLite file (``isolated_env``), or on the
+    ``postgresql`` backend (``each_store_backend``) a fresh PostgreSQL database dropped
+    afterwards (skipped when PostgreSQL is absent)."""
+    if getattr(request, "param", "sqlite") == "sqlite":
         yield isolated_env
         return
     services.postgres()
@@ -172,11 +189,11 @@ def workbook(tmp_path: Path) -> WorkbookHelper:
 
 
 @pytest.fixture
-def store(isolated_env: str):
-    """A store on the test's own SQLite file."""
+def store(store_url: str):
+    """A store on ``store_url``: the test's own SQLite file, or each backend."""
     from sheetops.store import Store
 
-    s = Store(isolated_env)
+    s = Store(store_url)
     yield s
     s.dispose()
 

@@ -81,13 +81,6 @@ def probe(job: str, schedule: str, folder: Path | None = None, **params) -> dict
             "params": json.dumps(params), "max_attempts": "1"}
 
 
-@pytest.fixture
-def store(isolated_env: str):
-    s = Store(isolated_env)
-    yield s
-    s.dispose()
-
-
 # -- init ---------------------------------------------------------------------------------
 
 def test_init_creates_every_tab_with_notes_dropdowns_and_examples(tmp_path):

@@ -13,13 +13,12 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import TESTS_DIR
+from conftest import TESTS_DIR, fresh_pg_database
 
 from sheetops.dashboard import queries as q
 from sheetops.store import Store, StoreNeedsMigration, StoreTooNew, schema
@@ -27,7 +26,6 @@ from sheetops.store import migrate as migrations
 
 DATA = TESTS_DIR / "data"
 NOW = 1_790_000_000.0  # the clock make_store_0_1_0.py filled the stores with
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 SHEETOPS = str(Path(sys.executable).with_name("sheetops"))
 #: What the 0.1.0 fixtures hold, table by table.
 OLD_ROWS = {"runs": 24, "attempts": 3, "errors": 5, "job_state": 3, "outbox": 5,
@@ -69,23 +67,14 @@ def old_sqlite(tmp_path: Path) -> str:
 def old_postgres(services) -> Iterator[str]:
     """A fresh PostgreSQL database loaded from the 0.1.0 dump; its URL."""
     services.postgres()
-    name = f"sheetops_mig_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
     dump = "\n".join(line for line in (DATA / "store_0_1_0.pg.sql").read_text().splitlines()
                      if not line.startswith("\\"))  # psql meta-commands (\restrict)
-    loader = sa.create_engine(url, isolation_level="AUTOCOMMIT")
-    with loader.connect() as conn:
-        conn.connection.dbapi_connection.execute(dump)
-    loader.dispose()
-    try:
+    with fresh_pg_database("sheetops_mig") as url:
+        loader = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+        with loader.connect() as conn:
+            conn.connection.dbapi_connection.execute(dump)
+        loader.dispose()
         yield url
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -20,7 +20,6 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import fresh_pg_database
 
 from sheetops.store import Store
 from sheetops.store.queue import (
@@ -33,6 +32,8 @@ from sheetops.store.queue import (
 from sheetops.store.queue_sql import Queues
 
 LEASE = 30.0
+#: Every test using ``store``/``store_url`` runs on SQLite and PostgreSQL (conftest).
+pytestmark = pytest.mark.each_store_backend
 
 
 class Clock:
@@ -58,25 +59,6 @@ def eventually(fn: Callable[[], Any], timeout: float, what: str) -> Any:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
         time.sleep(0.05)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request, tmp_path, services) -> Iterator[str]:
-    """A fresh store of each kind: a SQLite file, or a PostgreSQL database of its own
-    (dropped afterwards)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'queue.db'}"
-        return
-    services.postgres()
-    with fresh_pg_database("sheetops_queue") as url:
-        yield url
-
-
-@pytest.fixture
-def store(store_url: str) -> Iterator[Store]:
-    s = Store(store_url)
-    yield s
-    s.dispose()
 
 
 @pytest.fixture

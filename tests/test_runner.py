@@ -12,12 +12,10 @@ import json
 import os
 import random
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from automations_for_tests import read_attempts, read_starts
-from conftest import fresh_pg_database
 from test_cli import wait_for
 
 from sheetops.config.model import JobSpec, Snapshot
@@ -459,17 +457,7 @@ def a_runs_events(run_id: str = "r1"):
     ]
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request, isolated_env, services) -> Iterator[str]:
-    """The test's SQLite store, or a fresh PostgreSQL database dropped afterwards."""
-    if request.param == "sqlite":
-        yield isolated_env
-        return
-    services.postgres()
-    with fresh_pg_database("sheetops_test") as url:
-        yield url
-
-
+@pytest.mark.each_store_backend
 @pytest.mark.parametrize("flush_after_each", [False, True])
 def test_a_runs_rows_are_the_same_however_flushes_fall(store_url, flush_after_each):
     store = BatchesStore(store_url)

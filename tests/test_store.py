@@ -4,7 +4,6 @@ PostgreSQL (for scale; skipped when absent, required in CI)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import select
@@ -16,6 +15,9 @@ from sheetops.store import Batch, RunStatus, Store
 from sheetops.store import schema as t
 from sheetops.store.queue import StaleClaim
 
+#: Every test using ``store``/``store_url`` runs on SQLite and PostgreSQL (conftest).
+pytestmark = pytest.mark.each_store_backend
+
 
 def _run(i: int, job: str = "j", status: str = "ok", started: float = 1000.0) -> dict:
     return {"id": f"run{i:05d}", "job": job, "trigger": "schedule", "scheduled_for": started,
@@ -23,14 +25,6 @@ def _run(i: int, job: str = "j", status: str = "ok", started: float = 1000.0) ->
             "attempts": 1, "records_in": i, "records_out": i, "records_failed": 0,
             "duration_s": 0.5, "result": "{}", "error_type": "" if status == "ok" else "E",
             "error_message": "", "dry_run": False, "requested_by": ""}
-
-
-@pytest.fixture
-def store(store_url: str) -> Iterator[Store]:
-    """A store on each backend (``store_url`` in conftest)."""
-    s = Store(store_url)
-    yield s
-    s.dispose()
 
 
 def test_record_and_read_back_runs_attempts_errors(store: Store) -> None:
