@@ -42,7 +42,6 @@ from sheetops.store import aggregates as agg
 from sheetops.store import rollups
 from sheetops.store import schema as t
 from sheetops.store.aggregates import LARGE_WINDOW_ROWS, Window, counted, run_filter
-from sheetops.store.outbox import QUEUE as OUTBOX_QUEUE
 from sheetops.store.requests import QUEUE as RUN_REQUESTS_QUEUE
 from sheetops.store.schema import FAILURES, UNFINISHED, RunStatus, job_config
 
@@ -436,23 +435,19 @@ def gauges(store: Store) -> dict[str, tuple[float, float]]:
     return store.config.gauges()
 
 
-#: Durable queues the pages show on their own rather than as pipeline stages.
-_LISTED_APART = (RUN_REQUESTS_QUEUE, OUTBOX_QUEUE)
-
-
 def queue_depths(store: Store, gauge_values: dict[str, tuple[float, float]] | None = None
                  ) -> pd.DataFrame:
     """Queue depth per stage: the ``queue_depth:<stage>`` gauges the scheduler published,
     with every durable queue's own depth read now in place of its gauge (right even
-    while no scheduler runs). The Run now queue and the sheet outbox are left out: the
-    pages show them on their own (:func:`run_requests`, :func:`outbox_status`)."""
+    while no scheduler runs). The Run now queue is left out: the pages list its requests
+    on their own (:func:`run_requests`)."""
     values = dict(gauges(store) if gauge_values is None else gauge_values)
     now = time.time()
     values.update({f"queue_depth:{name}": (float(n), now)
                    for name, n in store.queue_depths().items()})
     rows = [(stage, int(v), u) for name, (v, u) in sorted(values.items())
             if name.startswith("queue_depth:")
-            and (stage := name.split(":", 1)[1]) not in _LISTED_APART]
+            and (stage := name.split(":", 1)[1]) != RUN_REQUESTS_QUEUE]
     df = pd.DataFrame(rows, columns=["stage", "depth", "updated_at"])
     df["updated_at"] = pd.to_datetime(df["updated_at"], unit="s", utc=True)
     return df

@@ -27,6 +27,7 @@ from sheetops.store.alerts import AlertStore
 from sheetops.store.config import ConfigStore
 from sheetops.store.db import Database, safe_url
 from sheetops.store.leases import LeaseStore
+from sheetops.store.outbox import QUEUE as OUTBOX_QUEUE
 from sheetops.store.outbox import OutboxPending, OutboxStore
 from sheetops.store.queue_sql import Queues
 from sheetops.store.requests import RunRequestStore
@@ -71,8 +72,11 @@ class Store:
 
     def queue_depths(self) -> dict[str, int]:
         """Items not yet done (ready, delayed or claimed) per durable queue that has any:
-        what the ``queue_depth:<queue>`` gauges, the Queues page and Prometheus show."""
-        return {name: d.waiting for name, d in self.queues.depths().items() if d.waiting}
+        what the ``queue_depth:<queue>`` gauges, the Queues page and Prometheus show. The
+        sheet outbox is left out: it has its own (:meth:`pending_outbox`, the
+        ``outbox_depth`` and ``outbox_age_s`` gauges)."""
+        return {name: d.waiting for name, d in self.queues.depths().items()
+                if d.waiting and name != OUTBOX_QUEUE}
 
     def dispose(self) -> None:
         if "queues" in self.__dict__:
