@@ -39,13 +39,15 @@ class Batch:
                     or self.job_states or self.outbox)
 
 
-def _bulk_insert(table: Table, mark: str) -> tuple[str, list[tuple[str, Any]]]:
+def _bulk_insert(table: Table, mark: str) -> tuple[str, list[str], list[Any]]:
+    """The driver-level INSERT of ``table``, its column names and their defaults."""
     columns = [(c.name, c.default.arg if c.default is not None and c.default.is_scalar
                 else None) for c in table.columns if not (c.primary_key and c.autoincrement
                                                           is True)]
     names = ", ".join(name for name, _ in columns)
     marks = ", ".join(mark for _ in columns)
-    return f"INSERT INTO {table.name} ({names}) VALUES ({marks})", columns
+    return (f"INSERT INTO {table.name} ({names}) VALUES ({marks})",
+            [name for name, _ in columns], [default for _, default in columns])
 
 
 class RunStore:
@@ -81,8 +83,8 @@ class RunStore:
         thousands of runs a second, where SQLAlchemy's per-row processing dominates."""
         if not rows:
             return
-        sql, columns = self._bulk[table.name]
-        conn.exec_driver_sql(sql, [tuple(row.get(c, d) for c, d in columns) for row in rows])
+        sql, names, defaults = self._bulk[table.name]
+        conn.exec_driver_sql(sql, [tuple(map(row.get, names, defaults)) for row in rows])
 
     def _update_runs(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
         """Update many runs through the driver's executemany, one statement per set of
