@@ -18,15 +18,17 @@ import contextlib
 import os
 import socket
 import sys
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 from sheetops.settings import get_settings
 
+T = TypeVar("T")
 TESTS_DIR = Path(__file__).resolve().parent
 #: Variables a test run may legitimately carry in (CI switches, not sheetops settings).
 KEEP_ENV = ("SHEETOPS_REQUIRE_SERVICES",)
@@ -44,6 +46,26 @@ def isolated_env(tmp_path_factory: pytest.TempPathFactory,
     get_settings.cache_clear()
     yield url
     get_settings.cache_clear()
+
+
+def wait_for(predicate: Callable[[], T], timeout: float = 15.0, what: str = "the condition",
+             *, interval: float = 0.1) -> T:
+    """``predicate()``'s first truthy value, polled every ``interval`` s until ``timeout``
+    (a condition, never a fixed sleep). A predicate that raises counts as not yet (the
+    workbook is being replaced, the store is busy); the last error is in the failure."""
+    deadline = time.monotonic() + timeout
+    error: Exception | None = None
+    while True:
+        try:
+            value = predicate()
+        except Exception as exc:
+            value, error = None, exc  # type: ignore[assignment]
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            last = f" (last error: {type(error).__name__}: {error})" if error else ""
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}{last}")
+        time.sleep(interval)
 
 
 def require_service(name: str, host: str, port: int, timeout: float = 1.0) -> None:

@@ -5,20 +5,12 @@ from __future__ import annotations
 
 import time
 
-from test_cli import probe, wait_for
+from conftest import wait_for
+from test_cli import probe
 
 from sheetops.engine import Engine, EngineOptions
 from sheetops.leader import Lease
 from sheetops.store import Store
-
-
-def _wait_for(predicate, timeout: float = 15.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
 
 
 def test_lease_is_exclusive_until_released_or_expired(tmp_path) -> None:
@@ -56,14 +48,14 @@ def test_standby_fires_nothing_then_takes_over(workbook, tmp_path) -> None:
     try:
         standby.start()
         assert active.is_leader and not standby.is_leader
-        _wait_for(lambda: active.store.count_runs(job="tick") >= 2)
+        wait_for(lambda: active.store.count_runs(job="tick") >= 2)
         assert not standby.scheduler.aps.running and standby.scheduler.fired == 0
     finally:
         active.stop()
     try:
         runs_before = standby.store.count_runs(job="tick")
-        _wait_for(lambda: standby.is_leader, timeout=5)  # released at stop: no TTL wait
-        _wait_for(lambda: standby.store.count_runs(job="tick") > runs_before + 1)
+        wait_for(lambda: standby.is_leader, timeout=5)  # released at stop: no TTL wait
+        wait_for(lambda: standby.store.count_runs(job="tick") > runs_before + 1)
         assert standby.scheduler.fired >= 2
     finally:
         standby.stop()

@@ -19,11 +19,12 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import wait_for
 from sheetops.connectors.sheets import open_sheet
 from sheetops.connectors.sheets.google import GoogleSheet
 
@@ -358,14 +359,6 @@ class Scheduler:
         if not self._err.closed:
             self._err.flush()
         return self.log.read_text()
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def assert_tabs_mirror_the_store(emu: SheetsEmulator, key: str, store: Store) -> list[str]:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from automations_for_tests import read_attempts, read_starts
-from test_cli import wait_for
+from conftest import wait_for
 
 from sheetops.config.model import JobSpec, Snapshot
 from sheetops.events import (

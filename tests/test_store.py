@@ -6,9 +6,9 @@ from __future__ import annotations
 import time
 
 import pytest
+from conftest import wait_for
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from test_cli import wait_for
 
 from sheetops.config.model import Problem
 from sheetops.store import Batch, RunStatus, Store
