@@ -247,6 +247,39 @@ def test_a_failed_write_is_retried_after_its_delay_and_not_before(
     assert store.pending_outbox().count == 0
 
 
+def test_a_renderer_writes_its_tab_from_its_marks_keys_in_the_same_request(
+        writer: tuple[StatusWriter, Store, GoogleSheet, str],
+        emulator_env: SheetsEmulator) -> None:
+    """Marks ``(tab, key)`` for a tab that is not a status tab reach the renderer added
+    for it, keys coalesced; its writes go out in the flush's one write_batch. A renderer
+    that fails, or a tab nobody renders, keeps its marks pending and holds back nothing."""
+    status, store, _sheet, key = writer
+    seen: list[frozenset[str]] = []
+
+    def contacts(keys: frozenset[str], snapshot: Any) -> list[TabWrite]:
+        seen.append(keys)
+        return [TabWrite("Contacts", [["row", "outcome"]] +
+                         [[k, "sent"] for k in sorted(keys)])]
+
+    def broken(keys: frozenset[str], snapshot: Any) -> list[TabWrite]:
+        raise ValueError("cannot render")
+
+    status.add_renderer("Contacts", contacts)
+    status.add_renderer("Leads", broken)
+    record_runs(store, 2, outbox=[(tabs.RUNS, ""), ("Contacts", "r1"), ("Contacts", "r2"),
+                                  ("Contacts", "r1"), ("Leads", "l1"), ("Orphans", "o1")])
+    emulator_env.reset_counts()
+    assert not status.flush()  # written, but two tabs' marks are still pending
+    assert emulator_env.counts["values.batchUpdate"] == 1
+    assert seen == [frozenset({"r1", "r2"})]
+    assert emulator_env.values(key, "Contacts") == [["row", "outcome"], ["r1", "sent"],
+                                                    ["r2", "sent"]]
+    assert len(data_rows(emulator_env, key, tabs.RUNS)) == 2
+    assert store.pending_outbox().by_tab == {"Leads": 1, "Orphans": 1}
+    with pytest.raises(ValueError, match="status tab"):
+        status.add_renderer(tabs.STATUS, contacts)
+
+
 WRITER_CHILD = """
 import sys
 from sheetops.connectors.sheets.google import GoogleSheet
