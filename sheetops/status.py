@@ -41,11 +41,20 @@ LiveState = Callable[[str], RunStatus | None]
 
 
 class TabRenderer(Protocol):
-    """Renders one tab that is not a status tab, for the outbox marks claimed for it."""
+    """Writes one tab that is not a status tab, from the outbox marks a flush claimed
+    for it. The writer calls :meth:`render`, sends the flush's one ``write_batch``, then
+    calls :meth:`delivered` (under its lock, one flush at a time), so a renderer may keep
+    what it rendered between the two."""
 
-    def __call__(self, keys: frozenset[str], snapshot: Snapshot) -> Sequence[TabWrite]:
+    def render(self, keys: frozenset[str], snapshot: Snapshot) -> Sequence[TabWrite]:
         """The writes that bring the tab up to date for ``keys`` (the marks' keys); they
         go out in the flush's one ``write_batch``. Raising keeps the marks pending."""
+        ...
+
+    def delivered(self, keys: frozenset[str]) -> Iterable[str]:
+        """The sheet accepted the write: finish (write another sheet, note what the sheet
+        now holds) and return the keys that are done. The marks of the others stay
+        pending (retried after the delay); raising keeps them all."""
         ...
 
 
@@ -143,16 +152,34 @@ class StatusWriter:
                 self._give_back(claimed.claims, exc)
                 return False
             self._note_extents(writes, extents)
-            self._give_back(claimed.of(kept), "no renderer wrote this tab")
-            done = [c for c in claimed.claims if c.payload["tab"] not in kept]
+            undone = self._confirm(claimed, kept)
+            back = [c for c in claimed.claims if c.payload["tab"] in kept
+                    or (c.payload["tab"], c.payload["key"]) in undone]
+            self._give_back(back, "not written yet")
             try:
-                outbox.ack(done)
+                outbox.ack([c for c in claimed.claims if c not in back])
             except StaleClaim:
                 log.warning("a status write outlived its %.0fs lease on the outbox; its "
                             "changes will be written once more", self.lease_s)
             self.flushes += 1
             self.last_error = ""
-            return not kept
+            return not back
+
+    def _confirm(self, claimed: OutboxClaim, kept: set[str]) -> set[tuple[str, str]]:
+        """Tell each renderer that wrote its tab the sheet accepted it; the marks
+        ``(tab, key)`` it did not finish."""
+        undone: set[tuple[str, str]] = set()
+        for tab, keys in claimed.keys.items():
+            if tab in tabs.SYSTEM_TABS or tab in kept:
+                continue
+            try:
+                done = set(self._renderers[tab].delivered(keys))
+            except Exception as exc:
+                log.warning("could not finish the %s tab (%s: %s); its changes stay "
+                            "pending", tab, type(exc).__name__, exc)
+                done = set()
+            undone |= {(tab, key) for key in keys - done}
+        return undone
 
     def _render_claimed(self, claimed: OutboxClaim, force_tabs: Sequence[str],
                         extents: dict[str, int]) -> tuple[list[TabWrite], set[str]]:
@@ -173,7 +200,7 @@ class StatusWriter:
                 kept.add(tab)
                 continue
             try:
-                writes.extend(renderer(claimed.keys[tab], snapshot))
+                writes.extend(renderer.render(claimed.keys[tab], snapshot))
             except Exception as exc:  # one tab's renderer never holds back the others
                 log.warning("could not render the %s tab (%s: %s); its changes stay "
                             "pending", tab, type(exc).__name__, exc)
