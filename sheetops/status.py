@@ -157,7 +157,8 @@ class StatusWriter:
                     or (c.payload["tab"], c.payload["key"]) in undone]
             self._give_back(back, "not written yet")
             try:
-                outbox.ack([c for c in claimed.claims if c not in back])
+                held = {c.id for c in back}
+                outbox.ack([c for c in claimed.claims if c.id not in held])
             except StaleClaim:
                 log.warning("a status write outlived its %.0fs lease on the outbox; its "
                             "changes will be written once more", self.lease_s)
