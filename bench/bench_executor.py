@@ -1,6 +1,8 @@
 """Throughput of the local executor: no-op runs recorded per second, with hard
 timeouts on (every attempt in a killable worker process), next to a plain Python loop
-calling the same automation in-process (no isolation, no recording).
+calling the same automation in-process (no isolation, no recording). Also the recording
+path alone: a run's four events through the recorder into the store (with their outbox
+marks), no executor, so a change to recording shows on a busy machine too.
 
     python bench/bench_executor.py [--runs N] [--workers W]
 """
@@ -17,9 +19,11 @@ from sheetops import automation
 from sheetops.attempt import run_attempt
 from sheetops.config.model import JobSpec, Snapshot
 from sheetops.context import AttemptRequest
+from sheetops.events import AttemptFinished, RunFinished, RunQueued, RunStarted
 from sheetops.executors.local import LocalExecutor
+from sheetops.recorder import Recorder
 from sheetops.runner import Runner
-from sheetops.store import Store
+from sheetops.store import RunStatus, Store
 
 
 @automation("bench_noop")
@@ -69,6 +73,29 @@ def recorded(n: int, workers: int) -> tuple[float, int]:
     return n / elapsed, count
 
 
+def recording_only(n: int, jobs: int = 100, flush_every: int = 2000) -> float:
+    """Runs a second through Recorder.record (queued, started, attempt, finished) and one
+    Recorder.flush per ``flush_every`` runs, as the runner's flush loop does."""
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(f"sqlite:///{tmp}/recording.db")
+        recorder = Recorder(store)
+        t0 = time.perf_counter()
+        for i in range(n):
+            run_id, job, now = f"run-{i:08d}", f"j{i % jobs}", time.time()
+            recorder.record_many((
+                RunQueued(run_id, job, "bench_noop", "bench", now),
+                RunStarted(run_id, job, now),
+                AttemptFinished(run_id, job, 1, RunStatus.OK, now, now),
+                RunFinished(run_id, job, RunStatus.OK, 1, now, now)))
+            if i % flush_every == flush_every - 1:
+                recorder.flush()
+        recorder.flush()
+        rate = n / (time.perf_counter() - t0)
+        assert store.count_runs(status="ok") == n
+        store.dispose()
+    return rate
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=30_000)
@@ -78,12 +105,14 @@ def main() -> None:
     baseline = plain_loop(args.runs)
     pool = process_pool(args.runs, args.workers)
     rate, count = recorded(args.runs, args.workers)
+    recording = recording_only(args.runs)
     assert count == args.runs, f"only {count} of {args.runs} runs recorded"
     figure("plain_loop_calls_per_s", baseline, "calls/s")
     figure("process_pool_calls_per_s", pool, "calls/s")
     figure("local_executor_recorded_runs_per_s", rate, "runs/s", ">= 3000")
     figure("local_executor_vs_process_pool", rate / pool, "x", ">= 1")
     figure("local_executor_vs_plain_loop", rate / baseline, "x")
+    figure("recorder_runs_per_s", recording, "runs/s", ">= 10000")
 
 
 if __name__ == "__main__":

@@ -74,7 +74,7 @@ def _timed(fn: object) -> float:
 
 
 def _one_run_per_job(store: Store) -> None:
-    """What 1,000 finished runs leave behind: runs, job states and outbox entries."""
+    """What 1,000 finished runs leave behind: runs, job states and outbox marks."""
     now = time.time()
     batch = Batch()
     for i in range(JOBS):
@@ -121,7 +121,7 @@ def main() -> None:
 
         def flush() -> None:
             assert writer.flush()
-            assert store.pending_outbox()[2] == 0
+            assert store.pending_outbox().count == 0
 
         def naive_flush() -> None:
             sh = naive.open_by_url(url)
@@ -144,7 +144,7 @@ def main() -> None:
             naive_times.append(_timed(naive_refresh))
             naive_per_refresh = emu.total_requests
         _one_run_per_job(store)
-        pending = store.pending_outbox()[2]
+        pending = store.pending_outbox().count
         emu.reset_counts()
         flush_s = _timed(flush)
         per_flush = emu.total_requests
@@ -155,7 +155,7 @@ def main() -> None:
 
     speedup = statistics.median(naive_times) / statistics.median(times)
     print(f"# {len(TABS)} config tabs, {JOBS} jobs, emulator on loopback, median of "
-          f"{ROUNDS} refreshes; a flush drains {pending} outbox entries "
+          f"{ROUNDS} refreshes; a flush drains {pending} outbox marks "
           f"({JOBS} runs) into Status and Runs")
     print(f"figure: requests_per_refresh = {max(per_refresh, engine_refresh)} requests "
           f"(goal 1)")

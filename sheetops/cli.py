@@ -323,13 +323,13 @@ def _stop_summary(engine) -> str:
     """What ``run`` prints at stop: status writes, and what is still in the outbox."""
     import time
 
-    _max_id, pending_tabs, depth, oldest = engine.store.pending_outbox()
+    outbox = engine.store.pending_outbox()
     line = (f"stopped; {engine.status.flushes} status write(s), "
-            f"{engine.status.failures} failed and retried; outbox {depth} pending")
-    if depth:
-        age = time.time() - oldest if oldest else 0.0
-        line += (f" (oldest {age:.0f}s, tabs {', '.join(sorted(pending_tabs))}): kept in "
-                 f"the store and written at the next start")
+            f"{engine.status.failures} failed and retried; outbox {outbox.count} pending")
+    if outbox.count:
+        line += (f" (oldest {outbox.age_s(time.time()):.0f}s, tabs "
+                 f"{', '.join(sorted(outbox.tabs))}): kept in the store and written at "
+                 "the next start")
     return line
 
 
@@ -369,7 +369,7 @@ def run_job(job: str = typer.Argument(..., help="The job id from the Jobs tab.")
                f"{record['records_in']}/{record['records_out']}/{record['records_failed']}")
     if record["result"] not in ("{}", ""):
         typer.echo(f"result: {record['result']}")
-    pending = engine.store.pending_outbox()[2]
+    pending = engine.store.pending_outbox().count
     if pending:
         typer.secho(f"the status tabs could not be updated ({engine.status.last_error}); "
                     f"{pending} change(s) are kept in the outbox and written by the next "

@@ -357,7 +357,8 @@ class Engine:
         return started
 
     def _publish_gauges(self) -> None:
-        _max_id, _tabs, depth, oldest = self.store.pending_outbox()
+        outbox = self.store.pending_outbox()
+        now = time.time()
         executor = self.runner.executor
         # every durable queue's depth; one that emptied is published once more, as 0
         queues = self.store.queue_depths()
@@ -369,9 +370,9 @@ class Engine:
             # not a queue_depth:<queue> gauge: a durable queue may be named "run"
             "attempts_waiting": executor.queue_depth + self.runner.waiting_count(),
             "running": executor.running,
-            "outbox_depth": depth,
-            "outbox_age_s": (time.time() - oldest) if oldest else 0.0,
-            "scheduler_heartbeat": time.time(),
+            "outbox_depth": outbox.count,
+            "outbox_age_s": outbox.age_s(now),
+            "scheduler_heartbeat": now,
         })
 
     # -- one-shot ------------------------------------------------------------------------

@@ -33,6 +33,12 @@ log = logging.getLogger("sheetops.recorder")
 
 _KEPT_STATE = ("consecutive_failures", "last_success_at")
 _ERROR_MESSAGE_MAX = 2000
+# The status tabs are rendered whole, so their outbox marks carry no key: one mark per
+# tab and flush, however many jobs ran.
+_STATUS_MARK, _RUNS_MARK, _ERRORS_MARK = (STATUS, ""), (RUNS, ""), (ERRORS, "")
+# RunStatus values as plain strings, looked up once (the enum's ``.value`` is a property)
+_VALUE = {s: s.value for s in RunStatus}
+_QUEUED, _RUNNING = RunStatus.QUEUED.value, RunStatus.RUNNING.value
 
 
 class Recorder:
@@ -95,24 +101,24 @@ class Recorder:
         self._new[e.run_id] = {
             "id": e.run_id, "job": e.job, "trigger": e.trigger,
             "scheduled_for": e.scheduled_for, "started_at": e.queued_at,
-            "finished_at": None, "status": RunStatus.QUEUED.value, "attempts": 0,
+            "finished_at": None, "status": _QUEUED, "attempts": 0,
             "records_in": 0, "records_out": 0, "records_failed": 0, "duration_s": None,
             "result": "{}", "error_type": "", "error_message": "", "dry_run": e.dry_run,
             "requested_by": e.requested_by}
-        self._outbox.add((STATUS, e.job))
-        self._outbox.add((RUNS, ""))
+        self._outbox.add(_STATUS_MARK)
+        self._outbox.add(_RUNS_MARK)
 
     def _started(self, e: RunStarted) -> None:
-        self._update(e.run_id, {"status": RunStatus.RUNNING.value,
-                                "started_at": e.started_at, "attempts": 1})
-        self._outbox.add((STATUS, e.job))
-        self._outbox.add((RUNS, ""))
+        self._update(e.run_id, {"status": _RUNNING, "started_at": e.started_at,
+                                "attempts": 1})
+        self._outbox.add(_STATUS_MARK)
+        self._outbox.add(_RUNS_MARK)
 
     def _attempt_finished(self, e: AttemptFinished) -> None:
         self._attempts.append({
             "run_id": e.run_id, "attempt": e.attempt, "job": e.job,
             "started_at": e.started_at, "finished_at": e.finished_at,
-            "status": e.status.value, "error_type": e.error_type,
+            "status": _VALUE[e.status], "error_type": e.error_type,
             "error_message": e.error_message, "traceback": e.traceback})
         if e.status is not RunStatus.OK:
             self._errors.append({
@@ -126,16 +132,18 @@ class Recorder:
                 "error_type": failure.error_type, "message": failure.message,
                 "record_key": failure.record_key, "traceback": ""})
         if e.status is not RunStatus.OK or e.record_errors:
-            self._outbox.add((ERRORS, ""))
+            self._outbox.add(_ERRORS_MARK)
 
     def _finished(self, e: RunFinished) -> None:
         job, ok = e.job, e.status is RunStatus.OK
         started = e.finished_at if e.started_at is None else e.started_at
+        status = _VALUE[e.status]
         final: dict[str, Any] = {
-            "finished_at": e.finished_at, "status": e.status.value, "attempts": e.attempts,
+            "finished_at": e.finished_at, "status": status, "attempts": e.attempts,
             "records_in": e.records_in, "records_out": e.records_out,
             "records_failed": e.records_failed, "duration_s": e.duration_s,
-            "result": json.dumps(e.result, default=str, sort_keys=True),
+            "result": json.dumps(e.result, default=str, sort_keys=True) if e.result
+            else "{}",
             "error_type": e.error_type,
             "error_message": e.error_message[:_ERROR_MESSAGE_MAX]}
         if e.started_at is not None:
@@ -150,25 +158,23 @@ class Recorder:
                 state["consecutive_failures"] = state.get("consecutive_failures", 0) + 1
         summary = result_summary(e.result) if ok else (
             f"{e.error_type}: {e.error_message}"[:200])
-        self._job_states[job] = {
-            **self._job_states.get(job, {}),
-            "last_run_id": e.run_id, "last_status": e.status.value,
+        self._job_states.setdefault(job, {}).update({
+            "last_run_id": e.run_id, "last_status": status,
             "last_start": started, "last_end": e.finished_at,
             "last_duration_s": e.duration_s,
             "last_result": ("[dry run] " if e.dry_run else "") + summary,
             "records_in": e.records_in, "records_out": e.records_out,
             "records_failed": e.records_failed,
             "consecutive_failures": state.get("consecutive_failures", 0),
-            "last_success_at": state.get("last_success_at")}
-        self._outbox.add((STATUS, job))
-        self._outbox.add((RUNS, ""))
+            "last_success_at": state.get("last_success_at")})
+        self._outbox.add(_STATUS_MARK)
+        self._outbox.add(_RUNS_MARK)
         if not ok:
-            self._outbox.add((ERRORS, ""))
+            self._outbox.add(_ERRORS_MARK)
 
     def _fire_times(self, e: FireTimes) -> None:
         for job, fired in e.times.items():
-            self._job_states[job] = {**self._job_states.get(job, {}),
-                                     "last_fire_time": fired}
+            self._job_states.setdefault(job, {})["last_fire_time"] = fired
 
     # -- flushing ----------------------------------------------------------------------
     def flush(self) -> int:

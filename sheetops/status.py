@@ -1,10 +1,13 @@
-"""Mirror the store into the sheet's Status, Runs, Errors and Validation tabs.
+"""Mirror the store into the sheet's Status, Runs, Errors and Validation tabs (and any
+tab a renderer is added for).
 
-The outbox in the store says which tabs changed; the writer renders those tabs from the
-store and sends them in one ``write_batch`` (one request), and marks the outbox entries
-done only after the sheet accepted the write. The tabs are a projection of the store,
-so a write retried after an outage, a 429 or a crash puts every row there exactly once:
-nothing is lost and nothing is doubled.
+The sheet outbox (:mod:`sheetops.store.outbox`, on the durable queue) says which tabs
+changed. The writer claims its marks with a lease, renders those tabs from the store and
+sends them in one ``write_batch`` (one request), and acks exactly the marks it claimed
+only after the sheet accepted the write; a failed write nacks them with a delay, and a
+writer killed mid-flush leaves them to the next once its lease runs out. The tabs are a
+projection of the store, so a write retried after an outage, a 429 or a crash puts
+every row there exactly once: nothing is lost and nothing is doubled.
 """
 
 from __future__ import annotations
@@ -14,22 +17,46 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, tzinfo
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from sheetops import tabs
 from sheetops.config.model import Problem, Snapshot
 from sheetops.sheets import CellValue, SheetBackend, TabWrite
-from sheetops.status_rows import OUTBOX_TAB, RowOutcomeWriter, writer_for
+from sheetops.status_rows import OUTBOX_TAB, RowOutcomeRenderer
 from sheetops.store import RunStatus, Store, run_output
+from sheetops.store.outbox import OutboxClaim
+from sheetops.store.queue import Claim, StaleClaim, lease_for
 
 log = logging.getLogger("sheetops.status")
 
-PRUNE_EVERY_S = 600.0  # how often delivered outbox entries are deleted
-KEEP_DELIVERED_S = 3600.0  # delivered entries kept this long (for a look when debugging)
+#: How long one flush (rendering and the sheet's write with its retries) may take: the
+#: writer's lease on the marks it claimed is this plus the queue's grace. A flush that
+#: outlives it only means its marks are written once more by the next flush.
+WRITE_TIMEOUT_S = 20.0
+#: How long the marks of a failed write wait before a flush claims them again.
+RETRY_DELAY_S = 1.0
 
 NextRuns = Callable[[Any], list[datetime]]
 LiveState = Callable[[str], RunStatus | None]
+
+
+class TabRenderer(Protocol):
+    """Writes one tab that is not a status tab, from the outbox marks a flush claimed
+    for it. The writer calls :meth:`render`, sends the flush's one ``write_batch``, then
+    calls :meth:`delivered` (under its lock, one flush at a time), so a renderer may keep
+    what it rendered between the two."""
+
+    def render(self, keys: frozenset[str], snapshot: Snapshot) -> Sequence[TabWrite]:
+        """The writes that bring the tab up to date for ``keys`` (the marks' keys); they
+        go out in the flush's one ``write_batch``. Raising keeps the marks pending."""
+        ...
+
+    def delivered(self, keys: frozenset[str]) -> Iterable[str]:
+        """The sheet accepted the write: finish (write another sheet, note what the sheet
+        now holds) and return the keys that are done. The marks of the others stay
+        pending (retried after the delay); raising keeps them all."""
+        ...
 
 
 def fmt_time(epoch: float | None, tz: tzinfo = UTC) -> str:
@@ -58,77 +85,150 @@ def with_clearing(tab: str, rows: list[list[CellValue]], previous_rows: int) -> 
 
 
 class StatusWriter:
-    """Drains the outbox into the sheet, one batched write per flush."""
+    """Drains the outbox into the sheet, one batched write per flush.
+
+    ``lease_s`` is how long the marks a flush claims are its own (from
+    :data:`WRITE_TIMEOUT_S`); ``retry_delay_s`` how long the marks of a failed write wait
+    before they are claimed again. Tabs other than the status tabs are written by the
+    renderers given to :meth:`add_renderer`.
+    """
 
     def __init__(self, store: Store, sheet: SheetBackend,
                  snapshot: Callable[[], Snapshot],
                  next_runs: NextRuns | None = None,
-                 live_state: LiveState | None = None,
-                 rows: RowOutcomeWriter | None = None) -> None:
+                 live_state: LiveState | None = None, *,
+                 lease_s: float | None = None,
+                 retry_delay_s: float = RETRY_DELAY_S,
+                 consumer: str = "status-writer") -> None:
         self.store = store
-        # pipeline records' outcomes at their rows (sheet-tab sources), same write
-        self.rows = rows or writer_for(store)
         self.sheet = sheet
         self._snapshot = snapshot
         self._next_runs = next_runs or (lambda spec: [])
         self._live_state = live_state or (lambda job: None)
+        self.lease_s = lease_for(WRITE_TIMEOUT_S) if lease_s is None else lease_s
+        self.retry_delay_s = retry_delay_s
+        self.consumer = consumer
+        # pipeline records' outcomes at their rows (sheet-tab sources), same write
+        self._renderers: dict[str, TabRenderer] = {
+            OUTBOX_TAB: RowOutcomeRenderer(store.engine, sheet.location)}
+        self._warned_unrendered: set[str] = set()
         self._lock = threading.Lock()
-        self._pruned_at = 0.0
         self.flushes = 0
         self.failures = 0
         self.last_error = ""
 
-    def flush(self, force_tabs: Sequence[str] = ()) -> bool:
-        """Write every tab with pending outbox entries; True when the sheet is current.
+    def add_renderer(self, tab: str, renderer: TabRenderer) -> None:
+        """Write ``tab`` with ``renderer`` whenever outbox marks name it (replacing the
+        renderer added for it before). Marks for a tab without one stay pending."""
+        if tab in tabs.SYSTEM_TABS:
+            raise ValueError(f"{tab} is a status tab: the writer renders it itself")
+        with self._lock:
+            self._renderers[tab] = renderer
+            self._warned_unrendered.discard(tab)
 
-        The pending entries are read *before* the tabs are rendered, so whatever they
-        announce is in the rendering; exactly those entries are marked delivered, and
-        only after the sheet accepted the write. Many entries for one tab (every run
-        of every job touches Status and Runs) coalesce into one rendering of that tab.
+    def flush(self, force_tabs: Sequence[str] = ()) -> bool:
+        """Write every tab with claimable outbox marks (and the status tabs in
+        ``force_tabs``) in one ``write_batch``. True when the sheet took everything this
+        flush claimed (or there was nothing to claim and nothing is waiting).
+
+        The marks are claimed *before* the tabs are rendered, so whatever they announce
+        is in the rendering; exactly those marks are acked, and only after the sheet
+        accepted the write. Many marks for one tab (every run of every job touches
+        Status and Runs) coalesce into one rendering of that tab.
         """
         with self._lock:
-            pending = self.store.pending_outbox_entries()
-            todo = {tab for _id, tab in pending} | set(force_tabs)
-            if not todo:
-                return True
-            extents = self.store.extents()
-            snapshot = self._snapshot()
-            writes = [self._render(tab, snapshot, extents.get(tab, 0)) for tab in
-                      tabs.SYSTEM_TABS if tab in todo]
-            rows = self.rows.render(self.sheet.location) if OUTBOX_TAB in todo else None
+            outbox = self.store.outbox
+            claimed = outbox.claim(self.consumer, self.lease_s)
+            if not claimed and not force_tabs:
+                return outbox.pending().count == 0
             try:
-                self.sheet.write_batch(writes + (rows.here if rows else []))
+                extents = self.store.extents()
+                writes, kept = self._render_claimed(claimed, force_tabs, extents)
+                if writes:
+                    self.sheet.write_batch(writes)
             except Exception as exc:
                 self.failures += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("status write to %s failed (%s); %d change(s) stay in the "
                             "outbox and will be retried", self.sheet.location,
-                            self.last_error, len(pending))
+                            self.last_error, len(claimed.claims))
+                self._give_back(claimed.claims, exc)
                 return False
-            for write in writes:
-                real_rows = sum(1 for r in write.rows if any(v not in ("", None) for v in r))
-                if real_rows != extents.get(write.tab):
-                    self.store.set_extent(write.tab, real_rows)
-            delivered = [i for i, tab in pending if tab != OUTBOX_TAB]
-            if rows is not None:
-                delivered += self.rows.delivered(rows)
-            if delivered:
-                self.store.mark_outbox_delivered(ids=delivered)
+            self._note_extents(writes, extents)
+            undone = self._confirm(claimed, kept)
+            back = [c for c in claimed.claims if c.payload["tab"] in kept
+                    or (c.payload["tab"], c.payload["key"]) in undone]
+            self._give_back(back, "not written yet")
+            try:
+                held = {c.id for c in back}
+                outbox.ack([c for c in claimed.claims if c.id not in held])
+            except StaleClaim:
+                log.warning("a status write outlived its %.0fs lease on the outbox; its "
+                            "changes will be written once more", self.lease_s)
             self.flushes += 1
             self.last_error = ""
-            self._prune()
-            return True
+            return not back
 
-    def _prune(self) -> None:
-        """Now and then, forget delivered outbox entries (every run leaves two or three)."""
-        now = time.time()
-        if now - self._pruned_at < PRUNE_EVERY_S:
-            return
-        self._pruned_at = now
+    def _confirm(self, claimed: OutboxClaim, kept: set[str]) -> set[tuple[str, str]]:
+        """Tell each renderer that wrote its tab the sheet accepted it; the marks
+        ``(tab, key)`` it did not finish."""
+        undone: set[tuple[str, str]] = set()
+        for tab, keys in claimed.keys.items():
+            if tab in tabs.SYSTEM_TABS or tab in kept:
+                continue
+            try:
+                done = set(self._renderers[tab].delivered(keys))
+            except Exception as exc:
+                log.warning("could not finish the %s tab (%s: %s); its changes stay "
+                            "pending", tab, type(exc).__name__, exc)
+                done = set()
+            undone |= {(tab, key) for key in keys - done}
+        return undone
+
+    def _render_claimed(self, claimed: OutboxClaim, force_tabs: Sequence[str],
+                        extents: dict[str, int]) -> tuple[list[TabWrite], set[str]]:
+        """The writes for the claimed tabs, and the tabs whose marks stay pending (no
+        renderer, or it failed)."""
+        todo = set(claimed.keys) | set(force_tabs)
+        snapshot = self._snapshot()
+        writes = [self._render(tab, snapshot, extents.get(tab, 0))
+                  for tab in tabs.SYSTEM_TABS if tab in todo]
+        kept: set[str] = set()
+        for tab in sorted(set(claimed.keys) - set(tabs.SYSTEM_TABS)):
+            renderer = self._renderers.get(tab)
+            if renderer is None:
+                if tab not in self._warned_unrendered:
+                    self._warned_unrendered.add(tab)
+                    log.warning("the outbox has changes for the %s tab but nothing renders "
+                                "it; they stay pending", tab)
+                kept.add(tab)
+                continue
+            try:
+                writes.extend(renderer.render(claimed.keys[tab], snapshot))
+            except Exception as exc:  # one tab's renderer never holds back the others
+                log.warning("could not render the %s tab (%s: %s); its changes stay "
+                            "pending", tab, type(exc).__name__, exc)
+                kept.add(tab)
+        return writes, kept
+
+    def _note_extents(self, writes: Iterable[TabWrite], extents: dict[str, int]) -> None:
+        """Remember how many rows each status tab now shows (the next, shorter write
+        blanks the rest)."""
+        for write in writes:
+            if write.tab not in tabs.SYSTEM_TABS:
+                continue
+            real_rows = sum(1 for r in write.rows if any(v not in ("", None) for v in r))
+            if real_rows != extents.get(write.tab):
+                self.store.set_extent(write.tab, real_rows)
+
+    def _give_back(self, claims: Sequence[Claim], error: BaseException | str) -> None:
+        """Nack ``claims`` with the retry delay; if even that fails (the store is
+        down), their lease runs out and the next flush claims them all the same."""
         try:
-            self.store.prune_outbox(now - KEEP_DELIVERED_S)
-        except Exception as exc:  # housekeeping must never fail a flush
-            log.warning("could not prune delivered outbox entries: %s", exc)
+            self.store.outbox.nack(claims, self.retry_delay_s, error)
+        except Exception as exc:
+            log.warning("could not give %d outbox change(s) back (%s); they are retried "
+                        "when their lease runs out", len(claims), exc)
 
     # -- tabs --------------------------------------------------------------------------
     def _render(self, tab: str, snapshot: Snapshot, previous_rows: int) -> TabWrite:

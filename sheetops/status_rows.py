@@ -2,7 +2,7 @@
 
 A pipeline whose source is a sheet tab (:func:`sheetops.pipelines.sheet_tab`) keeps
 each record's fate in the store (``sheet_row_outcomes``) and marks the job in the
-outbox in the same transaction. The status writer asks :class:`RowOutcomeWriter` for
+outbox in the same transaction. The status writer asks :class:`RowOutcomeRenderer` for
 the ranges of the rows that changed since the sheet last accepted them and sends them
 in the same ``write_batch`` as the Status, Runs and Errors tabs — one request per flush
 whatever the number of rows: consecutive rows go as one range, the outcome columns
@@ -20,11 +20,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
 from sheetops import plugins
 from sheetops.sheets import CellValue, SheetBackend, TabWrite
-from sheetops.store import schema as t
 from sheetops.store import sheet_rows
 
 log = logging.getLogger("sheetops.status")
@@ -96,52 +95,53 @@ class RowsFlush:
 
     here: list[TabWrite] = field(default_factory=list)
     elsewhere: dict[str, list[TabWrite]] = field(default_factory=dict)
-    # outbox ids and rendered (key, version)s, per job, and the job of each location
-    ids: dict[str, list[int]] = field(default_factory=dict)
+    # the jobs whose marks were claimed, the rendered (key, version)s per job, and the
+    # location of each job written to another sheet
+    jobs: frozenset[str] = frozenset()
     versions: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
     header: set[str] = field(default_factory=set)
     location_of: dict[str, str] = field(default_factory=dict)
 
 
-class RowOutcomeWriter:
-    """The status writer's hook for per-row outcomes: :meth:`render` before the write,
-    :meth:`delivered` after the status writer's sheet accepted it."""
+class RowOutcomeRenderer:
+    """The status writer's renderer (:class:`sheetops.status.TabRenderer`) for the
+    outbox marks ``(sheet_rows, job)``: :meth:`render` before the flush's one write,
+    :meth:`delivered` after the writer's sheet (``location``) accepted it."""
 
-    def __init__(self, engine: Engine,
+    def __init__(self, engine: Engine, location: str,
                  open_sheet: Callable[[str], SheetBackend] = plugins.open_sheet) -> None:
         self.engine = engine
+        self.location = location
         self.open_sheet = open_sheet
         self._sheets: dict[str, SheetBackend] = {}
+        self._flush = RowsFlush()
 
-    def render(self, location: str) -> RowsFlush:
-        """Ranges of every row changed since the last accepted write, for jobs with
-        pending outbox entries; those on ``location`` (the status writer's sheet) go in
-        ``here``, the others by sheet in ``elsewhere``."""
-        flush = RowsFlush()
-        o = t.outbox.c
+    def render(self, keys: frozenset[str], snapshot: Any = None) -> list[TabWrite]:
+        """Ranges of every row of the jobs ``keys`` changed since the last accepted
+        write; those on the writer's sheet go in this flush's write, the others are
+        written to their own sheet by :meth:`delivered`."""
+        flush = RowsFlush(jobs=frozenset(keys))
         with self.engine.connect() as conn:
-            for entry_id, job in conn.execute(
-                    select(o.id, o.key).where(o.delivered_at.is_(None),
-                                              o.tab == OUTBOX_TAB).order_by(o.id)):
-                flush.ids.setdefault(job, []).append(int(entry_id))
-            found = sheet_rows.sources(conn, flush.ids)
+            found = sheet_rows.sources(conn, sorted(keys))
             for job, source in found.items():
                 outcomes = sheet_rows.unwritten(conn, job)
                 writes = render(source, outcomes)
                 flush.versions[job] = [(x.key, x.version) for x in outcomes]
                 if source.header_pending:
                     flush.header.add(job)
-                if same_sheet(source.location, location):
+                if same_sheet(source.location, self.location):
                     flush.here.extend(writes)
                 else:
                     flush.elsewhere.setdefault(source.location, []).extend(writes)
                     flush.location_of[job] = source.location
-        return flush
+        self._flush = flush
+        return flush.here
 
-    def delivered(self, flush: RowsFlush) -> list[int]:
-        """The status writer's sheet took ``flush.here``: write the other sheets (one
-        request each), record what each sheet now holds, and return the outbox ids that
-        are done (a sheet that failed keeps its entries for the next flush)."""
+    def delivered(self, keys: frozenset[str]) -> list[str]:
+        """The writer's sheet took this flush's rows: write the other sheets (one
+        request each), record what each sheet now holds, and return the jobs that are
+        done (a sheet that failed keeps its jobs' marks for the next flush)."""
+        flush, self._flush = self._flush, RowsFlush()
         failed: set[str] = set()
         for location, writes in flush.elsewhere.items():
             try:
@@ -153,18 +153,13 @@ class RowOutcomeWriter:
                 self._sheets.pop(location, None)
                 log.warning("row outcomes for %s could not be written (%s: %s); they stay "
                             "in the outbox", location, type(exc).__name__, exc)
-        done: list[int] = []
+        done: list[str] = []
         with self.engine.begin() as conn:
-            for job, ids in flush.ids.items():
+            for job in sorted(flush.jobs & set(keys)):
                 if flush.location_of.get(job) in failed:
                     continue
                 sheet_rows.written(conn, job, flush.versions.get(job, []))
                 if job in flush.header:
                     sheet_rows.header_written(conn, job)
-                done.extend(ids)
+                done.append(job)
         return done
-
-
-def writer_for(store: Any) -> RowOutcomeWriter:
-    """The row outcome writer of a :class:`~sheetops.store.Store`."""
-    return RowOutcomeWriter(store.engine)

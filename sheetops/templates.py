@@ -5,9 +5,10 @@ The sandbox stops a sheet editor from reaching Python internals
 as errors, not as silent blanks, so a typo in a template fails the run visibly.
 
 Every render also has a cost limit, because alert templates render inside the scheduler
-process and a job's template inside a worker: a render that runs longer than
-``RENDER_TIME_LIMIT_S`` or writes more than ``RENDER_OUTPUT_LIMIT`` characters raises
-``TemplateLimitError`` instead of stalling the alert thread or filling the memory.
+process and a job's template inside a worker: a render that runs longer than its time
+limit (``RENDER_TIME_LIMIT_S`` unless the caller gives one) or writes more than
+``RENDER_OUTPUT_LIMIT`` characters raises ``TemplateLimitError`` instead of stalling the
+alert thread or filling the memory.
 Loops check the deadline as they iterate, ``*``/``**`` refuse results past the output
 limit, and ``namespace()`` refuses to hold a value past it.
 """
@@ -36,7 +37,9 @@ RENDER_OUTPUT_LIMIT = 1_000_000
 _CHECK_EVERY = 256
 _GUARD = "__sheetops_loop_guard"
 
-_deadline: ContextVar[float] = ContextVar("sheetops_template_deadline", default=float("inf"))
+#: (deadline on the monotonic clock, the limit it came from) of the render under way
+_deadline: ContextVar[tuple[float, float]] = ContextVar(
+    "sheetops_template_deadline", default=(float("inf"), RENDER_TIME_LIMIT_S))
 
 
 class TemplateLimitError(PermanentError):
@@ -64,8 +67,9 @@ class Rendered:
 
 
 def _check_deadline() -> None:
-    if time.monotonic() > _deadline.get():
-        raise TemplateLimitError(f"template render took longer than {RENDER_TIME_LIMIT_S:g} s "
+    deadline, limit_s = _deadline.get()
+    if time.monotonic() > deadline:
+        raise TemplateLimitError(f"template render took longer than {limit_s:g} s "
                                  "(a loop too long?); it was stopped")
 
 
@@ -168,11 +172,13 @@ def _limited(source: str, html: bool, variables: dict[str, Any], budget: list[in
     return "".join(chunks)
 
 
-def render(spec: TemplateSpec, variables: dict[str, Any]) -> Rendered:
-    """Render subject and body within the time and output limits (``TemplateLimitError``)."""
+def render(spec: TemplateSpec, variables: dict[str, Any], *,
+           time_limit_s: float = RENDER_TIME_LIMIT_S) -> Rendered:
+    """Render subject and body within ``time_limit_s`` and the output limit
+    (``TemplateLimitError``)."""
     html = spec.format == "html"
     budget = [RENDER_OUTPUT_LIMIT]
-    token = _deadline.set(time.monotonic() + RENDER_TIME_LIMIT_S)
+    token = _deadline.set((time.monotonic() + time_limit_s, time_limit_s))
     try:
         subject = _limited(spec.subject, False, variables, budget) if spec.subject else ""
         body = _limited(spec.body, html, variables, budget) if spec.body else ""

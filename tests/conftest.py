@@ -6,6 +6,10 @@
   write and read tabs (:class:`WorkbookHelper`).
 * ``require_service(name, host, port)`` (also as the ``services`` fixture): skip with a
   clear reason when a TCP service is down, or fail when ``SHEETOPS_REQUIRE_SERVICES=1``.
+* ``store_url`` and ``store``: the test's SQLite store; a test marked
+  ``each_store_backend`` (or a module with ``pytestmark = pytest.mark.each_store_backend``)
+  runs once per backend (a fresh PostgreSQL database each, from ``fresh_pg_database``).
+* ``wait_for(predicate, timeout, what)``: poll until a condition holds (never a sleep).
 """
 
 from __future__ import annotations
@@ -14,15 +18,17 @@ import contextlib
 import os
 import socket
 import sys
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 from sheetops.settings import get_settings
 
+T = TypeVar("T")
 TESTS_DIR = Path(__file__).resolve().parent
 #: Variables a test run may legitimately carry in (CI switches, not sheetops settings).
 KEEP_ENV = ("SHEETOPS_REQUIRE_SERVICES",)
@@ -40,6 +46,26 @@ def isolated_env(tmp_path_factory: pytest.TempPathFactory,
     get_settings.cache_clear()
     yield url
     get_settings.cache_clear()
+
+
+def wait_for(predicate: Callable[[], T], timeout: float = 15.0, what: str = "the condition",
+             *, interval: float = 0.1) -> T:
+    """``predicate()``'s first truthy value, polled every ``interval`` s until ``timeout``
+    (a condition, never a fixed sleep). A predicate that raises counts as not yet (the
+    workbook is being replaced, the store is busy); the last error is in the failure."""
+    deadline = time.monotonic() + timeout
+    error: Exception | None = None
+    while True:
+        try:
+            value = predicate()
+        except Exception as exc:
+            value, error = None, exc  # type: ignore[assignment]
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            last = f" (last error: {type(error).__name__}: {error})" if error else ""
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}{last}")
+        time.sleep(interval)
 
 
 def require_service(name: str, host: str, port: int, timeout: float = 1.0) -> None:
@@ -76,6 +102,31 @@ def fresh_pg_database(prefix: str, user: str = "postgres") -> Iterator[str]:
         with admin.connect() as conn:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.dispose()
+
+
+#: The store backends a test marked ``each_store_backend`` runs on.
+STORE_BACKENDS = ("sqlite", "postgresql")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test marked ``each_store_backend`` (itself, or its module's ``pytestmark``) that
+    uses ``store_url`` or ``store`` runs once per backend in :data:`STORE_BACKENDS`."""
+    if (metafunc.definition.get_closest_marker("each_store_backend")
+            and "store_url" in metafunc.fixturenames):
+        metafunc.parametrize("store_url", STORE_BACKENDS, indirect=True)
+
+
+@pytest.fixture
+def store_url(request: pytest.FixtureRequest, isolated_env: str, services) -> Iterator[str]:
+    """The test's store URL: its own SQLite file (``isolated_env``), or on the
+    ``postgresql`` backend (``each_store_backend``) a fresh PostgreSQL database dropped
+    afterwards (skipped when PostgreSQL is absent)."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        yield isolated_env
+        return
+    services.postgres()
+    with fresh_pg_database("sheetops_test") as url:
+        yield url
 
 
 @pytest.fixture
@@ -160,11 +211,11 @@ def workbook(tmp_path: Path) -> WorkbookHelper:
 
 
 @pytest.fixture
-def store(isolated_env: str):
-    """A store on the test's own SQLite file."""
+def store(store_url: str):
+    """A store on ``store_url``: the test's own SQLite file, or each backend."""
     from sheetops.store import Store
 
-    s = Store(isolated_env)
+    s = Store(store_url)
     yield s
     s.dispose()
 

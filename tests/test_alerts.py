@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from sheetops import templates
 from sheetops.alerts import (
     AlertEvaluator,
     ChannelDelivery,
@@ -281,14 +280,13 @@ def test_broken_template_still_alerts_with_the_built_in_text(store):
     assert "Template 'alert' could not be used" in sent[0].body
 
 
-def test_an_endless_alert_template_is_stopped_and_the_built_in_text_is_sent(store, smtp,
-                                                                            monkeypatch):
-    monkeypatch.setattr(templates, "RENDER_TIME_LIMIT_S", 1.0)
+def test_an_endless_alert_template_is_stopped_and_the_built_in_text_is_sent(store, smtp):
     record_runs(store, "sync", ["failed"] * 3)
     endless = ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}"
                "{% endfor %}")
     evaluator = AlertEvaluator(store, Box(snapshot(rule(), templates=(
-        TemplateSpec("alert", "x", endless),))), ChannelDelivery(FAST))
+        TemplateSpec("alert", "x", endless),))), ChannelDelivery(FAST),
+        template_time_limit_s=1.0)
     started = time.monotonic()
     assert kinds(evaluator.evaluate(T0)) == ["fired"]
     assert time.monotonic() - started < 10

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from automations_for_tests import read_attempts
-from conftest import TESTS_DIR, WorkbookHelper
+from conftest import TESTS_DIR, WorkbookHelper, wait_for
 from openpyxl import load_workbook
 
 import sheetops
@@ -61,31 +61,11 @@ def running_cli(*args: str, cwd: Path) -> Iterator[subprocess.Popen]:
             proc.wait()
 
 
-def wait_for(predicate, timeout: float = 15, interval: float = 0.1):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            value = predicate()
-        except Exception:  # the workbook is being replaced or the store is busy
-            value = None
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s")
-
-
 def probe(job: str, schedule: str, folder: Path | None = None, **params) -> dict[str, str]:
     if folder is not None:
         params["dir"] = str(folder)
     return {"job": job, "automation": "t_probe", "schedule": schedule, "enabled": "TRUE",
             "params": json.dumps(params), "max_attempts": "1"}
-
-
-@pytest.fixture
-def store(isolated_env: str):
-    s = Store(isolated_env)
-    yield s
-    s.dispose()
 
 
 # -- init ---------------------------------------------------------------------------------

@@ -145,7 +145,7 @@ def test_init_validate_run_job_and_run(emulator_env: SheetsEmulator, google_shee
         ids = [r["id"] for r in store.recent_runs(500)]
         assert len(ids) >= 3  # run-job's run + at least two beats
         assert [r[0] for r in emulator_env.values(key, "Runs")[1:]] == ids
-        assert store.pending_outbox()[2] == 0
+        assert store.pending_outbox().count == 0
         assert store.gauges()["outbox_depth"][0] == 0
     finally:
         store.dispose()
@@ -280,7 +280,7 @@ def test_run_job_while_google_refuses_writes_keeps_them_in_the_outbox(
     store = Store(env["SHEETOPS_STORE_URL"])
     try:
         ids = [r["id"] for r in store.recent_runs(10)]
-        assert len(ids) == 2 and store.pending_outbox()[2] == 0
+        assert len(ids) == 2 and store.pending_outbox().count == 0
     finally:
         store.dispose()
     assert [r[0] for r in emulator_env.values(key, "Runs")[1:]] == ids

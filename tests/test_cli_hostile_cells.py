@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 from automations_for_tests import read_attempts
-from test_cli import cli, running_cli, wait_for
+from conftest import wait_for
+from test_cli import cli, running_cli
 
 HEADER = ["job", "automation", "schedule", "timezone", "enabled", "params", "max_attempts"]
 

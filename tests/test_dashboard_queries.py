@@ -1,14 +1,13 @@
 """The dashboard's numbers, computed by SQL in sheetops.dashboard.queries, on a store
 filled with realistic runs (successes, failures with retries, a timeout, a running run,
 errors with tracebacks, config problems, queue gauges, outbox, run requests) and alerts
-raised by the real evaluator — on SQLite and on PostgreSQL (one throw-away database for
-the module, a fresh schema per test; skipped when PostgreSQL is absent, required in CI)."""
+raised by the real evaluator — on SQLite and on PostgreSQL (a throw-away database per
+test; skipped when PostgreSQL is absent, required in CI)."""
 
 from __future__ import annotations
 
 import itertools
 import time
-import uuid
 
 import pytest
 import sqlalchemy as sa
@@ -19,48 +18,10 @@ from sheetops.store import rollups as ru
 from sheetops.testing.http import HttpServer
 from sheetops.testing.store_fill import HOUR, JOBS, add_alerts, fill_realistic, make_run
 
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 DAY = 86400.0
+#: Every test using ``store``/``store_url`` runs on SQLite and PostgreSQL (conftest).
+pytestmark = pytest.mark.each_store_backend
 
-
-@pytest.fixture(scope="module")
-def pg_database():
-    """A function that creates (once per module) and returns a throw-away database."""
-    made: dict[str, str] = {}
-
-    def url() -> str:
-        if not made:
-            name = f"sheetops_dash_{uuid.uuid4().hex[:10]}"
-            admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-            with admin.connect() as conn:
-                conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-            admin.dispose()
-            made.update(name=name, url=f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}")
-        return made["url"]
-
-    yield url
-    if made:
-        admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{made["name"]}" WITH (FORCE)')
-        admin.dispose()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request, tmp_path, services, pg_database):
-    """An empty store on each backend."""
-    if request.param == "sqlite":
-        s = Store(f"sqlite:///{tmp_path}/store.db")
-    else:
-        services.postgres()
-        url = pg_database()
-        engine = sa.create_engine(url)
-        with engine.begin() as conn:
-            conn.exec_driver_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
-        engine.dispose()
-        s = Store(url)
-    yield s
-    s.dispose()
 
 @pytest.fixture
 def filled(store):

@@ -9,10 +9,10 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from conftest import wait_for
 
 from sheetops.store import Store
 
@@ -41,18 +41,6 @@ def _port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _wait(predicate, timeout: float = 60) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            if predicate():
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"condition not met within {timeout}s")
-
-
 def _start(folder: Path, store_url: str) -> tuple[subprocess.Popen, int]:
     port = _free_port()
     env = {**os.environ, "SHEETOPS_STORE_URL": store_url, "SHEETOPS_SHEET": ""}
@@ -66,7 +54,7 @@ def _start(folder: Path, store_url: str) -> tuple[subprocess.Popen, int]:
 def dashboard(tmp_path):
     proc, port = _start(tmp_path, f"sqlite:///{tmp_path / 'store.db'}")
     try:
-        _wait(lambda: _get(port)[0] == 200)
+        wait_for(lambda: _get(port)[0] == 200, 60, "the dashboard to answer")
         yield proc, port
     finally:
         if proc.poll() is None:
@@ -98,9 +86,9 @@ def test_sigterm_stops_the_dashboard_and_its_streamlit_child(dashboard):
     assert children, "the dashboard runs Streamlit in a child process"
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=30)
-    _wait(lambda: not _port_open(port), timeout=30)
+    wait_for(lambda: not _port_open(port), timeout=30)
     for pid in children:
-        _wait(lambda pid=pid: not Path(f"/proc/{pid}").exists()
+        wait_for(lambda pid=pid: not Path(f"/proc/{pid}").exists()
               or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2], timeout=30)
 
 
@@ -110,7 +98,7 @@ def test_without_sheet_the_dashboard_uses_the_store_beside_the_folders_workbook(
     Store(f"sqlite:///{tmp_path / 'ops.sheetops.db'}").dispose()
     proc, port = _start(tmp_path, "")
     try:
-        _wait(lambda: _get(port)[0] == 200)
+        wait_for(lambda: _get(port)[0] == 200, 60, "the dashboard to answer")
     finally:
         proc.terminate()
         out = proc.communicate(timeout=30)[0]

@@ -8,9 +8,10 @@ import logging
 import subprocess
 
 from automations_for_tests import read_starts
+from conftest import wait_for
 from sheetops.connectors.sheets.workbook import WorkbookSheet
 from sqlalchemy import select
-from test_cli import SHEETOPS, cli_env, probe, running_cli, wait_for
+from test_cli import SHEETOPS, cli_env, probe, running_cli
 
 from sheetops.dashboard import queries as q
 from sheetops.engine import HOLD_AFTER_CLAIM_ENV, Engine, EngineOptions

@@ -6,8 +6,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import fresh_pg_database
-from test_cli import probe, wait_for
+from conftest import fresh_pg_database, wait_for
+from test_cli import probe
 
 from sheetops.engine import Engine, EngineOptions
 from sheetops.leader import Lease

@@ -13,13 +13,12 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import TESTS_DIR
+from conftest import TESTS_DIR, fresh_pg_database
 
 from sheetops.dashboard import queries as q
 from sheetops.store import Store, StoreNeedsMigration, StoreTooNew, schema
@@ -27,7 +26,6 @@ from sheetops.store import migrate as migrations
 
 DATA = TESTS_DIR / "data"
 NOW = 1_790_000_000.0  # the clock make_store_0_1_0.py filled the stores with
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 SHEETOPS = str(Path(sys.executable).with_name("sheetops"))
 #: What the 0.1.0 fixtures hold, table by table.
 OLD_ROWS = {"runs": 24, "attempts": 3, "errors": 5, "job_state": 3, "outbox": 5,
@@ -36,10 +34,25 @@ OLD_ROWS = {"runs": 24, "attempts": 3, "errors": 5, "job_state": 3, "outbox": 5,
             "alert_events": 8}
 
 
-def _counts(engine: sa.Engine) -> dict[str, int]:
+#: 0.1.0's tables that migrations retire (their rows move elsewhere; see the test).
+RETIRED = ("outbox",)
+
+
+def _counts(engine: sa.Engine, tables: Iterable[str] = OLD_ROWS) -> dict[str, int]:
     with engine.connect() as conn:
         return {name: conn.execute(sa.text(f"SELECT count(*) FROM {name}")).scalar_one()
-                for name in OLD_ROWS}
+                for name in tables}
+
+
+def _old_outbox(engine: sa.Engine) -> list[tuple[str, str, float]]:
+    """The pending ``(tab, key, created_at)`` marks of a 0.1.0 outbox, after adding one
+    delivered mark (which has done its job and must not come back)."""
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO outbox (tab, key, created_at, delivered_at) "
+                             "VALUES ('Runs', '', :t, :t)"), {"t": NOW - 60})
+        return [tuple(r) for r in conn.execute(sa.text(
+            "SELECT tab, key, created_at FROM outbox WHERE delivered_at IS NULL "
+            "ORDER BY id"))]
 
 
 @pytest.fixture
@@ -54,23 +67,14 @@ def old_sqlite(tmp_path: Path) -> str:
 def old_postgres(services) -> Iterator[str]:
     """A fresh PostgreSQL database loaded from the 0.1.0 dump; its URL."""
     services.postgres()
-    name = f"sheetops_mig_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
     dump = "\n".join(line for line in (DATA / "store_0_1_0.pg.sql").read_text().splitlines()
                      if not line.startswith("\\"))  # psql meta-commands (\restrict)
-    loader = sa.create_engine(url, isolation_level="AUTOCOMMIT")
-    with loader.connect() as conn:
-        conn.connection.dbapi_connection.execute(dump)
-    loader.dispose()
-    try:
+    with fresh_pg_database("sheetops_mig") as url:
+        loader = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+        with loader.connect() as conn:
+            conn.connection.dbapi_connection.execute(dump)
+        loader.dispose()
         yield url
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -89,12 +93,21 @@ def test_revision_list_matches_the_scripts() -> None:
 
 
 def test_an_old_store_upgrades_in_place_and_every_row_reads_back(old_store_url) -> None:
-    before = _counts(sa.create_engine(old_store_url))
-    assert before == OLD_ROWS
+    old = sa.create_engine(old_store_url)
+    assert _counts(old) == OLD_ROWS
+    marks = _old_outbox(old)
+    assert len(marks) == OLD_ROWS["outbox"]
+    old.dispose()
     store = Store(old_store_url)  # `run`, `run-job` and `demo` open it like this
     try:
         assert migrations.current_revision(store.db) == migrations.HEAD
-        assert _counts(store.engine) == OLD_ROWS  # nothing lost
+        kept = [name for name in OLD_ROWS if name not in RETIRED]
+        assert _counts(store.engine, kept) == {n: OLD_ROWS[n] for n in kept}  # nothing lost
+        # the outbox's pending marks are on the durable queue, as old as they were
+        assert not sa.inspect(store.engine).has_table("outbox")
+        pending = store.pending_outbox()
+        assert pending.by_tab == {"Runs": 2, "Status": 1, "Errors": 1, "Validation": 1}
+        assert pending.oldest_at == pytest.approx(min(m[2] for m in marks))
         # what the CLI and the status tabs read
         runs = store.recent_runs(100)
         assert len(runs) == OLD_ROWS["runs"]
@@ -104,7 +117,6 @@ def test_an_old_store_upgrades_in_place_and_every_row_reads_back(old_store_url) 
         assert [a["attempt"] for a in store.attempts_of(failed["id"])] == [1, 2, 3]
         assert len(store.recent_errors(100)) == OLD_ROWS["errors"]
         assert store.job_states()["fetch-orders"]["consecutive_failures"] == 2
-        assert len(store.pending_outbox_entries()) == OLD_ROWS["outbox"]
         # what the dashboard reads
         assert len(q.runs_list(store, limit=1000)) == OLD_ROWS["runs"]
         assert len(q.errors_list(store, limit=1000)) == OLD_ROWS["errors"]
@@ -131,6 +143,12 @@ def test_an_old_store_upgrades_in_place_and_every_row_reads_back(old_store_url) 
                               exact_max_window_s=1e12).set_index("job")
         cols = ["runs", "ok", "failed", "timeout", "dry_runs"]
         assert long[cols].equals(exact[cols])
+        # the next status writer claims them with their tabs and keys
+        claimed = store.outbox.claim("next-writer", lease_s=60)
+        assert sorted((c.payload["tab"], c.payload["key"], c.created_at)
+                      for c in claimed.claims) == sorted(marks)
+        store.outbox.ack(claimed.claims)
+        assert store.pending_outbox().count == 0
         [request] = store.claim_run_requests("next-scheduler")
         assert (request["job"], request["requested_by"]) == ("fetch-orders", "ana")
     finally:

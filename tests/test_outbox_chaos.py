@@ -19,11 +19,12 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import wait_for
 from sheetops.connectors.sheets import open_sheet
 from sheetops.connectors.sheets.google import GoogleSheet
 
@@ -73,7 +74,8 @@ def writer(emulator_env: SheetsEmulator, tmp_path: Path
     sheet = GoogleSheet.open(url, attempts=2, retry_initial_s=0.01, retry_max_s=0.02)
     snapshot = read_config(sheet)
     store = Store(f"sqlite:///{tmp_path / 'store.db'}")
-    yield StatusWriter(store, sheet, lambda: snapshot), store, sheet, key
+    # a failed write's marks are claimable again at once: each flush below is a retry
+    yield StatusWriter(store, sheet, lambda: snapshot, retry_delay_s=0), store, sheet, key
     store.dispose()
 
 
@@ -126,7 +128,7 @@ def test_a_flush_writes_only_the_tabs_with_pending_entries_in_one_request(
     assert dict(emulator_env.counts) == {"values.batchUpdate": 1}
     assert [r[0] for r in data_rows(emulator_env, key, tabs.RUNS)] == ids[::-1]
     assert data_rows(emulator_env, key, tabs.STATUS) == []  # not pending, not written
-    assert store.pending_outbox()[2] == 0
+    assert store.pending_outbox().count == 0
 
 
 def test_status_rows_coalesce_into_one_row_per_job(
@@ -134,14 +136,14 @@ def test_status_rows_coalesce_into_one_row_per_job(
         emulator_env: SheetsEmulator) -> None:
     status, store, _sheet, key = writer
     record_runs(store, 300)  # 600 outbox entries over Status and Runs
-    assert store.pending_outbox()[2] == 600
+    assert store.pending_outbox().count == 600
     emulator_env.reset_counts()
     assert status.flush()
     assert dict(emulator_env.counts) == {"values.batchUpdate": 1}
     rows = data_rows(emulator_env, key, tabs.STATUS)
     assert [r[0] for r in rows] == ["a", "b", "c"] and {r[1] for r in rows} == {"ok"}
     assert len(data_rows(emulator_env, key, tabs.RUNS)) == 300
-    assert store.pending_outbox() == (0, set(), 0, None)
+    assert store.pending_outbox().count == 0 and not store.pending_outbox().tabs
 
 
 def test_a_growing_tab_costs_one_structural_request(
@@ -168,73 +170,181 @@ def test_entries_are_delivered_only_when_the_sheet_accepted_them(
     emulator_env.faults.set(outage=True)
     for _ in range(3):
         assert not status.flush()
-    assert store.pending_outbox()[2] == 8 and status.failures == 3
+    assert store.pending_outbox().count == 8 and status.failures == 3
     assert "Unavailable" in status.last_error
     emulator_env.faults.set(outage=False, error_rate=1.0, codes=(400,))  # refused: kept
-    assert not status.flush() and store.pending_outbox()[2] == 8
+    assert not status.flush() and store.pending_outbox().count == 8
     emulator_env.faults.clear()
     more = record_runs(store, 2)
     assert status.flush()
-    assert store.pending_outbox()[2] == 0
+    assert store.pending_outbox().count == 0
     assert [r[0] for r in data_rows(emulator_env, key, tabs.RUNS)] == (ids + more)[::-1]
 
 
 def test_changes_made_while_a_write_is_in_flight_stay_pending(
         writer: tuple[StatusWriter, Store, GoogleSheet, str],
         emulator_env: SheetsEmulator) -> None:
-    """Also the PostgreSQL case: a transaction that took a *lower* outbox id commits
-    after the flush read the outbox. Marking "everything up to the highest id seen"
-    would swallow it; only the entries the flush saw are marked."""
-    from sqlalchemy import insert
-
-    from sheetops.store import schema
-
+    """A run recorded between the rendering and the ack: its mark was not claimed, so
+    the ack leaves it, and the next flush writes the run."""
     status, store, sheet, key = writer
     first = record_runs(store, 2)
-    with store.engine.begin() as conn:  # the highest id the flush will see
-        conn.execute(insert(schema.outbox).values(id=100, tab=tabs.RUNS, created_at=0))
     late: list[str] = []
     real = sheet.write_batch
 
     def write_batch(writes: Sequence[TabWrite]) -> None:
         real(writes)
         if not late:  # a run finishing between the rendering and the acknowledgement
-            late.extend(record_runs(store, 1, outbox=[]))
-            with store.engine.begin() as conn:
-                conn.execute(insert(schema.outbox).values(id=50, tab=tabs.RUNS,
-                                                          created_at=time.time()))
+            late.extend(record_runs(store, 1, outbox=[(tabs.RUNS, "")]))
 
     sheet.write_batch = write_batch  # type: ignore[method-assign]
     assert status.flush()
     assert [r[0] for r in data_rows(emulator_env, key, tabs.RUNS)] == first[::-1]
-    _max, pending_tabs, count, _oldest = store.pending_outbox()
-    assert (pending_tabs, count) == ({tabs.RUNS}, 1)
+    pending = store.pending_outbox()
+    assert pending.by_tab == {tabs.RUNS: 1}
     assert status.flush()
     assert [r[0] for r in data_rows(emulator_env, key, tabs.RUNS)] == (first + late)[::-1]
-    assert store.pending_outbox()[2] == 0
+    assert store.pending_outbox().count == 0
 
 
-def test_delivered_entries_are_pruned_and_pending_ones_kept(
+def test_delivered_marks_leave_nothing_behind_and_pending_ones_are_kept(
         writer: tuple[StatusWriter, Store, GoogleSheet, str],
-        emulator_env: SheetsEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+        emulator_env: SheetsEmulator) -> None:
     from sqlalchemy import func, select
 
-    from sheetops import status as status_module
     from sheetops.store import schema
+    from sheetops.store.outbox import QUEUE
 
     def rows() -> int:
         with store.engine.connect() as conn:
-            return conn.execute(select(func.count()).select_from(schema.outbox)).scalar_one()
+            return conn.execute(select(func.count()).select_from(schema.queue_items)
+                                .where(schema.queue_items.c.queue == QUEUE)).scalar_one()
 
     status, store, _sheet, _key = writer
-    monkeypatch.setattr(status_module, "PRUNE_EVERY_S", 0.0)
-    monkeypatch.setattr(status_module, "KEEP_DELIVERED_S", -1.0)
     record_runs(store, 5)
     assert rows() == 10
     emulator_env.faults.set(outage=True)
-    assert not status.flush() and rows() == 10  # pending entries are never pruned
+    assert not status.flush() and rows() == 10  # pending marks are kept
     emulator_env.faults.clear()
-    assert status.flush() and rows() == 0
+    assert status.flush() and rows() == 0  # acked marks are gone, no pruning needed
+
+
+def test_a_failed_write_is_retried_after_its_delay_and_not_before(
+        writer: tuple[StatusWriter, Store, GoogleSheet, str],
+        emulator_env: SheetsEmulator) -> None:
+    _status, store, sheet, key = writer
+    snapshot = read_config(sheet)
+    status = StatusWriter(store, sheet, lambda: snapshot, retry_delay_s=1.0)
+    ids = record_runs(store, 3)
+    emulator_env.faults.set(outage=True)
+    assert not status.flush() and status.failures == 1
+    emulator_env.faults.clear()
+    emulator_env.reset_counts()
+    assert not status.flush()  # the marks wait out their delay: no request, still behind
+    assert emulator_env.total_requests == 0 and store.pending_outbox().count == 6
+    assert status.failures == 1
+    wait_for(status.flush, 30, "the retry after the delay")
+    assert [r[0] for r in data_rows(emulator_env, key, tabs.RUNS)] == ids[::-1]
+    assert store.pending_outbox().count == 0
+
+
+def test_a_renderer_writes_its_tab_from_its_marks_keys_in_the_same_request(
+        writer: tuple[StatusWriter, Store, GoogleSheet, str],
+        emulator_env: SheetsEmulator) -> None:
+    """Marks ``(tab, key)`` for a tab that is not a status tab reach the renderer added
+    for it, keys coalesced; its writes go out in the flush's one write_batch. A renderer
+    that fails, or a tab nobody renders, keeps its marks pending and holds back nothing."""
+    status, store, _sheet, key = writer
+
+    class Contacts:
+        """Writes the marked rows; "r2" is finished only at the second flush."""
+
+        def __init__(self) -> None:
+            self.seen: list[frozenset[str]] = []
+
+        def render(self, keys: frozenset[str], snapshot: Any) -> list[TabWrite]:
+            self.seen.append(keys)
+            return [TabWrite("Contacts", [["row", "outcome"]] +
+                             [[k, "sent"] for k in sorted(keys)])]
+
+        def delivered(self, keys: frozenset[str]) -> set[str]:
+            return set(keys) if len(self.seen) > 1 else set(keys) - {"r2"}
+
+    class Broken(Contacts):
+        def render(self, keys: frozenset[str], snapshot: Any) -> list[TabWrite]:
+            raise ValueError("cannot render")
+
+    contacts = Contacts()
+    status.add_renderer("Contacts", contacts)
+    status.add_renderer("Leads", Broken())
+    record_runs(store, 2, outbox=[(tabs.RUNS, ""), ("Contacts", "r1"), ("Contacts", "r2"),
+                                  ("Contacts", "r1"), ("Leads", "l1"), ("Orphans", "o1")])
+    emulator_env.reset_counts()
+    assert not status.flush()  # written, but some marks are still pending
+    assert emulator_env.counts["values.batchUpdate"] == 1
+    assert contacts.seen == [frozenset({"r1", "r2"})]
+    assert emulator_env.values(key, "Contacts") == [["row", "outcome"], ["r1", "sent"],
+                                                    ["r2", "sent"]]
+    assert len(data_rows(emulator_env, key, tabs.RUNS)) == 2
+    assert store.pending_outbox().by_tab == {"Contacts": 1, "Leads": 1, "Orphans": 1}
+    assert not status.flush()  # the fixture retries at once: r2 again, Leads still broken
+    assert contacts.seen[1:] == [frozenset({"r2"})]
+    assert store.pending_outbox().by_tab == {"Leads": 1, "Orphans": 1}
+    with pytest.raises(ValueError, match="status tab"):
+        status.add_renderer(tabs.STATUS, contacts)
+
+
+WRITER_CHILD = """
+import sys
+from sheetops.connectors.sheets.google import GoogleSheet
+from sheetops.engine import read_config
+from sheetops.registry import discover_from_settings
+from sheetops.status import StatusWriter
+from sheetops.store import Store
+
+discover_from_settings()
+sheet = GoogleSheet.open(sys.argv[2], attempts=1)
+snapshot = read_config(sheet)
+writer = StatusWriter(Store(sys.argv[1]), sheet, lambda: snapshot,
+                      lease_s=float(sys.argv[3]))
+print("ready", flush=True)
+sys.stdin.readline()
+writer.flush()
+"""
+
+
+def test_a_writer_killed_mid_flush_leaves_its_marks_to_the_next_after_its_lease(
+        writer: tuple[StatusWriter, Store, GoogleSheet, str],
+        emulator_env: SheetsEmulator) -> None:
+    """A writer process claims the marks and hangs in the sheet's write (the emulator is
+    slow); SIGKILL. The marks are nobody's until its lease runs out, then the next writer
+    claims them and every run reaches the tab once."""
+    from sheetops.store.outbox import QUEUE
+
+    status, store, sheet, key = writer
+    ids = record_runs(store, 4)
+    lease_s = 6.0
+    child = subprocess.Popen(
+        [sys.executable, "-c", WRITER_CHILD, store.url, sheet.location, str(lease_s)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready"  # type: ignore[union-attr]
+        emulator_env.faults.set(latency_s=5)
+        child.stdin.write("flush\n")  # type: ignore[union-attr]
+        child.stdin.flush()  # type: ignore[union-attr]
+        wait_for(lambda: store.queues.depths()[QUEUE].claimed == 8, 30, "the child's claim")
+        child.kill()
+        child.wait(timeout=10)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(timeout=10)
+    emulator_env.faults.clear()
+    emulator_env.reset_counts()
+    assert not status.flush()  # still leased to the dead writer: nothing to claim yet
+    assert emulator_env.total_requests == 0 and store.pending_outbox().count == 8
+    wait_for(status.flush, lease_s + 30, "the marks after the dead writer's lease")
+    assert [r[0] for r in data_rows(emulator_env, key, tabs.RUNS)] == ids[::-1]
+    assert store.pending_outbox().count == 0
 
 
 # ---------------------------------------------------------------- the real scheduler
@@ -297,14 +407,6 @@ class Scheduler:
         return self.log.read_text()
 
 
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
 def assert_tabs_mirror_the_store(emu: SheetsEmulator, key: str, store: Store) -> list[str]:
     """Runs, Errors and Status hold exactly the store's rows; returns the run ids."""
     run_ids = [r[0] for r in data_rows(emu, key, tabs.RUNS)]
@@ -322,7 +424,7 @@ def assert_tabs_mirror_the_store(emu: SheetsEmulator, key: str, store: Store) ->
     for job, row in status.items():
         assert row[1] == states[job]["last_status"], job
         assert row[9] == str(states[job]["consecutive_failures"]), job
-    assert store.pending_outbox()[2] == 0
+    assert store.pending_outbox().count == 0
     return run_ids
 
 
@@ -377,7 +479,7 @@ def test_sigkill_with_pending_writes_then_restart_delivers_them_once(
                              and r["finished_at"]) >= 3, 20, "runs during the outage")
         wait_for(lambda: store.gauges().get("outbox_depth", (0, 0))[0] > 0
                  and store.gauges()["outbox_age_s"][0] > 0, 10, "the outbox gauges")
-        assert store.pending_outbox()[2] > 0
+        assert store.pending_outbox().count > 0
         scheduler.kill()
     finally:
         if scheduler.proc.poll() is None:
@@ -385,11 +487,17 @@ def test_sigkill_with_pending_writes_then_restart_delivers_them_once(
     before = [r["id"] for r in store.recent_runs(1000)]
     on_tab = {r[0] for r in data_rows(emu, key, tabs.RUNS)}
     assert set(before) - on_tab, "some runs were waiting in the outbox at the kill"
-    assert store.pending_outbox()[2] > 0
+    assert store.pending_outbox().count > 0
 
     emu.faults.set(outage=False)
-    restart = Scheduler(url, store_url, tmp_path, seconds=4)
+    # a kill that landed mid-flush leaves marks leased to the dead writer: the restarted
+    # one writes them once that lease runs out, so it runs until the outbox is empty
+    restart = Scheduler(url, store_url, tmp_path, seconds=300)
     try:
+        restart.wait_started()
+        wait_for(lambda: store.pending_outbox().count == 0 and set(before) <= {
+            r[0] for r in data_rows(emu, key, tabs.RUNS)}, 90, "the outbox drained")
+        restart.proc.send_signal(signal.SIGTERM)
         assert restart.finish() == 0, restart.stderr
     finally:
         if restart.proc.poll() is None:

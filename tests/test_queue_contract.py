@@ -15,12 +15,11 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
-from conftest import fresh_pg_database
+from conftest import wait_for
 
 from sheetops.store import Store
 from sheetops.store.queue import (
@@ -33,6 +32,8 @@ from sheetops.store.queue import (
 from sheetops.store.queue_sql import Queues
 
 LEASE = 30.0
+#: Every test using ``store``/``store_url`` runs on SQLite and PostgreSQL (conftest).
+pytestmark = pytest.mark.each_store_backend
 
 
 class Clock:
@@ -46,37 +47,6 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.t += seconds
-
-
-def eventually(fn: Callable[[], Any], timeout: float, what: str) -> Any:
-    """``fn()``'s first truthy value, polled until ``timeout`` seconds have passed."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.05)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request, tmp_path, services) -> Iterator[str]:
-    """A fresh store of each kind: a SQLite file, or a PostgreSQL database of its own
-    (dropped afterwards)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'queue.db'}"
-        return
-    services.postgres()
-    with fresh_pg_database("sheetops_queue") as url:
-        yield url
-
-
-@pytest.fixture
-def store(store_url: str) -> Iterator[Store]:
-    s = Store(store_url)
-    yield s
-    s.dispose()
 
 
 @pytest.fixture
@@ -506,7 +476,7 @@ def test_a_claimer_killed_with_sigkill_loses_nothing(store_url: str, store: Stor
     rest = q.claim(20, consumer="survivor", lease_s=60)
     assert [c.id for c in rest] == ids[10:]
     q.ack(rest)
-    reclaimed = eventually(lambda: q.claim(20, consumer="survivor", lease_s=60), timeout=15,
+    reclaimed = wait_for(lambda: q.claim(20, consumer="survivor", lease_s=60), timeout=15,
                            what="the killed claimer's lease to expire")
     assert [c.id for c in reclaimed] == held
     assert {c.deliveries for c in reclaimed} == {2}

@@ -12,13 +12,11 @@ import json
 import os
 import random
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from automations_for_tests import read_attempts, read_starts
-from conftest import fresh_pg_database
-from test_cli import wait_for
+from conftest import wait_for
 
 from sheetops.config.model import JobSpec, Snapshot
 from sheetops.events import (
@@ -459,17 +457,7 @@ def a_runs_events(run_id: str = "r1"):
     ]
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request, isolated_env, services) -> Iterator[str]:
-    """The test's SQLite store, or a fresh PostgreSQL database dropped afterwards."""
-    if request.param == "sqlite":
-        yield isolated_env
-        return
-    services.postgres()
-    with fresh_pg_database("sheetops_test") as url:
-        yield url
-
-
+@pytest.mark.each_store_backend
 @pytest.mark.parametrize("flush_after_each", [False, True])
 def test_a_runs_rows_are_the_same_however_flushes_fall(store_url, flush_after_each):
     store = BatchesStore(store_url)
@@ -498,7 +486,7 @@ def test_a_runs_rows_are_the_same_however_flushes_fall(store_url, flush_after_ea
     assert (state["last_status"], state["last_result"], state["consecutive_failures"],
             state["last_success_at"], state["last_start"]) == ("ok", "sent=2", 0, 104.0,
                                                                101.0)
-    assert store.pending_outbox()[1] == {"Status", "Runs", "Errors"}
+    assert store.pending_outbox().tabs == {"Status", "Runs", "Errors"}
     store.dispose()
 
 

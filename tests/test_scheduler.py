@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from apscheduler.events import EVENT_JOB_SUBMITTED
+from conftest import wait_for
 
 from sheetops.config import parse_config
 from sheetops.engine import Engine, EngineOptions
@@ -32,16 +33,6 @@ def snapshot(*rows: list[str], previous=None):
     snap = parse_config({"Jobs": [HEADER, *rows]}, frozenset(registry.names()), previous)
     assert snap.errors == [], snap.errors
     return snap
-
-
-def wait_for(predicate, timeout: float = 10, interval: float = 0.05):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 

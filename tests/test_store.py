@@ -4,18 +4,19 @@ PostgreSQL (for scale; skipped when absent, required in CI)."""
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import Iterator
 
 import pytest
+from conftest import wait_for
 from sqlalchemy import select
-from test_cli import wait_for
+from sqlalchemy.exc import IntegrityError
 
 from sheetops.config.model import Problem
 from sheetops.store import Batch, RunStatus, Store
 from sheetops.store import schema as t
+from sheetops.store.queue import StaleClaim
 
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+#: Every test using ``store``/``store_url`` runs on SQLite and PostgreSQL (conftest).
+pytestmark = pytest.mark.each_store_backend
 
 
 def _run(i: int, job: str = "j", status: str = "ok", started: float = 1000.0) -> dict:
@@ -24,30 +25,6 @@ def _run(i: int, job: str = "j", status: str = "ok", started: float = 1000.0) ->
             "attempts": 1, "records_in": i, "records_out": i, "records_failed": 0,
             "duration_s": 0.5, "result": "{}", "error_type": "" if status == "ok" else "E",
             "error_message": "", "dry_run": False, "requested_by": ""}
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request, tmp_path, services) -> Iterator[Store]:
-    if request.param == "sqlite":
-        s = Store(f"sqlite:///{tmp_path / 'store.db'}")
-        yield s
-        s.dispose()
-        return
-    services.postgres()
-    import sqlalchemy as sa
-
-    name = f"sheetops_test_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    s = Store(f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}")
-    try:
-        yield s
-    finally:
-        s.dispose()
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
 
 
 def test_record_and_read_back_runs_attempts_errors(store: Store) -> None:
@@ -82,15 +59,44 @@ def test_update_of_a_running_run_and_job_state_upsert(store: Store) -> None:
     assert (state["last_fire_time"], state["last_status"]) == (5.0, "ok")
 
 
-def test_outbox_pending_until_marked_delivered(store: Store) -> None:
+def test_outbox_marks_stay_pending_until_the_writer_acks_what_it_claimed(
+        store: Store) -> None:
     store.record(Batch(outbox=[("Runs", ""), ("Status", "a"), ("Status", "b")]))
-    max_id, tabs, count, oldest = store.pending_outbox()
-    assert (tabs, count) == ({"Runs", "Status"}, 3)
-    assert oldest is not None and oldest <= time.time()
-    store.record(Batch(outbox=[("Errors", "")]))
-    store.mark_outbox_delivered(max_id)
-    _, tabs, count, _ = store.pending_outbox()
-    assert (tabs, count) == ({"Errors"}, 1)  # a later entry is not swallowed
+    pending = store.pending_outbox()
+    assert (pending.by_tab, pending.count) == ({"Runs": 1, "Status": 2}, 3)
+    assert pending.oldest_at is not None and pending.oldest_at <= time.time()
+    claimed = store.outbox.claim("writer", lease_s=60)
+    assert claimed.keys == {"Runs": {""}, "Status": {"a", "b"}}
+    store.record(Batch(outbox=[("Errors", "")]))  # a change while the write is in flight
+    assert store.pending_outbox().count == 4  # claimed marks are pending until acked
+    store.outbox.ack(claimed.claims)
+    assert store.pending_outbox().by_tab == {"Errors": 1}  # the later mark is not swallowed
+    assert store.queues.depths()["sheet_outbox"].ready == 1
+    assert store.queue_depths() == {}  # the outbox has gauges of its own, not queue_depth
+
+
+def test_outbox_marks_commit_with_their_rows_or_not_at_all(store: Store) -> None:
+    store.record(Batch(new_runs=[_run(1)], outbox=[("Runs", "")]))
+    with pytest.raises(IntegrityError):  # the same run id again: the batch fails
+        store.record(Batch(new_runs=[_run(1)], outbox=[("Status", "j")]))
+    assert store.pending_outbox().by_tab == {"Runs": 1}
+
+
+def test_a_nacked_mark_waits_its_delay_and_an_expired_lease_frees_it(store: Store) -> None:
+    store.record(Batch(outbox=[("Runs", "")]))
+    failed = store.outbox.claim("writer", lease_s=60)
+    store.outbox.nack(failed.claims, delay_s=60, error="Google is down")
+    assert not store.outbox.claim("writer", lease_s=60)  # delayed: not claimable yet
+    assert store.pending_outbox().count == 1  # but still pending
+    store.record(Batch(outbox=[("Status", "a")]))
+    killed = store.outbox.claim("killed-writer", lease_s=0.05)
+    assert killed.keys == {"Status": {"a"}}
+    again = wait_for(lambda: store.outbox.claim("next-writer", lease_s=60))
+    assert again.keys == {"Status": {"a"}} and again.claims[0].deliveries == 2
+    with pytest.raises(StaleClaim):  # the killed writer's claim is fenced off
+        store.outbox.ack(killed.claims)
+    store.outbox.ack(again.claims)
+    assert store.pending_outbox().by_tab == {"Runs": 1}
 
 
 def test_run_requests_are_claimed_once(store: Store) -> None:
@@ -123,7 +129,7 @@ def test_problems_replace_reports_changes_and_queues_validation(store: Store) ->
     assert store.replace_problems(problems) is True
     assert store.replace_problems(problems) is False
     assert [p["cell"] for p in store.problems()] == ["C3"]
-    assert "Validation" in store.pending_outbox()[1]
+    assert "Validation" in store.pending_outbox().tabs
     assert store.replace_problems([]) is True and store.problems() == []
 
 
@@ -150,7 +156,7 @@ def test_runs_left_running_by_a_killed_scheduler_are_interrupted(store: Store) -
     run = store.run("run00001")
     assert (run["status"], run["error_type"]) == ("failed", "Interrupted")
     assert store.recent_errors(5)[0]["run_id"] == "run00001"
-    assert {"Runs", "Errors", "Status"} <= store.pending_outbox()[1]
+    assert {"Runs", "Errors", "Status"} <= store.pending_outbox().tabs
     assert store.run("run00002")["status"] == "ok"
     assert store.interrupt_unfinished() == []
 

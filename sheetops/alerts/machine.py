@@ -36,6 +36,7 @@ from sheetops.alerts.metrics import FAILURE_RATE_MIN_RUNS, Target
 from sheetops.config.model import AlertSpec, Snapshot
 from sheetops.store import Store
 from sheetops.store.schema import DELIVERY_FAILED, FIRED, REMINDER, RESOLVED
+from sheetops.templates import RENDER_TIME_LIMIT_S
 
 log = logging.getLogger("sheetops.alerts")
 
@@ -63,18 +64,21 @@ class AlertEvaluator:
     """Evaluates the Alerts tab's rules against the store and delivers the messages.
 
     ``snapshot_provider`` returns the current config :class:`Snapshot`; ``deliver``
-    sends one message or raises (default :class:`ChannelDelivery`)."""
+    sends one message or raises (default :class:`ChannelDelivery`);
+    ``template_time_limit_s`` bounds one render of a Templates-tab message."""
 
     def __init__(self, store: Store, snapshot_provider: Callable[[], Snapshot],
                  deliver: Deliver | None = None, *,
                  min_runs: int = FAILURE_RATE_MIN_RUNS,
-                 max_pending_tries: int = 20) -> None:
+                 max_pending_tries: int = 20,
+                 template_time_limit_s: float = RENDER_TIME_LIMIT_S) -> None:
         self.store = store
         self.alerts = store.alerts
         self._snapshot = snapshot_provider
         self.deliver = deliver or ChannelDelivery()
         self.min_runs = max(1, min_runs)
         self.max_pending_tries = max(1, max_pending_tries)
+        self.template_time_limit_s = template_time_limit_s
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._next_due = 0.0
@@ -162,7 +166,8 @@ class AlertEvaluator:
         events: list[AlertEvent] = []
         if kind is not None:
             message = compose(kind, rule, target.key, value, state["firing_since"],
-                              snapshot.templates, now)
+                              snapshot.templates, now,
+                              template_time_limit_s=self.template_time_limit_s)
             if kind == RESOLVED:
                 state["firing_since"] = None
             else:

@@ -16,7 +16,13 @@ from typing import Any
 
 from sheetops.config.model import AlertSpec
 from sheetops.store.schema import FIRED, REMINDER, RESOLVED
-from sheetops.templates import Rendered, TemplateSpec, html_to_text, render
+from sheetops.templates import (
+    RENDER_TIME_LIMIT_S,
+    Rendered,
+    TemplateSpec,
+    html_to_text,
+    render,
+)
 
 log = logging.getLogger("sheetops.alerts")
 
@@ -53,15 +59,17 @@ class AlertMessage:
 
 
 def compose(kind: str, rule: AlertSpec, key: str, value: float | None, since: float | None,
-            templates: dict[str, TemplateSpec], now: float) -> AlertMessage:
+            templates: dict[str, TemplateSpec], now: float, *,
+            template_time_limit_s: float = RENDER_TIME_LIMIT_S) -> AlertMessage:
     """The message for one transition of (``rule``, ``key``): the Templates tab's text
-    when a row applies and renders, the built-in text for whatever it leaves out."""
+    when a row applies and renders (within ``template_time_limit_s``), the built-in text
+    for whatever it leaves out."""
     variables = message_variables(kind, rule, key, value, since, now)
     spec = template_for(kind, rule.name, templates)
     rendered = None
     if spec is not None:
         try:
-            rendered = render(spec, variables)
+            rendered = render(spec, variables, time_limit_s=template_time_limit_s)
         except Exception as exc:  # a bad template still alerts
             log.warning("alert %s: template %r failed (%s: %s); using the built-in text",
                         rule.name, spec.name, type(exc).__name__, exc)

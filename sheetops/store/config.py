@@ -11,6 +11,7 @@ from sqlalchemy import delete, insert, select
 
 from sheetops.store import schema as t
 from sheetops.store.db import Database
+from sheetops.store.outbox import OutboxStore
 
 if TYPE_CHECKING:
     from sheetops.config.model import JobSpec, Problem
@@ -25,8 +26,9 @@ def _job_row(spec: JobSpec, now: float) -> dict[str, Any]:
 class ConfigStore:
     """Problems, config events, gauges, tab extents and the published jobs."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, outbox: OutboxStore) -> None:
         self.db = db
+        self.outbox = outbox
 
     def replace_problems(self, problems: Sequence[Problem]) -> bool:
         """Store the current config problems; return whether they changed."""
@@ -42,8 +44,7 @@ class ConfigStore:
             conn.execute(delete(t.config_problems))
             if new:
                 conn.execute(insert(t.config_problems), new)
-            conn.execute(insert(t.outbox).values(tab="Validation", key="",
-                                                 created_at=time.time()))
+            self.outbox.put([("Validation", "")], conn)
         return True
 
     def problems(self) -> list[dict[str, Any]]:

@@ -328,6 +328,24 @@ def dialect_sql(conn: Connection) -> SqliteQueueSql | PostgresQueueSql:
     return _SHARED[name]  # type: ignore[return-value]
 
 
+def put_in(connection: Connection, queue: str, payloads: Sequence[Payload], *,
+           keys: Sequence[str | None] | None = None) -> list[int]:
+    """Put ``payloads`` on ``queue`` inside the caller's transaction on ``connection``,
+    for code that holds a connection of the store but not its :class:`Queues` (the rows
+    it writes and the items commit together). Same as ``tx.put`` otherwise."""
+    if keys is not None and len(keys) != len(payloads):
+        raise QueueError(f"{len(keys)} keys for {len(payloads)} payloads")
+    if not payloads:
+        return []
+    sql = DIALECTS[connection.dialect.name]()
+    sql.begin(connection)
+    now = time.time()
+    batch = NewItems(queue, list(keys) if keys is not None else [None] * len(payloads),
+                     [p if isinstance(p, JsonText) else _dumps(p, i)
+                      for i, p in enumerate(payloads)], 0, now, now, False)
+    return sql.insert_rows(connection, batch)
+
+
 def _dumps(payload: Payload, index: int) -> str:
     try:
         return json.dumps(payload, ensure_ascii=False, separators=(",", ":"),

@@ -493,13 +493,11 @@ class OutboxStatus:
 
 def outbox_status(store: Store, now: float | None = None) -> OutboxStatus:
     now = time.time() if now is None else now
-    by_tab = store.outbox.pending_by_tab()
-    if not by_tab:
+    pending = store.outbox.pending()
+    if not pending.count:
         return OutboxStatus()
-    oldest = min(r[2] for r in by_tab.values())
-    return OutboxStatus(depth=sum(r[0] for r in by_tab.values()),
-                        oldest_age_s=max(now - oldest, 0.0),
-                        by_tab={tab: r[0] for tab, r in by_tab.items()})
+    return OutboxStatus(depth=pending.count, oldest_age_s=pending.age_s(now),
+                        by_tab=pending.by_tab)
 
 
 def run_requests(store: Store, limit: int = 100, pending_only: bool = False) -> pd.DataFrame:

@@ -11,14 +11,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Table, delete, func, insert, select, update
+from sqlalchemy import Connection, Table, delete, func, select, update
 
 from sheetops.store import schema as t
 from sheetops.store.db import Database
 from sheetops.store.leases import Fence, check_fence
+from sheetops.store.outbox import Mark, OutboxStore
 from sheetops.store.schema import UNFINISHED, RunStatus
 
-#: The tabs an interrupted run touches (their outbox entries).
+#: The tabs an interrupted run touches (their outbox marks).
 _INTERRUPT_TABS = ("Runs", "Errors", "Status")
 
 
@@ -31,7 +32,8 @@ class Batch:
     attempts: list[dict[str, Any]] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)
     job_states: dict[str, dict[str, Any]] = field(default_factory=dict)
-    outbox: list[tuple[str, str]] = field(default_factory=list)
+    #: Sheet outbox marks, put on the outbox in the same transaction as the rows.
+    outbox: list[Mark] = field(default_factory=list)
     #: the lease this batch is written under (a leader's): refused once it is stale
     fence: Fence | None = None
 
@@ -40,20 +42,23 @@ class Batch:
                     or self.job_states or self.outbox)
 
 
-def _bulk_insert(table: Table, mark: str) -> tuple[str, list[tuple[str, Any]]]:
+def _bulk_insert(table: Table, mark: str) -> tuple[str, list[str], list[Any]]:
+    """The driver-level INSERT of ``table``, its column names and their defaults."""
     columns = [(c.name, c.default.arg if c.default is not None and c.default.is_scalar
                 else None) for c in table.columns if not (c.primary_key and c.autoincrement
                                                           is True)]
     names = ", ".join(name for name, _ in columns)
     marks = ", ".join(mark for _ in columns)
-    return f"INSERT INTO {table.name} ({names}) VALUES ({marks})", columns
+    return (f"INSERT INTO {table.name} ({names}) VALUES ({marks})",
+            [name for name, _ in columns], [default for _, default in columns])
 
 
 class RunStore:
     """Runs, attempts, errors and job states."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, outbox: OutboxStore) -> None:
         self.db = db
+        self.outbox = outbox
         self._bulk = {table.name: _bulk_insert(table, db.mark)
                       for table in (t.runs, t.attempts, t.errors)}
 
@@ -79,9 +84,7 @@ class RunStore:
             self._upsert_many(conn, t.job_state, "job", [
                 {"job": job, **values, "updated_at": now}
                 for job, values in batch.job_states.items()])
-        if batch.outbox:
-            conn.execute(insert(t.outbox), [
-                {"tab": tab, "key": key, "created_at": now} for tab, key in batch.outbox])
+        self.outbox.put(batch.outbox, conn)
 
     def _insert_many(self, conn: Connection, table: Table,
                      rows: list[dict[str, Any]]) -> None:
@@ -89,8 +92,8 @@ class RunStore:
         thousands of runs a second, where SQLAlchemy's per-row processing dominates."""
         if not rows:
             return
-        sql, columns = self._bulk[table.name]
-        conn.exec_driver_sql(sql, [tuple(row.get(c, d) for c, d in columns) for row in rows])
+        sql, names, defaults = self._bulk[table.name]
+        conn.exec_driver_sql(sql, [tuple(map(row.get, names, defaults)) for row in rows])
 
     def _update_runs(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
         """Update many runs through the driver's executemany, one statement per set of
@@ -153,8 +156,7 @@ class RunStore:
                 {"time": now, "job": r.job, "run_id": r.id, "stage": "run",
                  "attempt": r.attempts or 1, "error_type": "Interrupted", "message": message,
                  "record_key": "", "traceback": ""} for r in rows])
-            conn.execute(insert(t.outbox), [
-                {"tab": tab, "key": "", "created_at": now} for tab in _INTERRUPT_TABS])
+            self.outbox.put([(tab, "") for tab in _INTERRUPT_TABS], conn)
         return [r.id for r in rows]
 
     def set_fire_times(self, times: dict[str, float], fence: Fence | None = None) -> None:
@@ -171,14 +173,13 @@ class RunStore:
             conn.execute(stmt, [{"job": j, "last_fire_time": v} for j, v in times.items()])
 
     def prune(self, older_than: float) -> int:
-        """Delete runs, attempts and errors older than ``older_than`` and delivered
-        outbox entries; returns the number of runs deleted."""
+        """Delete runs, attempts and errors older than ``older_than``; returns the
+        number of runs deleted."""
         with self.db.engine.begin() as conn:
             old_runs = select(t.runs.c.id).where(t.runs.c.started_at < older_than)
             conn.execute(delete(t.attempts).where(t.attempts.c.run_id.in_(old_runs)))
             n = conn.execute(delete(t.runs).where(t.runs.c.started_at < older_than)).rowcount
             conn.execute(delete(t.errors).where(t.errors.c.time < older_than))
-            conn.execute(delete(t.outbox).where(t.outbox.c.delivered_at < older_than))
             conn.execute(delete(t.task_deliveries)
                          .where(t.task_deliveries.c.last_at < older_than))
         return n or 0

@@ -118,16 +118,6 @@ job_state = Table(
     Column("updated_at", Float),
 )
 
-outbox = Table(
-    "outbox", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("tab", String(32), nullable=False),
-    Column("key", String(160), nullable=False, default=""),
-    Column("created_at", Float, nullable=False),
-    Column("delivered_at", Float),
-    Index("ix_outbox_pending", "delivered_at", "id"),
-)
-
 run_requests = Table(
     "run_requests", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
@@ -317,6 +307,7 @@ alert_events = Table(
 # claim and checked by every ack, nack, extend and dead-letter (fencing). ``unique_key``
 # is the item's key when it was put with ``dedupe=True`` (else NULL, which never
 # conflicts), so an idempotent put is one ``ON CONFLICT DO NOTHING`` on both dialects.
+# Run requests (queue ``run_requests``) and the sheet outbox (``sheet_outbox``) live here.
 
 #: ``queue_items.state`` values.
 LIVE, DEAD = "live", "dead"

@@ -19,6 +19,7 @@ from sqlalchemy import Connection, and_, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from sheetops.store import schema as t
+from sheetops.store.outbox import put_marks
 
 #: The outbox entry's ``tab`` for "job KEY has outcomes the sheet does not show yet".
 OUTBOX_TAB = "sheet_rows"
@@ -53,8 +54,7 @@ class RowOutcome:
 
 def mark_changed(conn: Connection, job: str) -> None:
     """Tell the status writer that ``job``'s tab has rows to write (an outbox entry)."""
-    conn.execute(t.outbox.insert().values(tab=OUTBOX_TAB, key=job[:160],
-                                          created_at=time.time()))
+    put_marks(conn, [(OUTBOX_TAB, job[:160])])
 
 
 def save_source(conn: Connection, source: RowSource) -> None:

@@ -3,7 +3,7 @@
 ``sqlite:///file.db`` by default, ``postgresql+psycopg://…`` for scale. Each concern has
 its own small store — :attr:`Store.runs` (runs, attempts, errors, job state),
 :attr:`Store.leases`, :attr:`Store.requests` (Run now, on the durable queue
-:attr:`Store.queues`), :attr:`Store.outbox`,
+:attr:`Store.queues`), :attr:`Store.outbox` (the sheet outbox, on the same queue),
 :attr:`Store.config` (problems, config events, gauges, extents, published jobs),
 :attr:`Store.alerts`, :attr:`Store.rollups`, :attr:`Store.task_deliveries` (the Celery
 tier's redelivery counts) — over one engine. The methods on
@@ -28,7 +28,8 @@ from sheetops.store.alerts import AlertStore
 from sheetops.store.config import ConfigStore
 from sheetops.store.db import Database, safe_url
 from sheetops.store.leases import Fence, LeaseStore
-from sheetops.store.outbox import OutboxStore
+from sheetops.store.outbox import QUEUE as OUTBOX_QUEUE
+from sheetops.store.outbox import OutboxPending, OutboxStore
 from sheetops.store.queue_sql import Queues
 from sheetops.store.requests import RunRequestStore
 from sheetops.store.rollups import RollupStore
@@ -53,11 +54,11 @@ class Store:
             migrations.migrate(self.db)
         else:
             migrations.check(self.db)
-        self.runs = RunStore(self.db)
+        self.outbox = OutboxStore(lambda: self.queues)
+        self.runs = RunStore(self.db, self.outbox)
         self.leases = LeaseStore(self.db)
         self.requests = RunRequestStore(self.db, lambda: self.queues)
-        self.outbox = OutboxStore(self.db)
-        self.config = ConfigStore(self.db)
+        self.config = ConfigStore(self.db, self.outbox)
         self.alerts = AlertStore(self.db)
         self.rollups = RollupStore(self.db)
         self.task_deliveries = TaskDeliveryStore(self.db, self.runs)
@@ -74,8 +75,11 @@ class Store:
 
     def queue_depths(self) -> dict[str, int]:
         """Items not yet done (ready, delayed or claimed) per durable queue that has any:
-        what the ``queue_depth:<queue>`` gauges, the Queues page and Prometheus show."""
-        return {name: d.waiting for name, d in self.queues.depths().items() if d.waiting}
+        what the ``queue_depth:<queue>`` gauges, the Queues page and Prometheus show. The
+        sheet outbox is left out: it has its own (:meth:`pending_outbox`, the
+        ``outbox_depth`` and ``outbox_age_s`` gauges)."""
+        return {name: d.waiting for name, d in self.queues.depths().items()
+                if d.waiting and name != OUTBOX_QUEUE}
 
     def dispose(self) -> None:
         if "queues" in self.__dict__:
@@ -146,18 +150,8 @@ class Store:
         self.requests.link_request(request_id, run_id)
 
     # -- outbox ------------------------------------------------------------------------
-    def mark_outbox_delivered(self, up_to_id: int | None = None,
-                              ids: Sequence[int] | None = None) -> None:
-        self.outbox.mark_outbox_delivered(up_to_id, ids)
-
-    def pending_outbox(self) -> tuple[int, set[str], int, float | None]:
-        return self.outbox.pending_outbox()
-
-    def prune_outbox(self, delivered_before: float) -> int:
-        return self.outbox.prune_outbox(delivered_before)
-
-    def pending_outbox_entries(self) -> list[tuple[int, str]]:
-        return self.outbox.pending_outbox_entries()
+    def pending_outbox(self) -> OutboxPending:
+        return self.outbox.pending()
 
     # -- config ------------------------------------------------------------------------
     def replace_problems(self, problems: Sequence[Problem]) -> bool:
