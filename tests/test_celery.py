@@ -345,3 +345,35 @@ def test_an_attempt_is_sent_only_when_the_broker_will_not_hand_it_to_a_second_wo
     rabbit = CeleryConfig("amqp://h//", consumer_timeout_s=1800)
     assert rabbit.task_problem(timeout_s=1000, eta_s=300) == ""
     assert "RabbitMQ consumer_timeout" in rabbit.task_problem(timeout_s=1800)
+
+
+def test_a_batch_a_stage_task_hands_on_is_claimable_at_once_by_any_worker(tmp_path):
+    """A stage task keeps nothing leased to itself: the batch it hands on waits on the
+    next stage's store queue for whichever worker comes first, not for a lease to run
+    out (the task's body on a SQLite store, so without services)."""
+    from celery_for_tests import cel_copy
+
+    from sheetops.context import AttemptRequest
+    from sheetops.pipelines import batch as batches
+    from sheetops.pipelines.celery import work_stage
+    from sheetops.store import ledger
+
+    store = Store(f"sqlite:///{tmp_path}/s.db")
+    first, second = cel_copy.queue_names("copy")
+    ledger.create_tables(store.engine)
+    with store.queues.transaction() as tx:
+        tx.put(first, [batches.encode(["1", "2"], [{"id": 1, "value": 1},
+                                                   {"id": 2, "value": 2}])],
+               keys=[batches.item_key(["1", "2"])])
+    told: list[int] = []
+    request = AttemptRequest("r1", "copy", "cel_copy", 1, {"input": str(tmp_path / "in")},
+                             60.0, store_url=store.url)
+    assert work_stage(cel_copy, store, 0, 1, request, lambda *a: told.append(a[1])) == 1
+    assert told == [1]  # the next stage's task was sent
+    another_worker = Store(store.url)
+    try:
+        [claim] = another_worker.queues.queue(second).claim(1, consumer="w2", lease_s=10)
+        assert [r["value"] for r in batches.decode_item(claim.payload)[1]] == [2, 4]
+    finally:
+        another_worker.dispose()
+        store.dispose()

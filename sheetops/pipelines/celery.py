@@ -14,6 +14,10 @@ wrapped: in the attempt task that runs the pipeline job it reads the source, wor
 stages with its own threads (so one worker alone finishes a pass) and waits for the
 queues to drain; beside that, one dispatcher per stage sends stage tasks while that
 stage's queue has claimable batches, so every worker on the stage's queue helps.
+Neither the pass nor a stage task hands batches on in-process (``hand_in_process=False``):
+a batch put already leased to one process could be claimed by no other worker (and a
+stage task, which ends after its claims, would leave its outputs leased to nobody until
+the lease ran out), so every batch goes on its queue claimable by any worker.
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ class CeleryPipelineRun(PipelineRun):
 
     def __init__(self, pipe: Pipeline, queues: Any, *, send: SendStage,
                  request: AttemptRequest, **options: Any) -> None:
-        super().__init__(pipe, queues, **options)
+        super().__init__(pipe, queues, hand_in_process=False, **options)
         self._send = send
         self._request = request
         self._dispatching: set[int] = set()
@@ -113,7 +117,7 @@ def work_stage(pipe: Pipeline, store: Any, index: int, generation: int,
     each time a batch was handed on. Returns the batches processed."""
     runner = PipelineRun(pipe, store.queues, job=request.job, run_id=request.run_id,
                          overrides=request.stages, run_context=RunContext(request),
-                         params=request.params)
+                         params=request.params, hand_in_process=False)
     rt = runner._runtime(index, generation)
     queue = store.queues.queue(rt.queue, max_deliveries=rt.settings.max_deliveries)
     done = 0

@@ -463,13 +463,18 @@ class _State:
 
 
 class PipelineRun:
-    """One run of a pipeline in this process: source and stage threads until drained."""
+    """One run of a pipeline in this process: source and stage threads until drained.
+
+    ``hand_in_process`` (the default) hands each batch to this process's next stage
+    already leased (:class:`_Handed`); a run whose stages other processes work too (the
+    Celery tier) passes ``False``, so every batch it puts is claimable by any of them."""
 
     def __init__(self, pipe: Pipeline, queues: Queues, *, job: str, run_id: str,
                  dry_run: bool = False, overrides: Mapping[str, Mapping[str, Any]] | None = None,
                  lease_grace_s: float | None = None, drain_only: bool = False,
                  run_context: Any = None, progress: Callable[[RunReport], None] | None = None,
-                 params: Mapping[str, Any] | None = None) -> None:
+                 params: Mapping[str, Any] | None = None, hand_in_process: bool = True
+                 ) -> None:
         pipe.check()
         self.pipe, self.queues, self.job, self.run_id = pipe, queues, job, run_id
         self.dry_run, self.drain_only, self.progress = dry_run, drain_only, progress
@@ -488,7 +493,8 @@ class PipelineRun:
             name: self._lease(settings) for name, settings in zip(self.names, self.settings,
                                                                   strict=True)},
             {name: DECODED_AHEAD + settings.concurrency
-             for name, settings in zip(self.names, self.settings, strict=True)})
+             for name, settings in zip(self.names, self.settings, strict=True)}
+        ) if hand_in_process else None
         self.run_context = run_context
         self.params = dict(params if params is not None
                            else getattr(run_context, "params", None) or {})
@@ -582,7 +588,7 @@ class PipelineRun:
         put = None
         with self.lock, self.queues.transaction() as tx:
             if items:
-                put = self.handed.put(tx, self.names[0], items, encoded)
+                put = _put(self.handed, tx, self.names[0], items, encoded)
             ledger.save_position(tx.connection, self.job, position, count, exhausted)
         if put is not None:
             self.handed.committed(put)
@@ -613,7 +619,8 @@ class PipelineRun:
         """A batch this process handed itself (its lease renewed if it waited long),
         else one claimed from the queue (put by another process, or whose lease
         expired)."""
-        ready = self.handed.ready[rt.queue]
+        ready = (self.handed.ready[rt.queue] if self.handed is not None
+                 else collections.deque[Claim]())
         while True:
             try:
                 claim = ready.popleft()
@@ -635,7 +642,7 @@ class PipelineRun:
     def _release_leftovers(self) -> None:
         """Give back the batches handed to stages of this run that no thread started,
         so the next run takes them at once instead of after their leases."""
-        left = self.handed.leftover()
+        left = self.handed.leftover() if self.handed is not None else []
         if not left:
             return
         try:
