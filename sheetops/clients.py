@@ -208,8 +208,9 @@ class ClientGroup:
         for thread in starting:
             thread.join()
         if not self.engines:
-            raise ClientsError("no client could start: " + "; ".join(
-                f"{name}: {why}" for name, why in self.failed.items()))
+            raise ClientsError("no client could start: " + "; ".join(  # in their order
+                f"{c.name}: {self.failed[c.name]}" for c in self.clients
+                if c.name in self.failed))
         self._retry = threading.Thread(target=self._retry_loop, name="sheetops-clients",
                                        daemon=True)
         self._retry.start()

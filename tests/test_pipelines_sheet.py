@@ -239,7 +239,7 @@ def test_google_down_keeps_the_outcomes_until_it_is_back(emulator_env, tmp_path:
     store = Store(f"sqlite:///{tmp_path / 'store.db'}")
     sheet_pipeline("outage", location).run(store.engine, lease_grace_s=0.3)
     sheet = GoogleSheet.open(location, attempts=2, retry_initial_s=0.01, retry_max_s=0.02)
-    writer = StatusWriter(store, sheet, lambda: Snapshot())
+    writer = StatusWriter(store, sheet, lambda: Snapshot(), retry_delay_s=0)
 
     emulator_env.faults.set(error_rate=1.0, codes=[503])
     assert not writer.flush()

@@ -109,7 +109,7 @@ def test_the_built_ins_are_found_by_alias():
 
 @pytest.mark.parametrize("load, message", [
     (lambda: executor_class("celery-ish"),
-     "unknown executor 'celery-ish'; available: local"),
+     "unknown executor 'celery-ish'; available: celery, local"),
     (lambda: plugins.load(plugins.SHEETS, "excel"),
      "unknown sheet backend 'excel'; available: google, workbook"),
     (lambda: plugins.load_channel("pager"),
@@ -129,7 +129,7 @@ def test_a_users_plugins_load_like_the_built_ins(user_plugins: Path):
     sheet = open_sheet("ops.sheetdir")
     assert type(sheet).__name__ == "FolderSheet" and isinstance(sheet, SheetBackend)
     assert isinstance(open_sheet(str(user_plugins / "ops.xlsx")), WorkbookSheet)
-    with pytest.raises(UnknownPluginError, match="available: bogus, broken, local"):
+    with pytest.raises(UnknownPluginError, match="available: bogus, broken, celery, local"):
         executor_class("nope")
     with pytest.raises(SheetopsError, match="'bogus' is not an Executor"):
         executor_class("bogus")

@@ -26,6 +26,7 @@ from sqlalchemy import Connection, func, select
 from sqlalchemy.exc import DBAPIError
 
 from sheetops.store import schema as t
+from sheetops.store.outbox import QUEUE as OUTBOX_QUEUE
 from sheetops.store.schema import CHECKPOINT_FINISHED, LIVE
 
 if TYPE_CHECKING:
@@ -111,7 +112,9 @@ class PipelineStats:
 
 def queue_stats(store: Store, names: Sequence[str] | None = None,
                 now: float | None = None) -> dict[str, QueueStats]:
-    """Every durable queue with an item (or only ``names``): two grouped queries."""
+    """Every durable queue with an item (or only ``names``): two grouped queries. The
+    sheet outbox is left out unless named: it has gauges of its own (``outbox_depth``,
+    ``outbox_age_s``) and its own place on the pages."""
     queues = store.queues
     now = queues.now() if now is None else now
     depths = queues.depths(names)
@@ -124,6 +127,8 @@ def queue_stats(store: Store, names: Sequence[str] | None = None,
         oldest = dict(conn.execute(query).all())
     out = {}
     for name, d in depths.items():
+        if names is None and name == OUTBOX_QUEUE:
+            continue
         first = oldest.get(name)
         out[name] = QueueStats(name, d.ready, d.delayed, d.claimed, d.dead,
                                None if first is None else max(0.0, now - float(first)))
