@@ -24,8 +24,7 @@ from _common import figure, quiet
 
 from sheetops.leader import Lease
 from sheetops.store import Batch, Store
-
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+from sheetops.testing.postgres import fresh_pg_database
 
 
 def _run(i: int, prefix: str) -> dict:
@@ -79,20 +78,10 @@ def stores() -> Iterator[tuple[str, Store]]:
     except OSError:
         print("PostgreSQL is not reachable at 127.0.0.1:5432: its figures are skipped")
         return
-    import sqlalchemy as sa
-
-    name = f"bench_fleet_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        store = Store(f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}")
+    with fresh_pg_database("bench_fleet") as url:
+        store = Store(url)
         yield "postgres", store
         store.dispose()
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
 
 
 def main() -> None:

@@ -18,7 +18,6 @@ import argparse
 import socket
 import tempfile
 import time
-import uuid
 from collections import deque
 from pathlib import Path
 
@@ -26,10 +25,10 @@ from _common import figure, quiet
 
 from sheetops.store import Store
 from sheetops.store.queue_sql import Queues
+from sheetops.testing.postgres import fresh_pg_database
 
 BATCH = 500
 BACKLOG_BATCHES = 10
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
 def payloads(start: int) -> list[dict]:
@@ -88,18 +87,8 @@ def on_postgres(n: int) -> tuple[float, float, float] | None:
     if not postgres_reachable():
         print("PostgreSQL is not reachable at 127.0.0.1:5432: its figures are skipped")
         return None
-    import sqlalchemy as sa
-
-    name = f"sheetops_bench_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        return durable(f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}", n)
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
+    with fresh_pg_database("sheetops_bench") as url:
+        return durable(url, n)
 
 
 def main() -> None:

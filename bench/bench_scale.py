@@ -28,27 +28,17 @@ from pathlib import Path
 
 from _common import figure, quiet
 
+from sheetops.testing.postgres import fresh_pg_database
+
 BENCH = Path(__file__).resolve().parent
 SHEETOPS = str(Path(sys.executable).with_name("sheetops"))
 CELERY = str(Path(sys.executable).with_name("celery"))
 BROKER = "redis://127.0.0.1:6379/14"
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
-@contextlib.contextmanager
 def pg_database():
-    import sqlalchemy as sa
-
-    name = f"bench_scale_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
+    """A throwaway PostgreSQL database for this run, as a store URL."""
+    return fresh_pg_database("bench_scale")
 
 
 class Workers:

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import sys
@@ -27,6 +26,7 @@ from typing import Any, TypeVar
 import pytest
 
 from sheetops.settings import get_settings
+from sheetops.testing.postgres import PG_ADMIN, fresh_pg_database  # noqa: F401  (tests import them from here)
 
 T = TypeVar("T")
 TESTS_DIR = Path(__file__).resolve().parent
@@ -80,28 +80,6 @@ def require_service(name: str, host: str, port: int, timeout: float = 1.0) -> No
         pytest.fail(f"{reason}; SHEETOPS_REQUIRE_SERVICES=1 requires it", pytrace=False)
     pytest.skip(reason)
 
-
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-
-
-@contextlib.contextmanager
-def fresh_pg_database(prefix: str, user: str = "postgres") -> Iterator[str]:
-    """A PostgreSQL database of its own for one test, as a store URL (``user`` may carry
-    a password: the server trusts loopback); dropped afterwards."""
-    import uuid
-
-    import sqlalchemy as sa
-
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://{user}@127.0.0.1:5432/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
 
 
 #: The store backends a test marked ``each_store_backend`` runs on.
