@@ -21,7 +21,7 @@ from sheetops import tabs
 from sheetops.alerts import AlertEvaluator
 from sheetops.config.model import Problem, Snapshot
 from sheetops.config.parse import parse_config
-from sheetops.errors import SheetError
+from sheetops.errors import SheetError, StoreUnavailable
 from sheetops.executors.base import executor_class
 from sheetops.hooks import Hooks, RunHook
 from sheetops.leader import Lease
@@ -259,7 +259,10 @@ class Engine:
         except Exception as exc:
             failure = f"{type(exc).__name__}: {exc}"
             if self._loop_failures.get(part) != failure:
-                log.exception("%s failed; the rest of the loop goes on", part)
+                if isinstance(exc, StoreUnavailable):  # one line: expected, and retried
+                    log.warning("%s failed: %s; the rest of the loop goes on", part, exc)
+                else:
+                    log.exception("%s failed; the rest of the loop goes on", part)
             self._loop_failures[part] = failure
             return None
         self._loop_failures.pop(part, None)
@@ -272,6 +275,10 @@ class Engine:
             self.store.set_fire_times(times, self.lease.fence)
         except Fenced:
             self._step_down("a fire")
+            return False
+        except StoreUnavailable as exc:
+            log.warning("a fire of %s was not recorded, so it does not run: %s",
+                        ", ".join(sorted(times)), exc)
             return False
         return True
 
@@ -322,6 +329,8 @@ class Engine:
                 self.store.rollups.refresh()
             except Fenced:
                 self._step_down("recording runs")
+            except StoreUnavailable as exc:
+                log.warning("status loop: %s; continuing", exc)
             except Exception:
                 log.exception("status loop error; continuing")
 

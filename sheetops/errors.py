@@ -32,6 +32,11 @@ class StoreError(SheetopsError):
     """The store cannot be opened or is of an unknown kind."""
 
 
+class StoreUnavailable(StoreError):
+    """The store ended this process's connection mid-write (a server restart, or a
+    session ended while this process was paused): nothing was written; try again."""
+
+
 class UnknownAutomation(SheetopsError):
     """The sheet names an automation nobody registered."""
 

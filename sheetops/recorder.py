@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from sheetops.errors import StoreUnavailable
 from sheetops.events import (
     AttemptFinished,
     FireTimes,
@@ -190,6 +191,12 @@ class Recorder:
             try:
                 self.store.record(batch)
             except Fenced:  # the engine steps down and says so, once
+                with self._lock:
+                    self._put_back(batch)
+                raise
+            except StoreUnavailable as exc:
+                log.warning("could not record %d runs in the store: %s; will retry",
+                            len(batch.new_runs) + len(batch.run_updates), exc)
                 with self._lock:
                     self._put_back(batch)
                 raise

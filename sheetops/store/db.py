@@ -8,18 +8,20 @@ PostgreSQL gets ``pool_pre_ping``. :class:`Database` is what every focused store
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.pool import NullPool
 
-from sheetops.errors import StoreError
+from sheetops.errors import StoreError, StoreUnavailable
 
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
@@ -101,6 +103,20 @@ def sqlite_setup(read_only: bool) -> Any:
                 deterministic=True)
         cursor.close()
     return setup
+
+
+@contextlib.contextmanager
+def connection_lost_as_unavailable() -> Iterator[None]:
+    """Raise a lost connection inside the block as :class:`StoreUnavailable` (one line
+    for the log, a retry for the caller) rather than as the driver's error."""
+    try:
+        yield
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+        raise StoreUnavailable(f"the store ended the connection mid-write ("
+                               f"{type(exc.orig).__name__}: {str(exc.orig).strip()}); "
+                               "nothing was written") from None
 
 
 def make_engine(url: str) -> Engine:

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, Table, delete, func, select, update
 
 from sheetops.store import schema as t
-from sheetops.store.db import Database
+from sheetops.store.db import Database, connection_lost_as_unavailable
 from sheetops.store.leases import Fence, check_fence
 from sheetops.store.outbox import Mark, OutboxStore
 from sheetops.store.schema import UNFINISHED, RunStatus
@@ -69,7 +69,7 @@ class RunStore:
         writing nothing, when the batch's fence is stale."""
         if not batch:
             return
-        with self.db.engine.begin() as conn:
+        with connection_lost_as_unavailable(), self.db.engine.begin() as conn:
             check_fence(conn, batch.fence)
             self.write(conn, batch)
 
@@ -168,7 +168,7 @@ class RunStore:
         stmt = self.db.insert(t.job_state)
         stmt = stmt.on_conflict_do_update(index_elements=["job"], set_={
             "last_fire_time": stmt.excluded.last_fire_time})
-        with self.db.engine.begin() as conn:
+        with connection_lost_as_unavailable(), self.db.engine.begin() as conn:
             check_fence(conn, fence)
             conn.execute(stmt, [{"job": j, "last_fire_time": v} for j, v in times.items()])
 
