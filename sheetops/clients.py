@@ -17,7 +17,9 @@ never clash and one client's runs never show in another's tabs:
 
 :class:`ClientGroup` starts every client's engine; a client whose sheet cannot be read
 (a corrupted workbook, Google down) or whose store cannot be opened is reported and
-retried in the background, and never stops another client's jobs.
+retried in the background, and never stops another client's jobs. Everything done for
+a client runs in its :func:`~sheetops.client_context.serving` context, so its log lines,
+metrics and threads name it.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sheetops.client_context import serving
 from sheetops.errors import SheetopsError
 from sheetops.settings import Settings
 from sheetops.store.db import in_schema
@@ -216,6 +219,10 @@ class ClientGroup:
         self._retry.start()
 
     def _try_start(self, client: Client) -> bool:
+        with serving(client.name):  # what it builds and starts names the client
+            return self._start(client)
+
+    def _start(self, client: Client) -> bool:
         engine = None
         try:
             engine = self.build(client)
@@ -249,11 +256,17 @@ class ClientGroup:
         sheet), so one slow client does not hold up the others' shutdown."""
         with self._lock:
             self._stop.set()
-            engines = list(self.engines.values())
-        threads = [threading.Thread(target=e.stop, name="sheetops-stop") for e in engines]
+            engines = list(self.engines.items())
+        threads = [threading.Thread(target=self._stop_one, args=(name, engine),
+                                    name=f"sheetops-stop-{name}") for name, engine in engines]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
         if self._retry is not None:  # a client starting now stops itself when done
             self._retry.join(60)
+
+    @staticmethod
+    def _stop_one(name: str, engine: Engine) -> None:
+        with serving(name):
+            engine.stop()

@@ -11,6 +11,7 @@ import time
 from datetime import datetime
 from typing import TYPE_CHECKING, TextIO
 
+from sheetops.client_context import carry
 from sheetops.context import AttemptResult
 from sheetops.hooks import RunHook, RunInfo, RunOutcome
 from sheetops.registry import registry
@@ -84,7 +85,7 @@ class StageProgress(RunHook):
         if names is None or run.dry_run:
             return
         stop = threading.Event()
-        thread = threading.Thread(target=self._watch, args=(run.job, list(names()), stop),
+        thread = threading.Thread(target=carry(self._watch), args=(run.job, list(names()), stop),
                                   name=f"progress-{run.job}", daemon=True)
         with self._lock:
             self._watching[run.run_id] = (stop, thread)
