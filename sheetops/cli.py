@@ -276,7 +276,17 @@ def _engine(settings: Settings, backend, workers: int, progress: bool,
     return Engine(backend, store,
                   EngineOptions(executor=settings.executor,
                                 workers=workers or settings.workers,
-                                lease_ttl_s=settings.lease_ttl_s, client=client), hooks)
+                                lease_ttl_s=settings.lease_ttl_s,
+                                client=client or _client_name(settings, backend.location)),
+                  hooks)
+
+
+def _client_name(settings: Settings, location: str) -> str:
+    """The client a sheet run on its own belongs to (SHEETOPS_CLIENTS), else ""."""
+    from sheetops.clients import client_of
+
+    found = client_of(settings, location)
+    return found.name if found is not None else ""
 
 
 def _client_metrics_hook(client: str):

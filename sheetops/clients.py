@@ -164,20 +164,29 @@ def from_settings(settings: Settings) -> list[Client]:
     return resolve(read_clients_file(settings.clients), settings) if settings.clients else []
 
 
-def store_url_of(settings: Settings, sheet: str | None) -> str:
-    """The store ``run`` uses for ``sheet``: its client's (``SHEETOPS_CLIENTS``) when a
-    client has it, so ``run-job``, ``migrate`` and the dashboard find the same runs;
-    else SHEETOPS_STORE_URL or the file beside the workbook."""
+def client_of(settings: Settings, sheet: str | None) -> Client | None:
+    """The client of ``SHEETOPS_CLIENTS`` whose sheet ``sheet`` is (default
+    SHEETOPS_SHEET), or ``None``: so a ``run-job`` or a one-sheet ``run`` of a client's
+    sheet uses that client's store and rate limits, as the multi-client run does."""
     def same(a: str, b: str) -> bool:
         if a.lower().endswith(".xlsx") and b.lower().endswith(".xlsx"):
             return Path(a).resolve() == Path(b).resolve()
         return a.strip() == b.strip()
 
     target = sheet or settings.sheet
-    if settings.clients and target:
-        found = next((c for c in from_settings(settings) if same(c.sheet, target)), None)
-        if found is not None:
-            return found.store_url
+    if not (settings.clients and target):
+        return None
+    return next((c for c in from_settings(settings) if same(c.sheet, target)), None)
+
+
+def store_url_of(settings: Settings, sheet: str | None) -> str:
+    """The store ``run`` uses for ``sheet``: its client's (``SHEETOPS_CLIENTS``) when a
+    client has it, so ``run-job``, ``migrate`` and the dashboard find the same runs;
+    else SHEETOPS_STORE_URL or the file beside the workbook."""
+    found = client_of(settings, sheet)
+    if found is not None:
+        return found.store_url
+    target = sheet or settings.sheet
     if PLACEHOLDER in settings.store_url:
         raise ClientsError(f"SHEETOPS_STORE_URL has {PLACEHOLDER} in it, but "
                            f"{target or 'this sheet'} is no client's sheet: name it "
