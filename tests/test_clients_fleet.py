@@ -121,6 +121,9 @@ def test_every_log_line_of_a_two_client_run_names_its_client(tmp_path, test_auto
         jobs = [{**probe("sync", "every 1s", succeed_on=9), "max_attempts": "2",
                  "backoff_initial_s": "0.1"},
                 probe(f"{name}-tick"),
+                {"job": "leaky", "automation": "t_leak", "schedule": "every 2s",
+                 "enabled": "TRUE", "params": json.dumps({"token": f"tok-{name}-0123"}),
+                 "max_attempts": "1"},  # logs from inside its worker process
                 {"job": "broken", "automation": "no_such_automation",
                  "schedule": "every 1s", "enabled": "TRUE"}]
         workbook = client_workbook(tmp_path, name, *jobs)
@@ -132,7 +135,8 @@ def test_every_log_line_of_a_two_client_run_names_its_client(tmp_path, test_auto
                          "webhook:ops", "TRUE"]])
         sheets[name] = workbook
     proc = subprocess.Popen(
-        [SHEETOPS, "run", "--workers", "1", "--sheet", f"acme={sheets['acme'].path}",
+        [SHEETOPS, "run", "--workers", "1", "--progress",
+         "--sheet", f"acme={sheets['acme'].path}",
          "--sheet", f"globex={sheets['globex'].path}"], cwd=tmp_path, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         env=env(SHEETOPS_WEBHOOK_OPS=webhook, SHEETOPS_LOG_LEVEL="INFO"))
@@ -176,7 +180,10 @@ def test_every_log_line_of_a_two_client_run_names_its_client(tmp_path, test_auto
         assert named(client, r"config problem: .*no_such_automation")  # a config problem
         assert named(client, r"alert sync_failing fired")  # an alert
         assert named(client, r"alert sync_failing: could not deliver")
+        assert named(client, r"sheetops\.automation\.t_leak: server echoed")
     assert named("acme", r"could not read the config sheet")
+    for client in ("acme", "globex"):  # --progress lines too say whose run it was
+        assert re.search(rf"^\d\d:\d\d:\d\d {client}: ✓ {client}-tick", out, re.M), out
     assert named("acme", r"status write to .* failed")
 
 
