@@ -21,6 +21,7 @@ from pathlib import Path
 import requests
 from automations_for_tests import read_attempts
 from prometheus_client.parser import text_string_to_metric_families
+from test_celery import _jobs, tier, with_services
 from test_clients import SHEETOPS, client_workbook, env, probe, store_beside, wait_for
 from test_fleet_rate_limit import _most_over_budget
 
@@ -280,4 +281,68 @@ def test_a_stage_rate_limit_holds_across_three_processes_through_redis(tmp_path,
     # ... and the budget was used: after the first window, records came at the rate
     rate_seen = (len(times) - amount) / (times[-1] - times[0])
     assert rate_seen >= 0.9 * amount / window, f"{rate_seen:.2f} records/s"
+
+
+
+def test_an_attempt_carries_its_client_to_workers_and_one_sheets_message_is_unchanged():
+    from sheetops.context import AttemptRequest, RunContext
+    from sheetops.ratelimit import RateLimitSpec, limit_key
+
+    limit = RateLimitSpec("api", "10/second")
+    plain = AttemptRequest("r1", "sync", "t_probe", 1, {}, 60.0, rate_limit=limit)
+    data = json.loads(plain.to_json())
+    assert "client" not in data and "namespace" not in data["rate_limit"]
+    ours = AttemptRequest.from_json(
+        AttemptRequest("r2", "sync", "t_probe", 1, {}, 60.0, rate_limit=limit,
+                       client="acme").to_json())
+    assert ours.client == "acme"
+    asked = []
+    RunContext(ours, throttle=lambda spec, job: asked.append(spec) or 0.0).throttle()
+    assert [s.namespace for s in asked] == ["acme"]  # the worker asks in acme's keys
+    assert limit_key("api", "acme") == ("sheetops", "client", "acme", "api")
+    assert limit_key("api") == ("sheetops", "api")  # one sheet: the keys it always had
+
+
+@with_services
+def test_a_stage_rate_limit_holds_across_celery_workers(services, tmp_path, workbook):
+    from celery_for_tests import LIMITED_RATE
+    from sqlalchemy import text
+
+    services.redis()
+    amount, window, n = 20, 4.0, 60
+    assert f"{amount}/{window:g} seconds" == LIMITED_RATE
+    source = tmp_path / "input.jsonl"
+    source.write_text("".join(json.dumps({"id": i}) + "\n" for i in range(n)))
+    _jobs(workbook, {"job": "limited", "automation": "cel_limited", "schedule": "manual",
+                     "enabled": "TRUE", "timeout_s": "60", "max_attempts": "1",
+                     "params": json.dumps({"input": str(source)})})
+    with tier(services, "redis", tmp_path, workbook) as t1:
+        t1.env["SHEETOPS_BROKER_VISIBILITY_TIMEOUT_S"] = "80"  # > the pass's timeout_s
+        # a fresh Redis database for the windows: the stage's key is the same each run
+        t1.env["SHEETOPS_RATE_LIMIT_STORAGE"] = REDIS_URL.rsplit("/", 1)[0] + "/11"
+        _flush_redis(t1.env["SHEETOPS_RATE_LIMIT_STORAGE"])
+        t1.worker("w1", concurrency=2)
+        t1.worker("w2", concurrency=2)
+        t1.scheduler()
+        t1.store.request_run("limited", "ops")
+        [run] = wait_for(lambda: t1.finished("limited", 1), 120, "the pipeline's run")
+        with t1.store.engine.connect() as conn:
+            rows = conn.execute(text("SELECT key, at, pid FROM cel_limited_at")).all()
+    assert run["status"] == "ok", run["error_message"]
+    assert sorted(int(k) for k, _, _ in rows) == list(range(n))  # each once
+    assert len({pid for _, _, pid in rows}) >= 2  # batches went through several processes
+    times = sorted(at for _, at, _ in rows)
+    busiest = max(sum(t0 <= t < t0 + 0.95 * window for t in times) for t0 in times)
+    assert busiest <= amount, busiest  # the stage's limit held across the workers
+    assert times[-1] - times[0] >= (n / amount - 1) * window * 0.95
+
+
+def _flush_redis(url: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
 
