@@ -249,7 +249,9 @@ class RunContext:
         known_secrets.update(self.secrets)
         self.log = _MaskingAdapter(
             logger or logging.getLogger(f"sheetops.automation.{request.automation}"),
-            {"job": request.job, "run_id": request.run_id, "attempt": request.attempt},
+            {"job": request.job, "run_id": request.run_id, "attempt": request.attempt,
+             # on a Celery worker, the one place that knows whose run this is
+             **({"client": request.client} if request.client else {})},
             self.secrets)
         self._throttle = throttle
         self.record_failures: list[RecordFailure] = []

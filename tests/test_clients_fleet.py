@@ -284,7 +284,8 @@ def test_a_stage_rate_limit_holds_across_three_processes_through_redis(tmp_path,
 
 
 
-def test_an_attempt_carries_its_client_to_workers_and_one_sheets_message_is_unchanged():
+def test_an_attempt_carries_its_client_to_workers_and_one_sheets_message_is_unchanged(
+        caplog):
     from sheetops.context import AttemptRequest, RunContext
     from sheetops.ratelimit import RateLimitSpec, limit_key
 
@@ -299,6 +300,9 @@ def test_an_attempt_carries_its_client_to_workers_and_one_sheets_message_is_unch
     asked = []
     RunContext(ours, throttle=lambda spec, job: asked.append(spec) or 0.0).throttle()
     assert [s.namespace for s in asked] == ["acme"]  # the worker asks in acme's keys
+    with caplog.at_level("INFO"):  # what the automation logs there names the client
+        RunContext(ours).log.info("hello")
+    assert [r.client for r in caplog.records if r.getMessage() == "hello"] == ["acme"]
     assert limit_key("api", "acme") == ("sheetops", "client", "acme", "api")
     assert limit_key("api") == ("sheetops", "api")  # one sheet: the keys it always had
 
