@@ -3,7 +3,8 @@ name their client, rate limits kept apart per client but shared by every process
 one client, and pipeline stage limits shared fleet-wide through Redis.
 
 Everything through real processes: ``sheetops run`` / ``run-job`` subprocesses on real
-workbooks, /metrics scraped over HTTP, the real Redis on the machine.
+workbooks, /metrics scraped over HTTP, the real Redis on the machine, and two ``sheetops
+worker`` processes on a PostgreSQL store for the Celery tier's stage limit.
 """
 
 from __future__ import annotations
