@@ -212,18 +212,25 @@ def _client_group(settings: Settings, clients, workers: int, progress: bool):
     """One engine per client, each over its own sheet, store and worker pool."""
     from sheetops.clients import ClientGroup
 
-    if settings.metrics_port > 0:
-        log.warning("SHEETOPS_METRICS_PORT: /metrics serves one store, so it is off when "
-                    "one run serves several clients; run one sheetops per client to "
-                    "scrape each")
-
     def build(client):
         backend = _open(client.sheet)
         getattr(backend, "check_writable", lambda: None)()
         return _engine(settings, backend, workers or settings.workers or 2, progress,
                        store_url=client.store_url, client=client.name)
 
-    return ClientGroup(clients, build)
+    group = ClientGroup(clients, build)
+    if settings.metrics_port > 0:
+        _serve_clients_metrics(settings, group)
+    return group
+
+
+def _serve_clients_metrics(settings: Settings, group) -> None:
+    """One /metrics for every client of ``group``, each series labelled ``client``."""
+    from sheetops.metrics import CLIENTS_REGISTRY, ClientsCollector
+
+    CLIENTS_REGISTRY.register(ClientsCollector(
+        lambda: {name: engine.store for name, engine in dict(group.engines).items()}))
+    _start_metrics(settings, CLIENTS_REGISTRY)
 
 
 def _run_clients(group, for_seconds: float | None) -> None:
@@ -252,36 +259,60 @@ def _run_clients(group, for_seconds: float | None) -> None:
 def _engine(settings: Settings, backend, workers: int, progress: bool,
             store_url: str | None = None, client: str = "", stages: bool | None = None):
     """The engine over ``backend``; a ``client``'s (one of several in this run) has its
-    own store, names itself in its log lines and serves no /metrics. ``progress`` prints
-    finished runs, ``stages`` (default: as ``progress``) each running pipeline's stages."""
+    own store and counts its runs under its name on the shared /metrics (served by
+    :func:`_serve_clients_metrics`). ``progress`` prints finished runs, ``stages``
+    (default: as ``progress``) each running pipeline's stages."""
     from sheetops.engine import Engine, EngineOptions
     from sheetops.logs import LoggingHook
     from sheetops.progress import ConsoleProgress, StageProgress
 
     store = _open_store(store_url) if store_url else _store(settings, backend.location)
-    hooks = [LoggingHook(client=client), *([ConsoleProgress()] if progress else [])]
+    hooks = [LoggingHook(), *([ConsoleProgress()] if progress else [])]
     if progress if stages is None else stages:
         hooks.append(StageProgress(store))
-    if not client and settings.metrics_port > 0:
-        hooks.append(_metrics_hook(settings, store))
+    if settings.metrics_port > 0:
+        hooks.append(_client_metrics_hook(client) if client else
+                     _metrics_hook(settings, store))
     return Engine(backend, store,
                   EngineOptions(executor=settings.executor,
                                 workers=workers or settings.workers,
-                                lease_ttl_s=settings.lease_ttl_s), hooks)
+                                lease_ttl_s=settings.lease_ttl_s,
+                                client=client or _client_name(settings, backend.location)),
+                  hooks)
+
+
+def _client_name(settings: Settings, location: str) -> str:
+    """The client a sheet run on its own belongs to (SHEETOPS_CLIENTS), else ""."""
+    from sheetops.clients import client_of
+
+    found = client_of(settings, location)
+    return found.name if found is not None else ""
+
+
+def _client_metrics_hook(client: str):
+    from sheetops.metrics import CLIENT_METRICS, MetricsHook
+
+    return MetricsHook(metrics=CLIENT_METRICS, client=client)
 
 
 def _metrics_hook(settings: Settings, store):
     """Count runs for Prometheus and serve /metrics on SHEETOPS_METRICS_HOST:PORT; a port
     already in use (say, a scheduler running beside run-job) is a warning, not an error."""
-    from sheetops.metrics import MetricsHook, start_metrics_server
+    from sheetops.metrics import MetricsHook
 
     hook = MetricsHook(store)
+    _start_metrics(settings)
+    return hook
+
+
+def _start_metrics(settings: Settings, registry=None) -> None:
+    from sheetops.metrics import start_metrics_server
+
     try:
-        start_metrics_server(settings.metrics_port, host=settings.metrics_host)
+        start_metrics_server(settings.metrics_port, registry, host=settings.metrics_host)
     except OSError as exc:
         log.warning("metrics: cannot serve on %s:%d (%s); running without the endpoint",
                     settings.metrics_host, settings.metrics_port, exc.strerror or exc)
-    return hook
 
 
 def _run_engine(engine, for_seconds: float | None, run_all_now: bool = False) -> None:

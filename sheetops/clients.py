@@ -17,7 +17,9 @@ never clash and one client's runs never show in another's tabs:
 
 :class:`ClientGroup` starts every client's engine; a client whose sheet cannot be read
 (a corrupted workbook, Google down) or whose store cannot be opened is reported and
-retried in the background, and never stops another client's jobs.
+retried in the background, and never stops another client's jobs. Everything done for
+a client runs in its :func:`~sheetops.client_context.serving` context, so its log lines,
+metrics and threads name it.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sheetops.client_context import serving
 from sheetops.errors import SheetopsError
 from sheetops.settings import Settings
 from sheetops.store.db import in_schema
@@ -161,20 +164,29 @@ def from_settings(settings: Settings) -> list[Client]:
     return resolve(read_clients_file(settings.clients), settings) if settings.clients else []
 
 
-def store_url_of(settings: Settings, sheet: str | None) -> str:
-    """The store ``run`` uses for ``sheet``: its client's (``SHEETOPS_CLIENTS``) when a
-    client has it, so ``run-job``, ``migrate`` and the dashboard find the same runs;
-    else SHEETOPS_STORE_URL or the file beside the workbook."""
+def client_of(settings: Settings, sheet: str | None) -> Client | None:
+    """The client of ``SHEETOPS_CLIENTS`` whose sheet ``sheet`` is (default
+    SHEETOPS_SHEET), or ``None``: so a ``run-job`` or a one-sheet ``run`` of a client's
+    sheet uses that client's store and rate limits, as the multi-client run does."""
     def same(a: str, b: str) -> bool:
         if a.lower().endswith(".xlsx") and b.lower().endswith(".xlsx"):
             return Path(a).resolve() == Path(b).resolve()
         return a.strip() == b.strip()
 
     target = sheet or settings.sheet
-    if settings.clients and target:
-        found = next((c for c in from_settings(settings) if same(c.sheet, target)), None)
-        if found is not None:
-            return found.store_url
+    if not (settings.clients and target):
+        return None
+    return next((c for c in from_settings(settings) if same(c.sheet, target)), None)
+
+
+def store_url_of(settings: Settings, sheet: str | None) -> str:
+    """The store ``run`` uses for ``sheet``: its client's (``SHEETOPS_CLIENTS``) when a
+    client has it, so ``run-job``, ``migrate`` and the dashboard find the same runs;
+    else SHEETOPS_STORE_URL or the file beside the workbook."""
+    found = client_of(settings, sheet)
+    if found is not None:
+        return found.store_url
+    target = sheet or settings.sheet
     if PLACEHOLDER in settings.store_url:
         raise ClientsError(f"SHEETOPS_STORE_URL has {PLACEHOLDER} in it, but "
                            f"{target or 'this sheet'} is no client's sheet: name it "
@@ -216,6 +228,10 @@ class ClientGroup:
         self._retry.start()
 
     def _try_start(self, client: Client) -> bool:
+        with serving(client.name):  # what it builds and starts names the client
+            return self._start(client)
+
+    def _start(self, client: Client) -> bool:
         engine = None
         try:
             engine = self.build(client)
@@ -249,11 +265,17 @@ class ClientGroup:
         sheet), so one slow client does not hold up the others' shutdown."""
         with self._lock:
             self._stop.set()
-            engines = list(self.engines.values())
-        threads = [threading.Thread(target=e.stop, name="sheetops-stop") for e in engines]
+            engines = list(self.engines.items())
+        threads = [threading.Thread(target=self._stop_one, args=(name, engine),
+                                    name=f"sheetops-stop-{name}") for name, engine in engines]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
         if self._retry is not None:  # a client starting now stops itself when done
             self._retry.join(60)
+
+    @staticmethod
+    def _stop_one(name: str, engine: Engine) -> None:
+        with serving(name):
+            engine.stop()

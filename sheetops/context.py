@@ -10,7 +10,7 @@ import os
 import traceback
 import urllib.parse
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from sheetops import templates
@@ -52,6 +52,9 @@ class AttemptRequest:
     store_url: str = ""
     #: a pipeline job's stage settings from the Stages tab: stage → {setting: value}
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: the client whose job this is when one process serves several ("" for one
+    #: sheet): its rate limits and stage limits are kept apart from other clients'
+    client: str = ""
 
     def to_json(self) -> str:
         """This request as JSON, with no secret in it (:mod:`sheetops.wire`)."""
@@ -246,7 +249,9 @@ class RunContext:
         known_secrets.update(self.secrets)
         self.log = _MaskingAdapter(
             logger or logging.getLogger(f"sheetops.automation.{request.automation}"),
-            {"job": request.job, "run_id": request.run_id, "attempt": request.attempt},
+            {"job": request.job, "run_id": request.run_id, "attempt": request.attempt,
+             # on a Celery worker, the one place that knows whose run this is
+             **({"client": request.client} if request.client else {})},
             self.secrets)
         self._throttle = throttle
         self.record_failures: list[RecordFailure] = []
@@ -273,7 +278,8 @@ class RunContext:
         """Wait until the row's rate limit allows one more call; return seconds waited."""
         if self.request.rate_limit is None or self._throttle is None:
             return 0.0
-        return self._throttle(self.request.rate_limit, self.job)
+        return self._throttle(replace(self.request.rate_limit, namespace=self.request.client),
+                              self.job)
 
     def secret(self, name: str) -> str:
         value = resolve_secrets(SECRET_PREFIX + name)

@@ -19,6 +19,7 @@ from typing import TypeVar
 
 from sheetops import tabs
 from sheetops.alerts import AlertEvaluator
+from sheetops.client_context import carry
 from sheetops.config.model import Problem, Snapshot
 from sheetops.config.parse import parse_config
 from sheetops.errors import SheetError, StoreUnavailable
@@ -74,6 +75,9 @@ class EngineOptions:
     #: for ``lease_for`` this, and a scheduler that dies with it claimed leaves it to the
     #: next leader once that lease runs out.
     run_request_timeout_s: float = SUBMIT_TIMEOUT_S
+    #: the client's name when one process serves several (sheetops.clients): its rate
+    #: limits are its own, not shared with another client's row of the same name
+    client: str = ""
 
 
 #: Test-only: a file path; after claiming Run now requests the engine writes their ids
@@ -92,7 +96,8 @@ class Engine:
         self.options = options or EngineOptions()
         self.hooks = Hooks(hooks)
         factory = functools.partial(executor_class(self.options.executor))
-        self.runner = Runner(store, factory, self.hooks, workers=self.options.workers)
+        self.runner = Runner(store, factory, self.hooks, workers=self.options.workers,
+                             client=self.options.client)
         last_fire = {job: s["last_fire_time"] for job, s in store.job_states().items()
                      if s.get("last_fire_time") is not None}
         self.lease = Lease(store, ttl_s=self.options.lease_ttl_s)
@@ -181,7 +186,7 @@ class Engine:
                         "takes over if it stops", self.lease.current_holder())
         for target, name in ((self._control_loop, "sheetops-control"),
                              (self._status_loop, "sheetops-status")):
-            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread = threading.Thread(target=carry(target), name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
 

@@ -9,8 +9,14 @@ work done by other processes.
 
 Everything lives on a dedicated :class:`~prometheus_client.CollectorRegistry`
 (:data:`REGISTRY`), never on prometheus-client's global one. Sheet backends count their
-API calls with ``SHEET_REQUESTS.labels("read").inc()`` (kinds: ``read``, ``write``,
-``retry``).
+API calls with :func:`count_sheet_request` (kinds: ``read``, ``write``, ``retry``).
+
+One process serving several clients serves them all from one endpoint and one registry
+of its own (:data:`CLIENTS_REGISTRY`): every series there has a ``client`` label first
+(``sheetops_runs_total{client="acme",job="sync",status="ok"}``), the run counters come
+from each client's :class:`MetricsHook`, the store gauges from one
+:class:`ClientsCollector` over every running client's store. A single sheet's output is
+unchanged: no ``client`` label at all.
 
 Metric names (all prefixed ``sheetops_``) are listed in docs/monitoring.md.
 """
@@ -19,13 +25,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from sheetops import client_context
 from sheetops.context import AttemptResult
 from sheetops.events import attempt_status
 from sheetops.hooks import RunHook, RunInfo, RunOutcome
@@ -40,50 +47,70 @@ DURATION_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 
 
 class Metrics:
-    """The counters and histogram of one registry."""
+    """The counters and histogram of one registry; ``by_client``: each with a
+    ``client`` label before its others (one process serving several clients)."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, by_client: bool = False) -> None:
         self.registry = registry
-        r = registry
+        self.by_client = by_client
+        r, c = registry, ["client"] if by_client else []
         self.runs = Counter("sheetops_runs", "Finished runs by job and status "
-                            "(ok, failed, timeout).", ["job", "status"], registry=r)
+                            "(ok, failed, timeout).", [*c, "job", "status"], registry=r)
         self.attempts = Counter("sheetops_attempts", "Finished attempts by job and status.",
-                                ["job", "status"], registry=r)
+                                [*c, "job", "status"], registry=r)
         self.duration = Histogram("sheetops_run_duration_seconds",
                                   "Duration of finished runs, all attempts included.",
-                                  ["job"], buckets=DURATION_BUCKETS, registry=r)
-        self.records_in = Counter("sheetops_records_in", "Records read by runs.", ["job"],
-                                  registry=r)
+                                  [*c, "job"], buckets=DURATION_BUCKETS, registry=r)
+        self.records_in = Counter("sheetops_records_in", "Records read by runs.",
+                                  [*c, "job"], registry=r)
         self.records_out = Counter("sheetops_records_out", "Records written by runs.",
-                                   ["job"], registry=r)
+                                   [*c, "job"], registry=r)
         self.records_failed = Counter("sheetops_records_failed",
-                                      "Records runs could not process.", ["job"], registry=r)
+                                      "Records runs could not process.", [*c, "job"],
+                                      registry=r)
         self.rate_limit_waits = Counter("sheetops_rate_limit_waits",
                                         "Times an attempt had to wait for a rate limit.",
-                                        ["job", "limit"], registry=r)
+                                        [*c, "job", "limit"], registry=r)
         self.rate_limit_wait_seconds = Counter("sheetops_rate_limit_wait_seconds",
                                                "Seconds attempts waited for rate limits.",
-                                               ["job", "limit"], registry=r)
+                                               [*c, "job", "limit"], registry=r)
         self.sheet_requests = Counter("sheetops_sheet_requests",
                                       "Requests to the config sheet's API by kind "
-                                      "(read, write, retry).", ["kind"], registry=r)
+                                      "(read, write, retry).", [*c, "kind"], registry=r)
 
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 _store_collectors: dict[int, StoreCollector] = {}  # registry id → its store collector
 METRICS = Metrics(REGISTRY)
-#: Sheet backends call ``SHEET_REQUESTS.labels(kind).inc()`` once per API request.
+#: The single-sheet counter of sheet API requests (by kind); see count_sheet_request.
 SHEET_REQUESTS = METRICS.sheet_requests
+#: One process serving several clients: every series labelled with its client.
+CLIENTS_REGISTRY = CollectorRegistry(auto_describe=True)
+CLIENT_METRICS = Metrics(CLIENTS_REGISTRY, by_client=True)
+
+
+def count_sheet_request(kind: str) -> None:
+    """Count one request to a sheet's API: under the client whose code makes it
+    (:mod:`sheetops.client_context`), else on the single-sheet registry."""
+    client = client_context.current()
+    if client:
+        CLIENT_METRICS.sheet_requests.labels(client, kind).inc()
+    else:
+        SHEET_REQUESTS.labels(kind).inc()
 
 
 class MetricsHook(RunHook):
     """Counts runs, attempts, durations, records and rate-limit waits.
 
     With a ``store``, also registers a :class:`StoreCollector` on the metrics' registry
-    (replacing one registered before), so gauges are served from the same endpoint."""
+    (replacing one registered before), so gauges are served from the same endpoint.
+    On metrics ``by_client``, each series is labelled ``client`` (the store gauges then
+    come from a :class:`ClientsCollector`)."""
 
-    def __init__(self, store: Store | None = None, metrics: Metrics | None = None) -> None:
+    def __init__(self, store: Store | None = None, metrics: Metrics | None = None,
+                 client: str = "") -> None:
         self.metrics = metrics or METRICS
+        self._client = (client,) if self.metrics.by_client else ()
         self.collector: StoreCollector | None = None
         if store is not None:
             self.collector = StoreCollector(store)
@@ -95,19 +122,21 @@ class MetricsHook(RunHook):
             _store_collectors[id(registry)] = self.collector
 
     def on_attempt_end(self, run: RunInfo, result: AttemptResult) -> None:
-        self.metrics.attempts.labels(run.job, attempt_status(result).value).inc()
+        self.metrics.attempts.labels(*self._client, run.job,
+                                     attempt_status(result).value).inc()
 
     def on_run_end(self, run: RunInfo, outcome: RunOutcome) -> None:
-        m, job = self.metrics, run.job
-        m.runs.labels(job, str(outcome.status)).inc()
-        m.duration.labels(job).observe(outcome.duration_s)
-        m.records_in.labels(job).inc(outcome.records_in)
-        m.records_out.labels(job).inc(outcome.records_out)
-        m.records_failed.labels(job).inc(outcome.records_failed)
+        m, job = self.metrics, (*self._client, run.job)
+        m.runs.labels(*job, str(outcome.status)).inc()
+        m.duration.labels(*job).observe(outcome.duration_s)
+        m.records_in.labels(*job).inc(outcome.records_in)
+        m.records_out.labels(*job).inc(outcome.records_out)
+        m.records_failed.labels(*job).inc(outcome.records_failed)
 
     def on_throttle(self, job: str, limit: str, waited_s: float) -> None:
-        self.metrics.rate_limit_waits.labels(job, limit).inc()
-        self.metrics.rate_limit_wait_seconds.labels(job, limit).inc(max(0.0, waited_s))
+        self.metrics.rate_limit_waits.labels(*self._client, job, limit).inc()
+        self.metrics.rate_limit_wait_seconds.labels(*self._client, job, limit).inc(
+            max(0.0, waited_s))
 
 
 class StoreCollector(Collector):
@@ -207,6 +236,32 @@ class StoreCollector(Collector):
             for outcome, n in totals.items():
                 records.add_metric([job, stage, outcome], n)
         yield from (depth, lag, dead, records)
+
+
+class ClientsCollector(Collector):
+    """The store gauges of every client's store, each series labelled ``client``:
+    one family per metric name (never a name twice on the endpoint), clients sorted.
+    ``stores`` tells the running clients' stores at each scrape (a client that starts
+    later joins; one whose store fails shows ``sheetops_store_up{client=…} 0``)."""
+
+    def __init__(self, stores: Callable[[], Mapping[str, Store]]) -> None:
+        self.stores = stores
+
+    def describe(self) -> list:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        merged: dict[str, Metric] = {}
+        for client, store in sorted(self.stores().items()):
+            for family in StoreCollector(store).collect():
+                out = merged.get(family.name)
+                if out is None:
+                    out = merged[family.name] = Metric(family.name, family.documentation,
+                                                       family.type, family.unit)
+                for sample in family.samples:
+                    out.add_sample(sample.name, {"client": client, **sample.labels},
+                                   sample.value, sample.timestamp)
+        yield from merged.values()
 
 
 def start_metrics_server(port: int, registry: CollectorRegistry | None = None,

@@ -11,6 +11,7 @@ import time
 from datetime import datetime
 from typing import TYPE_CHECKING, TextIO
 
+from sheetops.client_context import carry, current
 from sheetops.context import AttemptResult
 from sheetops.hooks import RunHook, RunInfo, RunOutcome
 from sheetops.registry import registry
@@ -23,6 +24,15 @@ if TYPE_CHECKING:
 _MARK = {RunStatus.OK: "✓", RunStatus.FAILED: "✗", RunStatus.TIMEOUT: "⏱"}
 
 
+def _print_line(lock: threading.Lock, stream: TextIO, text: str) -> None:
+    """One timestamped line; with several clients in the process, after its client's
+    name (``acme: ✓ sync ok …``)."""
+    client = current()
+    with lock:
+        print(f"{datetime.now():%H:%M:%S} {f'{client}: ' if client else ''}{text}",
+              file=stream, flush=True)
+
+
 class ConsoleProgress(RunHook):
     """Prints finished runs and failed attempts as they happen."""
 
@@ -32,8 +42,7 @@ class ConsoleProgress(RunHook):
         self.counts: dict[RunStatus, int] = {}
 
     def _print(self, text: str) -> None:
-        with self._lock:
-            print(f"{datetime.now():%H:%M:%S} {text}", file=self.stream, flush=True)
+        _print_line(self._lock, self.stream, text)
 
     def on_attempt_end(self, run: RunInfo, result: AttemptResult) -> None:
         if not result.ok:
@@ -74,8 +83,7 @@ class StageProgress(RunHook):
         self._watching: dict[str, tuple[threading.Event, threading.Thread]] = {}
 
     def _print(self, text: str) -> None:
-        with self._lock:
-            print(f"{datetime.now():%H:%M:%S} {text}", file=self.stream, flush=True)
+        _print_line(self._lock, self.stream, text)
 
     def on_run_start(self, run: RunInfo) -> None:
         # a pipeline's automation carries its stage names (sheetops.pipelines.job)
@@ -84,7 +92,7 @@ class StageProgress(RunHook):
         if names is None or run.dry_run:
             return
         stop = threading.Event()
-        thread = threading.Thread(target=self._watch, args=(run.job, list(names()), stop),
+        thread = threading.Thread(target=carry(self._watch), args=(run.job, list(names()), stop),
                                   name=f"progress-{run.job}", daemon=True)
         with self._lock:
             self._watching[run.run_id] = (stop, thread)

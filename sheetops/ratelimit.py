@@ -6,7 +6,14 @@ long to wait — over a ``limits`` storage: this process's memory by default, or
 scheduler and worker of the fleet, so a RateLimits row of ``100/minute`` allows 100
 calls a minute in all of them together. ``scope=global`` limits share one budget across
 every job naming them, ``scope=job`` limits give each job its own. Google Sheets' own
-per-user quota goes through the same storage (:func:`shared_limiter`).
+per-user quota goes through the same storage (:func:`shared_limiter`), and so do the
+pipeline stages' limits (:mod:`sheetops.pipelines.throttle`).
+
+When one process serves several clients, a limit's key carries its client
+(:func:`limit_key`): acme's ``api`` row and globex's ``api`` row are two budgets, each
+shared by every process of the fleet serving that client. Google's Sheets quota is not
+a client's: it is counted per Google user (the service account) and project, so its
+key is the principal, whichever client's sheet a request is for.
 
 A used-up limit waits, never fails; so does a storage that cannot be reached (logged
 once per outage), since failing the run would only retry it sooner.
@@ -38,6 +45,8 @@ class RateLimitSpec:
     name: str
     rate: str
     scope: str = "global"
+    #: the client whose row this is, when one process serves several ("" for one sheet)
+    namespace: str = ""
 
     @property
     def item(self) -> RateLimitItem:
@@ -78,12 +87,19 @@ def _new_limiter(url: str) -> MovingWindowRateLimiter:
     return MovingWindowRateLimiter(storage_from_string(url, wrap_exceptions=True, **options))
 
 
+def limit_key(name: str, client: str = "") -> tuple[str, ...]:
+    """The identifiers of a limit's windows in the storage: ``sheetops/<name>``, or
+    ``sheetops/client/<client>/<name>`` for a client of several (so one client's limits
+    never share a window with another's row of the same name)."""
+    return (KEY_PREFIX, "client", client, name) if client else (KEY_PREFIX, name)
+
+
 def wait_for_permit(limiter: MovingWindowRateLimiter, item: RateLimitItem,
-                    *identifiers: str) -> float:
-    """Take a permit and return 0, or return the seconds until one is free (also while
-    the storage cannot be reached: the caller waits and asks again)."""
+                    *identifiers: str, cost: int = 1) -> float:
+    """Take ``cost`` permits and return 0, or return the seconds until they are free
+    (also while the storage cannot be reached: the caller waits and asks again)."""
     try:
-        if limiter.hit(item, *identifiers):
+        if limiter.hit(item, *identifiers, cost=cost):
             _storage_back(limiter)
             return 0.0
         reset_at = limiter.get_window_stats(item, *identifiers).reset_time
@@ -116,8 +132,8 @@ class RateLimiter:
 
     def wait_time(self, spec: RateLimitSpec, job: str) -> float:
         """Take a permit and return 0, or return the seconds until one is free."""
-        key = spec.name if spec.scope != "job" else f"{spec.name}:{job}"
-        return wait_for_permit(self._limiter, spec.item, "sheetops", key)
+        name = spec.name if spec.scope != "job" else f"{spec.name}:{job}"
+        return wait_for_permit(self._limiter, spec.item, *limit_key(name, spec.namespace))
 
     def acquire(self, spec: RateLimitSpec, job: str, sleep=time.sleep) -> float:
         """Block until a permit is free; return the seconds waited."""

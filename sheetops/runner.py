@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sheetops.client_context import carry
 from sheetops.config.model import JobSpec, Snapshot
 from sheetops.context import AttemptRequest, AttemptResult
 from sheetops.events import (
@@ -75,8 +76,11 @@ class Runner:
 
     def __init__(self, store: Store, executor_factory: ExecutorFactory,
                  hooks: Hooks | None = None, workers: int = 0,
-                 flush_interval_s: float = 0.25) -> None:
+                 flush_interval_s: float = 0.25, client: str = "") -> None:
         self.store = store
+        #: the client (of several one process serves) whose runs these are; it goes
+        #: with each attempt, to keep its rate limits apart from other clients'
+        self.client = client
         self.hooks = hooks or Hooks()
         self.executor = executor_factory(on_start=self._on_start, on_result=self._on_result,
                                          hooks=self.hooks, workers=workers)
@@ -98,7 +102,7 @@ class Runner:
     def start(self) -> None:
         self.recorder.load()
         self.executor.start()
-        self._flusher = threading.Thread(target=self._flush_loop, name="sheetops-recorder",
+        self._flusher = threading.Thread(target=carry(self._flush_loop), name="sheetops-recorder",
                                          daemon=True)
         self._flusher.start()
 
@@ -209,7 +213,8 @@ class Runner:
             rate_limit=run.snapshot.rate_limits.get(spec.rate_limit)
             if spec.rate_limit else None,
             trigger=run.trigger, memory_mb=run.snapshot.settings.worker_memory_mb,
-            store_url=self.store.url, stages=run.snapshot.stages.get(spec.job, {}))
+            store_url=self.store.url, stages=run.snapshot.stages.get(spec.job, {}),
+            client=self.client)
 
     def _send(self, run: _Run, eta: float | None = None) -> None:
         self.executor.submit(self._next_request(run), eta)

@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from apscheduler.executors.base import BaseExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from sheetops.client_context import carry
 from sheetops.config.model import JobSpec, Snapshot
 from sheetops.config.schedule import fire_times_between, next_fire_times
 from sheetops.runner import Runner
@@ -38,7 +39,7 @@ class _HandOff(BaseExecutor):
 
     def __init__(self, fire: Callable[[str, list[datetime]], None]) -> None:
         super().__init__()
-        self._fire = fire
+        self._fire = carry(fire)  # called in APScheduler's thread: name the client
 
     def _do_submit_job(self, job, run_times) -> None:
         try:

@@ -62,6 +62,10 @@ def request_to_dict(request: AttemptRequest) -> dict[str, Any]:
     """Plain JSON values for ``request``; the store URL as a credential-free reference."""
     data = asdict(request)
     data["store_ref"] = store_ref(data.pop("store_url"))
+    if not data["client"]:  # one sheet: the message a worker of before clients reads
+        del data["client"]
+    if data["rate_limit"] is not None:  # the client is the namespace: sent once, above
+        data["rate_limit"].pop("namespace")
     return {"v": VERSION, "kind": "attempt_request", **data}
 
 

@@ -64,3 +64,21 @@ def store(records, ctx):
     ctx.connection.execute(
         text("INSERT INTO cel_delivered (key, value, pid) VALUES (:k, :v, :p)"),
         [{"k": str(r["id"]), "v": r["value"], "p": r["pid"]} for r in records])
+
+
+#: ``cel_limited``: one rate-limited sink noting when (and in which process) each record
+#: went, so a test sees a stage limit hold across worker processes.
+LIMITED_RATE = "20/4 seconds"
+LIMITED_TABLE = ("CREATE TABLE IF NOT EXISTS cel_limited_at (key TEXT, at DOUBLE PRECISION, "
+                 "pid INTEGER)")
+cel_limited = pipeline("cel_limited", source=from_params(lambda p: jsonl_file(p["input"])),
+                       key="id")
+
+
+@cel_limited.sink(batch_size=1, sql=True, timeout_s=2.0, max_deliveries=4,
+                  rate_limit=LIMITED_RATE)
+def note(records, ctx):
+    ctx.connection.exec_driver_sql(LIMITED_TABLE)
+    ctx.connection.execute(
+        text("INSERT INTO cel_limited_at (key, at, pid) VALUES (:k, :t, :p)"),
+        [{"k": str(r["id"]), "t": time.time(), "p": os.getpid()} for r in records])

@@ -100,8 +100,8 @@ class Tier:
     def _drop_queues(self) -> None:
         from kombu import Connection
 
-        names = [self.queue, *(f"{self.queue}.stage.cel_copy.{s}" for s in ("double",
-                                                                             "store"))]
+        names = [self.queue, *(f"{self.queue}.stage.{p}" for p in (
+            "cel_copy.double", "cel_copy.store", "cel_limited.note"))]
         with contextlib.suppress(Exception), Connection(BROKERS[self.broker]) as conn:
             channel = conn.default_channel
             for name in names:

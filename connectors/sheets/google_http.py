@@ -36,7 +36,7 @@ from limits import RateLimitItemPerMinute
 from tenacity import RetryCallState
 
 from sheetops.errors import SheetError
-from sheetops.metrics import SHEET_REQUESTS
+from sheetops.metrics import count_sheet_request
 from sheetops.ratelimit import shared_limiter, wait_for_permit
 from sheetops.retry import call_policy
 
@@ -133,7 +133,7 @@ class SheetsHTTPClient(HTTPClient):
             log.warning("Sheets %s %s failed (%s); attempt %d of %d, retrying in %.1fs",
                         method.upper(), url.split("?")[0], error, state.attempt_number,
                         opts.attempts, planned + max(extra, 0.0))
-            SHEET_REQUESTS.labels("retry").inc()
+            count_sheet_request("retry")
             if extra > 0:
                 time.sleep(extra)
 
@@ -143,7 +143,7 @@ class SheetsHTTPClient(HTTPClient):
         for attempt in policy:
             with attempt:
                 _wait_for_quota("read" if is_read else "write", per_minute, opts.principal)
-                SHEET_REQUESTS.labels("read" if is_read else "write").inc()
+                count_sheet_request("read" if is_read else "write")
                 return super().request(method, url, params=params, data=data, json=json,
                                        files=files, headers=headers)
         raise AssertionError("unreachable: the retry policy re-raises")

@@ -36,7 +36,7 @@ from sheetops.connectors.sheets import xlsx_parts
 from sheetops.connectors.sheets.error_cells import overlay_error_cells
 
 from sheetops.errors import SheetError
-from sheetops.metrics import SHEET_REQUESTS
+from sheetops.metrics import count_sheet_request
 from sheetops.sheets import CellValue, InitReport, TabSpec, TabWrite
 
 log = logging.getLogger("sheetops.sheets")
@@ -106,7 +106,7 @@ class WorkbookSheet:
                 raise SheetError(f"{self.path} does not exist; create it with "
                                  f"'sheetops init --sheet {self.path}'") from None
             if stamp != self._cache_key:
-                SHEET_REQUESTS.labels("read").inc()
+                count_sheet_request("read")
                 self._cache = self._read_all()
                 self._cache_key = stamp
             return {n: [list(r) for r in self._cache[n]] for n in names if n in self._cache}
@@ -138,7 +138,7 @@ class WorkbookSheet:
                 except (OSError, zipfile.BadZipFile, KeyError, ElementTree.ParseError) as exc:
                     raise SheetError(f"cannot write {self.path}: {type(exc).__name__}: "
                                      f"{exc}") from None
-                SHEET_REQUESTS.labels("write").inc()
+                count_sheet_request("write")
                 if saved:
                     return
             raise SheetError(f"{self.path} kept changing while sheetops wrote to it; "
@@ -176,7 +176,7 @@ class WorkbookSheet:
             saved = self._save_if_unchanged(lambda tmp: xlsx_parts.write_tabs(
                 str(self.path), tmp, writes, {tab: (title, new_formula)},
                 hidden=(LISTS_TAB,)), stamp)
-            SHEET_REQUESTS.labels("write").inc()
+            count_sheet_request("write")
         if saved:  # else someone saved meanwhile: the next refresh looks again
             self._choices_seen[key] = (
                 xlsx_parts.fingerprint(str(self.path), (tab, LISTS_TAB)), choices)

@@ -33,6 +33,7 @@ from sheetops.alerts import metrics
 from sheetops.alerts.delivery import ChannelDelivery, Deliver
 from sheetops.alerts.messages import AlertMessage, compose
 from sheetops.alerts.metrics import FAILURE_RATE_MIN_RUNS, Target
+from sheetops.client_context import carry
 from sheetops.config.model import AlertSpec, Snapshot
 from sheetops.store import Store
 from sheetops.store.schema import DELIVERY_FAILED, FIRED, REMINDER, RESOLVED
@@ -95,7 +96,7 @@ class AlertEvaluator:
         self._next_due = now + max(1.0, snapshot.settings.alert_interval_s)
         if not any(rule.enabled for rule in snapshot.alerts):
             return False
-        self._thread = threading.Thread(target=self.evaluate_safely, name="sheetops-alerts",
+        self._thread = threading.Thread(target=carry(self.evaluate_safely), name="sheetops-alerts",
                                         daemon=True)
         self._thread.start()
         return True

@@ -26,6 +26,7 @@ import time
 from collections import deque
 from typing import Any
 
+from sheetops.client_context import carry
 from sheetops.context import AttemptRequest, AttemptResult
 from sheetops.executors.base import Executor, OnResult, OnStart
 from sheetops.executors.celery_config import CeleryConfig, CeleryConfigError
@@ -87,7 +88,7 @@ class CeleryExecutor(Executor):
         self._stopping.clear()
         for target, name in ((self._send_loop, "sheetops-celery-send"),
                              (self._poll_loop, "sheetops-celery-poll")):
-            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread = threading.Thread(target=carry(target), name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
 

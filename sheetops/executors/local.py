@@ -31,6 +31,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from sheetops.attempt import run_attempt
+from sheetops.client_context import carry
 from sheetops.context import AttemptRequest, AttemptResult
 from sheetops.errors import RunTimeout, WorkerLost
 from sheetops.executors.base import Executor, OnResult, OnStart
@@ -207,7 +208,7 @@ class LocalExecutor(Executor):
     # -- public ------------------------------------------------------------------------
     def start(self) -> None:
         self._workers = [self._spawn() for _ in range(self.size)]
-        self._thread = threading.Thread(target=self._loop, name="sheetops-dispatcher",
+        self._thread = threading.Thread(target=carry(self._loop), name="sheetops-dispatcher",
                                         daemon=True)
         self._thread.start()
 

@@ -38,6 +38,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from sheetops.client_context import carry
 from sheetops.errors import PermanentError
 from sheetops.pipelines import batch as batches
 from sheetops.pipelines.batch import Keyed
@@ -515,7 +516,8 @@ class PipelineRun:
             self.names[index], None if last else self.names[index + 1],
             1 if last else self.settings[index + 1].batch_size, generation, self.run_id,
             self.dry_run, self._lease(settings),
-            Throttle(settings.rate_limit, f"{self.job}.{self.pipe.stages[index].name}")
+            Throttle(settings.rate_limit, f"{self.job}.{self.pipe.stages[index].name}",
+                     client=getattr(getattr(self.run_context, "request", None), "client", ""))
             if settings.rate_limit else None, self.run_context, self.stop, self.lock,
             self.params, self.outcomes, self.handed)
 
@@ -664,14 +666,15 @@ class PipelineRun:
         threads: list[threading.Thread] = []
         source_thread = None
         if cp.reading and not self.drain_only:
-            source_thread = threading.Thread(target=self._guard, args=(self._read_source, cp),
+            source_thread = threading.Thread(target=carry(self._guard),
+                                             args=(self._read_source, cp),
                                              name=f"{self.job}-source", daemon=True)
             threads.append(source_thread)
         for index in range(len(self.names)):
             rt = self._runtime(index, cp.generation)
             for n in range(rt.settings.concurrency):
                 threads.append(threading.Thread(
-                    target=self._guard, args=(self._work, rt, index), daemon=True,
+                    target=carry(self._guard), args=(self._work, rt, index), daemon=True,
                     name=f"{self.job}-{rt.stage.name}-{n}"))
         for thread in threads:
             thread.start()
