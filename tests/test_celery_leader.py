@@ -175,3 +175,42 @@ def test_a_new_leader_counts_the_runs_in_flight_it_adopts_against_concurrency(
     assert [r["status"] for r in runs] == ["ok", "ok"]
     adopted, later = read_attempts(folder)
     assert adopted["end"] <= later["start"], "the second run started while the adopted one ran"
+
+
+def _queued_run(store, run_id: str) -> None:
+    from sheetops.events import RunQueued
+    from sheetops.recorder import Recorder
+
+    recorder = Recorder(store)
+    recorder.record(RunQueued(run_id, "j", "t_probe", "manual", 1.0))
+    recorder.flush()
+
+
+@pytest.mark.each_store_backend
+def test_the_first_copy_of_an_attempt_to_reach_the_store_owns_it(store):
+    """Store level, on SQLite and PostgreSQL: a publisher's mark or a worker's first
+    delivery claims the attempt for its copy; another copy is dropped uncounted; the
+    owner's redeliveries are counted; a task without a copy id is counted as before."""
+    deliveries = store.task_deliveries
+    for run_id in ("marked", "delivered", "plain"):
+        _queued_run(store, run_id)
+    assert deliveries.sent(["marked", "delivered", "plain"]) == set()
+    deliveries.mark_sent([("marked", 1, "B")])
+    deliveries.mark_sent([("marked", 1, "C")])  # a later copy's mark changes nothing
+    assert deliveries.sent(["marked", "delivered", "plain"]) == {"marked"}
+    other = deliveries.begin_attempt("marked", 1, 3, copy_id="A")
+    assert other.another_copy and not other.due(3)
+    owner = deliveries.begin_attempt("marked", 1, 3, copy_id="B")
+    assert (owner.deliveries, owner.another_copy, owner.due(3)) == (1, False, True)
+    assert deliveries.begin_attempt("marked", 1, 3, copy_id="B").deliveries == 2
+    assert deliveries.begin_attempt("marked", 1, 3, copy_id="C").another_copy
+    assert deliveries.deliveries("marked", 1) == 2
+
+    first = deliveries.begin_attempt("delivered", 1, 3, copy_id="A")  # before any mark
+    assert first.due(3) and first.deliveries == 1
+    deliveries.mark_sent([("delivered", 1, "B")])  # B's publisher comes second: B loses
+    assert deliveries.begin_attempt("delivered", 1, 3, copy_id="B").another_copy
+
+    assert [deliveries.begin_attempt("plain", 1, 3).deliveries for _ in range(2)] == [1, 2]
+    in_flight = {r["id"]: r["status"] for r in deliveries.runs_in_flight()}
+    assert in_flight == {"marked": "queued", "delivered": "queued", "plain": "queued"}

@@ -223,19 +223,13 @@ class CeleryExecutor(Executor):
             with self.app.producer_or_acquire() as producer:
                 for request, policy, delay in ready:
                     copy_id = uuid.uuid4().hex
-                    try:
-                        self._worker.send_attempt(request, policy, None, delay, producer,
-                                                  copy_id)
-                    except Exception as exc:
-                        error = exc
-                        refused.append((request, policy))
-                    else:
-                        sent.append((request, policy, copy_id))
-        except Exception as exc:  # no producer at all: the broker is down
+                    self._worker.send_attempt(request, policy, None, delay, producer,
+                                              copy_id)
+                    sent.append((request, policy, copy_id))
+        except Exception as exc:  # the broker is down: the rest waits (no retry storm)
             error = exc
-            done = {request.run_id for request, _, _ in sent} | {
-                request.run_id for request, _ in refused}
-            refused += [(r, p) for r, p, _ in ready if r.run_id not in done]
+            done = {request.run_id for request, _, _ in sent}
+            refused = [(r, p) for r, p, _ in ready if r.run_id not in done]
         self.sent += len(sent)
         _hold_if_asked("after", [request.run_id for request, _, _ in sent])
         try:

@@ -11,8 +11,10 @@ reference):
   left is sent again with its backoff as ETA. Nothing waits in the scheduler's memory: a
   scheduler that dies loses no result, and a new one reads every run from the store.
   A delivery of an attempt already recorded is dropped (it was redelivered after its
-  result was committed); one delivered more than ``SHEETOPS_CELERY_MAX_DELIVERIES`` times
-  (its worker died each time) ends the run as failed.
+  result was committed), and so is a copy of an attempt that another published copy owns
+  (a leader published it again, :mod:`sheetops.executors.celery`); one delivered more
+  than ``SHEETOPS_CELERY_MAX_DELIVERIES`` times (its worker died each time) ends the run
+  as failed.
 * ``sheetops.stage`` — batches of one pipeline stage (:mod:`sheetops.pipelines.celery`).
 
 The hard deadline is Celery's: a soft time limit at ``timeout_s`` raises inside the
