@@ -99,7 +99,6 @@ class Engine:
         # the leader's fires and recorded batches are fenced by its lease's epoch
         self.runner.recorder.fence = lambda: self.lease.fence
         self._stepped_down_at_epoch = 0
-        self._adopt_on_refresh = False  # a takeover's first refresh adopts runs in flight
         self.scheduler = Scheduler(self.runner, last_fire, record_fire=self._record_fire)
         self.status = StatusWriter(store, sheet, lambda: self.scheduler.snapshot,
                                    self.scheduler.next_run_times, self.runner.live_state)
@@ -146,9 +145,8 @@ class Engine:
         if not self.lease.held:  # a standby reads and checks the sheet, fires nothing
             self.scheduler.snapshot = snapshot
             return snapshot
-        if self._adopt_on_refresh:  # before anything fires: adopted runs hold slots
+        if self.runner.executor.records_runs:  # before anything fires: they hold slots
             self._adopt(snapshot)
-            self._adopt_on_refresh = False
         report = self.scheduler.apply(snapshot)
         tabs.keep_dropdowns(self.sheet)  # a write only when the registry changed
         if report.changed or report.caught_up:
@@ -197,7 +195,6 @@ class Engine:
         # theirs, and they end it
         interrupted = [] if self.runner.executor.records_runs else (
             self.store.interrupt_unfinished(keep=self.runner.in_flight_ids()))
-        self._adopt_on_refresh = self.runner.executor.records_runs
         if interrupted:
             log.warning("%d run(s) were left running by a scheduler that stopped without "
                         "shutting down; recorded as failed (Interrupted)", len(interrupted))
@@ -214,9 +211,10 @@ class Engine:
         self.store.record(Batch(outbox=[(tabs.STATUS, ""), (tabs.RUNS, "")]))
 
     def _adopt(self, snapshot: Snapshot) -> None:
-        """Follow the runs in flight a previous leader handed to the workers: they hold
-        their jobs' ``concurrency`` here, and the queued ones that may never have been
-        published are published (:meth:`Runner.adopt`)."""
+        """Follow the runs in flight that another process handed to the workers — a
+        previous leader (at a takeover's first refresh), a ``run-job`` (at any refresh):
+        they hold their jobs' ``concurrency`` here, and the queued ones that may never
+        have been published are published (:meth:`Runner.adopt`)."""
         deliveries = self.store.task_deliveries
         rows = deliveries.runs_in_flight()
         sent = deliveries.sent([r["id"] for r in rows if r["status"] == RunStatus.QUEUED.value])

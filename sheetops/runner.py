@@ -196,8 +196,8 @@ class Runner:
         return True
 
     def adopt(self, rows: list[dict[str, Any]], snapshot: Snapshot, sent: set[str]) -> int:
-        """Take over the runs in flight another scheduler handed off (a new leader, with
-        an executor whose workers record runs): ``rows`` as
+        """Take over the runs in flight another process handed off (a previous leader, a
+        ``run-job``; with an executor whose workers record runs): ``rows`` as
         :meth:`~sheetops.store.task_deliveries.TaskDeliveryStore.runs_in_flight` gives
         them, ``sent`` the queued ones whose task is known to be in the broker.
 
@@ -227,7 +227,7 @@ class Runner:
                 run.attempt = max(1, int(row["attempts"] or 0))
                 self.executor.adopt(self._request(run))
         if rows:
-            log.info("following %d run(s) in flight handed off by the previous scheduler "
+            log.info("following %d run(s) in flight handed off by another process "
                      "(%d possibly never sent)", len(rows), len(unsent))
         return len(rows)
 
