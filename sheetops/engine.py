@@ -215,8 +215,10 @@ class Engine:
         previous leader (at a takeover's first refresh), a ``run-job`` (at any refresh):
         they hold their jobs' ``concurrency`` here, and the queued ones that may never
         have been published are published (:meth:`Runner.adopt`)."""
+        ours = self.runner.in_flight_ids()
+        self.runner.flush()  # what this runner ended is in the store before it is read
         deliveries = self.store.task_deliveries
-        rows = deliveries.runs_in_flight()
+        rows = [r for r in deliveries.runs_in_flight() if r["id"] not in ours]
         sent = deliveries.sent([r["id"] for r in rows if r["status"] == RunStatus.QUEUED.value])
         self.runner.adopt(rows, snapshot, sent)
 
