@@ -31,7 +31,7 @@ from sheetops.runner import Runner
 from sheetops.scheduler import Scheduler
 from sheetops.sheets import InitReport, SheetBackend
 from sheetops.status import StatusWriter, validation_rows, with_clearing
-from sheetops.store import Batch, Store
+from sheetops.store import Batch, RunStatus, Store
 from sheetops.store.leases import Fenced
 from sheetops.store.queue import StaleClaim, lease_for
 from sheetops.store.requests import SUBMIT_TIMEOUT_S
@@ -150,6 +150,8 @@ class Engine:
         if not self.lease.held:  # a standby reads and checks the sheet, fires nothing
             self.scheduler.snapshot = snapshot
             return snapshot
+        if self.runner.executor.records_runs:  # before anything fires: they hold slots
+            self._adopt(snapshot)
         report = self.scheduler.apply(snapshot)
         tabs.keep_dropdowns(self.sheet)  # a write only when the registry changed
         if report.changed or report.caught_up:
@@ -212,6 +214,18 @@ class Engine:
         if not self.scheduler.aps.running:
             self.scheduler.start()
         self.store.record(Batch(outbox=[(tabs.STATUS, ""), (tabs.RUNS, "")]))
+
+    def _adopt(self, snapshot: Snapshot) -> None:
+        """Follow the runs in flight that another process handed to the workers — a
+        previous leader (at a takeover's first refresh), a ``run-job`` (at any refresh):
+        they hold their jobs' ``concurrency`` here, and the queued ones that may never
+        have been published are published (:meth:`Runner.adopt`)."""
+        ours = self.runner.in_flight_ids()
+        self.runner.flush()  # what this runner ended is in the store before it is read
+        deliveries = self.store.task_deliveries
+        rows = [r for r in deliveries.runs_in_flight() if r["id"] not in ours]
+        sent = deliveries.sent([r["id"] for r in rows if r["status"] == RunStatus.QUEUED.value])
+        self.runner.adopt(rows, snapshot, sent)
 
     @property
     def is_leader(self) -> bool:

@@ -199,12 +199,52 @@ class Runner:
         self._runs[run.run_id] = run
         return True
 
+    def adopt(self, rows: list[dict[str, Any]], snapshot: Snapshot, sent: set[str]) -> int:
+        """Take over the runs in flight another process handed off (a previous leader, a
+        ``run-job``; with an executor whose workers record runs): ``rows`` as
+        :meth:`~sheetops.store.task_deliveries.TaskDeliveryStore.runs_in_flight` gives
+        them, ``sent`` the queued ones whose task is known to be in the broker.
+
+        Each run followed here holds a slot of its job's ``concurrency`` until it ends,
+        as if this runner had fired it: the running and sent ones at once (even past the
+        limit: they run anyway), then those that may never have been sent, oldest first,
+        each sent when a slot is free. Runs of jobs no longer on the sheet are left to
+        the workers. Returns how many runs were adopted."""
+        with self._lock:
+            known = set(self._runs)
+        rows = [r for r in rows if r["id"] not in known and r["job"] in snapshot.jobs]
+        unsent = {r["id"] for r in rows if r["status"] == RunStatus.QUEUED.value
+                  and r["id"] not in sent}
+        for row in sorted(rows, key=lambda r: r["id"] in unsent):  # holders first
+            spec = snapshot.jobs[row["job"]]
+            run = _Run(row["id"], spec, snapshot, row["trigger"], row["scheduled_for"],
+                       bool(row["dry_run"]), row["requested_by"] or "")
+            with self._lock:
+                self._runs[run.run_id] = run
+                if row["id"] in unsent and self._active[spec.job] >= spec.concurrency:
+                    self._waiting[spec.job].append(run)  # sent when a slot frees
+                    continue
+                self._active[spec.job] += 1
+            if row["id"] in unsent:  # a queued run's started_at is its queue time
+                self.executor.adopt(self._next_request(run), row["started_at"])
+            else:
+                run.attempt = max(1, int(row["attempts"] or 0))
+                self.executor.adopt(self._request(run))
+        if rows:
+            log.info("following %d run(s) in flight handed off by another process "
+                     "(%d possibly never sent)", len(rows), len(unsent))
+        return len(rows)
+
     def _next_request(self, run: _Run) -> AttemptRequest:
         run.attempt += 1
         spec = run.spec
         if self.executor.records_runs and run.attempt == 1:
             self.executor.set_policy(run.run_id, JobPolicy(
                 spec.max_attempts, spec.backoff_initial_s, spec.backoff_max_s))
+        return self._request(run)
+
+    def _request(self, run: _Run) -> AttemptRequest:
+        spec = run.spec
         return AttemptRequest(
             run_id=run.run_id, job=spec.job, automation=spec.automation,
             attempt=run.attempt, params=spec.params, timeout_s=spec.timeout_s,

@@ -52,6 +52,10 @@ class Settings(BaseSettings):
                                              "consumer_timeout (the server's setting)")
     celery_poll_interval_s: float = Field(default=0.1, description="how often the "
                                           "scheduler reads its runs' outcomes")
+    celery_republish_after_s: float = Field(
+        default=10.0, description="seconds a run may stay queued with its task unsent "
+        "(a broker outage, a leader that died before publishing) before the active "
+        "leader publishes it again")
     automations: str = ""
     google_credentials: str = ""
     sheets_emulator: str = ""

@@ -64,6 +64,12 @@ class Executor(ABC):
         """The retry policy of ``run_id``'s job, for executors that retry (``records_runs``);
         called before the run's first attempt is submitted."""
 
+    def adopt(self, request: AttemptRequest, queued_at: float | None = None) -> None:  # noqa: B027
+        """Follow a run in flight that another scheduler handed off (``records_runs``
+        executors, on a takeover); with ``queued_at`` the run is queued and may never
+        have been handed to a worker (its policy given by :meth:`set_policy`), so the
+        executor hands it over unless a worker takes it up soon."""
+
     def recorded(self, result: AttemptResult) -> bool:
         """Whether ``result`` (and its run's end) is in the store already, recorded by a
         worker: true for every result of a ``records_runs`` executor except those it

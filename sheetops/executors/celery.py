@@ -6,6 +6,13 @@ The scheduler's side only hands off and follows:
 * a run's hand-off (its ``queued`` row, written by the runner's recorder) is committed
   *before* its task is published, so a worker always finds the run it is given and a
   scheduler that dies after publishing leaves nothing unrecorded;
+* the queued row is the outbox of the publish: each publish sends a new *copy* of the
+  attempt (its own id in the task) and then marks it sent in the store; a run still
+  queued with no mark nor delivery ``SHEETOPS_CELERY_REPUBLISH_AFTER_S`` after its last
+  try (the broker was down, the mark did not commit, or a dead leader committed it and
+  never published it — :meth:`CeleryExecutor.adopt`) is published again, and the first
+  copy to reach the store owns the attempt while every other is dropped by the worker
+  (:mod:`sheetops.store.task_deliveries`): sent at least once, run at most once;
 * the workers record everything after that themselves — start, attempts, retries, the
   outcome (:mod:`.celery_worker`) — so the scheduler's memory holds nothing a crash
   could lose; a new leader reads the runs in flight from the store;
@@ -14,16 +21,21 @@ The scheduler's side only hands off and follows:
   wait). No Celery result backend is involved.
 
 An attempt that cannot be sent safely (its ``timeout_s`` plus retry delay reaches the
-broker's redelivery timeout, or the broker is down) is failed here, with the reason.
+broker's redelivery timeout) is failed here, with the reason; one the broker refuses
+waits queued and is sent again.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
+import uuid
 from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sheetops.client_context import carry
@@ -42,6 +54,20 @@ log = logging.getLogger("sheetops.celery")
 
 _FINISHED = {s.value for s in (RunStatus.OK, RunStatus.FAILED, RunStatus.TIMEOUT)}
 
+#: Test-only: ``before:<path>`` or ``after:<path>``. The scheduler writes the ids of the
+#: runs it is about to publish (their rows committed) — or has just published, before
+#: marking them sent — to ``<path>`` and blocks, so a test can kill it right there.
+HOLD_AT_PUBLISH_ENV = "SHEETOPS_TEST_HOLD_AT_PUBLISH"
+
+
+@dataclass
+class _Unsent:
+    """A run queued in the store whose task may not be in the broker."""
+
+    request: AttemptRequest
+    policy: JobPolicy
+    since: float  # the last try to publish it (an adopted run: when it was queued)
+
 
 class CeleryExecutor(Executor):
     """Publishes attempts to the broker and follows their runs in the store."""
@@ -59,6 +85,7 @@ class CeleryExecutor(Executor):
         self._inflight: dict[str, AttemptRequest] = {}
         self._started: set[str] = set()
         self._failed_here: set[str] = set()
+        self._unsent: dict[str, _Unsent] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -102,9 +129,21 @@ class CeleryExecutor(Executor):
             self._pending.extend((r, None) for r in requests)
         self._wake.set()
 
+    def adopt(self, request: AttemptRequest, queued_at: float | None = None) -> None:
+        """Follow a run another scheduler handed off (this one took over as leader).
+        With ``queued_at`` it is queued with no sign it was ever published and is
+        published ``SHEETOPS_CELERY_REPUBLISH_AFTER_S`` after ``queued_at`` unless a
+        worker takes it up first."""
+        with self._lock:
+            self._inflight[request.run_id] = request
+            if queued_at is not None:
+                policy = self._policies.pop(request.run_id, JobPolicy(1, 1.0, 1.0))
+                self._unsent[request.run_id] = _Unsent(request, policy, queued_at)
+
     def stop(self, timeout: float | None = None) -> list[AttemptRequest]:
         """Stop sending and following. Runs already sent go on on the workers, which
-        record them; the requests never sent are returned."""
+        record them; the requests never handed to the sending thread are returned. A run
+        committed whose publish failed stays queued in the store for the next leader."""
         self._stopping.set()
         self._wake.set()
         for thread in self._threads:
@@ -158,25 +197,85 @@ class CeleryExecutor(Executor):
                     with self._lock:
                         self._pending.extendleft(reversed(batch))
                     return
+        _hold_if_asked("before", [request.run_id for request, _ in batch])
         now = time.time()
-        with self.app.producer_or_acquire() as producer:
-            for request, eta in batch:
-                delay = max(0.0, eta - now) if eta else 0.0
-                problem = self.config.task_problem(request.timeout_s, delay)
-                if problem:
-                    self._fail(request, problem, "ConfigError")
-                    continue
-                with self._lock:
-                    policy = self._policies.pop(request.run_id, JobPolicy(1, 1.0, 1.0))
-                    self._inflight[request.run_id] = request
-                try:
-                    self._worker.send_attempt(request, policy, None, delay, producer)
-                    self.sent += 1
-                except Exception as exc:
-                    with self._lock:
-                        self._inflight.pop(request.run_id, None)
-                    self._fail(request, f"the Celery broker refused the task "
-                               f"({type(exc).__name__}: {exc})", "BrokerError")
+        ready: list[tuple[AttemptRequest, JobPolicy, float]] = []
+        for request, eta in batch:
+            delay = max(0.0, eta - now) if eta else 0.0
+            problem = self.config.task_problem(request.timeout_s, delay)
+            if problem:
+                self._fail(request, problem, "ConfigError")
+                continue
+            with self._lock:
+                policy = self._policies.pop(request.run_id, JobPolicy(1, 1.0, 1.0))
+                self._inflight[request.run_id] = request
+            ready.append((request, policy, delay))
+        self._send_copies(ready)
+
+    def _send_copies(self, ready: Sequence[tuple[AttemptRequest, JobPolicy, float]]) -> None:
+        """Publish a new copy of each attempt, then mark the copies sent in one
+        transaction. A run the broker refused, or whose mark did not commit, waits in
+        ``_unsent`` for :meth:`_sweep` (a copy that went out unmarked is dropped by the
+        worker if a later copy reaches the store first)."""
+        sent: list[tuple[AttemptRequest, JobPolicy, str]] = []
+        refused: list[tuple[AttemptRequest, JobPolicy]] = []
+        error: Exception | None = None
+        try:
+            with self.app.producer_or_acquire() as producer:
+                for request, policy, delay in ready:
+                    copy_id = uuid.uuid4().hex
+                    self._worker.send_attempt(request, policy, None, delay, producer,
+                                              copy_id)
+                    sent.append((request, policy, copy_id))
+        except Exception as exc:  # the broker is down: the rest waits (no retry storm)
+            error = exc
+            done = {request.run_id for request, _, _ in sent}
+            refused = [(r, p) for r, p, _ in ready if r.run_id not in done]
+        self.sent += len(sent)
+        _hold_if_asked("after", [request.run_id for request, _, _ in sent])
+        try:
+            self._recorder.store.task_deliveries.mark_sent(  # type: ignore[union-attr]
+                [(request.run_id, request.attempt, copy_id) for request, _, copy_id in sent])
+        except Exception:
+            log.exception("could not mark %d published task(s) sent; they are checked "
+                          "again in %gs", len(sent), self.config.republish_after_s)
+            refused += [(request, policy) for request, policy, _ in sent]
+        if error is not None:
+            log.warning("the Celery broker refused %d task(s) (%s: %s); their runs stay "
+                        "queued and are sent again in %gs", len(refused),
+                        type(error).__name__, error, self.config.republish_after_s)
+        now = time.time()
+        with self._lock:
+            for request, policy in refused:
+                self._unsent[request.run_id] = _Unsent(request, policy, now)
+
+    def _sweep(self, rows: dict[str, dict[str, Any]]) -> None:
+        """Publish again the runs in ``_unsent`` whose last try is older than
+        ``republish_after_s`` and that are still queued with no copy marked sent or
+        delivered; forget those a worker took up or that ended."""
+        now = time.time()
+        with self._lock:
+            due = {run_id: u for run_id, u in self._unsent.items()
+                   if now - u.since >= self.config.republish_after_s}
+        if not due:
+            return
+        queued = [run_id for run_id in due if run_id in rows
+                  and rows[run_id]["status"] == RunStatus.QUEUED.value]
+        try:
+            taken = self._recorder.store.task_deliveries.sent(queued)  # type: ignore[union-attr]
+        except Exception:
+            log.exception("could not read which queued runs were sent; trying again")
+            return
+        again = [run_id for run_id in queued if run_id not in taken]
+        with self._lock:
+            for run_id in due:
+                if run_id in rows:  # a row not read yet keeps waiting
+                    self._unsent.pop(run_id, None)
+        if again:
+            log.warning("%d run(s) still queued with no task delivered after %gs; "
+                        "publishing them again", len(again), self.config.republish_after_s)
+            self._send_copies([(due[run_id].request, due[run_id].policy, 0.0)
+                               for run_id in again])
 
     def _fail(self, request: AttemptRequest, message: str, error_type: str) -> None:
         now = time.time()
@@ -202,6 +301,10 @@ class CeleryExecutor(Executor):
                 continue
             for run_id, row in rows.items():
                 self._follow(run_id, row)
+            try:
+                self._sweep(rows)
+            except Exception:
+                log.exception("could not publish the unsent runs again; trying again")
 
     def _follow(self, run_id: str, row: dict[str, Any]) -> None:
         request = self._inflight.get(run_id)
@@ -226,3 +329,13 @@ class CeleryExecutor(Executor):
             finished, status == RunStatus.OK.value, result,
             error_type=row["error_type"] or "", error_message=row["error_message"] or "",
             timed_out=status == RunStatus.TIMEOUT.value))
+
+
+def _hold_if_asked(stage: str, run_ids: list[str]) -> None:
+    """The test hook of :data:`HOLD_AT_PUBLISH_ENV`: never returns when it names
+    ``stage`` and there are runs."""
+    asked = os.environ.get(HOLD_AT_PUBLISH_ENV, "")
+    if run_ids and asked.startswith(f"{stage}:"):
+        with open(asked.split(":", 1)[1], "w", encoding="utf-8") as out:
+            out.write(",".join(run_ids))
+        threading.Event().wait()

@@ -55,6 +55,7 @@ class CeleryConfig:
     visibility_timeout_s: float = 3600.0
     consumer_timeout_s: float = 1800.0
     poll_interval_s: float = 0.1
+    republish_after_s: float = 10.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CeleryConfig:
@@ -64,7 +65,7 @@ class CeleryConfig:
                      settings.celery_reject_on_worker_lost,
                      settings.celery_prefetch_multiplier,
                      settings.broker_visibility_timeout_s, settings.broker_consumer_timeout_s,
-                     settings.celery_poll_interval_s)
+                     settings.celery_poll_interval_s, settings.celery_republish_after_s)
         config.check()
         return config
 
@@ -115,6 +116,11 @@ class CeleryConfig:
         if not self.queue or any(c in self.queue for c in " ,"):
             raise CeleryConfigError(f"SHEETOPS_CELERY_QUEUE={self.queue!r} must be one "
                                     "queue name without spaces or commas")
+        if self.republish_after_s <= 0:
+            raise CeleryConfigError(f"SHEETOPS_CELERY_REPUBLISH_AFTER_S="
+                                    f"{self.republish_after_s:g} must be more than 0: it is "
+                                    "how long a run waits with its task unsent before it "
+                                    "is sent again")
 
     def task_problem(self, timeout_s: float, eta_s: float = 0.0) -> str:
         """Why an attempt with this ``timeout_s``, sent ``eta_s`` seconds ahead, cannot

@@ -11,8 +11,10 @@ reference):
   left is sent again with its backoff as ETA. Nothing waits in the scheduler's memory: a
   scheduler that dies loses no result, and a new one reads every run from the store.
   A delivery of an attempt already recorded is dropped (it was redelivered after its
-  result was committed); one delivered more than ``SHEETOPS_CELERY_MAX_DELIVERIES`` times
-  (its worker died each time) ends the run as failed.
+  result was committed), and so is a copy of an attempt that another published copy owns
+  (a leader published it again, :mod:`sheetops.executors.celery`); one delivered more
+  than ``SHEETOPS_CELERY_MAX_DELIVERIES`` times (its worker died each time) ends the run
+  as failed.
 * ``sheetops.stage`` — batches of one pipeline stage (:mod:`sheetops.pipelines.celery`).
 
 The hard deadline is Celery's: a soft time limit at ``timeout_s`` raises inside the
@@ -51,11 +53,12 @@ _SOFT_LIMIT = "SoftTimeLimitExceeded"
 
 
 def attempt_message(request: AttemptRequest, policy: JobPolicy,
-                    run_started_at: float | None = None) -> str:
-    """The JSON body of an attempt task: the request and the job's retry policy."""
+                    run_started_at: float | None = None, copy_id: str | None = None) -> str:
+    """The JSON body of an attempt task: the request, the job's retry policy and, for an
+    attempt that may be published more than once, the id of this published copy."""
     return wire.dumps({"request": wire.request_to_dict(request),
                        "policy": dataclasses.asdict(policy),
-                       "run_started_at": run_started_at})
+                       "run_started_at": run_started_at, "copy": copy_id})
 
 
 def send_options(config: CeleryConfig, request: AttemptRequest,
@@ -106,12 +109,13 @@ class Worker:
             starting.record(RunStarted(request.run_id, request.job, now))
             started = starting.take()
         begin = store.task_deliveries.begin_attempt(
-            request.run_id, request.attempt, self.config.max_deliveries, started)
+            request.run_id, request.attempt, self.config.max_deliveries, started,
+            data.get("copy"))
         if begin.run_status is None:
             log.warning("run %s is not in the store %s; its task is dropped",
                         request.run_id, store.safe_url)
             return "unknown run"
-        if begin.finished or begin.recorded:
+        if begin.finished or begin.recorded or begin.another_copy:
             return "duplicate"
         run_started = run_started if run_started is not None else now
         if begin.deliveries > self.config.max_deliveries:
@@ -170,9 +174,10 @@ class Worker:
 
     def send_attempt(self, request: AttemptRequest, policy: JobPolicy,
                      run_started: float | None, countdown: float | None = None,
-                     producer: Any = None) -> None:
+                     producer: Any = None, copy_id: str | None = None) -> None:
         """Publish an attempt task (the scheduler's first attempts, a worker's retries)."""
-        self.app.send_task(ATTEMPT_TASK, args=[attempt_message(request, policy, run_started)],
+        self.app.send_task(ATTEMPT_TASK,
+                           args=[attempt_message(request, policy, run_started, copy_id)],
                            producer=producer, **send_options(self.config, request, countdown))
 
 

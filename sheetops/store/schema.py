@@ -434,5 +434,8 @@ task_deliveries = Table(
     Column("deliveries", Integer, nullable=False, default=0),
     Column("first_at", Float, nullable=False),
     Column("last_at", Float, nullable=False),
+    # the published copy that owns the attempt (its first to reach the store); a row
+    # with ``deliveries`` 0 is a publisher's mark: sent, not yet delivered
+    Column("copy_id", String(40)),
     Index("ix_task_deliveries_last", "last_at"),
 )

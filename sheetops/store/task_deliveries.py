@@ -8,19 +8,28 @@ transaction that counts this delivery of ``run id:attempt``, reads the run, and 
 the attempt is due to run — marks the run started. The worker then knows whether to run
 the attempt, skip a duplicate (its result is already recorded) or end the run as a
 poison task once the count passes the cap.
+
+An attempt may also be *published* more than once: a leader republishes a run it (or a
+dead predecessor) committed but may not have published (:meth:`mark_sent`,
+:meth:`sent`). Each published copy carries its own id; the first copy to reach the
+store — a publisher's mark after its publish, or a worker's first delivery — owns the
+attempt, and :meth:`begin_attempt` tells a worker holding another copy to drop it. A
+redelivery of the owning copy (its worker died) counts against the cap as before.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Connection, select, text
+from sqlalchemy import Connection, func, or_, select, text
 
 from sheetops.store import schema as t
 from sheetops.store.db import Database
 from sheetops.store.runs import Batch, RunStore
-from sheetops.store.schema import FINISHED
+from sheetops.store.schema import FINISHED, UNFINISHED
 
 
 @dataclass(frozen=True)
@@ -30,6 +39,7 @@ class AttemptStart:
     deliveries: int  # this delivery's number: 1 the first time
     run_status: str | None  # ``None``: the store has no such run
     recorded: bool  # a result of this attempt is recorded already (a duplicate delivery)
+    another_copy: bool = False  # another published copy of the attempt owns it: drop this
 
     @property
     def finished(self) -> bool:
@@ -38,22 +48,25 @@ class AttemptStart:
     def due(self, cap: int) -> bool:
         """Whether the attempt should run now (not a duplicate, not over the cap)."""
         return (self.run_status is not None and not self.finished and not self.recorded
-                and self.deliveries <= cap)
+                and not self.another_copy and self.deliveries <= cap)
 
 
-#: PostgreSQL: count the delivery and read the run in one round trip.
+#: PostgreSQL: count the delivery — unless another copy owns the attempt — and read the
+#: run in one round trip.
 _BEGIN_PG = text("""
 WITH d AS (
-    INSERT INTO task_deliveries (key, deliveries, first_at, last_at)
-    VALUES (:key, 1, :now, :now)
+    INSERT INTO task_deliveries (key, deliveries, first_at, last_at, copy_id)
+    VALUES (:key, 1, :now, :now, :copy)
     ON CONFLICT (key) DO UPDATE
-        SET deliveries = task_deliveries.deliveries + 1, last_at = excluded.last_at
+        SET deliveries = task_deliveries.deliveries + 1, last_at = excluded.last_at,
+            copy_id = COALESCE(task_deliveries.copy_id, excluded.copy_id)
+        WHERE task_deliveries.copy_id IS NULL OR excluded.copy_id IS NULL
+              OR task_deliveries.copy_id = excluded.copy_id
     RETURNING deliveries)
-SELECT d.deliveries,
+SELECT (SELECT deliveries FROM d) AS deliveries,
        (SELECT status FROM runs WHERE id = :run) AS status,
        EXISTS (SELECT 1 FROM attempts WHERE run_id = :run AND attempt = :attempt)
-           AS recorded
-FROM d""")
+           AS recorded""")
 
 
 def delivery_key(run_id: str, attempt: int) -> str:
@@ -68,9 +81,11 @@ class TaskDeliveryStore:
         self.runs = runs
 
     def begin_attempt(self, run_id: str, attempt: int, cap: int,
-                      started: Batch | None = None) -> AttemptStart:
-        """Count this delivery of the attempt and read its run; when the attempt is
-        due (:meth:`AttemptStart.due`) write ``started`` in the same transaction.
+                      started: Batch | None = None, copy_id: str | None = None
+                      ) -> AttemptStart:
+        """Count this delivery of the attempt (of its published copy ``copy_id``; ``None``
+        for a task published once only) and read its run; when the attempt is due
+        (:meth:`AttemptStart.due`) write ``started`` in the same transaction.
 
         On PostgreSQL it is one statement and the commit does not wait for the disk
         (``synchronous_commit`` off for this transaction only): a database crash may
@@ -82,28 +97,35 @@ class TaskDeliveryStore:
             if self.db.dialect == "postgresql":
                 conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
                 row = conn.execute(_BEGIN_PG, {"key": key, "now": now, "run": run_id,
-                                               "attempt": attempt}).one()
-                start = AttemptStart(int(row.deliveries), row.status, bool(row.recorded))
+                                               "attempt": attempt, "copy": copy_id}).one()
+                start = AttemptStart(int(row.deliveries or 0), row.status,
+                                     bool(row.recorded), row.deliveries is None)
             else:
-                start = self._begin_portable(conn, key, run_id, attempt, now)
+                start = self._begin_portable(conn, key, run_id, attempt, now, copy_id)
             if started and start.due(cap):
                 self.runs.write(conn, started)
         return start
 
     def _begin_portable(self, conn: Connection, key: str, run_id: str, attempt: int,
-                        now: float) -> AttemptStart:
+                        now: float, copy_id: str | None) -> AttemptStart:
         d = t.task_deliveries
-        stmt = self.db.insert(d).values(key=key, deliveries=1, first_at=now, last_at=now)
+        stmt = self.db.insert(d).values(key=key, deliveries=1, first_at=now, last_at=now,
+                                        copy_id=copy_id)
         stmt = stmt.on_conflict_do_update(
             index_elements=["key"],
-            set_={"deliveries": d.c.deliveries + 1, "last_at": now}).returning(d.c.deliveries)
-        deliveries = int(conn.execute(stmt).scalar_one())
+            set_={"deliveries": d.c.deliveries + 1, "last_at": now,
+                  "copy_id": func.coalesce(d.c.copy_id, copy_id)},
+            where=None if copy_id is None else or_(d.c.copy_id.is_(None),
+                                                    d.c.copy_id == copy_id)
+        ).returning(d.c.deliveries)
+        counted = conn.execute(stmt).scalar_one_or_none()
+        deliveries = int(counted or 0)
         status = conn.execute(select(t.runs.c.status).where(t.runs.c.id == run_id)
                               ).scalar_one_or_none()
         recorded = conn.execute(select(t.attempts.c.attempt).where(
             t.attempts.c.run_id == run_id, t.attempts.c.attempt == attempt).limit(1)
         ).first() is not None
-        return AttemptStart(deliveries, status, recorded)
+        return AttemptStart(deliveries, status, recorded, counted is None)
 
     def deliveries(self, run_id: str, attempt: int) -> int:
         """How many times the attempt was delivered (0: never)."""
@@ -111,3 +133,41 @@ class TaskDeliveryStore:
             return int(conn.execute(select(t.task_deliveries.c.deliveries).where(
                 t.task_deliveries.c.key == delivery_key(run_id, attempt))
             ).scalar_one_or_none() or 0)
+
+    def mark_sent(self, sent: Iterable[tuple[str, int, str]]) -> None:
+        """Note published copies ``(run id, attempt, copy id)`` after their publish: a
+        copy whose attempt has no row yet owns it; one whose attempt was marked or
+        delivered already (another copy's) changes nothing and will be dropped."""
+        now = time.time()
+        rows = [{"key": delivery_key(run_id, attempt), "deliveries": 0, "first_at": now,
+                 "last_at": now, "copy_id": copy_id} for run_id, attempt, copy_id in sent]
+        if not rows:
+            return
+        stmt = self.db.insert(t.task_deliveries).on_conflict_do_nothing(
+            index_elements=["key"])
+        with self.db.engine.begin() as conn:
+            for start in range(0, len(rows), 500):
+                conn.execute(stmt, rows[start:start + 500])
+
+    def sent(self, run_ids: Iterable[str], attempt: int = 1) -> set[str]:
+        """The runs among ``run_ids`` whose ``attempt`` was marked sent or delivered."""
+        keys = {delivery_key(run_id, attempt): run_id for run_id in run_ids}
+        found: set[str] = set()
+        key_list = list(keys)
+        d = t.task_deliveries.c
+        with self.db.engine.connect() as conn:
+            for start in range(0, len(key_list), 500):
+                found.update(keys[k] for k in conn.execute(
+                    select(d.key).where(d.key.in_(key_list[start:start + 500]))).scalars())
+        return found
+
+    def runs_in_flight(self) -> list[dict[str, Any]]:
+        """Every run not finished (``queued``/``running``) with its job, trigger, queue or
+        start time and attempts: what a new leader adopts from the one before."""
+        c = t.runs.c
+        with self.db.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(
+                select(c.id, c.job, c.trigger, c.scheduled_for, c.started_at, c.status,
+                       c.attempts, c.dry_run, c.requested_by)
+                .where(c.status.in_([s.value for s in UNFINISHED]))
+                .order_by(c.started_at, c.id))]
