@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, select, text
+from sqlalchemy import Connection, select
 
 from sheetops.store import schema as t
 from sheetops.store.db import Database
@@ -41,19 +41,20 @@ class AttemptStart:
                 and self.deliveries <= cap)
 
 
-#: PostgreSQL: count the delivery and read the run in one round trip.
-_BEGIN_PG = text("""
+#: PostgreSQL: count the delivery and read the run in one statement (a driver-level one:
+#: its row is read after the pipeline it is sent in).
+_BEGIN_PG = """
 WITH d AS (
     INSERT INTO task_deliveries (key, deliveries, first_at, last_at)
-    VALUES (:key, 1, :now, :now)
+    VALUES (%(key)s, 1, %(now)s, %(now)s)
     ON CONFLICT (key) DO UPDATE
         SET deliveries = task_deliveries.deliveries + 1, last_at = excluded.last_at
     RETURNING deliveries)
 SELECT d.deliveries,
-       (SELECT status FROM runs WHERE id = :run) AS status,
-       EXISTS (SELECT 1 FROM attempts WHERE run_id = :run AND attempt = :attempt)
+       (SELECT status FROM runs WHERE id = %(run)s) AS status,
+       EXISTS (SELECT 1 FROM attempts WHERE run_id = %(run)s AND attempt = %(attempt)s)
            AS recorded
-FROM d""")
+FROM d"""
 
 
 def delivery_key(run_id: str, attempt: int) -> str:
@@ -72,23 +73,55 @@ class TaskDeliveryStore:
         """Count this delivery of the attempt and read its run; when the attempt is
         due (:meth:`AttemptStart.due`) write ``started`` in the same transaction.
 
-        On PostgreSQL it is one statement and the commit does not wait for the disk
-        (``synchronous_commit`` off for this transaction only): a database crash may
-        forget the last few starts — a run shown queued, one delivery uncounted — never
-        a result, which commits durably."""
+        On PostgreSQL it is one round trip (:meth:`_begin_pg`) and the commit does not
+        wait for the disk (``synchronous_commit`` off for this transaction only): a
+        database crash may forget the last few starts — a run shown queued, one delivery
+        uncounted — never a result, which commits durably."""
         now = time.time()
         key = delivery_key(run_id, attempt)
+        if self.db.dialect == "postgresql":
+            return self._begin_pg(key, run_id, attempt, now, cap, started)
         with self.db.engine.begin() as conn:
-            if self.db.dialect == "postgresql":
-                conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
-                row = conn.execute(_BEGIN_PG, {"key": key, "now": now, "run": run_id,
-                                               "attempt": attempt}).one()
-                start = AttemptStart(int(row.deliveries), row.status, bool(row.recorded))
-            else:
-                start = self._begin_portable(conn, key, run_id, attempt, now)
+            start = self._begin_portable(conn, key, run_id, attempt, now)
             if started and start.due(cap):
                 self.runs.write(conn, started)
         return start
+
+    def _begin_pg(self, key: str, run_id: str, attempt: int, now: float, cap: int,
+                  started: Batch | None) -> AttemptStart:
+        """The count and read and ``started`` in one transaction sent at once: one round
+        trip (:meth:`~sheetops.store.db.Database.one_trip`). ``started``'s run updates
+        are guarded in SQL by what makes the attempt due (so a duplicate delivery, a
+        finished run or one over the cap is left as it is); its outbox marks go in
+        either way (a mark only asks for a render)."""
+        with self.db.one_trip() as conn:
+            conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+            cursor = conn.connection.dbapi_connection.cursor()
+            cursor.execute(_BEGIN_PG, {"key": key, "now": now, "run": run_id,
+                                       "attempt": attempt})
+            if started:
+                self._write_started(conn, started, key, attempt, cap)
+        deliveries, status, recorded = cursor.fetchone()
+        cursor.close()
+        return AttemptStart(int(deliveries), status, bool(recorded))
+
+    def _write_started(self, conn: Connection, started: Batch, key: str, attempt: int,
+                       cap: int) -> None:
+        """``started`` (a run's start: run updates and outbox marks only), each run
+        update applied only while the attempt is due, judged in the same transaction."""
+        if started.new_runs or started.attempts or started.errors or started.job_states:
+            raise ValueError("a start batch holds run updates and outbox marks only")
+        finished = ", ".join(f"'{s.value}'" for s in FINISHED)
+        for row in started.run_updates:
+            columns = [c for c in row if c != "id"]
+            sets = ", ".join(f"{c} = %({c})s" for c in columns)
+            conn.exec_driver_sql(
+                f"UPDATE runs SET {sets} WHERE id = %(id)s AND status NOT IN ({finished}) "
+                "AND NOT EXISTS (SELECT 1 FROM attempts WHERE run_id = %(id)s "
+                "AND attempt = %(due_attempt)s) AND (SELECT deliveries FROM "
+                "task_deliveries WHERE key = %(due_key)s) <= %(due_cap)s",
+                {**row, "due_attempt": attempt, "due_key": key, "due_cap": cap})
+        self.runs.outbox.put(started.outbox, conn)
 
     def _begin_portable(self, conn: Connection, key: str, run_id: str, attempt: int,
                         now: float) -> AttemptStart:
