@@ -128,12 +128,12 @@ def ping_when_idle(engine: Engine, idle_s: float = PING_IDLE_S) -> None:
         since = record.info.get("idle_since")
         if since is None or time.monotonic() - since <= idle_s:
             return
-        try:
-            cursor = dbapi_connection.cursor()
-            cursor.execute("SELECT 1")
-            cursor.close()
+        try:  # the dialect's own ping (the one pool_pre_ping uses): leaves no transaction
+            alive = engine.dialect.do_ping(dbapi_connection)
         except Exception as exc:
             raise DisconnectionError(str(exc)) from exc
+        if not alive:
+            raise DisconnectionError("the pooled connection did not answer a ping")
 
     event.listen(engine, "checkin", checkin)
     event.listen(engine, "checkout", checkout)
