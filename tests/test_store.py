@@ -113,6 +113,23 @@ def test_an_attempt_starts_once_and_a_late_delivery_changes_nothing(store: Store
     assert (unknown.run_status, unknown.due(2)) == (None, False)
 
 
+def test_a_late_start_is_written_while_the_attempt_is_due_only(store: Store) -> None:
+    store.record(Batch(new_runs=[{**_run(1, status="queued"), "finished_at": None},
+                                 {**_run(2, status="queued"), "finished_at": None}]))
+    deliveries = store.task_deliveries
+    assert deliveries.begin_attempt("run00001", 1, cap=2).due(2)  # counted, not started
+    assert store.run("run00001")["status"] == "queued"
+    deliveries.write_start("run00001", 1, cap=2, started=_started("run00001", 5.0))
+    assert (store.run("run00001")["status"], store.run("run00001")["started_at"]) == (
+        "running", 5.0)
+    deliveries.begin_attempt("run00002", 1, cap=2)
+    store.record(Batch(run_updates=[{"id": "run00002", "status": "ok"}],
+                       attempts=[{"run_id": "run00002", "attempt": 1, "job": "j",
+                                  "started_at": 5.0, "finished_at": 6.0, "status": "ok"}]))
+    deliveries.write_start("run00002", 1, cap=2, started=_started("run00002", 9.0))
+    assert store.run("run00002")["status"] == "ok"  # recorded already: left as it is
+
+
 def test_an_attempt_over_the_delivery_cap_is_not_started_again(store: Store) -> None:
     store.record(Batch(new_runs=[{**_run(1, status="queued"), "finished_at": None}]))
     deliveries = store.task_deliveries

@@ -123,6 +123,21 @@ class TaskDeliveryStore:
                 {**row, "due_attempt": attempt, "due_key": key, "due_cap": cap})
         self.runs.outbox.put(started.outbox, conn)
 
+    def write_start(self, run_id: str, attempt: int, cap: int, started: Batch) -> None:
+        """Write ``started`` (a run's start) after :meth:`begin_attempt` counted the
+        delivery, while the attempt is still due, in a transaction of its own that, like
+        the count's, does not wait for the disk: the start of an attempt still running
+        (:mod:`sheetops.executors.late_start`)."""
+        key = delivery_key(run_id, attempt)
+        if self.db.dialect != "postgresql":
+            with self.db.engine.begin() as conn:
+                if self._begin_portable_read(conn, key, run_id, attempt).due(cap):
+                    self.runs.write(conn, started)
+            return
+        with self.db.one_trip() as conn:
+            conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+            self._write_started(conn, started, key, attempt, cap)
+
     def _begin_portable(self, conn: Connection, key: str, run_id: str, attempt: int,
                         now: float) -> AttemptStart:
         d = t.task_deliveries
@@ -131,6 +146,17 @@ class TaskDeliveryStore:
             index_elements=["key"],
             set_={"deliveries": d.c.deliveries + 1, "last_at": now}).returning(d.c.deliveries)
         deliveries = int(conn.execute(stmt).scalar_one())
+        return self._read(conn, deliveries, run_id, attempt)
+
+    def _begin_portable_read(self, conn: Connection, key: str, run_id: str,
+                             attempt: int) -> AttemptStart:
+        """The attempt as :meth:`_begin_portable` finds it, counting nothing."""
+        deliveries = conn.execute(select(t.task_deliveries.c.deliveries).where(
+            t.task_deliveries.c.key == key)).scalar_one_or_none()
+        return self._read(conn, int(deliveries or 0), run_id, attempt)
+
+    @staticmethod
+    def _read(conn: Connection, deliveries: int, run_id: str, attempt: int) -> AttemptStart:
         status = conn.execute(select(t.runs.c.status).where(t.runs.c.id == run_id)
                               ).scalar_one_or_none()
         recorded = conn.execute(select(t.attempts.c.attempt).where(
