@@ -136,7 +136,7 @@ class Worker:
         finally:
             limit_memory(0)
             written = start is None or self.late_start.disarm()
-        if not written:
+        if start is not None and not written:
             recorder.record(start)  # committed with the attempt's end
         if result.error_type == _SOFT_LIMIT:
             result = dataclasses.replace(

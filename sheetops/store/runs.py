@@ -230,14 +230,14 @@ class RunStore:
         c = t.runs.c
         columns = (c.id, c.status, c.attempts, c.started_at, c.finished_at,
                    c.error_type, c.error_message, c.result)
+        postgres = self.db.dialect == "postgresql"
+        chunk = 50_000 if postgres else 500  # SQLite: a bound parameter per id
         found: dict[str, dict[str, Any]] = {}
         with self.db.engine.connect() as conn:
-            chunk = 50_000 if self.db.dialect == "postgresql" else 500
             for start in range(0, len(ids), chunk):
                 part = ids[start:start + chunk]
-                where = (c.id == any_(cast(part, ARRAY(String))) if chunk > 500
-                         else c.id.in_(part))
-                query = select(*columns).where(where)
+                query = select(*columns).where(
+                    c.id == any_(cast(part, ARRAY(String))) if postgres else c.id.in_(part))
                 if not queued:
                     query = query.where(c.status != RunStatus.QUEUED.value)
                 for row in conn.execute(query):
