@@ -165,6 +165,14 @@ def shared_engine(url: str) -> Engine:
         return _engines[url]
 
 
+def _pipeline_mode(engine: Engine) -> bool:
+    if engine.dialect.driver != "psycopg":
+        return False
+    from psycopg import Pipeline
+
+    return bool(Pipeline.is_supported())
+
+
 class Database:
     """An engine and the few dialect differences the stores need."""
 
@@ -178,6 +186,8 @@ class Database:
         self.dialect = self.engine.dialect.name
         self.insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
         self.mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+        #: psycopg 3 on a libpq that has pipeline mode (14+; the binary wheels bundle one)
+        self.pipelines = self.dialect == "postgresql" and _pipeline_mode(self.engine)
 
     @property
     def safe_url(self) -> str:
@@ -191,8 +201,9 @@ class Database:
         what a loaded machine pays most for. No statement in the block may read its
         result through SQLAlchemy (a rowcount, ``RETURNING``; a driver cursor's rows can
         be read after the block); an error of any of them is raised when the block
-        ends. Elsewhere (SQLite) the statements run as usual."""
-        if self.dialect != "postgresql":
+        ends. Elsewhere (SQLite, a driver without pipeline mode) the statements run as
+        usual."""
+        if not self.pipelines:
             yield
             return
         driver = conn.connection.dbapi_connection
@@ -209,7 +220,7 @@ class Database:
         transaction, committed when the block ends without an error and rolled back
         otherwise. The block's statements follow :meth:`pipeline`'s rule (none reads
         its result through SQLAlchemy). Elsewhere it is ``engine.begin()``."""
-        if self.dialect != "postgresql":
+        if not self.pipelines:
             with self.engine.begin() as conn:
                 yield conn
             return
