@@ -5,6 +5,7 @@ show the store's rows."""
 
 from __future__ import annotations
 
+import pytest
 from conftest import fresh_pg_database
 from test_cli import cli, probe
 
@@ -58,10 +59,13 @@ def test_the_core_loop_on_postgresql_from_an_empty_database(workbook, tmp_path, 
             store.dispose()
 
 
-def test_a_pooled_connection_the_server_dropped_is_replaced_before_use(services) -> None:
+@pytest.mark.parametrize("idle_s", [0.0, 3600.0])
+def test_a_pooled_connection_the_server_dropped_is_replaced_before_use(services,
+                                                                       idle_s) -> None:
     """Connections are pinged only when they sat idle (not before every transaction);
-    one the server dropped meanwhile (a restart, an idle timeout) is replaced, and the
-    write that checks it out succeeds."""
+    one the server dropped meanwhile (a restart, an idle timeout) is replaced — by the
+    ping (``idle_s`` 0: every connection counts as idle) or, for one used a moment ago
+    (3600: none does), when a batch's write finds it dead — and the write succeeds."""
     import sqlalchemy as sa
 
     from sheetops.store import Batch
@@ -70,7 +74,7 @@ def test_a_pooled_connection_the_server_dropped_is_replaced_before_use(services)
     services.postgres()
     with fresh_pg_database("pg_ping") as url:
         engine = sa.create_engine(url)
-        ping_when_idle(engine, idle_s=0.0)  # every pooled connection counts as idle
+        ping_when_idle(engine, idle_s=idle_s)
         store = Store(url, engine)
         admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
         try:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import ARRAY, Connection, String, Table, any_, cast, delete, func, select, update
+from sqlalchemy.exc import DBAPIError
 
 from sheetops.store import schema as t
 from sheetops.store.db import Database
@@ -70,8 +71,16 @@ class RunStore:
         if not batch:
             return
         if batch.fence is None:  # BEGIN, every statement and COMMIT: one round trip
-            with self.db.one_trip() as conn:
-                self.write(conn, batch)
+            try:
+                with self.db.one_trip() as conn:
+                    self.write(conn, batch)
+            except DBAPIError as exc:
+                if not exc.connection_invalidated:
+                    raise
+                # a pooled connection the server dropped since its last use (pinged only
+                # when idle, db.ping_when_idle): once more, on a new one
+                with self.db.one_trip() as conn:
+                    self.write(conn, batch)
             return
         with self.db.engine.begin() as conn:  # the fence's check reads its rowcount first
             check_fence(conn, batch.fence)
