@@ -117,10 +117,12 @@ PING_IDLE_S = 1.0
 def ping_when_idle(engine: Engine, idle_s: float = PING_IDLE_S) -> None:
     """Check a pooled connection before use only when it sat idle more than ``idle_s``
     seconds (one that fails is replaced, as with ``pool_pre_ping``): a connection used a
-    moment ago is alive, and a ping on every checkout is a round trip per transaction —
-    a third of what a Celery worker's busy loop pays. A server restarted within
-    ``idle_s`` of a connection's last use shows as a failed statement, which the caller
-    handles as any other (and the pool opens new connections)."""
+    moment ago is alive, and a ping on every checkout is one more round trip per
+    transaction — as many as a whole pipelined transaction (:meth:`Database.one_trip`).
+    A server restarted within ``idle_s`` of a connection's last use shows as a failed
+    statement with the connection invalidated; :meth:`RunStore.record
+    <sheetops.store.runs.RunStore.record>` then writes its batch once more, other callers
+    handle it as any other store error (and the pool opens new connections)."""
     def checkin(_dbapi_connection: Any, record: Any) -> None:
         record.info["idle_since"] = time.monotonic()
 

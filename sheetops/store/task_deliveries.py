@@ -4,10 +4,11 @@ A broker redelivers a task whose worker died before acking it (``acks_late``,
 ``reject_on_worker_lost``). That is what makes a killed worker lose nothing, and what
 would make a task that kills its worker every time (a poison task) loop forever. So a
 worker starts every attempt with :meth:`TaskDeliveryStore.begin_attempt`: one
-transaction that counts this delivery of ``run id:attempt``, reads the run, and — when
-the attempt is due to run — marks the run started. The worker then knows whether to run
-the attempt, skip a duplicate (its result is already recorded) or end the run as a
-poison task once the count passes the cap.
+transaction that counts this delivery of ``run id:attempt`` and reads the run (and, when
+asked and the attempt is due, marks the run started; a Celery worker marks it later,
+:meth:`TaskDeliveryStore.write_start`, only if the attempt outlasts a moment). The worker
+then knows whether to run the attempt, skip a duplicate (its result is already recorded)
+or end the run as a poison task once the count passes the cap.
 """
 
 from __future__ import annotations
