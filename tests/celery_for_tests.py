@@ -4,9 +4,9 @@
 ``t_cel_deliver`` is an idempotent sink: it sends each of ``params.keys`` once per run
 (``ctx.deliveries`` remembers what was sent across deliveries of the attempt), appending
 ``key pid`` to ``params.sink``; ``t_cel_kill`` kills its own worker process every time
-(a poison task). The pipeline ``cel_copy`` reads ``params.input`` (JSON lines) through
-``double`` into the SQL sink table ``cel_delivered``, written in the hand-off
-transaction (exactly once).
+(a poison task); ``t_cel_gate`` runs until the test opens its gate. The pipeline
+``cel_copy`` reads ``params.input`` (JSON lines) through ``double`` into the SQL sink
+table ``cel_delivered``, written in the hand-off transaction (exactly once).
 """
 
 from __future__ import annotations
@@ -46,6 +46,14 @@ def deliver(ctx: Any) -> dict[str, Any]:
 def kill(ctx: Any) -> None:
     """Test: a poison task, its worker process dies every time it runs."""
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+@automation("t_cel_gate")
+def gate(ctx: Any) -> None:
+    """Test: an attempt that runs until the file ``params.gate`` exists (60 s at most)."""
+    deadline = time.monotonic() + 60
+    while not Path(ctx.params["gate"]).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 cel_copy = pipeline("cel_copy", source=from_params(lambda p: jsonl_file(p["input"])),

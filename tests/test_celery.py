@@ -221,6 +221,30 @@ def test_a_scheduler_killed_with_runs_in_flight_loses_no_result(services, tmp_pa
 
 
 @with_services
+def test_a_run_whose_attempt_outlasts_a_moment_shows_running_until_it_ends(
+        services, tmp_path, workbook):
+    gate = tmp_path / "gate"
+    _jobs(workbook, {"job": "long", "automation": "t_cel_gate", "schedule": "manual",
+                     "enabled": "TRUE", "params": json.dumps({"gate": str(gate)})})
+    with tier(services, "redis", tmp_path, workbook) as t1:
+        t1.worker("w1")
+        t1.scheduler()
+        t1.store.request_run("long", "ops")
+        # the start is written on its own once the attempt outlasts LATE_START_S
+        [run] = wait_for(lambda: [r for r in t1.runs("long") if r["status"] == "running"],
+                         timeout=60)
+        assert t1.deliveries(run["id"]) == 1
+        wait_for(lambda: _runs_tab(workbook).get(run["id"], {}).get("status") == "running",
+                 timeout=30)
+        gate.touch()
+        [done] = wait_for(lambda: t1.finished("long", 1), timeout=60)
+        assert (done["status"], done["attempts"], done["started_at"]) == (
+            "ok", 1, run["started_at"])
+        wait_for(lambda: _runs_tab(workbook).get(run["id"], {}).get("status") == "ok",
+                 timeout=30)
+
+
+@with_services
 def test_a_poison_task_ends_as_a_failed_run_after_the_redelivery_cap(services, tmp_path,
                                                                      workbook):
     _jobs(workbook, {"job": "poison", "automation": "t_cel_kill", "schedule": "manual",

@@ -5,6 +5,7 @@ show the store's rows."""
 
 from __future__ import annotations
 
+import pytest
 from conftest import fresh_pg_database
 from test_cli import cli, probe
 
@@ -55,4 +56,38 @@ def test_the_core_loop_on_postgresql_from_an_empty_database(workbook, tmp_path, 
             events = config_events(store)
             assert {"fast", "manual", "failing"} <= set(events["job"])
         finally:
+            store.dispose()
+
+
+@pytest.mark.parametrize("idle_s", [0.0, 3600.0])
+def test_a_pooled_connection_the_server_dropped_is_replaced_before_use(services,
+                                                                       idle_s) -> None:
+    """Connections are pinged only when they sat idle (not before every transaction);
+    one the server dropped meanwhile (a restart, an idle timeout) is replaced — by the
+    ping (``idle_s`` 0: every connection counts as idle) or, for one used a moment ago
+    (3600: none does), when a batch's write finds it dead — and the write succeeds."""
+    import sqlalchemy as sa
+
+    from sheetops.store import Batch
+    from sheetops.store.db import ping_when_idle
+
+    services.postgres()
+    with fresh_pg_database("pg_ping") as url:
+        engine = sa.create_engine(url)
+        ping_when_idle(engine, idle_s=idle_s)
+        store = Store(url, engine)
+        admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+        try:
+            run = {"id": "r1", "job": "j", "trigger": "t", "started_at": 1.0,
+                   "status": "queued"}
+            store.record(Batch(new_runs=[run]))
+            with admin.connect() as conn:
+                dropped = conn.exec_driver_sql(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE "
+                    "datname = current_database() AND pid <> pg_backend_pid()").scalar()
+            assert dropped >= 1
+            store.record(Batch(run_updates=[{"id": "r1", "status": "ok"}]))
+            assert store.run("r1")["status"] == "ok"
+        finally:
+            admin.dispose()
             store.dispose()

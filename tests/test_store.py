@@ -80,6 +80,75 @@ def test_outbox_marks_commit_with_their_rows_or_not_at_all(store: Store) -> None
     with pytest.raises(IntegrityError):  # the same run id again: the batch fails
         store.record(Batch(new_runs=[_run(1)], outbox=[("Status", "j")]))
     assert store.pending_outbox().by_tab == {"Runs": 1}
+    # the failed batch left nothing behind: the next one commits whole
+    store.record(Batch(new_runs=[_run(2)], run_updates=[{"id": "run00001", "attempts": 2}],
+                       outbox=[("Status", "j")]))
+    assert [r["attempts"] for r in store.recent_runs(5)] == [1, 2]
+    assert store.pending_outbox().by_tab == {"Runs": 1, "Status": 1}
+
+
+def _started(run_id: str, at: float) -> Batch:
+    return Batch(run_updates=[{"id": run_id, "status": "running", "started_at": at,
+                               "attempts": 1}], outbox=[("Runs", "")])
+
+
+def test_an_attempt_starts_once_and_a_late_delivery_changes_nothing(store: Store) -> None:
+    queued = {**_run(1, status="queued"), "finished_at": None, "attempts": 0}
+    store.record(Batch(new_runs=[queued]))
+    deliveries = store.task_deliveries
+    first = deliveries.begin_attempt("run00001", 1, cap=2, started=_started("run00001", 5.0))
+    assert (first.deliveries, first.run_status, first.due(2)) == (1, "queued", True)
+    assert (store.run("run00001")["status"], store.run("run00001")["started_at"]) == (
+        "running", 5.0)
+    store.record(Batch(run_updates=[{"id": "run00001", "status": "ok", "finished_at": 6.0}],
+                       attempts=[{"run_id": "run00001", "attempt": 1, "job": "j",
+                                  "started_at": 5.0, "finished_at": 6.0, "status": "ok"}]))
+    # redelivered after its result was committed: counted, not due, the run left as it is
+    late = deliveries.begin_attempt("run00001", 1, cap=2, started=_started("run00001", 9.0))
+    assert (late.deliveries, late.run_status, late.recorded, late.due(2)) == (
+        2, "ok", True, False)
+    assert (store.run("run00001")["status"], store.run("run00001")["started_at"]) == (
+        "ok", 5.0)
+    unknown = deliveries.begin_attempt("nope", 1, cap=2, started=_started("nope", 9.0))
+    assert (unknown.run_status, unknown.due(2)) == (None, False)
+
+
+def test_a_late_start_is_written_while_the_attempt_is_due_only(store: Store) -> None:
+    store.record(Batch(new_runs=[{**_run(1, status="queued"), "finished_at": None},
+                                 {**_run(2, status="queued"), "finished_at": None}]))
+    deliveries = store.task_deliveries
+    assert deliveries.begin_attempt("run00001", 1, cap=2).due(2)  # counted, not started
+    assert store.run("run00001")["status"] == "queued"
+    deliveries.write_start("run00001", 1, cap=2, started=_started("run00001", 5.0))
+    assert (store.run("run00001")["status"], store.run("run00001")["started_at"]) == (
+        "running", 5.0)
+    deliveries.begin_attempt("run00002", 1, cap=2)
+    store.record(Batch(run_updates=[{"id": "run00002", "status": "ok"}],
+                       attempts=[{"run_id": "run00002", "attempt": 1, "job": "j",
+                                  "started_at": 5.0, "finished_at": 6.0, "status": "ok"}]))
+    deliveries.write_start("run00002", 1, cap=2, started=_started("run00002", 9.0))
+    assert store.run("run00002")["status"] == "ok"  # recorded already: left as it is
+
+
+def test_an_attempt_over_the_delivery_cap_is_not_started_again(store: Store) -> None:
+    store.record(Batch(new_runs=[{**_run(1, status="queued"), "finished_at": None}]))
+    deliveries = store.task_deliveries
+    for n in (1, 2):  # delivered, its worker died each time
+        assert deliveries.begin_attempt("run00001", 1, cap=2,
+                                        started=_started("run00001", float(n))).due(2)
+    over = deliveries.begin_attempt("run00001", 1, cap=2, started=_started("run00001", 3.0))
+    assert (over.deliveries, over.due(2)) == (3, False)
+    assert store.run("run00001")["started_at"] == 2.0  # the third delivery wrote no start
+
+
+def test_statuses_of_runs_in_flight_leave_out_the_queued_ones(store: Store) -> None:
+    store.record(Batch(new_runs=[_run(1, status="queued"), _run(2, status="running"),
+                                 _run(3)]))
+    ids = ["run00001", "run00002", "run00003", "missing"]
+    assert sorted(store.runs.statuses(ids)) == ids[:3]
+    left = store.runs.statuses(ids, queued=False)
+    assert {run_id: row["status"] for run_id, row in left.items()} == {
+        "run00002": "running", "run00003": "ok"}
 
 
 def test_a_nacked_mark_waits_its_delay_and_an_expired_lease_frees_it(store: Store) -> None:

@@ -295,7 +295,8 @@ class CeleryExecutor(Executor):
             if not ids:
                 continue
             try:
-                rows = self._recorder.store.runs.statuses(ids)  # type: ignore[union-attr]
+                rows = self._recorder.store.runs.statuses(  # type: ignore[union-attr]
+                    ids, queued=False)
             except Exception:
                 log.exception("could not read the runs in flight; trying again")
                 continue

@@ -3,12 +3,16 @@
 Two tasks, both carrying JSON only (:mod:`sheetops.wire`, no secret, the store as a
 reference):
 
-* ``sheetops.attempt`` — one attempt of one run. The worker counts the delivery and marks
-  the run started (:meth:`~sheetops.store.task_deliveries.TaskDeliveryStore.begin_attempt`,
-  one transaction), runs the automation with the same :func:`~sheetops.attempt.run_attempt`
-  the local executor uses, and records the attempt and — when it was the last — the run's
-  outcome through a :class:`~sheetops.recorder.Recorder`; a failed attempt with attempts
-  left is sent again with its backoff as ETA. Nothing waits in the scheduler's memory: a
+* ``sheetops.attempt`` — one attempt of one run. The worker counts the delivery and reads
+  the run (:meth:`~sheetops.store.task_deliveries.TaskDeliveryStore.begin_attempt`, one
+  transaction, one round trip), runs the automation with the same
+  :func:`~sheetops.attempt.run_attempt` the local executor uses, and records the attempt
+  and — when it was the last — the run's outcome through a
+  :class:`~sheetops.recorder.Recorder` (one transaction, one round trip), before the task
+  returns and Celery acks it; a failed attempt with attempts left is sent again with its
+  backoff as ETA. The run's start is written on its own only when the first attempt
+  outlasts :data:`~sheetops.executors.late_start.LATE_START_S`, with the end otherwise
+  (:mod:`~sheetops.executors.late_start`). Nothing waits in the scheduler's memory: a
   scheduler that dies loses no result, and a new one reads every run from the store.
   A delivery of an attempt already recorded is dropped (it was redelivered after its
   result was committed), and so is a copy of an attempt that another published copy owns
@@ -41,11 +45,12 @@ from sheetops.executors.celery_config import (
     CeleryConfig,
     make_app,
 )
+from sheetops.executors.late_start import LateStart
 from sheetops.executors.memory import explain_memory_error, limit_memory
 from sheetops.ratelimit import RateLimiter, RateLimitSpec
 from sheetops.recorder import Recorder
 from sheetops.retry import JobPolicy
-from sheetops.store import RunStatus, Store
+from sheetops.store import Batch, RunStatus, Store
 
 log = logging.getLogger("sheetops.celery")
 
@@ -84,6 +89,7 @@ class Worker:
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self.limiter = RateLimiter()
+        self.late_start = LateStart()
 
     def store(self, url: str) -> tuple[Store, Recorder]:
         with self._lock:
@@ -103,14 +109,9 @@ class Worker:
         run_started = data.get("run_started_at")
         store, recorder = self.store(request.store_url)
         now = time.time()
-        started = None
-        if request.attempt == 1:
-            starting = Recorder(store)
-            starting.record(RunStarted(request.run_id, request.job, now))
-            started = starting.take()
-        begin = store.task_deliveries.begin_attempt(
-            request.run_id, request.attempt, self.config.max_deliveries, started,
-            data.get("copy"))
+        cap = self.config.max_deliveries
+        begin = store.task_deliveries.begin_attempt(request.run_id, request.attempt, cap,
+                                                    copy_id=data.get("copy"))
         if begin.run_status is None:
             log.warning("run %s is not in the store %s; its task is dropped",
                         request.run_id, store.safe_url)
@@ -128,10 +129,19 @@ class Worker:
                               f"{self.config.max_deliveries}); not tried again")
             self._record(recorder, request, policy, result, run_started)
             return "poison"
+        start = RunStarted(request.run_id, request.job, now) if request.attempt == 1 else None
+        if start is not None:  # written now only if the attempt outlasts LATE_START_S
+            self.late_start.arm(lambda: store.task_deliveries.write_start(
+                request.run_id, request.attempt, cap, _batch_of(store, start)))
         limit_memory(request.memory_mb)
-        result = explain_memory_error(run_attempt(request, self._throttle),
-                                      request.memory_mb)
-        limit_memory(0)
+        try:
+            result = explain_memory_error(run_attempt(request, self._throttle),
+                                          request.memory_mb)
+        finally:
+            limit_memory(0)
+            written = start is None or self.late_start.disarm()
+        if start is not None and not written:
+            recorder.record(start)  # committed with the attempt's end
         if result.error_type == _SOFT_LIMIT:
             result = dataclasses.replace(
                 result, error_type=RunTimeout.__name__, timed_out=True,
@@ -179,6 +189,13 @@ class Worker:
         self.app.send_task(ATTEMPT_TASK,
                            args=[attempt_message(request, policy, run_started, copy_id)],
                            producer=producer, **send_options(self.config, request, countdown))
+
+
+def _batch_of(store: Store, event: RunStarted) -> Batch:
+    """The rows ``event`` writes, as the recorder shapes them."""
+    shaping = Recorder(store)
+    shaping.record(event)
+    return shaping.take()
 
 
 def build_app(config: CeleryConfig) -> tuple[Any, Worker]:

@@ -3,7 +3,8 @@
 SQLite files get WAL, a busy timeout and (on builds without the math functions) a
 Python ``ln()`` for the rollups' histogram buckets; a read-only SQLite URI
 (``sqlite:///file:…?mode=ro&uri=true``) is left in the journal mode it has.
-PostgreSQL gets ``pool_pre_ping``. :class:`Database` is what every focused store holds.
+PostgreSQL's pooled connections are checked before use when they sat idle
+(:func:`ping_when_idle`). :class:`Database` is what every focused store holds.
 """
 
 from __future__ import annotations
@@ -12,16 +13,20 @@ import contextlib
 import math
 import re
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.exc import ArgumentError, DBAPIError, DisconnectionError
 from sqlalchemy.pool import NullPool
 
 from sheetops.errors import StoreError, StoreUnavailable
+
+#: libpq's transaction status of a connection outside any transaction
+_IDLE = 0
 
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
@@ -119,18 +124,51 @@ def connection_lost_as_unavailable() -> Iterator[None]:
                                "nothing was written") from None
 
 
+#: A pooled PostgreSQL connection idle longer than this is pinged before it is used.
+PING_IDLE_S = 1.0
+
+
+def ping_when_idle(engine: Engine, idle_s: float = PING_IDLE_S) -> None:
+    """Check a pooled connection before use only when it sat idle more than ``idle_s``
+    seconds (one that fails is replaced, as with ``pool_pre_ping``): a connection used a
+    moment ago is alive, and a ping on every checkout is one more round trip per
+    transaction — as many as a whole pipelined transaction (:meth:`Database.one_trip`).
+    A server restarted within ``idle_s`` of a connection's last use shows as a failed
+    statement with the connection invalidated; :meth:`RunStore.record
+    <sheetops.store.runs.RunStore.record>` then writes its batch once more, other callers
+    handle it as any other store error (and the pool opens new connections)."""
+    def checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    def checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("idle_since")
+        if since is None or time.monotonic() - since <= idle_s:
+            return
+        try:  # the dialect's own ping (the one pool_pre_ping uses): leaves no transaction
+            alive = engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            raise DisconnectionError(str(exc)) from exc
+        if not alive:
+            raise DisconnectionError("the pooled connection did not answer a ping")
+
+    event.listen(engine, "checkin", checkin)
+    event.listen(engine, "checkout", checkout)
+
+
 def make_engine(url: str) -> Engine:
     """A new engine for ``url`` (NullPool for SQLite files: connections are cheap and
-    never shared between threads)."""
+    never shared between threads; PostgreSQL's checked when idle, :func:`ping_when_idle`)."""
     try:
         engine = create_engine(
             url, future=True,
             **({"poolclass": NullPool} if url.startswith("sqlite") and ":memory:" not in url
-               else {"pool_pre_ping": True}))
+               else {}))
     except (ArgumentError, ImportError, ValueError) as exc:  # ValueError: a bad port
         raise StoreError(f"cannot use store URL {safe_url(url)}: {exc}") from None
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", sqlite_setup(_read_only(url)))
+    else:
+        ping_when_idle(engine)
     return engine
 
 
@@ -141,6 +179,14 @@ def shared_engine(url: str) -> Engine:
         if url not in _engines:
             _engines[url] = make_engine(url)
         return _engines[url]
+
+
+def _pipeline_mode(engine: Engine) -> bool:
+    if engine.dialect.driver != "psycopg":
+        return False
+    from psycopg import Pipeline
+
+    return bool(Pipeline.is_supported())
 
 
 class Database:
@@ -156,10 +202,69 @@ class Database:
         self.dialect = self.engine.dialect.name
         self.insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
         self.mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+        #: psycopg 3 on a libpq that has pipeline mode (14+; the binary wheels bundle one)
+        self.pipelines = self.dialect == "postgresql" and _pipeline_mode(self.engine)
 
     @property
     def safe_url(self) -> str:
         return safe_url(self.url)
+
+    @contextlib.contextmanager
+    def pipeline(self, conn: Connection) -> Iterator[None]:
+        """On PostgreSQL, send the statements run on ``conn`` in the block without
+        waiting for each one's answer (psycopg's pipeline mode): together they cost one
+        round trip to the server, answered when the block ends, instead of one each —
+        what a loaded machine pays most for. No statement in the block may read its
+        result through SQLAlchemy (a rowcount, ``RETURNING``; a driver cursor's rows can
+        be read after the block); an error of any of them is raised when the block
+        ends. Elsewhere (SQLite, a driver without pipeline mode) the statements run as
+        usual."""
+        if not self.pipelines:
+            yield
+            return
+        driver = conn.connection.dbapi_connection
+        try:
+            with driver.pipeline():
+                yield
+        except driver.Error as exc:
+            raise self._wrapped(conn, exc) from exc
+
+    @contextlib.contextmanager
+    def one_trip(self) -> Iterator[Connection]:
+        """A transaction like ``engine.begin()``'s whose BEGIN, statements and COMMIT go
+        to PostgreSQL in one :meth:`pipeline`: one round trip to the server for the whole
+        transaction, committed when the block ends without an error and rolled back
+        otherwise. The block's statements follow :meth:`pipeline`'s rule (none reads
+        its result through SQLAlchemy). Elsewhere it is ``engine.begin()``."""
+        if not self.pipelines:
+            with self.engine.begin() as conn:
+                yield conn
+            return
+        with self.engine.connect() as conn:
+            # the driver would begin (and wait for) the transaction itself otherwise
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+            driver = conn.connection.dbapi_connection
+            try:
+                with driver.pipeline():
+                    conn.exec_driver_sql("BEGIN")
+                    yield conn
+                    conn.exec_driver_sql("COMMIT")
+            except driver.Error as exc:
+                raise self._wrapped(conn, exc) from exc
+            finally:
+                if not driver.closed and driver.pgconn.transaction_status != _IDLE:
+                    driver.rollback()  # failed: end the transaction before it is pooled
+
+    def _wrapped(self, conn: Connection, exc: Exception) -> DBAPIError:
+        """A driver error raised at the end of a pipeline as SQLAlchemy raises the
+        others (``IntegrityError``, ``OperationalError``, …); a lost connection is
+        invalidated, so the pool does not hand it out again."""
+        dialect = self.engine.dialect
+        lost = dialect.is_disconnect(exc, conn.connection.dbapi_connection, None)
+        if lost:
+            conn.invalidate(exc)
+        return DBAPIError.instance("(pipeline)", None, exc, dialect.loaded_dbapi.Error,
+                                   connection_invalidated=lost, dialect=dialect)
 
     @property
     def read_only(self) -> bool:

@@ -71,10 +71,11 @@ class OutboxPending:
 
 def put_marks(connection: Connection, marks: Iterable[Mark]) -> None:
     """Add ``marks`` inside the caller's transaction on ``connection`` (a store module
-    writing the rows a tab shows: the marks commit with them, or neither does)."""
+    writing the rows a tab shows: the marks commit with them, or neither does). Reads no
+    result, so it may run in a :meth:`~sheetops.store.db.Database.pipeline` block."""
     marks = list(marks)
     put_in(connection, QUEUE, [{"tab": tab, "key": key} for tab, key in marks],
-           keys=[tab for tab, _key in marks])
+           keys=[tab for tab, _key in marks], ids=False)
 
 
 class OutboxStore:

@@ -211,15 +211,19 @@ class SqliteQueueSql(_Dialect):
     _INSERT = (f"INSERT INTO queue_items ({_COLUMNS}) "
                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 
-    def insert_rows(self, conn: Connection, new: NewItems) -> list[int]:
+    def insert_rows(self, conn: Connection, new: NewItems, ids: bool = True) -> list[int]:
         """Insert through the driver's executemany (SQLAlchemy's per-row work would cost
         more than SQLite's); the write lock is held, so every id above the highest one
-        before is ours, in insertion order (AUTOINCREMENT never reuses an id)."""
+        before is ours, in insertion order (AUTOINCREMENT never reuses an id). With
+        ``ids=False`` the ids are not read (``[]``)."""
         rows = [(new.queue, key, unique, payload, new.priority, LIVE, new.visible_at,
                  new.created_at, new.deliveries, new.token, new.consumer, new.claimed_at)
                 for key, unique, payload in zip(new.keys, new.unique_keys, new.payloads,
                                                 strict=True)]
         sql = self._INSERT + (_ON_CONFLICT if new.dedupe else "")
+        if not ids:
+            conn.exec_driver_sql(sql, rows)
+            return []
         if len(rows) == 1:  # a pipeline's hand-off: one statement, not three
             return list(conn.exec_driver_sql(sql + " RETURNING id", rows[0]).scalars())
         before = conn.exec_driver_sql("SELECT coalesce(max(id), 0) FROM queue_items").scalar()
@@ -268,24 +272,30 @@ class PostgresQueueSql(_Dialect):
                "unnest(%(keys)s::text[], %(unique)s::text[], %(payloads)b::text[]) "
                "WITH ORDINALITY AS item(k, u, p, n) ORDER BY n")
 
-    def insert_rows(self, conn: Connection, new: NewItems) -> list[int]:
+    def insert_rows(self, conn: Connection, new: NewItems, ids: bool = True) -> list[int]:
         """One INSERT … SELECT FROM unnest(arrays) per 5,000 items; the payloads go as a
         binary array (``%(payloads)b``): in text form the driver escapes every quote of
         every JSON text with a regular expression, which took longer than the insert.
         Rows are inserted in the arrays' order, so their ids ascend in it (the ordering
-        SQLAlchemy's own bulk RETURNING relies on); skipped duplicates leave no id."""
-        sql = self._INSERT + (_ON_CONFLICT if new.dedupe else "") + " RETURNING id"
-        ids: list[int] = []
+        SQLAlchemy's own bulk RETURNING relies on); skipped duplicates leave no id. With
+        ``ids=False`` nothing is read back (``[]``): the insert may then run in a
+        :meth:`~sheetops.store.db.Database.pipeline` block."""
+        sql = self._INSERT + (_ON_CONFLICT if new.dedupe else "")
+        found: list[int] = []
         for start in range(0, len(new.keys), 5000):
             end = start + 5000
-            ids += sorted(conn.exec_driver_sql(sql, {
+            params = {
                 "queue": new.queue, "priority": new.priority, "visible_at": new.visible_at,
                 "created_at": new.created_at, "deliveries": new.deliveries,
                 "token": new.token, "consumer": new.consumer, "claimed_at": new.claimed_at,
                 "keys": new.keys[start:end],
                 "unique": new.unique_keys[start:end],
-                "payloads": new.payloads[start:end]}).scalars())
-        return ids
+                "payloads": new.payloads[start:end]}
+            if ids:
+                found += sorted(conn.exec_driver_sql(sql + " RETURNING id", params).scalars())
+            else:
+                conn.exec_driver_sql(sql, params)
+        return found
 
     @staticmethod
     def engine_for(engine: Engine) -> Engine:
@@ -329,10 +339,11 @@ def dialect_sql(conn: Connection) -> SqliteQueueSql | PostgresQueueSql:
 
 
 def put_in(connection: Connection, queue: str, payloads: Sequence[Payload], *,
-           keys: Sequence[str | None] | None = None) -> list[int]:
+           keys: Sequence[str | None] | None = None, ids: bool = True) -> list[int]:
     """Put ``payloads`` on ``queue`` inside the caller's transaction on ``connection``,
     for code that holds a connection of the store but not its :class:`Queues` (the rows
-    it writes and the items commit together). Same as ``tx.put`` otherwise."""
+    it writes and the items commit together). Same as ``tx.put`` otherwise; with
+    ``ids=False`` the new items' ids are not read back (``[]``)."""
     if keys is not None and len(keys) != len(payloads):
         raise QueueError(f"{len(keys)} keys for {len(payloads)} payloads")
     if not payloads:
@@ -343,7 +354,7 @@ def put_in(connection: Connection, queue: str, payloads: Sequence[Payload], *,
     batch = NewItems(queue, list(keys) if keys is not None else [None] * len(payloads),
                      [p if isinstance(p, JsonText) else _dumps(p, i)
                       for i, p in enumerate(payloads)], 0, now, now, False)
-    return sql.insert_rows(connection, batch)
+    return sql.insert_rows(connection, batch, ids)
 
 
 def _dumps(payload: Payload, index: int) -> str:

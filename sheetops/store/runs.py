@@ -11,7 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Table, delete, func, select, update
+from sqlalchemy import ARRAY, Connection, String, Table, any_, cast, delete, func, select, update
+from sqlalchemy.exc import DBAPIError
 
 from sheetops.store import schema as t
 from sheetops.store.db import Database, connection_lost_as_unavailable
@@ -69,12 +70,27 @@ class RunStore:
         writing nothing, when the batch's fence is stale."""
         if not batch:
             return
+        if batch.fence is None:  # BEGIN, every statement and COMMIT: one round trip
+            try:
+                with self.db.one_trip() as conn:
+                    self.write(conn, batch)
+            except DBAPIError as exc:
+                if not exc.connection_invalidated:
+                    raise
+                # a pooled connection the server dropped since its last use (pinged only
+                # when idle, db.ping_when_idle): once more, on a new one
+                with self.db.one_trip() as conn:
+                    self.write(conn, batch)
+            return
+        # the fence's check reads its rowcount first
         with connection_lost_as_unavailable(), self.db.engine.begin() as conn:
             check_fence(conn, batch.fence)
-            self.write(conn, batch)
+            with self.db.pipeline(conn):
+                self.write(conn, batch)
 
     def write(self, conn: Connection, batch: Batch) -> None:
-        """Write ``batch`` in the caller's transaction ``conn`` (see :meth:`record`)."""
+        """Write ``batch`` in the caller's transaction ``conn`` (see :meth:`record`); it
+        reads no result, so it may run in a :meth:`Database.pipeline` block."""
         now = time.time()
         self._insert_many(conn, t.runs, batch.new_runs)
         self._update_runs(conn, batch.run_updates)
@@ -214,19 +230,27 @@ class RunStore:
                 select(t.attempts).where(t.attempts.c.run_id == run_id)
                 .order_by(t.attempts.c.attempt))]
 
-    def statuses(self, run_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    def statuses(self, run_ids: Iterable[str],
+                 queued: bool = True) -> dict[str, dict[str, Any]]:
         """Status, attempts, times, error and result of the given runs (those that
-        exist): how a scheduler whose runs are recorded by workers elsewhere follows
-        them."""
+        exist; with ``queued=False`` only those that left the queue): how a scheduler
+        whose runs are recorded by workers elsewhere follows them, every few tenths of a
+        second, so on PostgreSQL the ids go as one array, not a parameter each."""
         ids = list(run_ids)
         c = t.runs.c
+        columns = (c.id, c.status, c.attempts, c.started_at, c.finished_at,
+                   c.error_type, c.error_message, c.result)
+        postgres = self.db.dialect == "postgresql"
+        chunk = 50_000 if postgres else 500  # SQLite: a bound parameter per id
         found: dict[str, dict[str, Any]] = {}
         with self.db.engine.connect() as conn:
-            for start in range(0, len(ids), 500):
-                for row in conn.execute(select(
-                        c.id, c.status, c.attempts, c.started_at, c.finished_at,
-                        c.error_type, c.error_message, c.result)
-                        .where(c.id.in_(ids[start:start + 500]))):
+            for start in range(0, len(ids), chunk):
+                part = ids[start:start + chunk]
+                query = select(*columns).where(
+                    c.id == any_(cast(part, ARRAY(String))) if postgres else c.id.in_(part))
+                if not queued:
+                    query = query.where(c.status != RunStatus.QUEUED.value)
+                for row in conn.execute(query):
                     found[row.id] = dict(row._mapping)
         return found
 

@@ -4,27 +4,28 @@ A broker redelivers a task whose worker died before acking it (``acks_late``,
 ``reject_on_worker_lost``). That is what makes a killed worker lose nothing, and what
 would make a task that kills its worker every time (a poison task) loop forever. So a
 worker starts every attempt with :meth:`TaskDeliveryStore.begin_attempt`: one
-transaction that counts this delivery of ``run id:attempt``, reads the run, and — when
-the attempt is due to run — marks the run started. The worker then knows whether to run
-the attempt, skip a duplicate (its result is already recorded) or end the run as a
-poison task once the count passes the cap.
-
+transaction that counts this delivery of ``run id:attempt`` and reads the run (and, when
+asked and the attempt is due, marks the run started; a Celery worker marks it later,
+:meth:`TaskDeliveryStore.write_start`, only if the attempt outlasts a moment). The worker
+then knows whether to run the attempt, skip a duplicate (its result is already recorded)
+or end the run as a poison task once the count passes the cap.
 An attempt may also be *published* more than once: a leader republishes a run it (or a
 dead predecessor) committed but may not have published (:meth:`mark_sent`,
 :meth:`sent`). Each published copy carries its own id; the first copy to reach the
 store — a publisher's mark after its publish, or a worker's first delivery — owns the
 attempt, and :meth:`begin_attempt` tells a worker holding another copy to drop it. A
 redelivery of the owning copy (its worker died) counts against the cap as before.
+
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import Connection, func, or_, select, text
+from sqlalchemy import Connection, func, or_, select
 
 from sheetops.store import schema as t
 from sheetops.store.db import Database
@@ -52,11 +53,12 @@ class AttemptStart:
 
 
 #: PostgreSQL: count the delivery — unless another copy owns the attempt — and read the
-#: run in one round trip.
-_BEGIN_PG = text("""
+#: run in one statement (a driver-level one: its row is read after the pipeline it is sent
+#: in).
+_BEGIN_PG = """
 WITH d AS (
     INSERT INTO task_deliveries (key, deliveries, first_at, last_at, copy_id)
-    VALUES (:key, 1, :now, :now, :copy)
+    VALUES (%(key)s, 1, %(now)s, %(now)s, %(copy)s)
     ON CONFLICT (key) DO UPDATE
         SET deliveries = task_deliveries.deliveries + 1, last_at = excluded.last_at,
             copy_id = COALESCE(task_deliveries.copy_id, excluded.copy_id)
@@ -64,9 +66,9 @@ WITH d AS (
               OR task_deliveries.copy_id = excluded.copy_id
     RETURNING deliveries)
 SELECT (SELECT deliveries FROM d) AS deliveries,
-       (SELECT status FROM runs WHERE id = :run) AS status,
-       EXISTS (SELECT 1 FROM attempts WHERE run_id = :run AND attempt = :attempt)
-           AS recorded""")
+       (SELECT status FROM runs WHERE id = %(run)s) AS status,
+       EXISTS (SELECT 1 FROM attempts WHERE run_id = %(run)s AND attempt = %(attempt)s)
+           AS recorded"""
 
 
 def delivery_key(run_id: str, attempt: int) -> str:
@@ -87,24 +89,70 @@ class TaskDeliveryStore:
         for a task published once only) and read its run; when the attempt is due
         (:meth:`AttemptStart.due`) write ``started`` in the same transaction.
 
-        On PostgreSQL it is one statement and the commit does not wait for the disk
-        (``synchronous_commit`` off for this transaction only): a database crash may
-        forget the last few starts — a run shown queued, one delivery uncounted — never
-        a result, which commits durably."""
+        On PostgreSQL it is one round trip (:meth:`_begin_pg`) and the commit does not
+        wait for the disk (``synchronous_commit`` off for this transaction only): a
+        database crash may forget the last few starts — a run shown queued, one delivery
+        uncounted — never a result, which commits durably."""
         now = time.time()
         key = delivery_key(run_id, attempt)
+        if self.db.dialect == "postgresql":
+            return self._begin_pg(key, run_id, attempt, now, cap, started, copy_id)
         with self.db.engine.begin() as conn:
-            if self.db.dialect == "postgresql":
-                conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
-                row = conn.execute(_BEGIN_PG, {"key": key, "now": now, "run": run_id,
-                                               "attempt": attempt, "copy": copy_id}).one()
-                start = AttemptStart(int(row.deliveries or 0), row.status,
-                                     bool(row.recorded), row.deliveries is None)
-            else:
-                start = self._begin_portable(conn, key, run_id, attempt, now, copy_id)
+            start = self._begin_portable(conn, key, run_id, attempt, now, copy_id)
             if started and start.due(cap):
                 self.runs.write(conn, started)
         return start
+
+    def _begin_pg(self, key: str, run_id: str, attempt: int, now: float, cap: int,
+                  started: Batch | None, copy_id: str | None) -> AttemptStart:
+        """The count and read and ``started`` in one transaction sent at once: one round
+        trip (:meth:`~sheetops.store.db.Database.one_trip`). ``started``'s run updates
+        are guarded in SQL by what makes the attempt due (so a duplicate delivery, a
+        finished run or one over the cap is left as it is); its outbox marks go in
+        either way (a mark only asks for a render)."""
+        with self.db.one_trip() as conn:
+            conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+            cursor = conn.connection.dbapi_connection.cursor()
+            cursor.execute(_BEGIN_PG, {"key": key, "now": now, "run": run_id,
+                                       "attempt": attempt, "copy": copy_id})
+            if started:
+                self._write_started(conn, started, key, attempt, cap)
+        deliveries, status, recorded = cursor.fetchone()
+        cursor.close()
+        return AttemptStart(int(deliveries or 0), status, bool(recorded), deliveries is None)
+
+    def _write_started(self, conn: Connection, started: Batch, key: str, attempt: int,
+                       cap: int) -> None:
+        """``started`` (a run's start: run updates and outbox marks only), each run
+        update applied only while the attempt is due, judged in the same transaction."""
+        if started.new_runs or started.attempts or started.errors or started.job_states:
+            raise ValueError("a start batch holds run updates and outbox marks only")
+        finished = ", ".join(f"'{s.value}'" for s in FINISHED)
+        for row in started.run_updates:
+            columns = [c for c in row if c != "id"]
+            sets = ", ".join(f"{c} = %({c})s" for c in columns)
+            conn.exec_driver_sql(
+                f"UPDATE runs SET {sets} WHERE id = %(id)s AND status NOT IN ({finished}) "
+                "AND NOT EXISTS (SELECT 1 FROM attempts WHERE run_id = %(id)s "
+                "AND attempt = %(due_attempt)s) AND (SELECT deliveries FROM "
+                "task_deliveries WHERE key = %(due_key)s) <= %(due_cap)s",
+                {**row, "due_attempt": attempt, "due_key": key, "due_cap": cap})
+        self.runs.outbox.put(started.outbox, conn)
+
+    def write_start(self, run_id: str, attempt: int, cap: int, started: Batch) -> None:
+        """Write ``started`` (a run's start) after :meth:`begin_attempt` counted the
+        delivery, while the attempt is still due, in a transaction of its own that, like
+        the count's, does not wait for the disk: the start of an attempt still running
+        (:mod:`sheetops.executors.late_start`)."""
+        key = delivery_key(run_id, attempt)
+        if self.db.dialect != "postgresql":
+            with self.db.engine.begin() as conn:
+                if self._begin_portable_read(conn, key, run_id, attempt).due(cap):
+                    self.runs.write(conn, started)
+            return
+        with self.db.one_trip() as conn:
+            conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+            self._write_started(conn, started, key, attempt, cap)
 
     def _begin_portable(self, conn: Connection, key: str, run_id: str, attempt: int,
                         now: float, copy_id: str | None) -> AttemptStart:
@@ -119,13 +167,24 @@ class TaskDeliveryStore:
                                                     d.c.copy_id == copy_id)
         ).returning(d.c.deliveries)
         counted = conn.execute(stmt).scalar_one_or_none()
-        deliveries = int(counted or 0)
+        start = self._read(conn, int(counted or 0), run_id, attempt)
+        return replace(start, another_copy=counted is None)
+
+    def _begin_portable_read(self, conn: Connection, key: str, run_id: str,
+                             attempt: int) -> AttemptStart:
+        """The attempt as :meth:`_begin_portable` finds it, counting nothing."""
+        deliveries = conn.execute(select(t.task_deliveries.c.deliveries).where(
+            t.task_deliveries.c.key == key)).scalar_one_or_none()
+        return self._read(conn, int(deliveries or 0), run_id, attempt)
+
+    @staticmethod
+    def _read(conn: Connection, deliveries: int, run_id: str, attempt: int) -> AttemptStart:
         status = conn.execute(select(t.runs.c.status).where(t.runs.c.id == run_id)
                               ).scalar_one_or_none()
         recorded = conn.execute(select(t.attempts.c.attempt).where(
             t.attempts.c.run_id == run_id, t.attempts.c.attempt == attempt).limit(1)
         ).first() is not None
-        return AttemptStart(deliveries, status, recorded, counted is None)
+        return AttemptStart(deliveries, status, recorded)
 
     def deliveries(self, run_id: str, attempt: int) -> int:
         """How many times the attempt was delivered (0: never)."""
