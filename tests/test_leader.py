@@ -17,12 +17,15 @@ from sheetops.store.leases import Fenced
 
 def test_lease_is_exclusive_until_released_or_expired(tmp_path) -> None:
     store = Store(f"sqlite:///{tmp_path / 's.db'}")
-    first = Lease(store, ttl_s=0.5, holder="host-a:1:x")
-    second = Lease(store, ttl_s=0.5, holder="host-b:2:y")
+    # held for longer than any stall of a loaded machine between the steps below
+    first = Lease(store, ttl_s=60, holder="host-a:1:x")
+    second = Lease(store, ttl_s=60, holder="host-b:2:y")
     assert first.acquire() and not second.acquire()
     assert second.current_holder() == "host-a:1:x"
     first.release()
     assert second.acquire() and not first.acquire()
+    second.ttl_s = 0.5
+    assert second.keep(force=True)  # the last renewal, for 0.5 s
     wait_for(first.acquire, timeout=5)  # second stops renewing: the lease expires
 
 
@@ -130,10 +133,12 @@ def store_url(tmp_path, request):
 def test_each_holder_gets_a_higher_epoch_and_a_stale_one_writes_nothing(store_url) -> None:
     store = Store(store_url)
     try:
-        old = Lease(store, ttl_s=0.3, holder="host-a:1:x")
+        old = Lease(store, ttl_s=60, holder="host-a:1:x")
         new = Lease(store, ttl_s=30, holder="host-b:2:y")
-        assert old.acquire() and not new.acquire()
+        assert old.acquire() and not new.acquire()  # (a short lease could expire between)
         stale = old.fence
+        old.ttl_s = 0.3
+        assert old.keep(force=True)  # its last renewal, for 0.3 s
         wait_for(lambda: new.acquire(), timeout=5)  # the old one paused past its TTL
         assert new.epoch > stale.epoch
         assert not old.keep(force=True) and not old.held  # renewing is refused
