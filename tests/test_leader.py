@@ -76,7 +76,8 @@ def test_taking_the_lease_back_keeps_own_runs_and_fires_nothing_twice(workbook, 
     """A scheduler that lost its lease (another took it while this one was paused) and
     then takes it back must not record its own still-running run as Interrupted, and must
     not replay the fires the other scheduler already ran."""
-    workbook.jobs(probe("long", "manual", tmp_path / "long", sleep=2.5),
+    release = tmp_path / "release-long"  # running until the lease is taken back
+    workbook.jobs(probe("long", "manual", tmp_path / "long", hold_until=str(release)),
                   probe("tick", "every 1s", tmp_path / "tick"))
     url = f"sqlite:///{tmp_path / 'shared.db'}"
     store = Store(url)
@@ -97,6 +98,8 @@ def test_taking_the_lease_back_keeps_own_runs_and_fires_nothing_twice(workbook, 
         other.release()
         wait_for(lambda: engine.is_leader, timeout=5)
         taken_back_at = time.time()
+        assert (store.run(long_run) or {}).get("status") == "running"  # still its own
+        release.touch()
         record = wait_for(lambda: (store.run(long_run) or {}).get("status") != "running"
                           and store.run(long_run), timeout=30)
         engine.runner.flush()
@@ -112,6 +115,7 @@ def test_taking_the_lease_back_keeps_own_runs_and_fires_nothing_twice(workbook, 
         assert sum(r["trigger"] == "catch_up" and r["started_at"] >= taken_back_at
                    for r in runs) <= 1
     finally:
+        release.touch()  # also after a failed assertion: stop() waits for the run
         engine.stop()
         store.dispose()
 
