@@ -90,13 +90,13 @@ def test_taking_the_lease_back_keeps_own_runs_and_fires_nothing_twice(workbook, 
         other = Lease(Store(url), ttl_s=1.5, holder="elsewhere:1:x")
         store.release_lease("scheduler", engine.lease.holder)  # as if it had expired
         assert other.acquire()
-        wait_for(lambda: not engine.is_leader, timeout=5)
+        wait_for(lambda: not engine.is_leader)
         lost_at = time.time()
         # fires of "tick" fall due meanwhile: the other scheduler's to run (and note)
         wait_for(lambda: time.time() - lost_at > 1.2, timeout=5)
         store.set_fire_times({"tick": time.time()})
         other.release()
-        wait_for(lambda: engine.is_leader, timeout=5)
+        wait_for(lambda: engine.is_leader)
         taken_back_at = time.time()
         assert (store.run(long_run) or {}).get("status") == "running"  # still its own
         release.touch()
