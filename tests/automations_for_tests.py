@@ -30,9 +30,11 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 def probe(ctx: Any) -> dict[str, Any]:
     """Test probe: record the attempt, sleep, throttle, fail or succeed as params say.
 
-    params: dir, sleep (s), throttle (permits to take), succeed_on (attempt number),
-    fail ("permanent"), message, bad_records (keys reported with record_failure),
-    allocate_mb (memory to take, for the worker memory limit).
+    params: dir, sleep (s), hold_until (a path: the attempt stays busy until the test
+    creates that file, so a state it asserts lasts as long as the test needs, not for a
+    sleep a loaded machine can outrun; at most 120 s), throttle (permits to take),
+    succeed_on (attempt number), fail ("permanent"), message, bad_records (keys reported
+    with record_failure), allocate_mb (memory to take, for the worker memory limit).
     """
     p = ctx.params
     folder = Path(p["dir"]) if p.get("dir") else None
@@ -45,6 +47,8 @@ def probe(ctx: Any) -> dict[str, Any]:
         name = f"{ctx.job}-{ctx.run_id}-{ctx.attempt}"
         _write_json(folder / f"{name}.start.json", record)
     time.sleep(float(p.get("sleep", 0)))
+    if p.get("hold_until"):
+        _hold_until(Path(p["hold_until"]))
     hog = bytearray(int(p.get("allocate_mb", 0)) * 1024 * 1024)
     for _ in range(int(p.get("throttle", 0))):
         ctx.throttle()
@@ -62,6 +66,13 @@ def probe(ctx: Any) -> dict[str, Any]:
     n = int(p.get("records", 1)) + 0 * len(hog)
     return {"records_in": n, "records_out": n - len(p.get("bad_records", [])),
             "attempt": ctx.attempt}
+
+
+def _hold_until(path: Path, limit_s: float = 120.0) -> None:
+    """Poll until ``path`` exists (a test's release), or ``limit_s`` passes."""
+    deadline = time.monotonic() + limit_s
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 @automation("t_leak")

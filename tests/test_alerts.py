@@ -4,7 +4,6 @@ a loopback webhook receiver: fire once, remind, resolve, templates, delivery fai
 from __future__ import annotations
 
 import json
-import socket
 import time
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from sheetops.settings import get_settings
 from sheetops.store import Batch, Store
 from sheetops.templates import TemplateSpec
 from sheetops.testing.http import HttpServer
+from sheetops.testing.ports import free_port
 from sheetops.testing.smtp import SmtpServer
 
 T0 = time.time()
@@ -102,12 +102,6 @@ class Box:
 
 def kinds(events) -> list[str]:
     return [e.kind for e in events]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # -- fire once, remind, resolve ---------------------------------------------------------

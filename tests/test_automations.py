@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
-import socket
 import time
 import traceback
 
@@ -24,6 +23,7 @@ from sheetops.registry import registry
 from sheetops.templates import TemplateSpec
 from sheetops.testing.automation import call_automation
 from sheetops.testing.http import Reply
+from sheetops.testing.ports import refused_port
 from sheetops.testing.smtp import SmtpServer
 
 TEXT_TEMPLATE = TemplateSpec("welcome", "Hello {{ name }}", "Hi {{ name }}, code {{ code }}.\n")
@@ -235,10 +235,7 @@ def quick_smtp_retries(monkeypatch):
 
 
 def test_send_email_unreachable_server_before_any_send_is_retryable(quick_smtp_retries):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    with pytest.raises(RetryableError, match="ConnectionRefused"):
+    with refused_port() as port, pytest.raises(RetryableError, match="ConnectionRefused"):
         run("send_email", {"recipients": ["a@example.com"], "vars": {"name": "n", "code": 0},
                            "smtp": {"port": port, "timeout_s": 2}}, template=TEXT_TEMPLATE)
 

@@ -203,7 +203,8 @@ def test_a_worker_killed_mid_attempt_loses_nothing_and_sends_nothing_twice(
 def test_a_scheduler_killed_with_runs_in_flight_loses_no_result(services, tmp_path,
                                                                  workbook):
     folder = tmp_path / "evidence"
-    _jobs(workbook, probe("slow", "manual", folder, sleep=2))
+    release = tmp_path / "release-slow"  # on the worker until the scheduler is dead
+    _jobs(workbook, probe("slow", "manual", folder, hold_until=str(release)))
     with tier(services, "redis", tmp_path, workbook) as t1:
         t1.worker("w1")
         scheduler = t1.scheduler()
@@ -212,6 +213,7 @@ def test_a_scheduler_killed_with_runs_in_flight_loses_no_result(services, tmp_pa
 
         wait_for(lambda: read_starts(folder), timeout=60)
         t1.kill(scheduler)  # the run is on the worker; the scheduler's memory is gone
+        release.touch()
         [run] = wait_for(lambda: t1.finished("slow", 1), timeout=30)
         assert run["status"] == "ok"
         t1.scheduler("scheduler-2")  # a new leader neither fails nor repeats it

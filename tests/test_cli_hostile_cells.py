@@ -3,6 +3,9 @@ each is one problem at its cell, never a traceback, and good jobs still run."""
 
 from __future__ import annotations
 
+import signal
+import time
+
 import pytest
 from automations_for_tests import read_attempts
 from conftest import wait_for
@@ -67,20 +70,25 @@ def test_run_job_of_a_good_job_runs_next_to_hostile_cells(hostile, tmp_path):
 
 
 def test_hostile_cells_added_while_running_are_reported_once_and_good_jobs_go_on(
-        workbook, tmp_path):
+        workbook, tmp_path, store):
     folder = tmp_path / "evidence"
     workbook.settings(refresh_interval_s=1, status_flush_interval_s=1)
     steady = row("steady", schedule="every 1s", params=f'{{"dir": "{folder}"}}')
     workbook.write("Jobs", HEADER, [steady])
-    with running_cli("run", "--for", "10", "--sheet", str(workbook.path), cwd=tmp_path) as proc:
-        wait_for(lambda: any(a["job"] == "steady" for a in read_attempts(folder)), 8)
+    # until SIGTERM, not `--for`: a loaded machine must not use up a fixed lifetime
+    with running_cli("run", "--sheet", str(workbook.path), cwd=tmp_path) as proc:
+        wait_for(lambda: any(a["job"] == "steady" for a in read_attempts(folder)), 30)
         added = row("added", schedule="every 1s", params=f'{{"dir": "{folder}"}}')
         workbook.write("Jobs", HEADER, [steady, *[row(job, **{column: value})
                                                   for job, column, value, _ in BAD_CELLS],
                                         added])
-        wait_for(lambda: any(a["job"] == "added" for a in read_attempts(folder)), 8)
-        wait_for(lambda: len(workbook.records("Validation")) == len(BAD_CELLS), 8)
-        out, err = proc.communicate(timeout=30)
+        wait_for(lambda: any(a["job"] == "added" for a in read_attempts(folder)), 30)
+        wait_for(lambda: len(workbook.records("Validation")) == len(BAD_CELLS), 30)
+        seen_at = time.time()  # a few more refreshes (1 s apart) must not report again
+        wait_for(lambda: store.gauges()["last_refresh_at"][0] > seen_at + 3, 30,
+                 "refreshes after the problems were reported")
+        proc.send_signal(signal.SIGTERM)  # stop: finish, flush the tabs
+        out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, out + err
     assert "Traceback" not in err, err[-3000:]
     problem_lines = [line for line in err.splitlines() if "config problem" in line]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 import traceback
 
 import pytest
@@ -20,6 +19,7 @@ from sheetops.connectors.email import (
 from sheetops.errors import PermanentError, RetryableError
 from sheetops.settings import get_settings
 from sheetops.templates import Rendered
+from sheetops.testing.ports import refused_port
 from sheetops.testing.smtp import SmtpServer
 
 FAST = {"backoff_initial_s": 0.01, "backoff_max_s": 0.05}
@@ -97,11 +97,8 @@ def test_temporary_failures_are_bounded_and_retryable():
 
 
 def test_connection_refused_is_retryable():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = SmtpConfig(host="127.0.0.1", port=port, timeout_s=2)
-    with pytest.raises(RetryableError, match="ConnectionRefused"):
+    with refused_port() as port, pytest.raises(RetryableError, match="ConnectionRefused"):
+        config = SmtpConfig(host="127.0.0.1", port=port, timeout_s=2)
         send_email(config, build_message(TEXT, to="a@example.com", sender="b@example.com"),
                    attempts=2, **FAST)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 import traceback
 
@@ -18,6 +17,7 @@ from sheetops.connectors.http import (
 
 from sheetops.errors import PermanentError, RetryableError
 from sheetops.testing.http import HttpServer, Reply
+from sheetops.testing.ports import refused_port
 
 FAST = {"backoff_initial_s": 0.01, "backoff_max_s": 0.05}
 
@@ -90,10 +90,7 @@ def test_parse_retry_after_seconds_and_http_date():
 
 
 def test_connection_refused_is_retried_then_retryable():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    with HttpClient(attempts=2, timeout_s=2, **FAST) as client, \
+    with refused_port() as port, HttpClient(attempts=2, timeout_s=2, **FAST) as client, \
             pytest.raises(TransientHttpError, match="could not connect"):
         client.get(f"http://127.0.0.1:{port}/x")
 

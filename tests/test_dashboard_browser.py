@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.request
@@ -23,6 +22,7 @@ import pytest
 from sheetops.dashboard.serve import streamlit_command
 from sheetops.store import Batch, Store
 from sheetops.testing.http import HttpServer
+from sheetops.testing.ports import free_port
 from sheetops.testing.store_fill import add_alerts, add_pipelines, fill_realistic, make_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,12 +51,6 @@ def _require(reason: str) -> None:
     pytest.skip(reason)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def dashboard(tmp_path):
     if not Path(CHROMIUM).exists():
@@ -68,7 +62,7 @@ def dashboard(tmp_path):
     url = f"sqlite:///{tmp_path}/store.db"
     store = Store(url)
     fill_realistic(store, time.time())
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "SHEETOPS_STORE_URL": url}
     env.pop("SHEETOPS_DASHBOARD_PASSWORD", None)
     log = open(tmp_path / "streamlit.log", "w")  # noqa: SIM115

@@ -15,15 +15,10 @@ import pytest
 from conftest import wait_for
 
 from sheetops.store import Store
+from sheetops.testing.ports import free_port
 
 SHEETOPS = str(Path(sys.executable).with_name("sheetops"))
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _get(port: int, path: str = "/_stcore/health", **headers: str) -> tuple[int, str]:
@@ -42,7 +37,7 @@ def _port_open(port: int) -> bool:
 
 
 def _start(folder: Path, store_url: str) -> tuple[subprocess.Popen, int]:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "SHEETOPS_STORE_URL": store_url, "SHEETOPS_SHEET": ""}
     env.pop("SHEETOPS_DASHBOARD_PASSWORD", None)
     return subprocess.Popen([SHEETOPS, "dashboard", "--port", str(port)], cwd=folder,
@@ -117,7 +112,7 @@ def test_without_sheet_and_no_single_store_says_how_to_choose(tmp_path, workbook
         (tmp_path / name).write_bytes(b"")
         Store(f"sqlite:///{(tmp_path / name).with_suffix('.sheetops.db')}").dispose()
     env = {**os.environ, "SHEETOPS_STORE_URL": "", "SHEETOPS_SHEET": ""}
-    result = subprocess.run([SHEETOPS, "dashboard", "--port", str(_free_port())],
+    result = subprocess.run([SHEETOPS, "dashboard", "--port", str(free_port())],
                             cwd=tmp_path, env=env, capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 2 and expected in result.stderr

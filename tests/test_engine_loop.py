@@ -67,7 +67,8 @@ def test_a_run_now_behind_a_busy_worker_shows_queued_then_ok(workbook, tmp_path)
     """Through the engine's own status writer: the Runs and Status tabs show the waiting
     run as queued (no start time yet) while the only worker is busy, then ok."""
     workbook.settings(refresh_interval_s=30, status_flush_interval_s=0.2)
-    workbook.jobs(probe("blocker", "manual", tmp_path / "blocker", sleep=1.5),
+    release = tmp_path / "release-blocker"  # busy until the test has seen "queued"
+    workbook.jobs(probe("blocker", "manual", tmp_path / "blocker", hold_until=str(release)),
                   probe("waiter", "manual", tmp_path / "waiter"))
     store = Store(f"sqlite:///{tmp_path / 'engine.db'}")
     engine = Engine(WorkbookSheet(workbook.path), store,
@@ -85,11 +86,13 @@ def test_a_run_now_behind_a_busy_worker_shows_queued_then_ok(workbook, tmp_path)
             run_of("waiter")))
         assert queued["start"] in (None, "")
         wait_for(lambda: {r["job"]: r["state"] for r in workbook.records("Status")}
-                 == {"blocker": "running", "waiter": "queued"}, timeout=1)
+                 == {"blocker": "running", "waiter": "queued"})
+        release.touch()
         done = wait_for(lambda: (lambda r: r if r and r["status"] == "ok" else None)(
             run_of("waiter")))
         assert done["start"] not in (None, "") and done["attempts"] == 1
     finally:
+        release.touch()  # also when an assertion failed: stop() waits for the blocker
         engine.stop()
     assert store.run(done["run_id"])["status"] == "ok"
     store.dispose()

@@ -17,12 +17,15 @@ from sheetops.store.leases import Fenced
 
 def test_lease_is_exclusive_until_released_or_expired(tmp_path) -> None:
     store = Store(f"sqlite:///{tmp_path / 's.db'}")
-    first = Lease(store, ttl_s=0.5, holder="host-a:1:x")
-    second = Lease(store, ttl_s=0.5, holder="host-b:2:y")
+    # held for longer than any stall of a loaded machine between the steps below
+    first = Lease(store, ttl_s=60, holder="host-a:1:x")
+    second = Lease(store, ttl_s=60, holder="host-b:2:y")
     assert first.acquire() and not second.acquire()
     assert second.current_holder() == "host-a:1:x"
     first.release()
     assert second.acquire() and not first.acquire()
+    second.ttl_s = 0.5
+    assert second.keep(force=True)  # the last renewal, for 0.5 s
     wait_for(first.acquire, timeout=5)  # second stops renewing: the lease expires
 
 
@@ -42,7 +45,11 @@ def test_a_dead_local_holder_is_replaced_at_once(tmp_path) -> None:
 def test_standby_fires_nothing_then_takes_over(workbook, tmp_path) -> None:
     workbook.jobs({"job": "tick", "automation": "heartbeat", "schedule": "every 1s"})
     url = f"sqlite:///{tmp_path / 'shared.db'}"
-    options = EngineOptions(workers=1, lease_ttl_s=3, control_interval_s=0.2)
+    # a lease far longer than the test: a loaded machine stalling the active's renewal
+    # for a few seconds must not hand it over early, and the take-over below must come
+    # from the release at stop, not from the lease running out
+    ttl_s = 60
+    options = EngineOptions(workers=1, lease_ttl_s=ttl_s, control_interval_s=0.2)
     active = Engine(workbook.sheet, Store(url), options)
     standby = Engine(workbook.sheet, Store(url), options)
     active.start()
@@ -55,9 +62,11 @@ def test_standby_fires_nothing_then_takes_over(workbook, tmp_path) -> None:
         active.stop()
     try:
         runs_before = standby.store.count_runs(job="tick")
-        wait_for(lambda: standby.is_leader, timeout=5)  # released at stop: no TTL wait
-        wait_for(lambda: standby.store.count_runs(job="tick") > runs_before + 1)
-        assert standby.scheduler.fired >= 2
+        wait_for(lambda: standby.is_leader, timeout=ttl_s / 2)  # released at stop
+        # its own fires (a fire missed during the hand-over runs once as a catch-up,
+        # which `fired` does not count), and their runs in the store
+        wait_for(lambda: standby.scheduler.fired >= 2, what="two fires of the new leader")
+        wait_for(lambda: standby.store.count_runs(job="tick") >= runs_before + 2)
     finally:
         standby.stop()
     assert Lease(Store(url)).acquire()  # the last one released it on stop
@@ -67,7 +76,8 @@ def test_taking_the_lease_back_keeps_own_runs_and_fires_nothing_twice(workbook, 
     """A scheduler that lost its lease (another took it while this one was paused) and
     then takes it back must not record its own still-running run as Interrupted, and must
     not replay the fires the other scheduler already ran."""
-    workbook.jobs(probe("long", "manual", tmp_path / "long", sleep=2.5),
+    release = tmp_path / "release-long"  # running until the lease is taken back
+    workbook.jobs(probe("long", "manual", tmp_path / "long", hold_until=str(release)),
                   probe("tick", "every 1s", tmp_path / "tick"))
     url = f"sqlite:///{tmp_path / 'shared.db'}"
     store = Store(url)
@@ -80,14 +90,16 @@ def test_taking_the_lease_back_keeps_own_runs_and_fires_nothing_twice(workbook, 
         other = Lease(Store(url), ttl_s=1.5, holder="elsewhere:1:x")
         store.release_lease("scheduler", engine.lease.holder)  # as if it had expired
         assert other.acquire()
-        wait_for(lambda: not engine.is_leader, timeout=5)
+        wait_for(lambda: not engine.is_leader)
         lost_at = time.time()
         # fires of "tick" fall due meanwhile: the other scheduler's to run (and note)
         wait_for(lambda: time.time() - lost_at > 1.2, timeout=5)
         store.set_fire_times({"tick": time.time()})
         other.release()
-        wait_for(lambda: engine.is_leader, timeout=5)
+        wait_for(lambda: engine.is_leader)
         taken_back_at = time.time()
+        assert (store.run(long_run) or {}).get("status") == "running"  # still its own
+        release.touch()
         record = wait_for(lambda: (store.run(long_run) or {}).get("status") != "running"
                           and store.run(long_run), timeout=30)
         engine.runner.flush()
@@ -103,6 +115,7 @@ def test_taking_the_lease_back_keeps_own_runs_and_fires_nothing_twice(workbook, 
         assert sum(r["trigger"] == "catch_up" and r["started_at"] >= taken_back_at
                    for r in runs) <= 1
     finally:
+        release.touch()  # also after a failed assertion: stop() waits for the run
         engine.stop()
         store.dispose()
 
@@ -124,10 +137,12 @@ def store_url(tmp_path, request):
 def test_each_holder_gets_a_higher_epoch_and_a_stale_one_writes_nothing(store_url) -> None:
     store = Store(store_url)
     try:
-        old = Lease(store, ttl_s=0.3, holder="host-a:1:x")
+        old = Lease(store, ttl_s=60, holder="host-a:1:x")
         new = Lease(store, ttl_s=30, holder="host-b:2:y")
-        assert old.acquire() and not new.acquire()
+        assert old.acquire() and not new.acquire()  # (a short lease could expire between)
         stale = old.fence
+        old.ttl_s = 0.3
+        assert old.keep(force=True)  # its last renewal, for 0.3 s
         wait_for(lambda: new.acquire(), timeout=5)  # the old one paused past its TTL
         assert new.epoch > stale.epoch
         assert not old.keep(force=True) and not old.held  # renewing is refused

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import json
-import socket
 
 import pytest
 import requests
@@ -26,6 +25,7 @@ from sheetops.metrics import (
 from sheetops.ratelimit import RateLimitSpec
 from sheetops.runner import Runner
 from sheetops.store import Store
+from sheetops.testing.ports import free_port
 
 pytestmark = pytest.mark.usefixtures("test_automations")
 
@@ -148,9 +148,7 @@ def test_cli_serves_metrics_only_when_a_port_is_set(workbook, monkeypatch):
     assert not any(isinstance(h, MetricsHook) for h in engine.hooks.hooks)
     assert any(isinstance(h, LoggingHook) for h in engine.hooks.hooks)
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     monkeypatch.setenv("SHEETOPS_METRICS_PORT", str(port))
     get_settings.cache_clear()
     engine = _engine(get_settings(), workbook.sheet, 1, False)

@@ -478,7 +478,7 @@ def test_sigkill_with_pending_writes_then_restart_delivers_them_once(
         wait_for(lambda: sum(1 for r in store.recent_runs(100) if r["started_at"] > outage_at
                              and r["finished_at"]) >= 3, 20, "runs during the outage")
         wait_for(lambda: store.gauges().get("outbox_depth", (0, 0))[0] > 0
-                 and store.gauges()["outbox_age_s"][0] > 0, 10, "the outbox gauges")
+                 and store.gauges()["outbox_age_s"][0] > 0, 30, "the outbox gauges")
         assert store.pending_outbox().count > 0
         scheduler.kill()
     finally:

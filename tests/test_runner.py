@@ -370,7 +370,8 @@ def runs_tab(writer: StatusWriter, workbook) -> dict[str, dict]:
 def test_a_run_waiting_behind_a_full_executor_is_queued_then_ok(make_runner, store,
                                                                  workbook, tmp_path):
     runner = make_runner(workers=1)
-    blocker = spec("blocker", params={"dir": str(tmp_path), "sleep": 1.0})
+    release = tmp_path / "release-blocker"  # busy until the test has seen "queued"
+    blocker = spec("blocker", params={"dir": str(tmp_path), "hold_until": str(release)})
     waiter = spec("waiter", params={"dir": str(tmp_path)})
     snapshot = Snapshot(jobs={blocker.job: blocker, waiter.job: waiter})
     writer = StatusWriter(store, workbook.sheet, lambda: snapshot,
@@ -386,6 +387,7 @@ def test_a_run_waiting_behind_a_full_executor_is_queued_then_ok(make_runner, sto
     states = {r["job"]: r["state"] for r in workbook.records("Status")}
     assert states == {"blocker": "running", "waiter": "queued"}
 
+    release.touch()
     outcome = runner.wait(waiter_id, 20)
     assert outcome is not None and outcome.status == "ok"
     runner.flush()

@@ -96,7 +96,7 @@ def test_a_params_edit_reaches_the_next_run_without_rescheduling(scheduling, sto
     wait_for(lambda: runs_of(store, "tick"))
     sched.apply(snapshot(row("tick", "every 1s", params={**params, "records": 7})))
     assert sched.aps_job("tick") is aps_job
-    wait_for(lambda: any(r["records_in"] == 7 for r in runs_of(store, "tick")), 5)
+    wait_for(lambda: any(r["records_in"] == 7 for r in runs_of(store, "tick")))
 
 
 def test_disable_enable_and_remove_take_effect(scheduling, store, tmp_path):
@@ -106,24 +106,32 @@ def test_disable_enable_and_remove_take_effect(scheduling, store, tmp_path):
     wait_for(lambda: len(runs_of(store, "tick")) >= 1)
 
     sched.apply(snapshot(row("tick", "every 1s", enabled=False, params=params)))
+    disabled_at = time.time()  # after the edit: a fire due during it may still run
     assert sched.aps_job("tick") is None
-    time.sleep(0.3)  # let a run that was already starting finish
-    count = len(runs_of(store, "tick"))
-    time.sleep(2.2)
-    assert len(runs_of(store, "tick")) == count  # disabled: nothing ran
+    time.sleep(2.2)  # two fire times pass: an absence needs a span of time to show
+    # disabled: nothing due after the edit ran (a fire under way at the edit may end later)
+    assert _due_after(sched, store, "tick", disabled_at) == []
 
+    count = len(store.recent_runs(1000, "tick"))
     sched.apply(snapshot(row("tick", "every 1s", params=params)))
-    wait_for(lambda: len(runs_of(store, "tick")) > count, 5)
+    wait_for(lambda: len(runs_of(store, "tick")) > count)
     triggers = {r["trigger"] for r in runs_of(store, "tick")}
     # runs skipped while disabled are not "caught up": catch_up is for downtime only
     assert triggers == {"schedule"}, triggers
 
     sched.apply(snapshot())
+    removed_at = time.time()
     assert sched.aps.get_jobs() == []
-    time.sleep(0.3)
-    count = len(runs_of(store, "tick"))
     time.sleep(1.5)
-    assert len(runs_of(store, "tick")) == count
+    assert _due_after(sched, store, "tick", removed_at) == []
+
+
+def _due_after(sched: Scheduler, store: Store, job: str, moment: float) -> list[dict]:
+    """``job``'s runs due after ``moment``, once every run handed over has ended and been
+    recorded (waiting for them, not for a guessed time)."""
+    assert sched.runner.wait_idle(30)
+    sched.runner.flush()
+    return [r for r in store.recent_runs(1000, job) if r["scheduled_for"] > moment]
 
 
 def test_a_schedule_edit_does_not_start_an_unexpected_run(scheduling, store, tmp_path):
@@ -168,7 +176,7 @@ def test_a_run_due_while_the_scheduler_thread_was_busy_still_runs(scheduling, st
 
     sched.aps.add_listener(busy, EVENT_JOB_SUBMITTED)
     sched.apply(snapshot(row("tick", "every 2s", params={"dir": str(tmp_path)})))
-    runs = wait_for(lambda: (r := runs_of(store, "tick")) and len(r) >= 2 and r, 10)
+    runs = wait_for(lambda: (r := runs_of(store, "tick")) and len(r) >= 2 and r, 30)
     late = runs[1]
     assert late["trigger"] == "schedule"
     assert late["started_at"] - late["scheduled_for"] > 1.0, late
