@@ -9,7 +9,7 @@
 
 Needs PostgreSQL (127.0.0.1:5432, trust) and Redis (127.0.0.1:6379, DB 14).
 
-    python bench/bench_scale.py [--full]
+    python bench/bench_scale.py [--full] [--only io|noop|pipeline|embedded ...] [--repeat N]
 """
 
 from __future__ import annotations
@@ -165,10 +165,18 @@ def embedded_per_s(n: int) -> float:
             store.dispose()
 
 
+PARTS = ("io", "noop", "pipeline", "embedded")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--full", action="store_true", help="full size (slower)")
+    parser.add_argument("--only", choices=PARTS, action="append",
+                        help="print only this part's figures (repeatable; default: all)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="times to measure the pipeline figure (each printed)")
     args = parser.parse_args()
+    parts = set(args.only or PARTS)
     scale = 4 if args.full else 1
     quiet()
     sys.path.insert(0, str(BENCH))
@@ -179,6 +187,7 @@ def main() -> None:
     from sheetops.store import Store
 
     queue = f"scale{uuid.uuid4().hex[:6]}"
+    pipes: list[tuple[float, float]] = []
     with pg_database() as url, tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         env = {**os.environ, "SHEETOPS_STORE_URL": url, "SHEETOPS_BROKER_URL": BROKER,
@@ -192,32 +201,48 @@ def main() -> None:
         try:
             workers.sheetops("w1", 1)
             runs_per_s(runner, "scale_noop", 20)  # warm up
-            io_1 = runs_per_s(runner, "scale_sleep", 40 * scale)
-            noop_1 = runs_per_s(runner, "scale_noop", 300 * scale)
-            pipe_1 = pipeline_seconds(runner, store, 3000 * scale)
-            workers.sheetops("w2", 1)
-            pipe_2 = pipeline_seconds(runner, store, 3000 * scale)
-            noop_2 = runs_per_s(runner, "scale_noop", 600 * scale)
-            workers.sheetops("w3", 2)
-            io_4 = runs_per_s(runner, "scale_sleep", 160 * scale)
+            if "io" in parts:
+                io_1 = runs_per_s(runner, "scale_sleep", 40 * scale)
+            if parts & {"noop", "embedded"}:
+                noop_1 = runs_per_s(runner, "scale_noop", 300 * scale)
+            if "pipeline" in parts:
+                pipe_1 = [pipeline_seconds(runner, store, 3000 * scale)
+                          for _ in range(args.repeat)]
+            if parts & {"pipeline", "noop", "io"}:
+                workers.sheetops("w2", 1)
+            if "pipeline" in parts:
+                pipe_2 = [pipeline_seconds(runner, store, 3000 * scale)
+                          for _ in range(args.repeat)]
+                pipes = list(zip(pipe_1, pipe_2, strict=True))
+            if "noop" in parts:
+                noop_2 = runs_per_s(runner, "scale_noop", 600 * scale)
+            if "io" in parts:
+                workers.sheetops("w3", 2)
+                io_4 = runs_per_s(runner, "scale_sleep", 160 * scale)
         finally:
             runner.stop()
             workers.stop()
             store.dispose()
-        bare = bare_celery_per_s(env, folder, 600 * scale)
-    embedded = embedded_per_s(300 * scale)
-    figure("celery_io_runs_per_s_1_worker", io_1, "runs/s")
-    figure("celery_io_runs_per_s_4_workers", io_4, "runs/s")
-    figure("celery_io_4_vs_1_workers", io_4 / io_1, "x", ">= 3.5")
-    figure("celery_noop_recorded_runs_per_s_2_workers", noop_2, "runs/s")
-    figure("bare_celery_noop_tasks_per_s_2_workers", bare, "tasks/s")
-    figure("celery_executor_vs_bare_celery", noop_2 / bare, "x", ">= 0.8")
-    figure("celery_pipeline_s_1_worker", pipe_1, "s")
-    figure("celery_pipeline_s_2_workers", pipe_2, "s")
-    figure("celery_pipeline_2_vs_1_workers", pipe_1 / pipe_2, "x", ">= 1.6")
-    figure("embedded_noop_runs_per_s_1_worker", embedded, "runs/s")
-    figure("celery_noop_runs_per_s_1_worker", noop_1, "runs/s")
-    figure("celery_1_worker_vs_embedded", noop_1 / embedded, "x")
+        if "noop" in parts:
+            bare = bare_celery_per_s(env, folder, 600 * scale)
+    if "embedded" in parts:
+        embedded = embedded_per_s(300 * scale)
+    if "io" in parts:
+        figure("celery_io_runs_per_s_1_worker", io_1, "runs/s")
+        figure("celery_io_runs_per_s_4_workers", io_4, "runs/s")
+        figure("celery_io_4_vs_1_workers", io_4 / io_1, "x", ">= 3.5")
+    if "noop" in parts:
+        figure("celery_noop_recorded_runs_per_s_2_workers", noop_2, "runs/s")
+        figure("bare_celery_noop_tasks_per_s_2_workers", bare, "tasks/s")
+        figure("celery_executor_vs_bare_celery", noop_2 / bare, "x", ">= 0.8")
+    for one, two in pipes:
+        figure("celery_pipeline_s_1_worker", one, "s")
+        figure("celery_pipeline_s_2_workers", two, "s")
+        figure("celery_pipeline_2_vs_1_workers", one / two, "x", ">= 1.6")
+    if "embedded" in parts:
+        figure("embedded_noop_runs_per_s_1_worker", embedded, "runs/s")
+        figure("celery_noop_runs_per_s_1_worker", noop_1, "runs/s")
+        figure("celery_1_worker_vs_embedded", noop_1 / embedded, "x")
 
 
 if __name__ == "__main__":
