@@ -205,7 +205,8 @@ class _StageTask:
             while not self.stop.wait(LINGER_POLL_S):
                 with self._lock:
                     spent, idle = self.budget == 0, time.monotonic() - self.progress_at
-                if spent or self.errors or idle > LINGER_S or not self._upstream_waiting():
+                if spent or self.errors or idle > LINGER_S or (
+                        idle > 2 * LINGER_POLL_S and not self._upstream_waiting()):
                     break
         finally:
             self.stop.set()
@@ -238,18 +239,19 @@ class _StageTask:
 
     def _drain(self, index: int) -> None:
         rt, queue, runner = self.runtimes[index], self.queues[index], self.runner
+        missed = True  # look (a read) before claiming (a write) only after a miss
         while not self.stop.is_set():
-            if ((rt.next_queue and not runner._room(index + 1)) or not queue.claimable()
-                    or not self._take()):
+            if ((rt.next_queue and not runner._room(index + 1))
+                    or (missed and not queue.claimable()) or not self._take()):
                 self.stop.wait(LINGER_POLL_S)
                 continue
             claims = queue.claim(1, consumer=runner.consumer, lease_s=rt.lease_s)
-            if not claims:
+            missed = not claims
+            if missed:
                 with self._lock:
                     self.budget += 1
                 continue
             process_claim(rt, claims[0])
-            runner.depths.expire()
             with self._lock:
                 self.done += 1
                 self.progress_at = time.monotonic()
@@ -268,6 +270,9 @@ class StageTasks:
         self.app, self.worker = app, worker  # worker: celery_worker.Worker (stores)
         self.queue = worker.config.queue
         self.served = frozenset(served or ())
+        self._broker_lock = threading.Lock()
+        self._connection: Any = None
+        self._channel: Any = None
 
     def install(self) -> None:
         """Register the task and run this process's pipeline jobs through it."""
@@ -292,18 +297,24 @@ class StageTasks:
 
     def pending(self, pipeline: str, index: int) -> int:
         """Stage tasks of stage ``index`` waiting on the broker (not yet taken by a
-        worker); 0 when the broker does not know the queue (no worker declared it)."""
+        worker): a passive declare on one connection kept for it. 0 when the broker has
+        no such queue (Redis drops an empty list; AMQP: no worker declared it yet)."""
         name = stage_queue(self.queue, pipeline, get_pipeline(pipeline).stages[index].name)
-        try:
-            with self.app.pool.acquire(block=True) as conn:
-                channel = conn.channel()
-                try:
-                    return int(channel.queue_declare(queue=name, passive=True).message_count)
-                finally:
-                    with contextlib.suppress(Exception):
-                        channel.close()
-        except Exception:  # an empty Redis list does not exist; AMQP: never declared
-            return 0
+        with self._broker_lock:
+            try:
+                if self._channel is None:
+                    self._connection = self.app.connection_for_read()
+                    self._channel = self._connection.channel()
+                return int(self._channel.queue_declare(queue=name, passive=True).message_count)
+            except Exception:
+                if self.worker.config.transport != "redis":  # AMQP closed the channel
+                    self._close_broker()
+                return 0
+
+    def _close_broker(self) -> None:
+        with contextlib.suppress(Exception):
+            self._connection.release()
+        self._connection = self._channel = None
 
     def run(self, message: str) -> int:
         data = wire.loads(message)
