@@ -1,5 +1,6 @@
 """Pipeline batches on Celery: each stage's batches run as tasks on that stage's own
-Celery queue (``<SHEETOPS_CELERY_QUEUE>.stage.<pipeline>.<stage>``), so stages scale on their own.
+Celery queue (``<SHEETOPS_CELERY_QUEUE>.stage.<pipeline>.<stage>``), so stages scale on
+their own.
 
 The store's durable queues stay the source of truth, so crash safety is the pipelines'
 own: a stage task ("work stage S of run R") *claims* batches from the stage's store queue
@@ -12,8 +13,18 @@ claimed until its lease runs out, and then the next task claims it again.
 The pass itself is the pipelines' :class:`~sheetops.pipelines.engine.PipelineRun`,
 wrapped: in the attempt task that runs the pipeline job it reads the source, works the
 stages with its own threads (so one worker alone finishes a pass) and waits for the
-queues to drain; beside that, one dispatcher per stage sends stage tasks while that
-stage's queue has claimable batches, so every worker on the stage's queue helps.
+queues to drain. Beside that, one dispatcher keeps a stage task *waiting* on each
+stage's Celery queue while that stage has claimable batches: it sends one when the
+broker holds none for that queue (a passive queue declare), so a free worker starts at
+once and a busy fleet is not flooded with tasks that would find nothing.
+
+A stage task works every stage of its pipeline whose Celery queue its worker consumes
+(all of them unless ``sheetops worker --queues`` says otherwise), one thread per stage
+as in the pass: a batch goes on through the next stages in the same process, one
+thread's commit waits for the disk while another works a batch, and no core idles while
+one stage's queue is empty. It ends when nothing is claimable for :data:`LINGER_S`, or
+after :data:`MAX_CLAIMS_PER_TASK` claims (a fresh task carries on).
+
 Neither the pass nor a stage task hands batches on in-process (``hand_in_process=False``):
 a batch put already leased to one process could be claimed by no other worker (and a
 stage task, which ends after its claims, would leave its outputs leased to nobody until
@@ -131,7 +142,7 @@ def run_pass(pipe: Pipeline, store_url: str, *, send: SendStage, pending: Pendin
 
 
 class _Runners:
-    """This process's stage runners, one per (store, run, attempt, pass), so a stage
+    """This process's stage runners, one per (store, run, attempt), so a stage
     task does not build the pipeline's runtime (and bind its source) anew each time."""
 
     def __init__(self) -> None:
@@ -286,13 +297,15 @@ class StageTasks:
 
     def send(self, pipeline: str, index: int, generation: int,
              request: AttemptRequest) -> None:
-        stage = get_pipeline(pipeline).stages[index]
+        stages = get_pipeline(pipeline).stages
         body = wire.dumps({"request": wire.request_to_dict(request), "pipeline": pipeline,
                            "index": index, "generation": generation})
-        timeout = stage.settings.merged(request.stages.get(stage.name, {})).timeout_s
-        # the claims' leases bound each batch; the hard limit only stops a hung task
+        # the claims' leases bound each batch; the hard limit only stops a hung task,
+        # and the task may work any stage its worker serves: the longest timeout counts
+        timeout = max(s.settings.merged(request.stages.get(s.name, {})).timeout_s
+                      for s in stages)
         self.app.send_task(STAGE_TASK, args=[body],
-                           queue=stage_queue(self.queue, pipeline, stage.name),
+                           queue=stage_queue(self.queue, pipeline, stages[index].name),
                            time_limit=timeout * MAX_CLAIMS_PER_TASK + 60)
 
     def pending(self, pipeline: str, index: int) -> int:
