@@ -5,7 +5,7 @@
   no-op tasks with a Redis result backend, on the same 2 worker processes (goal >= 0.8);
 * the 3-stage pipeline (CPU-bound stages) on 2 worker processes vs 1 (goal >= 1.6x);
 * the embedded default (local executor, SQLite) vs Celery with 1 worker on the same
-  no-op runs: what the distributed tier costs.
+  no-op runs and the same pipeline: what the distributed tier costs.
 
 Needs PostgreSQL (127.0.0.1:5432, trust) and Redis (127.0.0.1:6379, DB 14).
 
@@ -106,7 +106,10 @@ def pipeline_seconds(runner, store, records: int) -> float:
     run_id = runner.submit(spec, Snapshot(), "bench")
     runner.wait(run_id, 600)
     elapsed = time.perf_counter() - t0
-    run = store.run(run_id)
+    deadline = time.time() + 30  # the local executor's recorder flushes a moment later
+    while (run := store.run(run_id))["status"] in ("queued", "running") and (
+            time.time() < deadline):
+        time.sleep(0.05)
     if run["status"] != "ok" or run["records_out"] != records:
         raise SystemExit(f"pipeline run {run['status']}: {run['error_message']}")
     return elapsed
@@ -149,7 +152,9 @@ def bare_celery_per_s(env: dict[str, str], folder: Path, n: int) -> float:
         workers.stop()
 
 
-def embedded_per_s(n: int) -> float:
+def embedded(n: int, records: int) -> tuple[float, float]:
+    """The embedded default (local executor, SQLite): no-op runs per second, and the
+    seconds of the 3-stage pipeline over ``records``."""
     from sheetops.executors.local import LocalExecutor
     from sheetops.runner import Runner
     from sheetops.store import Store
@@ -159,7 +164,8 @@ def embedded_per_s(n: int) -> float:
         runner = Runner(store, LocalExecutor, workers=1, flush_interval_s=0.05)
         runner.start()
         try:
-            return runs_per_s(runner, "scale_noop", n)
+            return (runs_per_s(runner, "scale_noop", n),
+                    pipeline_seconds(runner, store, records))
         finally:
             runner.stop()
             store.dispose()
@@ -205,7 +211,7 @@ def main() -> None:
                 io_1 = runs_per_s(runner, "scale_sleep", 40 * scale)
             if parts & {"noop", "embedded"}:
                 noop_1 = runs_per_s(runner, "scale_noop", 300 * scale)
-            if "pipeline" in parts:
+            if parts & {"pipeline", "embedded"}:
                 pipe_1 = [pipeline_seconds(runner, store, 3000 * scale)
                           for _ in range(args.repeat)]
             if parts & {"pipeline", "noop", "io"}:
@@ -226,7 +232,7 @@ def main() -> None:
         if "noop" in parts:
             bare = bare_celery_per_s(env, folder, 600 * scale)
     if "embedded" in parts:
-        embedded = embedded_per_s(300 * scale)
+        embedded_noop, embedded_pipe = embedded(300 * scale, 3000 * scale)
     if "io" in parts:
         figure("celery_io_runs_per_s_1_worker", io_1, "runs/s")
         figure("celery_io_runs_per_s_4_workers", io_4, "runs/s")
@@ -240,9 +246,11 @@ def main() -> None:
         figure("celery_pipeline_s_2_workers", two, "s")
         figure("celery_pipeline_2_vs_1_workers", one / two, "x", ">= 1.6")
     if "embedded" in parts:
-        figure("embedded_noop_runs_per_s_1_worker", embedded, "runs/s")
+        figure("embedded_noop_runs_per_s_1_worker", embedded_noop, "runs/s")
         figure("celery_noop_runs_per_s_1_worker", noop_1, "runs/s")
-        figure("celery_1_worker_vs_embedded", noop_1 / embedded, "x")
+        figure("celery_1_worker_vs_embedded", noop_1 / embedded_noop, "x")
+        figure("embedded_pipeline_s_1_worker", embedded_pipe, "s")
+        figure("celery_1_worker_vs_embedded_pipeline", embedded_pipe / pipe_1[0], "x")
 
 
 if __name__ == "__main__":
