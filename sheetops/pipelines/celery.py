@@ -205,6 +205,10 @@ class _StageTask:
         self.progress_at = time.monotonic()
         self.errors: list[BaseException] = []
         self._lock = threading.Lock()
+        #: counts batches done here, so a thread waiting for work wakes when a batch
+        #: was handed on in this process (others' are found by polling, backing off)
+        self._changed = threading.Condition(self._lock)
+        self._changes = 0
 
     def run(self) -> int:
         threads = [threading.Thread(target=self._thread, args=(i,), daemon=True,
@@ -221,6 +225,8 @@ class _StageTask:
                     break
         finally:
             self.stop.set()
+            with self._changed:
+                self._changed.notify_all()
             for thread in threads:
                 thread.join()
         if self.errors:
@@ -248,13 +254,22 @@ class _StageTask:
             self.errors.append(exc)
             self.stop.set()
 
+    def _wait(self, since: int, timeout: float) -> None:
+        """Wait until a batch was done here after ``since`` (or the task stops)."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._changes != since or self.stop.is_set(),
+                                   timeout)
+
     def _drain(self, index: int) -> None:
         rt, queue, runner = self.runtimes[index], self.queues[index], self.runner
         missed = True  # look (a read) before claiming (a write) only after a miss
+        idle = LINGER_POLL_S
         while not self.stop.is_set():
+            since = self._changes
             if ((rt.next_queue and not runner._room(index + 1))
                     or (missed and not queue.claimable()) or not self._take()):
-                self.stop.wait(LINGER_POLL_S)
+                self._wait(since, idle)
+                idle = min(idle * 2, LINGER_S)
                 continue
             claims = queue.claim(1, consumer=runner.consumer, lease_s=rt.lease_s)
             missed = not claims
@@ -262,10 +277,13 @@ class _StageTask:
                 with self._lock:
                     self.budget += 1
                 continue
+            idle = LINGER_POLL_S
             process_claim(rt, claims[0])
-            with self._lock:
+            with self._changed:
                 self.done += 1
+                self._changes += 1
                 self.progress_at = time.monotonic()
+                self._changed.notify_all()
             if rt.next_queue and index + 1 not in self.runtimes:
                 self.send(runner.pipe.name, index + 1, self.generation, self.request)
 
