@@ -411,3 +411,36 @@ def test_a_stage_task_takes_a_batch_through_every_stage_its_worker_serves(tmp_pa
         assert all(d.waiting == 0 for d in depths.values())
     finally:
         store.dispose()
+
+
+def test_a_pass_on_celery_alone_delivers_each_record_once_and_keeps_one_task_waiting(
+        tmp_path):
+    """With no other worker the pass finishes by itself (its source put several batches
+    a transaction): every record reaches the SQL sink once, and while no worker takes
+    the stage tasks the dispatcher keeps one waiting per stage, not one per batch (the
+    pass on a SQLite store, its broker replaced by a list, so without services)."""
+    from celery_for_tests import cel_copy
+
+    from sheetops.context import AttemptRequest, RunContext
+    from sheetops.pipelines.celery import run_pass
+
+    source = tmp_path / "input.jsonl"
+    source.write_text("".join(json.dumps({"id": i, "value": i}) + "\n" for i in range(95)))
+    store = Store(f"sqlite:///{tmp_path}/s.db")
+    request = AttemptRequest("r1", "copy", "cel_copy", 1,
+                             {"input": str(source), "slow_s": 0.05}, 60.0,
+                             store_url=store.url)
+    sent: list[int] = []
+    try:
+        report = run_pass(cel_copy, store.url, send=lambda *a: sent.append(a[1]),
+                          pending=lambda pipeline, index: sent.count(index),
+                          job="copy", run_id="r1", run_context=RunContext(request))
+        with store.engine.connect() as conn:
+            rows = conn.execute(text("SELECT key, value FROM cel_delivered")).all()
+    finally:
+        store.dispose()
+    assert report.finished and (report.records_read, report.records_out) == (95, 95)
+    assert sorted(int(k) for k, _ in rows) == list(range(95))
+    assert all(v == 2 * int(k) for k, v in rows)
+    tasks = Counter(sent)  # stage index → tasks sent
+    assert tasks[0] == 1 and max(tasks.values()) == 1  # nobody took one: none more

@@ -45,6 +45,7 @@ from sheetops import wire
 from sheetops.context import AttemptRequest, RunContext
 from sheetops.executors.celery_config import STAGE_TASK, stage_queue
 from sheetops.executors.celery_worker import guarded, task_options
+from sheetops.pipelines import batch as batches
 from sheetops.pipelines.engine import (
     PipelineRun,
     RunReport,
@@ -54,6 +55,7 @@ from sheetops.pipelines.engine import (
 )
 from sheetops.pipelines.job import use_pass_runner
 from sheetops.pipelines.model import Pipeline, get_pipeline
+from sheetops.store import ledger
 from sheetops.store.queue import QueueDepth
 
 log = logging.getLogger("sheetops.celery")
@@ -61,6 +63,8 @@ log = logging.getLogger("sheetops.celery")
 #: Batches one stage task claims at most before it hands the rest to a new task (so one
 #: task never holds a worker for a whole pass while other work waits).
 MAX_CLAIMS_PER_TASK = 20
+#: Source batches one transaction puts at most (with the source's position).
+SOURCE_BATCHES_PER_PUT = 10
 #: How often the pass's dispatcher looks at the stage queues (one query for all).
 DISPATCH_POLL_S = 0.05
 #: How long a stage task that finds nothing claimable, while batches of its stages (or
@@ -100,6 +104,50 @@ class CeleryPipelineRun(PipelineRun):
                     name=f"{self.job}-dispatch", daemon=True)
                 self._dispatcher.start()
         super()._work(rt, index)
+
+    def _read_source(self, cp: ledger.Checkpoint) -> None:
+        """Read the source as the pass does, but put up to :data:`SOURCE_BATCHES_PER_PUT`
+        batches (as the first queue has room for) in one transaction with the source's
+        position: the stages of several workers then never wait for the source's
+        commits. Crash-safe the same way: the batches and the position commit
+        together."""
+        size = self.settings[0].batch_size
+        group: list[tuple[list[str], list[Any]]] = []
+        records: list[Any] = []
+        position, count = cp.position, cp.records
+        for record, position in self.source.read(cp.position):
+            count += 1
+            records.append(record)
+            if len(records) >= size:
+                group.append((self._source_keys(records, count - len(records) + 1), records))
+                records = []
+                if len(group) >= self._source_room():
+                    if not self._put_group(group, position, count, False):
+                        return
+                    group = []
+        if records:
+            group.append((self._source_keys(records, count - len(records) + 1), records))
+        self._put_group(group, position, count, True)
+
+    def _source_room(self) -> int:
+        """Batches the next source put may hold: the first queue's room, at least 1."""
+        waiting = self.depths.waiting(self.names[0])
+        return max(1, min(SOURCE_BATCHES_PER_PUT, self._limit(0) - waiting))
+
+    def _put_group(self, group: list[tuple[list[str], list[Any]]], position: Any,
+                   count: int, exhausted: bool) -> bool:
+        if group and not self._wait_room(0):
+            return False
+        payloads = [batches.encode(keys, records) for keys, records in group]
+        keys = [batches.item_key(keys) for keys, _ in group]
+        with self.lock, self.queues.transaction() as tx:
+            if payloads:
+                tx.put(self.names[0], payloads, keys=keys)
+            ledger.save_position(tx.connection, self.job, position, count, exhausted)
+        self.depths.bump(self.names[0], len(payloads))
+        self.changes.notify()
+        self._records = count
+        return True
 
     def _dispatch(self, generation: int) -> None:
         """Keep a stage task waiting on each stage's Celery queue while that stage has
@@ -177,11 +225,11 @@ def work_stage(pipe: Pipeline, store: Any, index: int, generation: int,
     until none is claimable for :data:`LINGER_S` or :data:`MAX_CLAIMS_PER_TASK` were
     taken (then a fresh task carries on). Returns the batches processed.
 
-    Each stage is worked by its own thread, as in the pass: one thread's commit waits
-    for PostgreSQL's disk while another works a batch, and a batch handed on goes
-    through the next stages in the same process, so no core idles while one stage's
-    queue is empty. A batch handed on to a stage outside ``served`` tells that
-    stage's workers."""
+    Each stage is worked by its own threads (its ``concurrency``), as in the pass: one
+    thread's commit waits for PostgreSQL's disk while another works a batch, a batch
+    handed on goes through the next stages in the same process, and no core idles
+    while one stage's queue is empty. A batch handed on to a stage outside ``served``
+    tells that stage's workers."""
     return _StageTask(_runners.get(pipe, store, request), store.queues, index, generation,
                       request, send, served).run()
 
@@ -212,8 +260,9 @@ class _StageTask:
 
     def run(self) -> int:
         threads = [threading.Thread(target=self._thread, args=(i,), daemon=True,
-                                    name=f"{self.request.job}-stage-{i}")
-                   for i in self.stages]
+                                    name=f"{self.request.job}-stage-{i}-{n}")
+                   for i in self.stages
+                   for n in range(max(1, self.runtimes[i].settings.concurrency))]
         for thread in threads:
             thread.start()
         try:
