@@ -3,7 +3,8 @@
 * I/O-bound runs (50 ms each) on 4 Celery worker processes vs 1 (goal >= 3.5x);
 * no-op runs recorded per second on the celery executor vs bare Celery doing the same
   no-op tasks with a Redis result backend, on the same 2 worker processes (goal >= 0.8);
-* the 3-stage pipeline (CPU-bound stages) on 2 worker processes vs 1 (goal >= 1.6x);
+* the 3-stage pipeline (CPU-bound stages) on 2 worker processes vs 1 (goal >= 1.6x),
+  with the CPU seconds the workers spent on it (what spreading it costs);
 * the embedded default (local executor, SQLite) vs Celery with 1 worker on the same
   no-op runs and the same pipeline: what the distributed tier costs.
 
@@ -63,6 +64,16 @@ class Workers:
     def sheetops(self, name: str, concurrency: int) -> None:
         self.start([SHEETOPS, "worker", "-c", str(concurrency), "-n", f"{name}@bench"], name)
 
+    def cpu_seconds(self) -> float:
+        """CPU seconds the workers' processes (each a process group) used so far."""
+        groups, ticks = {proc.pid for proc in self.procs}, 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, IndexError):
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                if int(fields[2]) in groups:
+                    ticks += int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         for proc in self.procs:
             with contextlib.suppress(ProcessLookupError):
@@ -96,13 +107,17 @@ def runs_per_s(runner, automation: str, n: int, params: str = "{}") -> float:
     return n / (time.perf_counter() - t0)
 
 
-def pipeline_seconds(runner, store, records: int) -> float:
+def pipeline_seconds(runner, store, records: int, workers: Workers | None = None,
+                     cpu: list[float] | None = None) -> float:
+    """Seconds of one pass of the 3-stage pipeline over ``records``; the CPU seconds
+    the ``workers`` used meanwhile are appended to ``cpu``."""
     from sheetops.config.model import JobSpec, Snapshot
 
     spec = JobSpec(job=f"pipe-{uuid.uuid4().hex[:6]}", automation="scale_pipe",
                    schedule="manual", timezone="UTC", timeout_s=300, max_attempts=1,
                    params_json=f'{{"n": {records}}}')
     phase(f"pipeline of {records}")
+    cpu0 = workers.cpu_seconds() if workers else 0.0
     t0 = time.perf_counter()
     run_id = runner.submit(spec, Snapshot(), "bench")
     runner.wait(run_id, 600)
@@ -111,6 +126,8 @@ def pipeline_seconds(runner, store, records: int) -> float:
     while (run := store.run(run_id))["status"] in ("queued", "running") and (
             time.time() < deadline):
         time.sleep(0.05)
+    if workers is not None and cpu is not None:
+        cpu.append(workers.cpu_seconds() - cpu0)
     if run["status"] != "ok" or run["records_out"] != records:
         raise SystemExit(f"pipeline run {run['status']}: {run['error_message']}")
     return elapsed
@@ -195,6 +212,8 @@ def main() -> None:
 
     queue = f"scale{uuid.uuid4().hex[:6]}"
     pipes: list[tuple[float, float]] = []
+    cpu_1: list[float] = []
+    cpu_2: list[float] = []
     with pg_database() as url, tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         env = {**os.environ, "SHEETOPS_STORE_URL": url, "SHEETOPS_BROKER_URL": BROKER,
@@ -213,12 +232,12 @@ def main() -> None:
             if parts & {"noop", "embedded"}:
                 noop_1 = runs_per_s(runner, "scale_noop", 300 * scale)
             if parts & {"pipeline", "embedded"}:
-                pipe_1 = [pipeline_seconds(runner, store, 3000 * scale)
+                pipe_1 = [pipeline_seconds(runner, store, 3000 * scale, workers, cpu_1)
                           for _ in range(args.repeat)]
             if parts & {"pipeline", "noop", "io"}:
                 workers.sheetops("w2", 1)
             if "pipeline" in parts:
-                pipe_2 = [pipeline_seconds(runner, store, 3000 * scale)
+                pipe_2 = [pipeline_seconds(runner, store, 3000 * scale, workers, cpu_2)
                           for _ in range(args.repeat)]
                 pipes = list(zip(pipe_1, pipe_2, strict=True))
                 phase("pipeline seconds, 1 worker: " + ", ".join(f"{p:.2f}" for p in pipe_1)
@@ -250,6 +269,9 @@ def main() -> None:
         figure("celery_pipeline_s_1_worker", one, "s")
         figure("celery_pipeline_s_2_workers", two, "s")
         figure("celery_pipeline_2_vs_1_workers", one / two, "x", ">= 1.6")
+        # what spreading the pass over two processes costs in CPU (load-independent)
+        figure("celery_pipeline_worker_cpu_s_1_worker", statistics.median(cpu_1), "s")
+        figure("celery_pipeline_worker_cpu_s_2_workers", statistics.median(cpu_2), "s")
     if "embedded" in parts:
         figure("embedded_noop_runs_per_s_1_worker", embedded_noop, "runs/s")
         figure("celery_noop_runs_per_s_1_worker", noop_1, "runs/s")
