@@ -222,8 +222,9 @@ def work_stage(pipe: Pipeline, store: Any, index: int, generation: int,
                served: Collection[int] = ()) -> int:
     """The body of a stage task: claim and process batches of stage ``index`` — and of
     the other stages in ``served`` (those whose Celery queues this worker consumes) —
-    until none is claimable for :data:`LINGER_S` or :data:`MAX_CLAIMS_PER_TASK` were
-    taken (then a fresh task carries on). Returns the batches processed.
+    until, with no batch being worked, none is claimable for :data:`LINGER_S`, or
+    :data:`MAX_CLAIMS_PER_TASK` were taken (then a fresh task carries on). Returns the
+    batches processed.
 
     Each stage is worked by its own threads (its ``concurrency``), as in the pass: one
     thread's commit waits for PostgreSQL's disk while another works a batch, a batch
@@ -250,6 +251,9 @@ class _StageTask:
         self.stop = threading.Event()
         self.budget = MAX_CLAIMS_PER_TASK
         self.done = 0
+        #: threads working a batch now, and when the last batch here was done: the
+        #: task is idle (and lingers, then ends) only while none is being worked
+        self.busy = 0
         self.progress_at = time.monotonic()
         self.errors: list[BaseException] = []
         self._lock = threading.Lock()
@@ -268,10 +272,11 @@ class _StageTask:
         try:
             while not self.stop.wait(LINGER_POLL_S):
                 with self._lock:
-                    spent, idle = self.budget == 0, time.monotonic() - self.progress_at
+                    spent = self.budget == 0
+                    idle = 0.0 if self.busy else time.monotonic() - self.progress_at
                 if spent or self.errors or idle > LINGER_S or (
                         idle > 2 * LINGER_POLL_S and not self._upstream_waiting()):
-                    break
+                    break  # a batch still being worked is finished first (join)
         finally:
             self.stop.set()
             with self._changed:
@@ -327,7 +332,13 @@ class _StageTask:
                     self.budget += 1
                 continue
             idle = LINGER_POLL_S
-            process_claim(rt, claims[0])
+            with self._lock:
+                self.busy += 1
+            try:
+                process_claim(rt, claims[0])
+            finally:
+                with self._lock:
+                    self.busy -= 1
             with self._changed:
                 self.done += 1
                 self._changes += 1
