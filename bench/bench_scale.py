@@ -4,15 +4,14 @@
 * no-op runs recorded per second on the celery executor vs bare Celery doing the same
   no-op tasks with a Redis result backend, on the same 2 worker processes (goal >= 0.8),
   in turns: three rounds of each side, the best of each kept;
-* the 3-stage pipeline (CPU-bound stages) on 2 worker processes vs 1 (goal >= 1.6x);
+* the 3-stage pipeline (CPU-bound stages) on 2 worker processes vs 1 (goal >= 1.6x),
+  with the CPU seconds the workers spent on it (what spreading it costs);
 * the embedded default (local executor, SQLite) vs Celery with 1 worker on the same
-  no-op runs: what the distributed tier costs.
+  no-op runs and the same pipeline: what the distributed tier costs.
 
 Needs PostgreSQL (127.0.0.1:5432, trust) and Redis (127.0.0.1:6379, DB 14).
 
-    python bench/bench_scale.py [--full] [--only noop]
-
-``--only noop`` measures just the executor vs bare Celery figure (its two sides).
+    python bench/bench_scale.py [--full] [--only io|noop|pipeline|embedded ...] [--repeat N]
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ import contextlib
 import functools
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -65,6 +65,16 @@ class Workers:
     def sheetops(self, name: str, concurrency: int) -> None:
         self.start([SHEETOPS, "worker", "-c", str(concurrency), "-n", f"{name}@bench"], name)
 
+    def cpu_seconds(self) -> float:
+        """CPU seconds the workers' processes (each a process group) used so far."""
+        groups, ticks = {proc.pid for proc in self.procs}, 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, IndexError):
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                if int(fields[2]) in groups:
+                    ticks += int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         for proc in self.procs:
             with contextlib.suppress(ProcessLookupError):
@@ -98,18 +108,27 @@ def runs_per_s(runner, automation: str, n: int, params: str = "{}") -> float:
     return n / (time.perf_counter() - t0)
 
 
-def pipeline_seconds(runner, store, records: int) -> float:
+def pipeline_seconds(runner, store, records: int, workers: Workers | None = None,
+                     cpu: list[float] | None = None) -> float:
+    """Seconds of one pass of the 3-stage pipeline over ``records``; the CPU seconds
+    the ``workers`` used meanwhile are appended to ``cpu``."""
     from sheetops.config.model import JobSpec, Snapshot
 
     spec = JobSpec(job=f"pipe-{uuid.uuid4().hex[:6]}", automation="scale_pipe",
                    schedule="manual", timezone="UTC", timeout_s=300, max_attempts=1,
                    params_json=f'{{"n": {records}}}')
     phase(f"pipeline of {records}")
+    cpu0 = workers.cpu_seconds() if workers else 0.0
     t0 = time.perf_counter()
     run_id = runner.submit(spec, Snapshot(), "bench")
     runner.wait(run_id, 600)
     elapsed = time.perf_counter() - t0
-    run = store.run(run_id)
+    deadline = time.time() + 30  # the local executor's recorder flushes a moment later
+    while (run := store.run(run_id))["status"] in ("queued", "running") and (
+            time.time() < deadline):
+        time.sleep(0.05)
+    if workers is not None and cpu is not None:
+        cpu.append(workers.cpu_seconds() - cpu0)
     if run["status"] != "ok" or run["records_out"] != records:
         raise SystemExit(f"pipeline run {run['status']}: {run['error_message']}")
     return elapsed
@@ -173,7 +192,9 @@ def noop_vs_bare(runner, env: dict[str, str], folder: Path, n: int,
         bare.stop()
 
 
-def embedded_per_s(n: int) -> float:
+def embedded(n: int, records: int) -> tuple[float, float]:
+    """The embedded default (local executor, SQLite): no-op runs per second, and the
+    seconds of the 3-stage pipeline over ``records``."""
     from sheetops.executors.local import LocalExecutor
     from sheetops.runner import Runner
     from sheetops.store import Store
@@ -183,24 +204,25 @@ def embedded_per_s(n: int) -> float:
         runner = Runner(store, LocalExecutor, workers=1, flush_interval_s=0.05)
         runner.start()
         try:
-            return runs_per_s(runner, "scale_noop", n)
+            return (runs_per_s(runner, "scale_noop", n),
+                    pipeline_seconds(runner, store, records))
         finally:
             runner.stop()
             store.dispose()
 
 
-def report_noop(noop_2: float, bare: float) -> None:
-    figure("celery_noop_recorded_runs_per_s_2_workers", noop_2, "runs/s")
-    figure("bare_celery_noop_tasks_per_s_2_workers", bare, "tasks/s")
-    figure("celery_executor_vs_bare_celery", noop_2 / bare, "x", ">= 0.8")
+PARTS = ("io", "noop", "pipeline", "embedded")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--full", action="store_true", help="full size (slower)")
-    parser.add_argument("--only", choices=["noop"],
-                        help="measure one figure only: noop = the executor vs bare Celery")
+    parser.add_argument("--only", choices=PARTS, action="append",
+                        help="print only this part's figures (repeatable; default: all)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="passes of the pipeline on 1 and on 2 workers (medians printed)")
     args = parser.parse_args()
+    parts = set(args.only or PARTS)
     scale = 4 if args.full else 1
     quiet()
     sys.path.insert(0, str(BENCH))
@@ -211,6 +233,9 @@ def main() -> None:
     from sheetops.store import Store
 
     queue = f"scale{uuid.uuid4().hex[:6]}"
+    pipes: list[tuple[float, float]] = []
+    cpu_1: list[float] = []
+    cpu_2: list[float] = []
     with pg_database() as url, tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         env = {**os.environ, "SHEETOPS_STORE_URL": url, "SHEETOPS_BROKER_URL": BROKER,
@@ -224,36 +249,56 @@ def main() -> None:
         try:
             workers.sheetops("w1", 1)
             runs_per_s(runner, "scale_noop", 20)  # warm up
-            if args.only == "noop":
-                workers.sheetops("w2", 1)
-                noop_2, bare = noop_vs_bare(runner, env, folder, 600 * scale)
-            else:
+            if "io" in parts:
                 io_1 = runs_per_s(runner, "scale_sleep", 40 * scale)
+            if parts & {"noop", "embedded"}:
                 noop_1 = runs_per_s(runner, "scale_noop", 300 * scale)
-                pipe_1 = pipeline_seconds(runner, store, 3000 * scale)
+            if parts & {"pipeline", "embedded"}:
+                pipe_1 = [pipeline_seconds(runner, store, 3000 * scale, workers, cpu_1)
+                          for _ in range(args.repeat)]
+            if parts & {"pipeline", "noop", "io"}:
                 workers.sheetops("w2", 1)
-                pipe_2 = pipeline_seconds(runner, store, 3000 * scale)
+            if "pipeline" in parts:
+                pipe_2 = [pipeline_seconds(runner, store, 3000 * scale, workers, cpu_2)
+                          for _ in range(args.repeat)]
+                pipes = list(zip(pipe_1, pipe_2, strict=True))
+                phase("pipeline seconds, 1 worker: " + ", ".join(f"{p:.2f}" for p in pipe_1)
+                      + "; 2 workers: " + ", ".join(f"{p:.2f}" for p in pipe_2))
+            if "noop" in parts:  # in turns with bare Celery on the same 2 workers
                 noop_2, bare = noop_vs_bare(runner, env, folder, 600 * scale)
+            if "io" in parts:
                 workers.sheetops("w3", 2)
                 io_4 = runs_per_s(runner, "scale_sleep", 160 * scale)
         finally:
             runner.stop()
             workers.stop()
             store.dispose()
-    if args.only == "noop":
-        report_noop(noop_2, bare)
-        return
-    embedded = embedded_per_s(300 * scale)
-    figure("celery_io_runs_per_s_1_worker", io_1, "runs/s")
-    figure("celery_io_runs_per_s_4_workers", io_4, "runs/s")
-    figure("celery_io_4_vs_1_workers", io_4 / io_1, "x", ">= 3.5")
-    report_noop(noop_2, bare)
-    figure("celery_pipeline_s_1_worker", pipe_1, "s")
-    figure("celery_pipeline_s_2_workers", pipe_2, "s")
-    figure("celery_pipeline_2_vs_1_workers", pipe_1 / pipe_2, "x", ">= 1.6")
-    figure("embedded_noop_runs_per_s_1_worker", embedded, "runs/s")
-    figure("celery_noop_runs_per_s_1_worker", noop_1, "runs/s")
-    figure("celery_1_worker_vs_embedded", noop_1 / embedded, "x")
+    if "embedded" in parts:
+        embedded_noop, embedded_pipe = embedded(300 * scale, 3000 * scale)
+    if "io" in parts:
+        figure("celery_io_runs_per_s_1_worker", io_1, "runs/s")
+        figure("celery_io_runs_per_s_4_workers", io_4, "runs/s")
+        figure("celery_io_4_vs_1_workers", io_4 / io_1, "x", ">= 3.5")
+    if "noop" in parts:
+        figure("celery_noop_recorded_runs_per_s_2_workers", noop_2, "runs/s")
+        figure("bare_celery_noop_tasks_per_s_2_workers", bare, "tasks/s")
+        figure("celery_executor_vs_bare_celery", noop_2 / bare, "x", ">= 0.8")
+    if pipes:  # the medians of --repeat passes each (a shared machine's load varies)
+        one = statistics.median(p for p, _ in pipes)
+        two = statistics.median(p for _, p in pipes)
+        figure("celery_pipeline_s_1_worker", one, "s")
+        figure("celery_pipeline_s_2_workers", two, "s")
+        figure("celery_pipeline_2_vs_1_workers", one / two, "x", ">= 1.6")
+        # what spreading the pass over two processes costs in CPU (load-independent)
+        figure("celery_pipeline_worker_cpu_s_1_worker", statistics.median(cpu_1), "s")
+        figure("celery_pipeline_worker_cpu_s_2_workers", statistics.median(cpu_2), "s")
+    if "embedded" in parts:
+        figure("embedded_noop_runs_per_s_1_worker", embedded_noop, "runs/s")
+        figure("celery_noop_runs_per_s_1_worker", noop_1, "runs/s")
+        figure("celery_1_worker_vs_embedded", noop_1 / embedded_noop, "x")
+        figure("embedded_pipeline_s_1_worker", embedded_pipe, "s")
+        figure("celery_1_worker_vs_embedded_pipeline",
+               embedded_pipe / statistics.median(pipe_1), "x")
 
 if __name__ == "__main__":
     main()

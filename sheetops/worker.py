@@ -32,7 +32,7 @@ def serve(settings: Settings, queues: list[str] | None = None, concurrency: int 
     names = [q.strip() for q in queues or [] if q.strip()] or [
         config.queue, *stage_queues(config.queue, PIPELINES)]
     app, worker = build_app(config)
-    StageTasks(app, worker).install()
+    StageTasks(app, worker, served=names).install()
     argv = ["worker", "--pool", "prefork", "--queues", ",".join(names),
             "--loglevel", settings.log_level, "--without-gossip", "--without-mingle",
             "--without-heartbeat"]

@@ -403,3 +403,70 @@ def test_a_batch_a_stage_task_hands_on_is_claimable_at_once_by_any_worker(tmp_pa
     finally:
         another_worker.dispose()
         store.dispose()
+
+
+def test_a_stage_task_takes_a_batch_through_every_stage_its_worker_serves(tmp_path):
+    """A worker consuming every stage's queue works them all in one task: the batch
+    reaches the sink in this process and no task is sent for the next stage; the
+    batch is applied once (the task's body on a SQLite store, so without services)."""
+    from celery_for_tests import cel_copy
+
+    from sheetops.context import AttemptRequest
+    from sheetops.pipelines import batch as batches
+    from sheetops.pipelines.celery import work_stage
+    from sheetops.store import ledger
+
+    store = Store(f"sqlite:///{tmp_path}/s.db")
+    first, second = cel_copy.queue_names("copy")
+    ledger.create_tables(store.engine)
+    with store.queues.transaction() as tx:
+        tx.put(first, [batches.encode(["1", "2"], [{"id": 1, "value": 1},
+                                                   {"id": 2, "value": 2}])],
+               keys=[batches.item_key(["1", "2"])])
+    told: list[int] = []
+    request = AttemptRequest("r1", "copy", "cel_copy", 1, {"input": str(tmp_path / "in")},
+                             60.0, store_url=store.url)
+    try:
+        assert work_stage(cel_copy, store, 0, 1, request, lambda *a: told.append(a[1]),
+                          served=[0, 1]) == 2
+        assert told == []  # this worker served the next stage itself
+        with store.engine.connect() as conn:
+            rows = conn.execute(text("SELECT key, value FROM cel_delivered")).all()
+        assert sorted(rows) == [("1", 2), ("2", 4)]
+        depths = store.queues.depths([first, second])
+        assert all(d.waiting == 0 for d in depths.values())
+    finally:
+        store.dispose()
+
+
+def test_a_pass_on_celery_alone_delivers_each_record_once_and_keeps_one_task_waiting(
+        tmp_path):
+    """With no other worker the pass finishes by itself (its source put several batches
+    a transaction): every record reaches the SQL sink once, and while no worker takes
+    the stage tasks the dispatcher keeps one waiting per stage, not one per batch (the
+    pass on a SQLite store, its broker replaced by a list, so without services)."""
+    from celery_for_tests import cel_copy
+
+    from sheetops.context import AttemptRequest, RunContext
+    from sheetops.pipelines.celery import run_pass
+
+    source = tmp_path / "input.jsonl"
+    source.write_text("".join(json.dumps({"id": i, "value": i}) + "\n" for i in range(95)))
+    store = Store(f"sqlite:///{tmp_path}/s.db")
+    request = AttemptRequest("r1", "copy", "cel_copy", 1,
+                             {"input": str(source), "slow_s": 0.05}, 60.0,
+                             store_url=store.url)
+    sent: list[int] = []
+    try:
+        report = run_pass(cel_copy, store.url, send=lambda *a: sent.append(a[1]),
+                          pending=lambda pipeline, index: sent.count(index),
+                          job="copy", run_id="r1", run_context=RunContext(request))
+        with store.engine.connect() as conn:
+            rows = conn.execute(text("SELECT key, value FROM cel_delivered")).all()
+    finally:
+        store.dispose()
+    assert report.finished and (report.records_read, report.records_out) == (95, 95)
+    assert sorted(int(k) for k, _ in rows) == list(range(95))
+    assert all(v == 2 * int(k) for k, v in rows)
+    tasks = Counter(sent)  # stage index → tasks sent
+    assert tasks[0] == 1 and max(tasks.values()) == 1  # nobody took one: none more
