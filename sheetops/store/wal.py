@@ -1,0 +1,153 @@
+"""Checkpointing a SQLite store's write-ahead log from a background thread.
+
+With ``synchronous=NORMAL`` a commit only appends to the WAL (no fsync); the fsyncs
+come at each checkpoint, which SQLite runs by default inside the commit that brings
+the WAL past 1,000 pages. For a writer of large batches (a pipeline's queue) those
+fsyncs cost more than the writes themselves, and they are paid while the writer holds
+the write lock (and this process's writer lock), so every other writer waits too.
+
+:class:`WalCheckpointer` moves them to a thread of their own: the queue's connections
+turn SQLite's automatic checkpoint off, each committed unit of work reports about how
+much it wrote, and after about as much as SQLite's own cadence (1,000 pages) the thread
+runs a ``PASSIVE`` checkpoint, which waits for no writer. Writers never stop for its
+fsyncs. Durability is unchanged: a commit is exactly as durable as before (in the WAL,
+which survives a killed process; the WAL and the database file are synced at each
+checkpoint, as before).
+
+A passive checkpoint never lets the WAL start over while writers keep appending, so
+when the WAL holds more than :data:`RESTART_BYTES` the thread runs a ``RESTART``
+checkpoint (writers wait for it, briefly: most of the WAL is copied already), after
+which the next writer reuses the file from its start: the disk stays bounded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+import weakref
+from typing import Any
+
+log = logging.getLogger("sheetops.store")
+
+#: Bytes written after which the thread checkpoints (SQLite's default: 1,000 pages).
+CHECKPOINT_BYTES = 1000 * 4096
+#: WAL size at which a checkpoint makes writers wait once so that the file starts over.
+RESTART_BYTES = 64 << 20
+#: Seconds between the thread's looks at whether its owner is still alive.
+IDLE_S = 1.0
+#: Busy timeout of the thread's connection (a RESTART waits this long for readers), ms.
+BUSY_MS = 5000
+
+
+class WalCheckpointer:
+    """Checkpoints the WAL of the SQLite file ``path`` from a daemon thread. Started on
+    the first :meth:`wrote` in each process (a forked child starts its own); stopped by
+    :meth:`stop`."""
+
+    def __init__(self, path: str, *, checkpoint_bytes: int = CHECKPOINT_BYTES,
+                 restart_bytes: int = RESTART_BYTES) -> None:
+        self.path = path
+        self.checkpoint_bytes = checkpoint_bytes
+        self.restart_bytes = restart_bytes
+        self.checkpoints = 0
+        self.restarts = 0
+        self._cond = threading.Condition()
+        self._pending = 0
+        self._stopped = False
+        self._pid = 0
+        self._thread: threading.Thread | None = None
+        ref = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: (me := ref()) and me._forked())
+
+    def _forked(self) -> None:
+        """In a forked child: the parent's thread is gone and its lock may be held."""
+        self._cond = threading.Condition()
+        self._thread, self._pid, self._pending = None, 0, 0
+
+    def wrote(self, nbytes: int) -> None:
+        """A unit of work committed about ``nbytes`` to the WAL."""
+        with self._cond:
+            if self._stopped:
+                return
+            if self._pid != os.getpid():
+                self._start()
+            self._pending += nbytes
+            if self._pending >= self.checkpoint_bytes:
+                self._cond.notify()
+
+    def _start(self) -> None:
+        self._pid = os.getpid()
+        self._pending = 0
+        ref = weakref.ref(self)
+        self._thread = threading.Thread(target=_loop, args=(ref, self._cond), daemon=True,
+                                        name=f"sheetops-wal-{os.path.basename(self.path)}")
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread after one last checkpoint of what was written."""
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+            thread = self._thread if self._pid == os.getpid() else None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=30)
+
+    def _due(self) -> tuple[bool, bool]:
+        """Under the condition's lock: (whether to checkpoint now, whether to stop).
+        Waits up to ``IDLE_S`` for enough writes; when stopping, what is left counts."""
+        if not self._stopped and self._pending < self.checkpoint_bytes:
+            self._cond.wait(IDLE_S)
+        due = self._pending >= self.checkpoint_bytes or (self._stopped and self._pending > 0)
+        if due:
+            self._pending = 0
+        return due, self._stopped
+
+    def checkpoint(self, conn: sqlite3.Connection) -> None:
+        """One passive checkpoint; a restart too when the WAL has grown past the mark."""
+        _busy, frames, _done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        self.checkpoints += 1
+        page = conn.execute("PRAGMA page_size").fetchone()[0]
+        if frames * page >= self.restart_bytes:
+            conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+            self.restarts += 1
+
+
+def _loop(ref: weakref.ref[WalCheckpointer], cond: threading.Condition) -> None:
+    conn: sqlite3.Connection | None = None
+    try:
+        while True:
+            owner = ref()
+            if owner is None:
+                return
+            with cond:
+                due, stop = owner._due()
+            if due:
+                try:
+                    if conn is None:
+                        conn = sqlite3.connect(owner.path, isolation_level=None,
+                                               check_same_thread=False)
+                        conn.execute(f"PRAGMA busy_timeout={BUSY_MS}")
+                    owner.checkpoint(conn)
+                except sqlite3.Error:  # the next round tries again
+                    log.warning("WAL checkpoint of %s failed", owner.path, exc_info=True)
+            if stop:
+                return
+            del owner
+    finally:
+        if conn is not None:
+            conn.close()
+
+
+def checkpointer_for(engine: Any) -> WalCheckpointer | None:
+    """A checkpointer for ``engine``'s SQLite file, or ``None`` (another database, an
+    in-memory or read-only SQLite)."""
+    url = engine.url
+    if os.environ.get("NOWAL"):
+        return None
+    if engine.dialect.name != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    if "mode=ro" in str(url) or url.database.startswith("file:"):
+        return None
+    return WalCheckpointer(url.database)
