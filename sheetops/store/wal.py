@@ -17,7 +17,9 @@ checkpoint, as before).
 A passive checkpoint never lets the WAL start over while writers keep appending, so
 when the WAL holds more than :data:`RESTART_BYTES` the thread runs a ``RESTART``
 checkpoint (writers wait for it, briefly: most of the WAL is copied already), after
-which the next writer reuses the file from its start: the disk stays bounded.
+which the next writer reuses the file from its start. A writer that finds twice that
+written since the last restart (the thread fell behind) waits for the next one: the
+disk stays bounded whatever the load.
 """
 
 from __future__ import annotations
@@ -34,9 +36,11 @@ log = logging.getLogger("sheetops.store")
 #: Bytes written after which the thread checkpoints (SQLite's default: 1,000 pages).
 CHECKPOINT_BYTES = 1000 * 4096
 #: WAL size at which a checkpoint makes writers wait once so that the file starts over.
-RESTART_BYTES = 64 << 20
+RESTART_BYTES = 32 << 20
 #: Seconds between the thread's looks at whether its owner is still alive.
 IDLE_S = 1.0
+#: Seconds a writer waits at most for the WAL to start over (see :meth:`wrote`).
+HOLD_S = 10.0
 #: Busy timeout of the thread's connection (a RESTART waits this long for readers), ms.
 BUSY_MS = 5000
 
@@ -55,6 +59,7 @@ class WalCheckpointer:
         self.restarts = 0
         self._cond = threading.Condition()
         self._pending = 0
+        self._since_restart = 0
         self._stopped = False
         self._pid = 0
         self._thread: threading.Thread | None = None
@@ -64,18 +69,25 @@ class WalCheckpointer:
     def _forked(self) -> None:
         """In a forked child: the parent's thread is gone and its lock may be held."""
         self._cond = threading.Condition()
-        self._thread, self._pid, self._pending = None, 0, 0
+        self._thread, self._pid, self._pending, self._since_restart = None, 0, 0, 0
 
     def wrote(self, nbytes: int) -> None:
-        """A unit of work committed about ``nbytes`` to the WAL."""
+        """A unit of work committed about ``nbytes`` to the WAL. When writers have put
+        twice ``restart_bytes`` in it since it last started over (the thread falls
+        behind: a loaded machine, slow fsyncs), the writer waits for the restart, up
+        to ``HOLD_S``: the WAL's size stays bounded whatever the load."""
         with self._cond:
             if self._stopped:
                 return
             if self._pid != os.getpid():
                 self._start()
             self._pending += nbytes
+            self._since_restart += nbytes
             if self._pending >= self.checkpoint_bytes:
-                self._cond.notify()
+                self._cond.notify_all()
+            if self._since_restart >= 2 * self.restart_bytes:
+                self._cond.wait_for(lambda: self._since_restart < 2 * self.restart_bytes
+                                    or self._stopped, HOLD_S)
 
     def _start(self) -> None:
         self._pid = os.getpid()
@@ -98,20 +110,28 @@ class WalCheckpointer:
         """Under the condition's lock: (whether to checkpoint now, whether to stop).
         Waits up to ``IDLE_S`` for enough writes; when stopping, what is left counts."""
         if not self._stopped and self._pending < self.checkpoint_bytes:
-            self._cond.wait(IDLE_S)
+            self._cond.wait_for(lambda: self._stopped
+                                or self._pending >= self.checkpoint_bytes, IDLE_S)
         due = self._pending >= self.checkpoint_bytes or (self._stopped and self._pending > 0)
         if due:
             self._pending = 0
         return due, self._stopped
 
     def checkpoint(self, conn: sqlite3.Connection) -> None:
-        """One passive checkpoint; a restart too when the WAL has grown past the mark."""
+        """One passive checkpoint; a restart too when the WAL has grown past the mark
+        (then writers waiting in :meth:`wrote` go on)."""
         _busy, frames, _done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         self.checkpoints += 1
         page = conn.execute("PRAGMA page_size").fetchone()[0]
         if frames * page >= self.restart_bytes:
-            conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+            busy, _frames, _done = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+            if busy:  # a reader holds an old snapshot: the next round tries again
+                return
             self.restarts += 1
+            frames = 0
+        with self._cond:  # the writers' estimate, set right
+            self._since_restart = frames * page
+            self._cond.notify_all()
 
 
 def _loop(ref: weakref.ref[WalCheckpointer], cond: threading.Condition) -> None:
@@ -144,8 +164,6 @@ def checkpointer_for(engine: Any) -> WalCheckpointer | None:
     """A checkpointer for ``engine``'s SQLite file, or ``None`` (another database, an
     in-memory or read-only SQLite)."""
     url = engine.url
-    if os.environ.get("NOWAL"):
-        return None
     if engine.dialect.name != "sqlite" or not url.database or url.database == ":memory:":
         return None
     if "mode=ro" in str(url) or url.database.startswith("file:"):
