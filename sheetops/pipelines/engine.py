@@ -59,6 +59,9 @@ POLL_S = 0.01
 #: Batches per queue kept decoded for the stage that takes them next (see _Handed).
 DECODED_AHEAD = 1
 IDLE_MAX_S = 0.2
+#: Seconds a producer waits for its next stage to take a batch kept decoded before it
+#: hands on the next one as JSON (see PipelineRun._wait_room).
+HAND_WAIT_S = 0.1
 
 
 @dataclass
@@ -162,14 +165,27 @@ def _derivable(pipe: Pipeline, records: list[Any]) -> bool:
     """Whether the pipeline's key is a field every record holds (not ``None`` or
     empty): then the records' keys need not be built or stored, only derived where
     they are needed. ``False`` sends the batch down the careful path
-    (``Pipeline.key_of`` per record), which keys it or explains why not."""
+    (``Pipeline.key_of`` per record), which keys it or explains why not.
+
+    It runs on every batch of every stage, so the check is made in C loops: numbers
+    (``sum`` takes them all) are never empty; texts (``join`` takes them all) are
+    empty only when falsy; anything else is compared with ``None`` and ``""``."""
     if not isinstance(pipe.key, str):
         return False
     try:
         values = list(map(itemgetter(pipe.key), records))
     except Exception:  # a record the careful path explains
         return False
-    return not (None in values or "" in values)
+    try:
+        sum(values)
+        return True
+    except TypeError:
+        pass
+    try:
+        "".join(values)
+    except TypeError:
+        return not (None in values or "" in values)
+    return all(values)
 
 
 def _keys(pipe: Pipeline, keys: list[str] | None, records: list[Any]) -> list[str]:
@@ -558,22 +574,27 @@ class PipelineRun:
         return self.depths.waiting(self.names[index]) < self._limit(index)
 
     def _wait_room(self, index: int) -> bool:
-        """Wait until queue ``index`` is below its high-water mark and, inside this
-        process, its next stage has taken enough of the batches handed to it that the
-        next one stays decoded (:meth:`_Handed.has_room`)."""
+        """Wait until queue ``index`` is below its high-water mark. Inside this process,
+        wait first (up to ``HAND_WAIT_S``) for its stage to take enough of the batches
+        handed to it that the next one stays decoded (:meth:`_Handed.has_room`): a
+        stage that keeps up gets every batch decoded; one that is stuck still gets its
+        queue filled to the mark, the batches beyond kept as their JSON."""
         idle = POLL_S
         name = self.names[index]
+        decoded_by = time.monotonic() + HAND_WAIT_S
         while True:
             mark = self.changes.mark()
-            decoded = self.handed is None or self.handed.has_room(name)
+            decoded = (self.handed is None or self.handed.has_room(name)
+                       or time.monotonic() >= decoded_by)
             if decoded and self._room(index):
                 return True
-            self.changes.wait(mark, idle)
+            self.changes.wait(mark, idle if decoded else
+                              max(0.0, min(idle, decoded_by - time.monotonic())))
             if self.stop.is_set():
                 return False
             if decoded:
                 self.depths.expire()
-            idle = min(idle * 2, IDLE_MAX_S)
+                idle = min(idle * 2, IDLE_MAX_S)
 
     def _guard(self, fn: Callable[..., None], *args: Any) -> None:
         try:

@@ -244,7 +244,7 @@ class SqliteQueueSql(_Dialect):
         if not isinstance(engine.pool, NullPool):
             return engine
         pooled = create_engine(engine.url, poolclass=QueuePool, pool_size=4,
-                               max_overflow=16)
+                               max_overflow=16, pool_use_lifo=True)
         setup = sqlite_setup(read_only=False)
 
         def connect(dbapi_connection: Any, record: Any) -> None:

@@ -29,6 +29,7 @@ import os
 import sqlite3
 import threading
 import weakref
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("sheetops.store")
@@ -146,12 +147,13 @@ def _loop(ref: weakref.ref[WalCheckpointer], cond: threading.Condition) -> None:
             if due:
                 try:
                     if conn is None:
-                        conn = sqlite3.connect(owner.path, isolation_level=None,
-                                               check_same_thread=False)
+                        conn = sqlite3.connect(  # never creates a file that is gone
+                            f"{Path(owner.path).resolve().as_uri()}?mode=rw", uri=True,
+                            isolation_level=None, check_same_thread=False)
                         conn.execute(f"PRAGMA busy_timeout={BUSY_MS}")
                     owner.checkpoint(conn)
-                except sqlite3.Error:  # the next round tries again
-                    log.warning("WAL checkpoint of %s failed", owner.path, exc_info=True)
+                except sqlite3.Error as exc:  # the next round tries again
+                    log.warning("WAL checkpoint of %s failed: %s", owner.path, exc)
             if stop:
                 return
             del owner
