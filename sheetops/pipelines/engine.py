@@ -229,7 +229,8 @@ class _Handed:
     left when a run stops is released (:meth:`QueueTransaction.release`). Memory stays
     flat: at most ``decoded[queue]`` batches per queue are kept decoded (records as
     objects cost several times their JSON); the others wait as their claim's JSON text
-    and are decoded when taken."""
+    and are decoded when taken. Producers wait a moment for room among the decoded
+    (``PipelineRun._wait_room``), so a stage that keeps up never decodes."""
 
     def __init__(self, consumer: str, leases: Mapping[str, float],
                  decoded: Mapping[str, int]) -> None:
