@@ -10,11 +10,13 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 from conftest import wait_for
 
 from sheetops.pipelines import batch as batches
+from sheetops.store import wal
 from sheetops.store.db import make_engine
 from sheetops.store.queue import JsonText
 from sheetops.store.queue_sql import Queues
@@ -86,3 +88,37 @@ def test_a_batch_keyed_by_its_field_lists_no_keys_and_decodes_with_them() -> Non
         ["x", "y"], records, True)
     assert batches.item_key(batches.end_keys("id", records)) == "7…9"
     assert batches.item_key(batches.end_keys("id", records[:1])) == "7"
+
+
+def test_a_reader_that_keeps_the_wal_from_starting_over_stalls_writers_once(
+        tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(wal, "HOLD_S", 0.5)
+    path = tmp_path / "store.db"
+    queues = Queues(make_engine(f"sqlite:///{path}"))
+    reader = sqlite3.connect(path, isolation_level=None)
+    try:
+        assert queues.wal is not None
+        queues.wal.checkpoint_bytes = 256 << 10
+        queues.wal.restart_bytes = 1 << 20
+        queue = queues.queue("big")
+        queue.put([BIG])
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM queue_items").fetchone()  # a snapshot held
+        started = time.monotonic()
+        for _ in range(40):  # 8 MB: past twice the restart mark, which cannot happen
+            queue.put([BIG])
+        assert time.monotonic() - started < 20  # the writers waited once, not 40 times
+        assert queues.wal.restarts == 0
+        reader.execute("COMMIT")
+
+        def started_over() -> bool:  # writing on, the WAL holds little again
+            queue.put([BIG])
+            _busy, frames, _done = reader.execute(
+                "PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            return frames * 4096 < (1 << 20)
+
+        wait_for(started_over, what="the WAL to start over once the reader left")
+        assert queue.depth().waiting > 41
+    finally:
+        reader.close()
+        queues.dispose()

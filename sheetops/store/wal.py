@@ -28,6 +28,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 import weakref
 from pathlib import Path
 from typing import Any
@@ -42,8 +43,11 @@ RESTART_BYTES = 32 << 20
 IDLE_S = 1.0
 #: Seconds a writer waits at most for the WAL to start over (see :meth:`wrote`).
 HOLD_S = 10.0
-#: Busy timeout of the thread's connection (a RESTART waits this long for readers), ms.
-BUSY_MS = 5000
+#: Busy timeout of the thread's connection, ms: a RESTART waits this long for readers
+#: on old snapshots and for the writer of the moment (writers wait for it meanwhile).
+BUSY_MS = 200
+#: Seconds after a RESTART that readers kept from finishing before the next try.
+RESTART_AGAIN_S = 1.0
 
 
 class WalCheckpointer:
@@ -61,6 +65,8 @@ class WalCheckpointer:
         self._cond = threading.Condition()
         self._pending = 0
         self._since_restart = 0
+        self._hold = True
+        self._restart_at = 0.0
         self._stopped = False
         self._pid = 0
         self._thread: threading.Thread | None = None
@@ -76,7 +82,9 @@ class WalCheckpointer:
         """A unit of work committed about ``nbytes`` to the WAL. When writers have put
         twice ``restart_bytes`` in it since it last started over (the thread falls
         behind: a loaded machine, slow fsyncs), the writer waits for the restart, up
-        to ``HOLD_S``: the WAL's size stays bounded whatever the load."""
+        to ``HOLD_S``: the WAL's size stays bounded whatever the load. If no restart
+        comes in that time (a reader keeps an old snapshot), writers go on without
+        waiting until one does."""
         with self._cond:
             if self._stopped:
                 return
@@ -86,9 +94,12 @@ class WalCheckpointer:
             self._since_restart += nbytes
             if self._pending >= self.checkpoint_bytes:
                 self._cond.notify_all()
-            if self._since_restart >= 2 * self.restart_bytes:
-                self._cond.wait_for(lambda: self._since_restart < 2 * self.restart_bytes
-                                    or self._stopped, HOLD_S)
+            if self._hold and self._since_restart >= 2 * self.restart_bytes:
+                # a reader holding an old snapshot can keep the WAL from starting over:
+                # then writers stop waiting until a restart succeeds again
+                self._hold = self._cond.wait_for(
+                    lambda: self._since_restart < 2 * self.restart_bytes or self._stopped,
+                    HOLD_S)
 
     def _start(self) -> None:
         self._pid = os.getpid()
@@ -124,12 +135,15 @@ class WalCheckpointer:
         _busy, frames, _done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         self.checkpoints += 1
         page = conn.execute("PRAGMA page_size").fetchone()[0]
-        if frames * page >= self.restart_bytes:
+        if frames * page >= self.restart_bytes and time.monotonic() >= self._restart_at:
             busy, _frames, _done = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
-            if busy:  # a reader holds an old snapshot: the next round tries again
+            if busy:  # a reader holds an old snapshot: try again a little later
+                self._restart_at = time.monotonic() + RESTART_AGAIN_S
                 return
             self.restarts += 1
             frames = 0
+            with self._cond:
+                self._hold = True
         with self._cond:  # the writers' estimate, set right
             self._since_restart = frames * page
             self._cond.notify_all()
