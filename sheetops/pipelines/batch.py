@@ -1,5 +1,9 @@
 """A queue item's payload: a batch of records with their keys, as one JSON text.
 
+When every record holds the pipeline's key field, the payload names the field instead
+of listing the keys (``{"f": "id", "r": [...]}``): the keys are derived where they are
+needed, not built and stored for every batch of every stage.
+
 One item carries up to a stage's ``batch_size`` records — not one row per record — so
 the queue's cost (a row, an index entry, a lock) is paid once per thousand records.
 The batch is encoded with orjson, several times faster than the standard library, and
@@ -11,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -32,16 +37,36 @@ class Keyed:
     record: Any
 
 
-def encode(keys: Sequence[str], records: Sequence[Any], split: bool = False) -> JsonText:
+def encode(keys: Sequence[str] | None, records: Sequence[Any], split: bool = False,
+           field: str | None = None) -> JsonText:
     """One item's payload; ``split`` marks a half of a failed batch (tried once more,
-    without retries: the batch's retries already ran)."""
-    data: dict[str, Any] = {"k": keys, "r": records}
+    without retries: the batch's retries already ran). ``keys`` ``None`` means each
+    record's key is its ``field`` (as text): the payload names the field instead of
+    listing the keys, which every decoder derives (:func:`field_keys`)."""
+    data: dict[str, Any] = {"r": records}
+    if keys is None:
+        data["f"] = field
+    else:
+        data["k"] = keys
     if split:
         data["s"] = 1
     try:
         return JsonText(orjson.dumps(data).decode())
     except TypeError as exc:
         raise RecordError(f"a record cannot be stored as JSON: {exc}") from None
+
+
+def field_keys(field: str, records: Sequence[Any]) -> list[str]:
+    """The keys of records that each hold the key ``field``."""
+    return list(map(str, map(itemgetter(field), records)))
+
+
+def end_keys(field: str, records: Sequence[Any]) -> list[str]:
+    """The first and last keys (the one key of a single record) of such records, all
+    :func:`item_key` needs."""
+    if len(records) <= 1:
+        return field_keys(field, records)
+    return [str(records[0][field]), str(records[-1][field])]
 
 
 def decode_item(payload: Any) -> tuple[list[str], list[Any], bool]:
@@ -54,7 +79,9 @@ def decode_item(payload: Any) -> tuple[list[str], list[Any], bool]:
         data = payload
     if isinstance(data, str):
         data = orjson.loads(data)
-    return list(data["k"]), list(data["r"]), bool(data.get("s"))
+    records = list(data["r"])
+    keys = list(data["k"]) if "k" in data else field_keys(data["f"], records)
+    return keys, records, bool(data.get("s"))
 
 
 def decode(payload: Any) -> tuple[list[str], list[Any]]:

@@ -34,6 +34,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Engine
@@ -44,6 +45,7 @@ from sheetops.pipelines import batch as batches
 from sheetops.pipelines.batch import Keyed
 from sheetops.pipelines.context import StageContext
 from sheetops.pipelines.model import Pipeline, PipelineError, Stage, StageSettings
+from sheetops.pipelines.sources import batches_of
 from sheetops.pipelines.throttle import Throttle
 from sheetops.retry import backoff_wait
 from sheetops.store import ledger
@@ -58,6 +60,9 @@ POLL_S = 0.01
 #: Batches per queue kept decoded for the stage that takes them next (see _Handed).
 DECODED_AHEAD = 1
 IDLE_MAX_S = 0.2
+#: Seconds a producer waits for its next stage to take a batch kept decoded before it
+#: hands on the next one as JSON (see PipelineRun._wait_room).
+HAND_WAIT_S = 0.1
 
 
 @dataclass
@@ -152,7 +157,41 @@ class _Changes:
             self._cond.wait_for(lambda: self._count != since, timeout)
 
 
-Batch = tuple[list[str], list[Any], bool]
+#: ``(keys, records, split)``; keys ``None``: each record's key is the pipeline's key
+#: field (see :func:`_derivable`), derived only where needed (:func:`_keys`)
+Batch = tuple[list[str] | None, list[Any], bool]
+
+
+def _derivable(pipe: Pipeline, records: list[Any]) -> bool:
+    """Whether the pipeline's key is a field every record holds (not ``None`` or
+    empty): then the records' keys need not be built or stored, only derived where
+    they are needed. ``False`` sends the batch down the careful path
+    (``Pipeline.key_of`` per record), which keys it or explains why not.
+
+    It runs on every batch of every stage, so the check is made in C loops: numbers
+    (``sum`` takes them all) are never empty; texts (``join`` takes them all) are
+    empty only when falsy; anything else is compared with ``None`` and ``""``."""
+    if not isinstance(pipe.key, str):
+        return False
+    try:
+        values = list(map(itemgetter(pipe.key), records))
+    except Exception:  # a record the careful path explains
+        return False
+    try:
+        sum(values)
+        return True
+    except TypeError:
+        pass
+    try:
+        "".join(values)
+    except TypeError:
+        return not (None in values or "" in values)
+    return all(values)
+
+
+def _keys(pipe: Pipeline, keys: list[str] | None, records: list[Any]) -> list[str]:
+    """The batch's keys, derived from the key field when not given."""
+    return keys if keys is not None else batches.field_keys(pipe.key, records)
 
 
 @dataclass(frozen=True)
@@ -164,9 +203,10 @@ class _Encoded:
     keys: list[str]
 
     @classmethod
-    def of(cls, items: Sequence[Batch]) -> _Encoded:
-        return cls([batches.encode(k, r, split=s) for k, r, s in items],
-                   [batches.item_key(k) for k, _, _ in items])
+    def of(cls, items: Sequence[Batch], field: Any) -> _Encoded:
+        return cls([batches.encode(k, r, split=s, field=field) for k, r, s in items],
+                   [batches.item_key(k if k is not None else batches.end_keys(field, r))
+                    for k, r, _ in items])
 
 
 def _put(rt_handed: _Handed | None, tx: Any, queue: str, items: Sequence[Batch],
@@ -190,7 +230,8 @@ class _Handed:
     left when a run stops is released (:meth:`QueueTransaction.release`). Memory stays
     flat: at most ``decoded[queue]`` batches per queue are kept decoded (records as
     objects cost several times their JSON); the others wait as their claim's JSON text
-    and are decoded when taken."""
+    and are decoded when taken. Producers wait a moment for room among the decoded
+    (``PipelineRun._wait_room``), so a stage that keeps up never decodes."""
 
     def __init__(self, consumer: str, leases: Mapping[str, float],
                  decoded: Mapping[str, int]) -> None:
@@ -202,6 +243,8 @@ class _Handed:
         self._items: dict[int, tuple[str, Batch]] = {}
         self._kept = dict.fromkeys(leases, 0)
         self._lock = threading.Lock()
+        #: called when a kept batch is taken (wakes a producer waiting for room)
+        self.on_take: Callable[[], None] = lambda: None
 
     def put(self, tx: Any, queue: str, items: Sequence[Batch], encoded: _Encoded
             ) -> tuple[str, list[Claim], Sequence[Batch]]:
@@ -230,7 +273,14 @@ class _Handed:
             if kept is None:
                 return None
             self._kept[kept[0]] -= 1
-            return kept[1]
+        self.on_take()
+        return kept[1]
+
+    def has_room(self, queue: str) -> bool:
+        """Whether a batch put on ``queue`` now would be kept decoded. The stages (and
+        the source) of this process wait for it before making the next batch, so
+        their hand-offs stay decoded instead of being decoded again from their JSON."""
+        return self._kept[queue] < self.decoded[queue]
 
     def leftover(self) -> list[Claim]:
         """The leased claims no thread took (to release when the run stops)."""
@@ -284,7 +334,7 @@ def _split(rt: StageRuntime, claim: Claim, keys: list[str], records: list[Any]) 
     """Put the batch back as two halves and ack it, in one transaction."""
     middle = len(records) // 2
     halves = [(keys[:middle], records[:middle], True), (keys[middle:], records[middle:], True)]
-    encoded = _Encoded.of(halves)
+    encoded = _Encoded.of(halves, rt.pipe.key)
     with rt.transaction() as tx:
         put = _put(rt.handed, tx, rt.queue, halves, encoded)
         tx.ack([claim])
@@ -292,97 +342,89 @@ def _split(rt: StageRuntime, claim: Claim, keys: list[str], records: list[Any]) 
         rt.handed.committed(put)
 
 
-def _chunks(outputs: list[tuple[str, Any]], size: int) -> Iterator[list[tuple[str, Any]]]:
-    for start in range(0, len(outputs), size):
-        yield outputs[start:start + size]
-
-
-def _field_keys(pipe: Pipeline, records: list[Any]) -> list[str] | None:
-    """The keys of ``records`` in one pass when the pipeline's key is a field every
-    record holds (the common case); ``None`` when one does not, for the careful path
-    (``Pipeline.key_of`` per record) to key or explain."""
-    if not isinstance(pipe.key, str):
-        return None
-    try:
-        values = [r[pipe.key] for r in records]
-    except Exception:  # a record the careful path explains
-        return None
-    if None in values or "" in values:
-        return None
-    return list(map(str, values))
-
-
-def _keyed(rt: StageRuntime, produced: Any, keys: list[str], records: list[Any]
-           ) -> list[tuple[str, Any]]:
-    """The stage's output as ``(key, record)``; ``None`` passes the input on."""
+def _keyed(rt: StageRuntime, produced: Any, keys: list[str] | None, records: list[Any]
+           ) -> tuple[list[str] | None, list[Any]]:
+    """The stage's output as ``(keys, records)``; ``None`` passes the input on."""
     if produced is None:
-        return list(zip(keys, records, strict=True))
+        return keys, records
     if not isinstance(produced, list):
         produced = list(produced)
-    fast = _field_keys(rt.pipe, produced)
-    if fast is not None:
-        return list(zip(fast, produced, strict=True))
-    out = []
+    if _derivable(rt.pipe, produced):
+        return None, produced
+    out_keys, out = [], []
     for record in produced:
         if isinstance(record, Keyed):
-            out.append((str(record.key), record.record))
+            out_keys.append(str(record.key))
+            out.append(record.record)
         else:
-            out.append((rt.pipe.key_of(record), record))
-    return out
+            out_keys.append(rt.pipe.key_of(record))
+            out.append(record)
+    return out_keys, out
 
 
-def _call(rt: StageRuntime, keys: list[str], records: list[Any]) -> list[tuple[str, Any]]:
+def _call(rt: StageRuntime, keys: list[str] | None, records: list[Any]
+          ) -> tuple[list[str] | None, list[Any]]:
     """Call a non-SQL stage on one batch (an idempotent sink marks each record it
     yields in the ledger at once, so a crash repeats at most that one record)."""
     stage = rt.stage
     if stage.sink and rt.dry_run:
-        return list(zip(keys, records, strict=True))
-    args = (records, rt.context(keys)) if stage.takes_ctx else (records,)
+        return keys, records
+    args = ((records, rt.context(_keys(rt.pipe, keys, records))) if stage.takes_ctx
+            else (records,))
     produced = stage.fn(*args)
     if not (stage.sink and stage.idempotent) or produced is None or isinstance(
             produced, list | tuple):
         return _keyed(rt, produced, keys, records)
-    out = []
+    out_keys, out = [], []
     for record in produced:  # a generator: each yielded record is delivered
         key = str(record.key) if isinstance(record, Keyed) else rt.pipe.key_of(record)
         with rt.transaction() as tx:
             ledger.mark_done(tx.connection, rt.job, stage.name, [key])
-        out.append((key, record))
-    return out
+        out_keys.append(key)
+        out.append(record)
+    return out_keys, out
 
 
-def _hand_off(rt: StageRuntime, claim: Claim, records_in: int,
-              outputs: list[tuple[str, Any]], keys: list[str], records: list[Any]) -> None:
-    """Put the outputs on the next queue, ack the batch and count it, in one
-    transaction; a SQL sink writes in the same transaction."""
+Output = tuple[list[str] | None, list[Any]]
+
+
+def _hand_off(rt: StageRuntime, claim: Claim, records_in: int, output: Output,
+              keys: list[str] | None, records: list[Any]) -> None:
+    """Put the ``output`` (keys, records) on the next queue, ack the batch and count it,
+    in one transaction; a SQL sink writes in the same transaction."""
     stage = rt.stage
+    pipe = rt.pipe
     sql = stage.sql and not rt.dry_run and bool(records)
 
-    def chunked(outputs: list[tuple[str, Any]]) -> list[Batch]:
+    def chunked(output: Output) -> list[Batch]:
         if not rt.next_queue:
             return []
-        return [([k for k, _ in c], [r for _, r in c], False)
-                for c in _chunks(outputs, rt.next_batch_size)]
+        out_keys, out = output
+        size = rt.next_batch_size
+        return [(None if out_keys is None else out_keys[at:at + size], out[at:at + size],
+                 False) for at in range(0, len(out), size)]
 
-    items = [] if sql else chunked(outputs)
-    encoded = _Encoded.of(items)
+    items = [] if sql else chunked(output)
+    encoded = _Encoded.of(items, pipe.key)
     put = None
     with rt.transaction() as tx:
         conn = tx.connection
         if sql:
-            args = (records, rt.context(keys, conn)) if stage.takes_ctx else (records,)
-            outputs = _keyed(rt, stage.fn(*args), keys, records)
-            items = chunked(outputs)
-            encoded = _Encoded.of(items)
+            args = ((records, rt.context(_keys(pipe, keys, records), conn))
+                    if stage.takes_ctx else (records,))
+            output = _keyed(rt, stage.fn(*args), keys, records)
+            items = chunked(output)
+            encoded = _Encoded.of(items, pipe.key)
         if items:
             put = _put(rt.handed, tx, rt.next_queue, items, encoded)
         if stage.sink and stage.idempotent and not rt.dry_run:
-            ledger.mark_done(conn, rt.job, stage.name, [k for k, _ in outputs])
+            ledger.mark_done(conn, rt.job, stage.name, _keys(pipe, *output))
         if rt.outcomes is not None:
-            rt.outcomes.handed_off(conn, stage.name, stage.sink, keys, [k for k, _ in outputs])
+            rt.outcomes.handed_off(conn, stage.name, stage.sink, _keys(pipe, keys, records),
+                                   _keys(pipe, *output))
         tx.ack([claim])
         ledger.add_counts(conn, rt.job, rt.generation, stage.name, records_in=records_in,
-                          records_out=len(outputs))
+                          records_out=len(output[1]))
     if put is not None:
         rt.handed.committed(put)
 
@@ -411,9 +453,10 @@ def process_claim(rt: StageRuntime, claim: Claim) -> None:
     try:
         if claim.deliveries > 1 and len(records) > 1:
             # an earlier delivery's worker died on this batch: isolate the culprit
-            _split(rt, claim, keys, records)
+            _split(rt, claim, _keys(rt.pipe, keys, records), records)
             return
         if rt.stage.sink and rt.stage.idempotent and not rt.dry_run:
+            keys = _keys(rt.pipe, keys, records)
             with rt.queues.engine.connect() as conn:  # a read: no write lock
                 done = ledger.done_keys(conn, rt.job, rt.stage.name, keys)
             if done and rt.outcomes is not None:
@@ -430,9 +473,9 @@ def process_claim(rt: StageRuntime, claim: Claim) -> None:
             try:
                 if rt.throttle is not None:
                     rt.throttle.acquire(len(records), rt.stop)
-                outputs = ([] if not records or (rt.stage.sql and not rt.dry_run)
-                           else _call(rt, keys, records))
-                _hand_off(rt, claim, records_in, outputs, keys, records)
+                output = (([], []) if not records or (rt.stage.sql and not rt.dry_run)
+                          else _call(rt, keys, records))
+                _hand_off(rt, claim, records_in, output, keys, records)
                 return
             except StaleClaim:
                 raise
@@ -446,6 +489,7 @@ def process_claim(rt: StageRuntime, claim: Claim) -> None:
                     if rt.stop.wait(delay):
                         return
                     continue
+                keys = _keys(rt.pipe, keys, records)
                 if len(records) > 1:
                     _split(rt, claim, keys, records)
                 else:
@@ -496,6 +540,8 @@ class PipelineRun:
             {name: DECODED_AHEAD + settings.concurrency
              for name, settings in zip(self.names, self.settings, strict=True)}
         ) if hand_in_process else None
+        if self.handed is not None:
+            self.handed.on_take = self.changes.notify
         self.run_context = run_context
         self.params = dict(params if params is not None
                            else getattr(run_context, "params", None) or {})
@@ -531,16 +577,27 @@ class PipelineRun:
         return self.depths.waiting(self.names[index]) < self._limit(index)
 
     def _wait_room(self, index: int) -> bool:
+        """Wait until queue ``index`` is below its high-water mark. Inside this process,
+        wait first (up to ``HAND_WAIT_S``) for its stage to take enough of the batches
+        handed to it that the next one stays decoded (:meth:`_Handed.has_room`): a
+        stage that keeps up gets every batch decoded; one that is stuck still gets its
+        queue filled to the mark, the batches beyond kept as their JSON."""
         idle = POLL_S
+        name = self.names[index]
+        decoded_by = time.monotonic() + HAND_WAIT_S
         while True:
             mark = self.changes.mark()
-            if self._room(index):
+            decoded = (self.handed is None or self.handed.has_room(name)
+                       or time.monotonic() >= decoded_by)
+            if decoded and self._room(index):
                 return True
-            self.changes.wait(mark, idle)
+            self.changes.wait(mark, idle if decoded else
+                              max(0.0, min(idle, decoded_by - time.monotonic())))
             if self.stop.is_set():
                 return False
-            self.depths.expire()
-            idle = min(idle * 2, IDLE_MAX_S)
+            if decoded:
+                self.depths.expire()
+                idle = min(idle * 2, IDLE_MAX_S)
 
     def _guard(self, fn: Callable[..., None], *args: Any) -> None:
         try:
@@ -551,12 +608,12 @@ class PipelineRun:
             self.stop.set()
             self.changes.notify()
 
-    def _source_keys(self, records: list[Any], first: int) -> list[str]:
+    def _source_keys(self, records: list[Any], first: int) -> list[str] | None:
         """Keys of a batch read from the source, whose first record is the source's
-        ``first`` (counting from 1): a record without a key is keyed by that number."""
-        fast = _field_keys(self.pipe, records)
-        if fast is not None:
-            return fast
+        ``first`` (counting from 1): ``None`` when every record holds the key field
+        (derived where needed); a record without a key is keyed by its number."""
+        if _derivable(self.pipe, records):
+            return None
         keys = []
         for number, record in enumerate(records, first):
             try:
@@ -566,27 +623,21 @@ class PipelineRun:
         return keys
 
     def _read_source(self, cp: ledger.Checkpoint) -> None:
-        size = self.settings[0].batch_size
-        records: list[Any] = []
         position, count = cp.position, cp.records
-        keyed = self._source_keys
-        for record, position in self.source.read(cp.position):
-            count += 1
-            records.append(record)
-            if len(records) >= size:
-                if not self._put_source(keyed(records, count - len(records) + 1), records,
-                                        position, count, False):
-                    return
-                records = []
-        self._put_source(keyed(records, count - len(records) + 1), records, position,
-                         count, True)
+        for records, position in batches_of(self.source, cp.position,
+                                            self.settings[0].batch_size):
+            count += len(records)
+            if not self._put_source(self._source_keys(records, count - len(records) + 1),
+                                    records, position, count, False):
+                return
+        self._put_source([], [], position, count, True)
 
-    def _put_source(self, keys: list[str], records: list[Any], position: Any, count: int,
-                    exhausted: bool) -> bool:
+    def _put_source(self, keys: list[str] | None, records: list[Any], position: Any,
+                    count: int, exhausted: bool) -> bool:
         if records and not self._wait_room(0):
             return False
         items = [(keys, records, False)] if records else []
-        encoded = _Encoded.of(items)
+        encoded = _Encoded.of(items, self.pipe.key)
         put = None
         with self.lock, self.queues.transaction() as tx:
             if items:

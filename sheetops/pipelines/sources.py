@@ -23,9 +23,31 @@ from sheetops.errors import PermanentError
 
 class Source(Protocol):
     """Yields ``(record, position)``; ``read(position)`` resumes after ``position``
-    (``None``: from the beginning)."""
+    (``None``: from the beginning). A source may also have ``read_batches(position,
+    size)``, yielding ``(records, position)`` with up to ``size`` records at a time and
+    the position after the last of them: the engine then reads it a batch at a time
+    (see :func:`batches_of`)."""
 
     def read(self, position: Any) -> Iterator[tuple[Any, Any]]: ...
+
+
+def batches_of(source: Source, position: Any, size: int) -> Iterator[tuple[list[Any], Any]]:
+    """``(records, position)`` of ``source`` from ``position``, up to ``size`` records
+    each, the position being the one after the last of them: the source's own
+    ``read_batches`` when it has one (no Python step per record), else its ``read``
+    gathered into lists."""
+    if hasattr(source, "read_batches"):
+        yield from source.read_batches(position, size)
+        return
+    records: list[Any] = []
+    at = position
+    for record, at in source.read(position):
+        records.append(record)
+        if len(records) >= size:
+            yield records, at
+            records = []
+    if records:
+        yield records, at
 
 
 class JsonLines:
@@ -111,6 +133,15 @@ class IterableSource:
         for number, record in enumerate(itertools.islice(records, done, None),
                                         start=done + 1):
             yield record, number
+
+    def read_batches(self, position: Any, size: int) -> Iterator[tuple[list[Any], int]]:
+        """Lists of up to ``size`` records, each with the count read after it."""
+        done = int(position or 0)
+        records = self.make() if callable(self.make) else self.make
+        rest = itertools.islice(records, done, None)
+        while batch := list(itertools.islice(rest, size)):
+            done += len(batch)
+            yield batch, done
 
 
 class FromParams:

@@ -69,10 +69,14 @@ from sheetops.store.queue import (
     StaleClaim,
 )
 from sheetops.store.schema import DEAD, LIVE, queue_items
+from sheetops.store.wal import checkpointer_for
 
 q = queue_items.c
 #: Ids per ``IN (…)`` list, well under SQLite's bound-parameter limit.
 CHUNK = 500
+#: What a committed unit of work is taken to write besides its payloads (a few pages:
+#: the rows' leaves and index entries), for the WAL checkpointer's cadence.
+UNIT_BYTES = 3 * 4096
 
 # The hot statements (claim, ack, put, depths) are written out once as SQL and run
 # through the driver (``exec_driver_sql``): building and compiling them as SQLAlchemy
@@ -244,7 +248,7 @@ class SqliteQueueSql(_Dialect):
         if not isinstance(engine.pool, NullPool):
             return engine
         pooled = create_engine(engine.url, poolclass=QueuePool, pool_size=4,
-                               max_overflow=16)
+                               max_overflow=16, pool_use_lifo=True)
         setup = sqlite_setup(read_only=False)
 
         def connect(dbapi_connection: Any, record: Any) -> None:
@@ -384,6 +388,8 @@ class SqlTransaction(QueueTransaction):
         self.queues = queues
         self.connection = connection
         self._sql = queues.sql
+        #: payload bytes this unit of work put (see :class:`~sheetops.store.wal.WalCheckpointer`)
+        self.written = 0
 
     def put(self, queue: str, payloads: Sequence[Payload], *,
             keys: Sequence[str | None] | None = None, delay_s: float = 0,
@@ -397,6 +403,7 @@ class SqlTransaction(QueueTransaction):
                          [p if isinstance(p, JsonText) else _dumps(p, i)
                           for i, p in enumerate(payloads)], int(priority),
                          now + max(0.0, float(delay_s)), now, dedupe)
+        self.written += sum(map(len, batch.payloads))
         return self._sql.insert_rows(self.connection, batch)
 
     def put_claimed(self, queue: str, payloads: Sequence[Payload], *,
@@ -414,6 +421,7 @@ class SqlTransaction(QueueTransaction):
         batch = NewItems(queue, keys, [p if isinstance(p, JsonText) else _dumps(p, i)
                                        for i, p in enumerate(payloads)],
                          int(priority), now + lease_s, now, False, token, consumer)
+        self.written += sum(map(len, batch.payloads))
         ids = self._sql.insert_rows(self.connection, batch)
         return [Claim(i, queue, k, p, 1, now + lease_s, token, int(priority), now)
                 for i, k, p in zip(ids, keys, payloads, strict=True)]
@@ -601,6 +609,11 @@ class SqlQueue(Queue):
         return None if oldest is None else max(0.0, self.queues.now() - oldest)
 
 
+def _no_autocheckpoint(dbapi_connection: Any, _record: Any) -> None:
+    """The queue's own connections leave checkpoints to its :class:`WalCheckpointer`."""
+    dbapi_connection.execute("PRAGMA wal_autocheckpoint=0")
+
+
 def _create_table(engine: Engine) -> None:
     """Create the queue's table unless it exists; two processes starting at once may
     race to it, and the loser finds it made."""
@@ -628,12 +641,18 @@ class Queues:
                              f"use one of {', '.join(DIALECTS)}") from None
         self.engine = self.sql.engine_for(engine)
         self._own_engine = self.engine is not engine
+        #: checkpoints the WAL off the writers' path (SQLite, on connections of our own)
+        self.wal = checkpointer_for(self.engine) if self._own_engine else None
+        if self.wal is not None:
+            event.listen(self.engine, "connect", _no_autocheckpoint)
         self.now = now
         self._max_deliveries: dict[str, int] = {}
         _create_table(self.engine)
 
     def dispose(self) -> None:
         """Close the connections this object opened (none when it uses the store's)."""
+        if self.wal is not None:
+            self.wal.stop()
         if self._own_engine:
             self.engine.dispose()
 
@@ -660,12 +679,15 @@ class Queues:
             return
         with self.engine.connect() as conn:
             self.sql.begin(conn)
+            tx = SqlTransaction(self, conn)
             try:
-                yield SqlTransaction(self, conn)
+                yield tx
             except BaseException:
                 conn.rollback()
                 raise
             conn.commit()
+        if self.wal is not None:
+            self.wal.wrote(tx.written + UNIT_BYTES)
 
     def depths(self, names: Sequence[str] | None = None) -> dict[str, QueueDepth]:
         """Depth of every queue (or of ``names``) in one query: for the Queues page,
