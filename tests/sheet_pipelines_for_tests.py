@@ -47,9 +47,15 @@ def sheet_pipeline(name: str, sheet: str, *, batch_size: int = 20,
     return pipe
 
 
+#: the outbox lease of these flushes: a flush killed with its marks claimed holds them
+#: this long (the default lease is sized for Google's write timeout)
+FLUSH_LEASE_S = 2.0
+
+
 def flush(store: Store, sheet: str) -> bool:
     """One flush of the status writer onto ``sheet`` (its row outcomes included)."""
-    return StatusWriter(store, open_sheet(sheet), lambda: Snapshot()).flush()
+    return StatusWriter(store, open_sheet(sheet), lambda: Snapshot(),
+                        lease_s=FLUSH_LEASE_S).flush()
 
 
 def main() -> None:
