@@ -45,8 +45,8 @@ from sheetops import wire
 from sheetops.context import AttemptRequest, RunContext
 from sheetops.executors.celery_config import STAGE_TASK, stage_queue
 from sheetops.executors.celery_worker import guarded, task_options
-from sheetops.pipelines import batch as batches
 from sheetops.pipelines.engine import (
+    EncodedBatches,
     PipelineRun,
     RunReport,
     StageRuntime,
@@ -138,13 +138,13 @@ class CeleryPipelineRun(PipelineRun):
                    count: int, exhausted: bool) -> bool:
         if group and not self._wait_room(0):
             return False
-        payloads = [batches.encode(keys, records) for keys, records in group]
-        keys = [batches.item_key(keys) for keys, _ in group]
+        encoded = EncodedBatches.of([(keys, records, False) for keys, records in group],
+                              self.pipe.key)
         with self.lock, self.queues.transaction() as tx:
-            if payloads:
-                tx.put(self.names[0], payloads, keys=keys)
+            if encoded.payloads:
+                tx.put(self.names[0], encoded.payloads, keys=encoded.keys)
             ledger.save_position(tx.connection, self.job, position, count, exhausted)
-        self.depths.bump(self.names[0], len(payloads))
+        self.depths.bump(self.names[0], len(encoded.payloads))
         self.changes.notify()
         self._records = count
         return True

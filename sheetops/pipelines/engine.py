@@ -195,7 +195,7 @@ def _keys(pipe: Pipeline, keys: list[str] | None, records: list[Any]) -> list[st
 
 
 @dataclass(frozen=True)
-class _Encoded:
+class EncodedBatches:
     """Batches as queue payloads and item keys, encoded before the write lock is
     taken (encoding is the costly part, and needs no lock)."""
 
@@ -203,14 +203,14 @@ class _Encoded:
     keys: list[str]
 
     @classmethod
-    def of(cls, items: Sequence[Batch], field: Any) -> _Encoded:
+    def of(cls, items: Sequence[Batch], field: Any) -> EncodedBatches:
         return cls([batches.encode(k, r, split=s, field=field) for k, r, s in items],
                    [batches.item_key(k if k is not None else batches.end_keys(field, r))
                     for k, r, _ in items])
 
 
 def _put(rt_handed: _Handed | None, tx: Any, queue: str, items: Sequence[Batch],
-         encoded: _Encoded) -> Any:
+         encoded: EncodedBatches) -> Any:
     """Put ``items`` on ``queue``: leased to this process when it keeps them
     (``rt_handed``), else plainly. Returns what :meth:`_Handed.committed` takes."""
     if rt_handed is not None:
@@ -246,7 +246,7 @@ class _Handed:
         #: called when a kept batch is taken (wakes a producer waiting for room)
         self.on_take: Callable[[], None] = lambda: None
 
-    def put(self, tx: Any, queue: str, items: Sequence[Batch], encoded: _Encoded
+    def put(self, tx: Any, queue: str, items: Sequence[Batch], encoded: EncodedBatches
             ) -> tuple[str, list[Claim], Sequence[Batch]]:
         """Put ``items`` (``encoded``) on ``queue`` leased to this process, inside
         ``tx``; hand the result to :meth:`committed` once ``tx`` has committed."""
@@ -334,7 +334,7 @@ def _split(rt: StageRuntime, claim: Claim, keys: list[str], records: list[Any]) 
     """Put the batch back as two halves and ack it, in one transaction."""
     middle = len(records) // 2
     halves = [(keys[:middle], records[:middle], True), (keys[middle:], records[middle:], True)]
-    encoded = _Encoded.of(halves, rt.pipe.key)
+    encoded = EncodedBatches.of(halves, rt.pipe.key)
     with rt.transaction() as tx:
         put = _put(rt.handed, tx, rt.queue, halves, encoded)
         tx.ack([claim])
@@ -405,7 +405,7 @@ def _hand_off(rt: StageRuntime, claim: Claim, records_in: int, output: Output,
                  False) for at in range(0, len(out), size)]
 
     items = [] if sql else chunked(output)
-    encoded = _Encoded.of(items, pipe.key)
+    encoded = EncodedBatches.of(items, pipe.key)
     put = None
     with rt.transaction() as tx:
         conn = tx.connection
@@ -414,7 +414,7 @@ def _hand_off(rt: StageRuntime, claim: Claim, records_in: int, output: Output,
                     if stage.takes_ctx else (records,))
             output = _keyed(rt, stage.fn(*args), keys, records)
             items = chunked(output)
-            encoded = _Encoded.of(items, pipe.key)
+            encoded = EncodedBatches.of(items, pipe.key)
         if items:
             put = _put(rt.handed, tx, rt.next_queue, items, encoded)
         if stage.sink and stage.idempotent and not rt.dry_run:
@@ -637,7 +637,7 @@ class PipelineRun:
         if records and not self._wait_room(0):
             return False
         items = [(keys, records, False)] if records else []
-        encoded = _Encoded.of(items, self.pipe.key)
+        encoded = EncodedBatches.of(items, self.pipe.key)
         put = None
         with self.lock, self.queues.transaction() as tx:
             if items:
