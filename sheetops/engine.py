@@ -395,6 +395,11 @@ class Engine:
                 continue
             run_id = self.scheduler.run_now(request["job"], "dashboard", request["dry_run"],
                                             request["requested_by"], run_id)
+            if run_id is None and request["job"] in self.scheduler.snapshot.jobs:
+                # the runner is shutting down: left claimed, for the next leader to run
+                log.warning("Run now request %d left to the next scheduler: this one is "
+                            "stopping", request["id"])
+                continue
             if run_id is None:
                 log.warning("Run now for unknown or invalid job %r ignored", request["job"])
                 self._link_request(request["id"], None)
