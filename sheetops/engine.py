@@ -27,7 +27,7 @@ from sheetops.executors.base import executor_class
 from sheetops.hooks import Hooks, RunHook
 from sheetops.leader import Lease
 from sheetops.registry import registry
-from sheetops.runner import Runner
+from sheetops.runner import Runner, new_run_id
 from sheetops.scheduler import Scheduler
 from sheetops.sheets import InitReport, SheetBackend
 from sheetops.status import StatusWriter, validation_rows, with_clearing
@@ -83,6 +83,9 @@ class EngineOptions:
 #: Test-only: a file path; after claiming Run now requests the engine writes their ids
 #: there and blocks, so a test can kill it between claim and submit.
 HOLD_AFTER_CLAIM_ENV = "SHEETOPS_TEST_HOLD_AFTER_REQUEST_CLAIM"
+#: Test-only: a file path; once Run now requests' runs are in the store, the engine
+#: writes their run ids there and blocks before acking, so a test can kill it between.
+HOLD_BEFORE_ACK_ENV = "SHEETOPS_TEST_HOLD_BEFORE_REQUEST_ACK"
 
 
 class Engine:
@@ -110,6 +113,7 @@ class Engine:
         # alerts: rules from the Alerts tab, evaluated every alert_interval_s (own thread)
         self.alerts = AlertEvaluator(store, lambda: self.scheduler.snapshot)
         self._published_queues: set[str] = set()  # durable queues with a depth gauge > 0
+        self._requested: dict[str, int] = {}  # run id -> its Run now request, not acked
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.last_refresh_ok: bool | None = None
@@ -364,25 +368,65 @@ class Engine:
     def take_run_requests(self) -> list[str]:
         """Start the runs asked for from the dashboard (recorded with who asked).
 
-        Requests are claimed with a lease and acked once their run is linked, so one
-        claimed by a scheduler that died before submitting it is run by the next."""
+        Each request is claimed with a lease, under this leader's fence, and given its
+        run's id in the same transaction; it is acked only once that run's row is in the
+        store (:meth:`_settle_requests`). A scheduler killed before the row commits
+        leaves the request to the next leader, which runs it under the same id; killed
+        after, the next leader finds the run and only acks. Returns the run ids started."""
         started = []
-        requests = self.store.claim_run_requests(
-            self.lease.holder, lease_for(self.options.run_request_timeout_s))
-        _hold_if_asked(requests)
+        try:
+            requests = self.store.claim_run_requests(
+                self.lease.holder, lease_for(self.options.run_request_timeout_s),
+                new_run_id=new_run_id, fence=self.lease.fence)
+        except Fenced:
+            self._step_down("a Run now request's claim")
+            return []
+        if not requests:
+            self._settle_requests()
+            return []
+        _hold_if_asked(HOLD_AFTER_CLAIM_ENV, [str(r["id"]) for r in requests])
+        known = self.store.runs.statuses(
+            [r["run_id"] for r in requests if r["run_id"] not in self._requested])
         for request in requests:
+            run_id = request["run_id"]
+            if run_id in self._requested or run_id in known:
+                # ours, waiting for its row; or run by a scheduler that died before acking
+                self._requested[run_id] = request["id"]
+                continue
             run_id = self.scheduler.run_now(request["job"], "dashboard", request["dry_run"],
-                                            request["requested_by"])
+                                            request["requested_by"], run_id)
+            if run_id is None and request["job"] in self.scheduler.snapshot.jobs:
+                # the runner is shutting down: left claimed, for the next leader to run
+                log.warning("Run now request %d left to the next scheduler: this one is "
+                            "stopping", request["id"])
+                continue
             if run_id is None:
                 log.warning("Run now for unknown or invalid job %r ignored", request["job"])
-            try:
-                self.store.link_request(request["id"], run_id)
-            except StaleClaim:
-                log.warning("Run now request %d was held past its lease; another scheduler "
-                            "may run it again", request["id"])
-            if run_id is not None:
-                started.append(run_id)
+                self._link_request(request["id"], None)
+                continue
+            self._requested[run_id] = request["id"]
+            started.append(run_id)
+        self._settle_requests()
         return started
+
+    def _settle_requests(self) -> None:
+        """Ack the requests whose runs' rows are in the store (after a flush of the
+        recorder: at once, as a rule); the others wait for the next pass."""
+        if not self._requested:
+            return
+        self.runner.flush()
+        recorded = self.store.runs.statuses(list(self._requested))
+        if recorded:
+            _hold_if_asked(HOLD_BEFORE_ACK_ENV, sorted(recorded))
+        for run_id in recorded:
+            self._link_request(self._requested.pop(run_id), run_id)
+
+    def _link_request(self, request_id: int, run_id: str | None) -> None:
+        try:
+            self.store.link_request(request_id, run_id)
+        except StaleClaim:  # whoever claims it again finds its run and only acks
+            log.warning("Run now request %d was held past its lease; it is acked when "
+                        "claimed again", request_id)
 
     def _publish_gauges(self) -> None:
         outbox = self.store.pending_outbox()
@@ -435,10 +479,11 @@ class Engine:
         return snapshot
 
 
-def _hold_if_asked(requests: Sequence[dict]) -> None:
-    """The test hook of :data:`HOLD_AFTER_CLAIM_ENV`: never returns when it is set."""
-    path = os.environ.get(HOLD_AFTER_CLAIM_ENV)
-    if path and requests:
+def _hold_if_asked(env: str, ids: Sequence[str]) -> None:
+    """The test hooks :data:`HOLD_AFTER_CLAIM_ENV` and :data:`HOLD_BEFORE_ACK_ENV`:
+    never returns when ``env`` is set and there are ``ids``, written to its file."""
+    path = os.environ.get(env)
+    if path and ids:
         with open(path, "w", encoding="utf-8") as out:
-            out.write(",".join(str(r["id"]) for r in requests))
+            out.write(",".join(ids))
         threading.Event().wait()

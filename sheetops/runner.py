@@ -149,14 +149,15 @@ class Runner:
     # -- submitting --------------------------------------------------------------------------
     def submit(self, spec: JobSpec, snapshot: Snapshot, trigger: str = "schedule",
                scheduled_for: float | None = None, dry_run: bool = False,
-               requested_by: str = "") -> str | None:
-        """Start a run of ``spec`` (now, or when a concurrency slot frees up).
+               requested_by: str = "", run_id: str | None = None) -> str | None:
+        """Start a run of ``spec`` (now, or when a concurrency slot frees up), with the id
+        ``run_id`` when the caller chose it (a Run now request's, given at its claim).
 
         Returns the run id, or ``None`` when the job already has a run waiting for every
         slot and this one is coalesced into it (a late job does not pile up runs)."""
         now = time.time()
-        run = _Run(new_run_id(now), spec, snapshot, trigger, scheduled_for, dry_run,
-                   requested_by)
+        run = _Run(run_id or new_run_id(now), spec, snapshot, trigger, scheduled_for,
+                   dry_run, requested_by)
         with self._lock:  # recorded under the lock: before stop() can end the run
             admitted = self._admit(run)
             if admitted is not None:

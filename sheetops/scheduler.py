@@ -213,12 +213,13 @@ class Scheduler:
         return True
 
     def run_now(self, job_id: str, trigger: str = "manual", dry_run: bool = False,
-                requested_by: str = "") -> str | None:
+                requested_by: str = "", run_id: str | None = None) -> str | None:
+        """Run ``job_id`` now (under ``run_id`` when given); ``None``: no such job."""
         spec = self.snapshot.jobs.get(job_id)
         if spec is None:
             return None
         return self.runner.submit(spec, self.snapshot, trigger, time.time(), dry_run,
-                                  requested_by)
+                                  requested_by, run_id)
 
     def next_run_times(self, spec: JobSpec, count: int = 3,
                        now: datetime | None = None) -> list[datetime]:

@@ -1,6 +1,7 @@
 """The engine's control loop: one failing part never skips the others, a refresh
 that fails keeps the last good config and is reported once, not at every refresh, and a
-Run now request survives a scheduler killed between claiming and submitting it."""
+Run now request runs exactly once when its scheduler is killed between claiming and
+submitting it, or between its run's row and its ack."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from sqlalchemy import select
 from test_cli import SHEETOPS, cli_env, probe, running_cli
 
 from sheetops.dashboard import queries as q
-from sheetops.engine import HOLD_AFTER_CLAIM_ENV, Engine, EngineOptions
+from sheetops.engine import HOLD_AFTER_CLAIM_ENV, HOLD_BEFORE_ACK_ENV, Engine, EngineOptions
 from sheetops.metrics import StoreCollector
 from sheetops.store import Store
 from sheetops.store import schema as t
@@ -124,12 +125,42 @@ def test_a_request_claimed_by_a_scheduler_killed_before_submit_runs_once_on_the_
         value = q.run_requests(store).set_index("id").loc[request_id, "run_id"]
         return value if isinstance(value, str) else None
 
+    run_id = linked()  # chosen by the killed scheduler at its claim, never recorded
+    assert run_id is not None and store.run(run_id) is None
     with running_cli("run", "--sheet", str(workbook.path), cwd=tmp_path):
-        run_id = wait_for(linked, timeout=60)  # after the dead claim's lease ran out
-        wait_for(lambda: (store.run(run_id) or {}).get("status") == "ok", timeout=30)
+        # after the dead claim's lease ran out: run under the id given at the claim
+        wait_for(lambda: (store.run(run_id) or {}).get("status") == "ok", timeout=60)
+        wait_for(lambda: QUEUE not in store.requests.queues.depths([QUEUE]))
     run = store.run(run_id)
     assert (run["job"], run["requested_by"], bool(run["dry_run"])) == (
         "asked", "ops@example.org", True)
     assert store.count_runs("asked") == 1 and len(read_starts(folder)) == 1  # exactly once
     assert QUEUE not in store.requests.queues.depths([QUEUE])  # acked: nothing left
+    store.dispose()
+
+
+def test_a_request_whose_run_was_recorded_before_its_scheduler_died_is_not_run_again(
+        workbook, tmp_path, isolated_env):
+    folder = tmp_path / "evidence"
+    workbook.settings(refresh_interval_s=30, status_flush_interval_s=1)
+    workbook.jobs(probe("asked", "manual", folder))
+    store = Store(isolated_env)
+    store.request_run("asked", "ops@example.org")
+    held = tmp_path / "held"
+    first = subprocess.Popen([SHEETOPS, "run", "--sheet", str(workbook.path)], cwd=tmp_path,
+                             env=cli_env(**{HOLD_BEFORE_ACK_ENV: str(held)}), text=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:  # the hook writes the run ids in the store, then blocks before acking
+        run_id = wait_for(lambda: held.exists() and held.read_text(), timeout=60)
+        wait_for(lambda: (store.run(run_id) or {}).get("status") == "ok", timeout=30)
+    finally:
+        first.kill()  # SIGKILL: the run is done and recorded, its request not acked
+        first.wait()
+    assert store.requests.queues.depths([QUEUE])[QUEUE].claimed == 1
+    assert len(read_starts(folder)) == 1
+    with running_cli("run", "--sheet", str(workbook.path), cwd=tmp_path):
+        # after the dead claim's lease ran out, the next leader finds the run and acks
+        wait_for(lambda: QUEUE not in store.requests.queues.depths([QUEUE]), timeout=60)
+    assert store.count_runs("asked") == 1 and len(read_starts(folder)) == 1  # exactly once
+    assert q.run_requests(store)["run_id"].tolist() == [run_id]
     store.dispose()

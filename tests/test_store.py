@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sheetops.config.model import Problem
 from sheetops.store import Batch, RunStatus, Store
 from sheetops.store import schema as t
+from sheetops.store.leases import Fenced
 from sheetops.store.queue import StaleClaim
 
 #: Every test using ``store``/``store_url`` runs on SQLite and PostgreSQL (conftest).
@@ -176,6 +177,32 @@ def test_run_requests_are_claimed_once(store: Store) -> None:
         ("j", "alice", True), ("k", "bob", False)]
     assert store.claim_run_requests() == []
     store.link_request(first, "run-1")
+
+
+def test_a_run_request_keeps_the_run_id_given_at_its_first_claim(store: Store) -> None:
+    asked = store.request_run("j", requested_by="alice")
+    ids = iter(["run-first", "run-second"])
+    [claimed] = store.claim_run_requests("dead-scheduler", lease_s=0.05,
+                                         new_run_id=lambda: next(ids))
+    assert claimed["run_id"] == "run-first"
+    [again] = wait_for(lambda: store.claim_run_requests("next-leader", lease_s=60,
+                                                        new_run_id=lambda: next(ids)))
+    assert (again["id"], again["run_id"]) == (asked, "run-first")  # the same run
+    store.link_request(asked, None)  # e.g. the job left the sheet: no run, the id cleared
+    with store.engine.connect() as conn:
+        assert conn.execute(select(t.run_requests.c.run_id)).scalar_one() is None
+    assert store.queue_depths() == {}
+
+
+def test_a_replaced_leader_claims_no_run_request(store: Store) -> None:
+    store.request_run("j", requested_by="alice")
+    old = store.leases.take_fenced("scheduler", "old", ttl_s=0.05)
+    assert old is not None
+    wait_for(lambda: store.leases.take_fenced("scheduler", "new", ttl_s=60))
+    with pytest.raises(Fenced):
+        store.claim_run_requests("old", fence=old)
+    assert store.queue_depths() == {"run_requests": 1}
+    assert [r["job"] for r in store.claim_run_requests("new")] == ["j"]
 
 
 def test_a_run_request_not_linked_within_its_lease_is_claimed_again(store: Store) -> None:

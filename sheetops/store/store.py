@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
@@ -142,9 +142,11 @@ class Store:
     def request_run(self, job: str, requested_by: str, dry_run: bool = False) -> int:
         return self.requests.request_run(job, requested_by, dry_run)
 
-    def claim_run_requests(self, consumer: str = "", lease_s: float | None = None
-                           ) -> list[dict[str, Any]]:
-        return self.requests.claim_run_requests(consumer, lease_s)
+    def claim_run_requests(self, consumer: str = "", lease_s: float | None = None, *,
+                           new_run_id: Callable[[], str] | None = None,
+                           fence: Fence | None = None) -> list[dict[str, Any]]:
+        return self.requests.claim_run_requests(consumer, lease_s, new_run_id=new_run_id,
+                                                fence=fence)
 
     def link_request(self, request_id: int, run_id: str | None) -> None:
         self.requests.link_request(request_id, run_id)
