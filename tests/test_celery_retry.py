@@ -1,5 +1,6 @@
 """A Celery run's retry is published even when its worker dies, or the broker refuses
-the publish, right after the failed attempt's commit: the run ends, its retry run once.
+or loses the publish, right after the failed attempt's commit: the run ends, its retry
+run once.
 
 Real ``sheetops run`` and ``sheetops worker`` processes on Redis and PostgreSQL (the
 :class:`~test_celery.Tier` of ``test_celery.py``); the worker is stopped, or its publish
@@ -22,14 +23,16 @@ from sheetops.store import RunStatus
 
 
 @with_services
-@pytest.mark.parametrize("fault", ["kill", "refuse"])
+@pytest.mark.parametrize("fault", ["kill", "refuse", "drop"])
 def test_a_retry_whose_publish_was_lost_is_published_again_and_runs_once(
         services, fault, tmp_path, workbook):
     """``kill``: the worker is SIGKILLed after committing the failed attempt 1 and before
     publishing attempt 2 (attempt 1's task is redelivered to another worker); ``refuse``:
     the broker refuses attempt 2's publish (the task is sent again). Either way the
-    redelivered attempt 1 finds its retry unpublished and publishes it: the run ends ok,
-    attempt 2 run once."""
+    redelivered attempt 1 finds its retry unpublished and publishes it (the leader's
+    check is pushed past the test's end). ``drop``: the publish is lost and attempt 1's
+    task acked, so nothing is redelivered: the leader finds the retry overdue with no
+    mark and publishes it. In each case the run ends ok, attempt 2 run once."""
     folder = tmp_path / "evidence"
     hold = tmp_path / "held.txt"
     _jobs(workbook, {**probe("flaky", "manual", folder, succeed_on=2), "max_attempts": "3",
@@ -37,7 +40,9 @@ def test_a_retry_whose_publish_was_lost_is_published_again_and_runs_once(
     with tier(services, "redis", tmp_path, workbook) as t1:
         t1.env[RETRY_FAULT_ENV] = f"{fault}:{hold}"
         first = t1.worker("w1")
-        t1.scheduler()
+        scheduler = t1.start("run", "--sheet", str(workbook.path), name="scheduler",
+                             SHEETOPS_CELERY_REPUBLISH_AFTER_S="2" if fault == "drop"
+                             else "600")
         t1.store.request_run("flaky", "ops")
         run_id = wait_for(lambda: hold.exists() and hold.read_text(), timeout=60)
         if fault == "kill":
@@ -48,7 +53,8 @@ def test_a_retry_whose_publish_was_lost_is_published_again_and_runs_once(
         else:
             worker = first
         [run] = wait_for(lambda: t1.finished("flaky", 1), timeout=VISIBILITY_S + 60)
-        assert "its retry was never published" in worker.log_path.read_text()
+        publisher = scheduler if fault == "drop" else worker
+        assert "retry was never published" in publisher.log_path.read_text()
         assert t1.store.task_deliveries.deliveries(run_id, 2) == 1
     assert (run["id"], run["status"], run["attempts"]) == (run_id, "ok", 2)
     assert sorted(a["attempt"] for a in read_starts(folder)) == [1, 2]  # each ran once
@@ -85,3 +91,9 @@ def test_a_retry_is_owed_until_it_is_marked_delivered_or_recorded(store):
 
     _failed_attempt(store, "ended", 1, end=True)
     assert deliveries.retry_owed("ended", 1) is None
+
+    _failed_attempt(store, "twice", 1)
+    deliveries.mark_sent([("twice", 2, "C")])
+    _failed_attempt(store, "twice", 2)
+    assert deliveries.retries_owed(["r", "delivered", "ended", "twice", "nothing"]) == {
+        "twice": (2, 5.0)}  # the last attempt's successor unmarked, of a running run

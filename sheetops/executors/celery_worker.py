@@ -60,10 +60,11 @@ log = logging.getLogger("sheetops.celery")
 
 _SOFT_LIMIT = "SoftTimeLimitExceeded"
 
-#: Test-only: ``kill:<path>`` or ``refuse:<path>``. Once per ``<path>``, a worker about
-#: to publish a retry (its failed attempt committed) writes the run id to ``<path>`` and
-#: blocks, so a test can kill it right there (``kill``), or fails the publish as a broker
-#: refusing it would (``refuse``).
+#: Test-only: ``kill:<path>``, ``refuse:<path>`` or ``drop:<path>``. Once per ``<path>``,
+#: a worker about to publish a retry (its failed attempt committed) writes the run id to
+#: ``<path>`` and then blocks, so a test can kill it right there (``kill``), fails the
+#: publish as a broker refusing it would (``refuse``), or skips it as a broker losing the
+#: message it took would (``drop``).
 RETRY_FAULT_ENV = "SHEETOPS_TEST_RETRY_FAULT"
 
 
@@ -219,7 +220,8 @@ class Worker:
                     run_started: float | None, countdown: float) -> None:
         """Publish a new copy of the retry ``request``, then mark it sent: a copy sent
         twice (the mark lost) runs once, the first copy to reach the store owning it."""
-        _fault_if_asked(request.run_id)
+        if _fault_if_asked(request.run_id):
+            return
         copy_id = uuid.uuid4().hex
         self.send_attempt(request, policy, run_started, countdown, copy_id=copy_id)
         store.task_deliveries.mark_sent([(request.run_id, request.attempt, copy_id)])
@@ -233,14 +235,17 @@ class Worker:
                            producer=producer, **send_options(self.config, request, countdown))
 
 
-def _fault_if_asked(run_id: str) -> None:
-    """The test hook of :data:`RETRY_FAULT_ENV`, once per path it names."""
+def _fault_if_asked(run_id: str) -> bool:
+    """The test hook of :data:`RETRY_FAULT_ENV`, once per path it names; ``True``: drop
+    the publish."""
     asked = os.environ.get(RETRY_FAULT_ENV, "")
     mode, _, path = asked.partition(":")
     if not path or os.path.exists(path):
-        return
+        return False
     with open(path, "w", encoding="utf-8") as out:
         out.write(run_id)
+    if mode == "drop":
+        return True
     if mode == "kill":
         threading.Event().wait()
     raise RetryPublishRefused(f"the broker refused the retry of run {run_id} (test hook)")

@@ -34,7 +34,7 @@ from sqlalchemy import Connection, func, or_, select
 from sheetops.store import schema as t
 from sheetops.store.db import Database
 from sheetops.store.runs import Batch, RunStore
-from sheetops.store.schema import FINISHED, UNFINISHED
+from sheetops.store.schema import FINISHED, UNFINISHED, RunStatus
 
 
 @dataclass(frozen=True)
@@ -218,6 +218,32 @@ class TaskDeliveryStore:
         if marked is not None:
             return None
         return OwedRetry(float(finished[attempt]), run.started_at)
+
+    def retries_owed(self, run_ids: Iterable[str]) -> dict[str, tuple[int, float]]:
+        """The ``running`` runs among ``run_ids`` whose last recorded attempt has no
+        successor marked sent or delivered: ``run id → (that attempt, its end)``. A
+        leader republishes such a retry once it is overdue (its worker's publish was lost
+        and no redelivery of the attempt published it)."""
+        ids = list(run_ids)
+        a, r = t.attempts.c, t.runs.c
+        owed: dict[str, tuple[int, float]] = {}
+        with self.db.engine.connect() as conn:
+            for start in range(0, len(ids), 500):
+                last = (select(a.run_id, func.max(a.attempt).label("attempt"))
+                        .join(t.runs, r.id == a.run_id)
+                        .where(a.run_id.in_(ids[start:start + 500]),
+                               r.status == RunStatus.RUNNING.value)
+                        .group_by(a.run_id).subquery())
+                rows = conn.execute(
+                    select(a.run_id, a.attempt, a.finished_at)
+                    .join(last, (last.c.run_id == a.run_id)
+                          & (last.c.attempt == a.attempt))).all()
+                keys = {delivery_key(row.run_id, row.attempt + 1): row for row in rows}
+                marked = set(conn.execute(select(t.task_deliveries.c.key).where(
+                    t.task_deliveries.c.key.in_(list(keys)))).scalars()) if keys else set()
+                owed.update({row.run_id: (int(row.attempt), float(row.finished_at))
+                             for key, row in keys.items() if key not in marked})
+        return owed
 
     def deliveries(self, run_id: str, attempt: int) -> int:
         """How many times the attempt was delivered (0: never)."""
