@@ -260,20 +260,23 @@ class CeleryExecutor(Executor):
             for request, policy in refused:
                 self._unsent[request.run_id] = _Unsent(request, policy, now)
 
-    def _sweep(self, rows: dict[str, dict[str, Any]]) -> None:
+    def _sweep(self) -> None:
         """Publish again the runs in ``_unsent`` whose last try is older than
         ``republish_after_s`` and that are still queued with no copy marked sent or
-        delivered; forget those a worker took up or that ended."""
+        delivered; forget those a worker took up or that ended. Their rows are read here,
+        queued ones included (the poll reads only the runs that left the queue)."""
         now = time.time()
         with self._lock:
             due = {run_id: u for run_id, u in self._unsent.items()
                    if now - u.since >= self.config.republish_after_s}
         if not due:
             return
-        queued = [run_id for run_id in due if run_id in rows
-                  and rows[run_id]["status"] == RunStatus.QUEUED.value]
+        store = self._recorder.store  # type: ignore[union-attr]
         try:
-            taken = self._recorder.store.task_deliveries.sent(queued)  # type: ignore[union-attr]
+            rows = store.runs.statuses(list(due))
+            queued = [run_id for run_id in due if run_id in rows
+                      and rows[run_id]["status"] == RunStatus.QUEUED.value]
+            taken = store.task_deliveries.sent(queued)
         except Exception:
             log.exception("could not read which queued runs were sent; trying again")
             return
@@ -358,7 +361,7 @@ class CeleryExecutor(Executor):
             for run_id, row in rows.items():
                 self._follow(run_id, row)
             try:
-                self._sweep(rows)
+                self._sweep()
                 self._sweep_retries(rows)
             except Exception:
                 log.exception("could not publish the unsent runs again; trying again")
