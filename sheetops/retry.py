@@ -54,6 +54,18 @@ class JobPolicy:
         jitter = min(self.backoff_initial_s, 1.0)
         return float(exponential(state)) + (rng or random).uniform(0, jitter)
 
+    def latest_delay_after(self, attempt: int) -> float | None:
+        """The longest :meth:`delay_after` can be (its jitter at the top): by then attempt
+        ``attempt + 1`` was due, whatever jitter it drew; ``None`` when the run is over."""
+        return self.delay_after(attempt, False, _TopOfRange())
+
+
+class _TopOfRange(random.Random):
+    """A random source whose ``uniform`` is the top of its range."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
 
 def call_policy(
     is_transient: Callable[[BaseException], bool],

@@ -230,6 +230,8 @@ class Runner:
                 self.executor.adopt(self._next_request(run), row["started_at"])
             else:
                 run.attempt = max(1, int(row["attempts"] or 0))
+                if self.executor.records_runs:  # a lost retry is published again by it
+                    self.executor.set_policy(run.run_id, _policy(spec))
                 self.executor.adopt(self._request(run))
         if rows:
             log.info("following %d run(s) in flight handed off by another process "
@@ -240,8 +242,7 @@ class Runner:
         run.attempt += 1
         spec = run.spec
         if self.executor.records_runs and run.attempt == 1:
-            self.executor.set_policy(run.run_id, JobPolicy(
-                spec.max_attempts, spec.backoff_initial_s, spec.backoff_max_s))
+            self.executor.set_policy(run.run_id, _policy(spec))
         return self._request(run)
 
     def _request(self, run: _Run) -> AttemptRequest:
@@ -344,8 +345,7 @@ class Runner:
         if result.ok:
             self._finish(run, RunStatus.OK, result.finished_at, result.result)
             return
-        policy = JobPolicy(run.spec.max_attempts, run.spec.backoff_initial_s,
-                           run.spec.backoff_max_s)
+        policy = _policy(run.spec)
         delay = None if self._shutting_down else policy.delay_after(
             result.attempt, result.permanent)
         if delay is None:
@@ -403,6 +403,11 @@ class Runner:
     def note_fire_times(self, times: dict[str, float]) -> None:
         """Remember the latest fire time handled per job (for catch-up after downtime)."""
         self.recorder.record(FireTimes(dict(times)))
+
+
+def _policy(spec: JobSpec) -> JobPolicy:
+    """The retry policy of ``spec``'s runs."""
+    return JobPolicy(spec.max_attempts, spec.backoff_initial_s, spec.backoff_max_s)
 
 
 def _queued(run: _Run, now: float) -> RunQueued:

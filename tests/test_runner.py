@@ -86,6 +86,8 @@ def test_job_policy_delays_double_from_initial_up_to_the_cap_plus_bounded_jitter
     assert all(0.2 <= small.delay_after(1, False) <= 0.4 for _ in range(100))
     jitters = {round(policy.delay_after(1, False, rng) - 2, 3) for _ in range(50)}
     assert len(jitters) > 10  # there is jitter, spread out
+    assert [policy.latest_delay_after(n) for n in (1, 5, 8)] == [3.0, 21.0, None]
+    assert small.latest_delay_after(1) == pytest.approx(0.4)  # the top of its jitter
 
 
 # -- retries on real workers -----------------------------------------------------------------

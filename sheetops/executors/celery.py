@@ -13,6 +13,10 @@ The scheduler's side only hands off and follows:
   never published it — :meth:`CeleryExecutor.adopt`) is published again, and the first
   copy to reach the store owns the attempt while every other is dropped by the worker
   (:mod:`sheetops.store.task_deliveries`): sent at least once, run at most once;
+* a retry is the workers' to publish (and mark), but a ``running`` run whose last
+  attempt failed and whose retry has no mark nor delivery once it is overdue — its
+  backoff at the longest plus ``SHEETOPS_CELERY_REPUBLISH_AFTER_S`` after that attempt
+  ended — is published again here, the same way (:meth:`CeleryExecutor._sweep_retries`);
 * the workers record everything after that themselves — start, attempts, retries, the
   outcome (:mod:`.celery_worker`) — so the scheduler's memory holds nothing a crash
   could lose; a new leader reads the runs in flight from the store;
@@ -35,7 +39,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sheetops.client_context import carry
@@ -53,6 +57,9 @@ from sheetops.wire import store_ref
 log = logging.getLogger("sheetops.celery")
 
 _FINISHED = {s.value for s in (RunStatus.OK, RunStatus.FAILED, RunStatus.TIMEOUT)}
+
+#: The policy of a run this scheduler was not told about: one attempt, no retry.
+_ONCE = JobPolicy(1, 1.0, 1.0)
 
 #: Test-only: ``before:<path>`` or ``after:<path>``. The scheduler writes the ids of the
 #: runs it is about to publish (their rows committed) — or has just published, before
@@ -86,6 +93,8 @@ class CeleryExecutor(Executor):
         self._started: set[str] = set()
         self._failed_here: set[str] = set()
         self._unsent: dict[str, _Unsent] = {}
+        self._run_policies: dict[str, JobPolicy] = {}  # of the runs in flight
+        self._retry_checked: dict[str, float] = {}  # a run's last check for a lost retry
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -136,8 +145,9 @@ class CeleryExecutor(Executor):
         worker takes it up first."""
         with self._lock:
             self._inflight[request.run_id] = request
+            policy = self._policies.pop(request.run_id, _ONCE)
+            self._run_policies[request.run_id] = policy
             if queued_at is not None:
-                policy = self._policies.pop(request.run_id, JobPolicy(1, 1.0, 1.0))
                 self._unsent[request.run_id] = _Unsent(request, policy, queued_at)
 
     def stop(self, timeout: float | None = None) -> list[AttemptRequest]:
@@ -207,7 +217,8 @@ class CeleryExecutor(Executor):
                 self._fail(request, problem, "ConfigError")
                 continue
             with self._lock:
-                policy = self._policies.pop(request.run_id, JobPolicy(1, 1.0, 1.0))
+                policy = self._policies.pop(request.run_id, _ONCE)
+                self._run_policies[request.run_id] = policy
                 self._inflight[request.run_id] = request
             ready.append((request, policy, delay))
         self._send_copies(ready)
@@ -252,19 +263,20 @@ class CeleryExecutor(Executor):
     def _sweep(self) -> None:
         """Publish again the runs in ``_unsent`` whose last try is older than
         ``republish_after_s`` and that are still queued with no copy marked sent or
-        delivered; forget those a worker took up or that ended. (Their rows are read
-        here: the poll reads only runs that left the queue.)"""
+        delivered; forget those a worker took up or that ended. Their rows are read here,
+        queued ones included (the poll reads only the runs that left the queue)."""
         now = time.time()
         with self._lock:
             due = {run_id: u for run_id, u in self._unsent.items()
                    if now - u.since >= self.config.republish_after_s}
         if not due:
             return
-        rows = self._recorder.store.runs.statuses(due)  # type: ignore[union-attr]
-        queued = [run_id for run_id in due if run_id in rows
-                  and rows[run_id]["status"] == RunStatus.QUEUED.value]
+        store = self._recorder.store  # type: ignore[union-attr]
         try:
-            taken = self._recorder.store.task_deliveries.sent(queued)  # type: ignore[union-attr]
+            rows = store.runs.statuses(list(due))
+            queued = [run_id for run_id in due if run_id in rows
+                      and rows[run_id]["status"] == RunStatus.QUEUED.value]
+            taken = store.task_deliveries.sent(queued)
         except Exception:
             log.exception("could not read which queued runs were sent; trying again")
             return
@@ -278,6 +290,50 @@ class CeleryExecutor(Executor):
                         "publishing them again", len(again), self.config.republish_after_s)
             self._send_copies([(due[run_id].request, due[run_id].policy, 0.0)
                                for run_id in again])
+
+    def _sweep_retries(self, rows: dict[str, dict[str, Any]]) -> None:
+        """Publish again the retries of ``running`` runs that workers never published
+        (a worker's publish lost with no redelivery of its attempt to publish it again):
+        the last recorded attempt's successor has no mark nor delivery once overdue, its
+        backoff at the longest plus ``republish_after_s`` after that attempt ended. Each
+        run is checked at most every ``republish_after_s``; the first copy of a retry to
+        reach the store owns it, so a retry a worker publishes too runs once."""
+        now = time.time()
+        grace = self.config.republish_after_s
+        with self._lock:
+            check = [run_id for run_id, row in rows.items()
+                     if row["status"] == RunStatus.RUNNING.value
+                     and self._run_policies.get(run_id, _ONCE).max_attempts > 1
+                     and now - self._retry_checked.get(run_id, 0.0) >= grace]
+            self._retry_checked.update((run_id, now) for run_id in check)
+        if not check:
+            return
+        store = self._recorder.store  # type: ignore[union-attr]
+        again: list[tuple[AttemptRequest, JobPolicy, float | None]] = []
+        for run_id, (attempt, ended) in store.task_deliveries.retries_owed(check).items():
+            with self._lock:
+                request, policy = self._inflight.get(run_id), self._run_policies[run_id]
+            latest = policy.latest_delay_after(attempt)
+            if request is None or latest is None or now < ended + latest + grace:
+                continue
+            again.append((replace(request, attempt=attempt + 1), policy,
+                          rows[run_id]["started_at"]))
+        if not again:
+            return
+        log.warning("%d running run(s) whose retry was never published by their worker; "
+                    "publishing them", len(again))
+        sent: list[tuple[str, int, str]] = []
+        try:
+            with self.app.producer_or_acquire() as producer:
+                for request, policy, started in again:
+                    copy_id = uuid.uuid4().hex
+                    self._worker.send_attempt(request, policy, started, None, producer,
+                                              copy_id)
+                    sent.append((request.run_id, request.attempt, copy_id))
+        except Exception as exc:
+            log.warning("the Celery broker refused a retry (%s: %s); tried again in %gs",
+                        type(exc).__name__, exc, grace)
+        store.task_deliveries.mark_sent(sent)
 
     def _fail(self, request: AttemptRequest, message: str, error_type: str) -> None:
         now = time.time()
@@ -306,6 +362,7 @@ class CeleryExecutor(Executor):
                 self._follow(run_id, row)
             try:
                 self._sweep()
+                self._sweep_retries(rows)
             except Exception:
                 log.exception("could not publish the unsent runs again; trying again")
 
@@ -322,6 +379,8 @@ class CeleryExecutor(Executor):
         with self._lock:
             self._inflight.pop(run_id, None)
             self._started.discard(run_id)
+            self._run_policies.pop(run_id, None)
+            self._retry_checked.pop(run_id, None)
         try:
             result = json.loads(row["result"] or "{}")
         except ValueError:

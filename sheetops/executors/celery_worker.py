@@ -18,7 +18,10 @@ reference):
   result was committed), and so is a copy of an attempt that another published copy owns
   (a leader published it again, :mod:`sheetops.executors.celery`); one delivered more
   than ``SHEETOPS_CELERY_MAX_DELIVERIES`` times (its worker died each time) ends the run
-  as failed.
+  as failed. A retry is published as a copy and marked sent after its publish; a
+  redelivery of an attempt whose result is recorded publishes the retry when it has no
+  mark (the worker died, or the broker refused the publish, after the commit), so a
+  retry is published at least once and, the first copy owning it, run at most once.
 * ``sheetops.stage`` — batches of one pipeline stage (:mod:`sheetops.pipelines.celery`).
 
 The hard deadline is Celery's: a soft time limit at ``timeout_s`` raises inside the
@@ -32,6 +35,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 from typing import Any
 
 from sheetops import wire
@@ -55,6 +59,17 @@ from sheetops.store import Batch, RunStatus, Store
 log = logging.getLogger("sheetops.celery")
 
 _SOFT_LIMIT = "SoftTimeLimitExceeded"
+
+#: Test-only: ``kill:<path>``, ``refuse:<path>`` or ``drop:<path>``. Once per ``<path>``,
+#: a worker about to publish a retry (its failed attempt committed) writes the run id to
+#: ``<path>`` and then blocks, so a test can kill it right there (``kill``), fails the
+#: publish as a broker refusing it would (``refuse``), or skips it as a broker losing the
+#: message it took would (``drop``).
+RETRY_FAULT_ENV = "SHEETOPS_TEST_RETRY_FAULT"
+
+
+class RetryPublishRefused(ConnectionError):
+    """The test hook of :data:`RETRY_FAULT_ENV` refused a retry's publish."""
 
 
 def attempt_message(request: AttemptRequest, policy: JobPolicy,
@@ -116,8 +131,10 @@ class Worker:
             log.warning("run %s is not in the store %s; its task is dropped",
                         request.run_id, store.safe_url)
             return "unknown run"
-        if begin.finished or begin.recorded or begin.another_copy:
+        if begin.finished or begin.another_copy:
             return "duplicate"
+        if begin.recorded:
+            return self._publish_owed_retry(store, request, policy)
         run_started = run_started if run_started is not None else now
         if begin.deliveries > self.config.max_deliveries:
             result = AttemptResult(
@@ -167,7 +184,7 @@ class Worker:
         if delay is not None and not problem:
             recorder.flush()
             retry = dataclasses.replace(request, attempt=request.attempt + 1)
-            self.send_attempt(retry, policy, run_started, delay)
+            self._send_retry(recorder.store, retry, policy, run_started, delay)
             return "retry"
         status = attempt.status if not problem else RunStatus.FAILED
         values = result.result or {}
@@ -182,6 +199,33 @@ class Worker:
         recorder.flush()
         return attempt_status(result).value
 
+    def _publish_owed_retry(self, store: Store, request: AttemptRequest,
+                            policy: JobPolicy) -> str:
+        """A redelivery of an attempt already recorded: publish its retry when that was
+        never marked sent (the worker died, or the broker refused, between the commit and
+        the publish), due the backoff after the failed attempt's end; drop it otherwise."""
+        owed = store.task_deliveries.retry_owed(request.run_id, request.attempt)
+        delay = None if owed is None else policy.delay_after(request.attempt, False)
+        if owed is None or delay is None:
+            return "duplicate"
+        countdown = max(0.0, owed.previous_finished_at + delay - time.time())
+        log.warning("attempt %d of run %s is recorded but its retry was never published; "
+                    "publishing it (due in %.1fs)", request.attempt, request.run_id,
+                    countdown)
+        retry = dataclasses.replace(request, attempt=request.attempt + 1)
+        self._send_retry(store, retry, policy, owed.run_started_at, countdown)
+        return "retry published again"
+
+    def _send_retry(self, store: Store, request: AttemptRequest, policy: JobPolicy,
+                    run_started: float | None, countdown: float) -> None:
+        """Publish a new copy of the retry ``request``, then mark it sent: a copy sent
+        twice (the mark lost) runs once, the first copy to reach the store owning it."""
+        if _fault_if_asked(request.run_id):
+            return
+        copy_id = uuid.uuid4().hex
+        self.send_attempt(request, policy, run_started, countdown, copy_id=copy_id)
+        store.task_deliveries.mark_sent([(request.run_id, request.attempt, copy_id)])
+
     def send_attempt(self, request: AttemptRequest, policy: JobPolicy,
                      run_started: float | None, countdown: float | None = None,
                      producer: Any = None, copy_id: str | None = None) -> None:
@@ -189,6 +233,22 @@ class Worker:
         self.app.send_task(ATTEMPT_TASK,
                            args=[attempt_message(request, policy, run_started, copy_id)],
                            producer=producer, **send_options(self.config, request, countdown))
+
+
+def _fault_if_asked(run_id: str) -> bool:
+    """The test hook of :data:`RETRY_FAULT_ENV`, once per path it names; ``True``: drop
+    the publish."""
+    asked = os.environ.get(RETRY_FAULT_ENV, "")
+    mode, _, path = asked.partition(":")
+    if not path or os.path.exists(path):
+        return False
+    with open(path, "w", encoding="utf-8") as out:
+        out.write(run_id)
+    if mode == "drop":
+        return True
+    if mode == "kill":
+        threading.Event().wait()
+    raise RetryPublishRefused(f"the broker refused the retry of run {run_id} (test hook)")
 
 
 def _batch_of(store: Store, event: RunStarted) -> Batch:

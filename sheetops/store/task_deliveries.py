@@ -15,6 +15,10 @@ dead predecessor) committed but may not have published (:meth:`mark_sent`,
 store — a publisher's mark after its publish, or a worker's first delivery — owns the
 attempt, and :meth:`begin_attempt` tells a worker holding another copy to drop it. A
 redelivery of the owning copy (its worker died) counts against the cap as before.
+A worker publishes a retry the same way (a copy, then its mark), and a redelivery of an
+attempt whose result is recorded asks :meth:`retry_owed` whether the next attempt still
+has to be published (its worker died, or the broker refused it, between the commit and
+the publish).
 
 """
 
@@ -30,7 +34,7 @@ from sqlalchemy import Connection, func, or_, select
 from sheetops.store import schema as t
 from sheetops.store.db import Database
 from sheetops.store.runs import Batch, RunStore
-from sheetops.store.schema import FINISHED, UNFINISHED
+from sheetops.store.schema import FINISHED, UNFINISHED, RunStatus
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,14 @@ class AttemptStart:
         """Whether the attempt should run now (not a duplicate, not over the cap)."""
         return (self.run_status is not None and not self.finished and not self.recorded
                 and not self.another_copy and self.deliveries <= cap)
+
+
+@dataclass(frozen=True)
+class OwedRetry:
+    """A retry recorded as decided but never published (:meth:`TaskDeliveryStore.retry_owed`)."""
+
+    previous_finished_at: float  # the failed attempt's end: the backoff counts from it
+    run_started_at: float | None
 
 
 #: PostgreSQL: count the delivery — unless another copy owns the attempt — and read the
@@ -185,6 +197,53 @@ class TaskDeliveryStore:
             t.attempts.c.run_id == run_id, t.attempts.c.attempt == attempt).limit(1)
         ).first() is not None
         return AttemptStart(deliveries, status, recorded)
+
+    def retry_owed(self, run_id: str, attempt: int) -> OwedRetry | None:
+        """Whether ``attempt + 1`` of a run still has to be published: ``attempt`` is
+        recorded, the run did not end, and ``attempt + 1`` has no mark, no delivery and no
+        result (``None`` otherwise). A recorded attempt of a run that did not end was
+        followed by a retry decision, since a run's end commits with its last attempt."""
+        a, d, r = t.attempts.c, t.task_deliveries.c, t.runs.c
+        with self.db.engine.connect() as conn:
+            run = conn.execute(select(r.status, r.started_at).where(r.id == run_id)).first()
+            if run is None or run.status in {s.value for s in FINISHED}:
+                return None
+            finished = {row.attempt: row.finished_at for row in conn.execute(
+                select(a.attempt, a.finished_at).where(
+                    a.run_id == run_id, a.attempt.in_([attempt, attempt + 1])))}
+            if attempt not in finished or attempt + 1 in finished:
+                return None
+            marked = conn.execute(select(d.key).where(
+                d.key == delivery_key(run_id, attempt + 1))).first()
+        if marked is not None:
+            return None
+        return OwedRetry(float(finished[attempt]), run.started_at)
+
+    def retries_owed(self, run_ids: Iterable[str]) -> dict[str, tuple[int, float]]:
+        """The ``running`` runs among ``run_ids`` whose last recorded attempt has no
+        successor marked sent or delivered: ``run id → (that attempt, its end)``. A
+        leader republishes such a retry once it is overdue (its worker's publish was lost
+        and no redelivery of the attempt published it)."""
+        ids = list(run_ids)
+        a, r = t.attempts.c, t.runs.c
+        owed: dict[str, tuple[int, float]] = {}
+        with self.db.engine.connect() as conn:
+            for start in range(0, len(ids), 500):
+                last = (select(a.run_id, func.max(a.attempt).label("attempt"))
+                        .join(t.runs, r.id == a.run_id)
+                        .where(a.run_id.in_(ids[start:start + 500]),
+                               r.status == RunStatus.RUNNING.value)
+                        .group_by(a.run_id).subquery())
+                rows = conn.execute(
+                    select(a.run_id, a.attempt, a.finished_at)
+                    .join(last, (last.c.run_id == a.run_id)
+                          & (last.c.attempt == a.attempt))).all()
+                keys = {delivery_key(row.run_id, row.attempt + 1): row for row in rows}
+                marked = set(conn.execute(select(t.task_deliveries.c.key).where(
+                    t.task_deliveries.c.key.in_(list(keys)))).scalars()) if keys else set()
+                owed.update({row.run_id: (int(row.attempt), float(row.finished_at))
+                             for key, row in keys.items() if key not in marked})
+        return owed
 
     def deliveries(self, run_id: str, attempt: int) -> int:
         """How many times the attempt was delivered (0: never)."""
