@@ -373,15 +373,13 @@ def test_an_attempt_is_sent_only_when_the_broker_will_not_hand_it_to_a_second_wo
     assert "RabbitMQ consumer_timeout" in rabbit.task_problem(timeout_s=1800)
 
 
-def test_a_batch_a_stage_task_hands_on_is_claimable_at_once_by_any_worker(tmp_path):
-    """A stage task keeps nothing leased to itself: the batch it hands on waits on the
-    next stage's store queue for whichever worker comes first, not for a lease to run
-    out (the task's body on a SQLite store, so without services)."""
+def _one_batch_for_cel_copy(tmp_path):
+    """A SQLite store holding one batch of two records on ``cel_copy``'s first stage
+    queue: the store, the two queue names and the stage task's attempt request."""
     from celery_for_tests import cel_copy
 
     from sheetops.context import AttemptRequest
     from sheetops.pipelines import batch as batches
-    from sheetops.pipelines.celery import work_stage
     from sheetops.store import ledger
 
     store = Store(f"sqlite:///{tmp_path}/s.db")
@@ -391,9 +389,22 @@ def test_a_batch_a_stage_task_hands_on_is_claimable_at_once_by_any_worker(tmp_pa
         tx.put(first, [batches.encode(["1", "2"], [{"id": 1, "value": 1},
                                                    {"id": 2, "value": 2}])],
                keys=[batches.item_key(["1", "2"])])
-    told: list[int] = []
     request = AttemptRequest("r1", "copy", "cel_copy", 1, {"input": str(tmp_path / "in")},
                              60.0, store_url=store.url)
+    return store, first, second, request
+
+
+def test_a_batch_a_stage_task_hands_on_is_claimable_at_once_by_any_worker(tmp_path):
+    """A stage task keeps nothing leased to itself: the batch it hands on waits on the
+    next stage's store queue for whichever worker comes first, not for a lease to run
+    out (the task's body on a SQLite store, so without services)."""
+    from celery_for_tests import cel_copy
+
+    from sheetops.pipelines import batch as batches
+    from sheetops.pipelines.celery import work_stage
+
+    store, _, second, request = _one_batch_for_cel_copy(tmp_path)
+    told: list[int] = []
     assert work_stage(cel_copy, store, 0, 1, request, lambda *a: told.append(a[1])) == 1
     assert told == [1]  # the next stage's task was sent
     another_worker = Store(store.url)
@@ -411,21 +422,10 @@ def test_a_stage_task_takes_a_batch_through_every_stage_its_worker_serves(tmp_pa
     batch is applied once (the task's body on a SQLite store, so without services)."""
     from celery_for_tests import cel_copy
 
-    from sheetops.context import AttemptRequest
-    from sheetops.pipelines import batch as batches
     from sheetops.pipelines.celery import work_stage
-    from sheetops.store import ledger
 
-    store = Store(f"sqlite:///{tmp_path}/s.db")
-    first, second = cel_copy.queue_names("copy")
-    ledger.create_tables(store.engine)
-    with store.queues.transaction() as tx:
-        tx.put(first, [batches.encode(["1", "2"], [{"id": 1, "value": 1},
-                                                   {"id": 2, "value": 2}])],
-               keys=[batches.item_key(["1", "2"])])
+    store, first, second, request = _one_batch_for_cel_copy(tmp_path)
     told: list[int] = []
-    request = AttemptRequest("r1", "copy", "cel_copy", 1, {"input": str(tmp_path / "in")},
-                             60.0, store_url=store.url)
     try:
         assert work_stage(cel_copy, store, 0, 1, request, lambda *a: told.append(a[1]),
                           served=[0, 1]) == 2
