@@ -265,6 +265,10 @@ class SqliteQueueSql(_Dialect):
         if not dbapi.in_transaction:  # a caller's connection may already hold it
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
+    def commit_without_flush(self, conn: Connection) -> None:
+        """SQLite in WAL mode with ``synchronous=NORMAL`` does not sync a commit already."""
+        return None
+
 
 class PostgresQueueSql(_Dialect):
     """PostgreSQL: row locks; concurrent claimers skip each other's rows."""
@@ -314,6 +318,10 @@ class PostgresQueueSql(_Dialect):
 
     def begin(self, conn: Connection) -> None:
         return None
+
+    def commit_without_flush(self, conn: Connection) -> None:
+        """This transaction's commit does not wait for the WAL to reach the disk."""
+        conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
 
     def claim_sql(self) -> str:
         """The picked rows are locked with SKIP LOCKED, so concurrent claimers take
@@ -542,7 +550,12 @@ class SqlQueue(Queue):
 
     def claim(self, n: int, *, consumer: str, lease_s: float,
               raw: bool = False) -> list[Claim]:
+        """A claim on its own: its commit does not wait for the disk (PostgreSQL). A
+        claim is a lease, redone if forgotten: only a database crash can forget it, and
+        then its items are claimable again and the delivery it counted is not counted;
+        what settles a claim (ack, nack, a hand-off) commits durably, and flushes it."""
         with self.queues.transaction() as tx:
+            self.queues.sql.commit_without_flush(tx.connection)
             return tx.claim(self.name, n, consumer=consumer, lease_s=lease_s, raw=raw)
 
     def ack(self, claims: Sequence[Claim]) -> None:
