@@ -79,7 +79,7 @@ class RunStore:
                     raise
                 # a pooled connection the server dropped since its last use (pinged only
                 # when idle, db.ping_when_idle): once more, on a new one
-                with self.db.one_trip() as conn:
+                with connection_lost_as_unavailable(), self.db.one_trip() as conn:
                     self.write(conn, batch)
             return
         # the fence's check reads its rowcount first
