@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,8 @@ import time
 import urllib.request
 from pathlib import Path
 from xml.etree import ElementTree
+
+from sheetops.testing.ports import free_port
 
 NEEDS_SHARING = ("test_access_private_spreadsheet",)  # a sheet someone else did not share
 
@@ -87,12 +88,6 @@ def invalid_json_client():
 '''
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _wait_up(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -126,7 +121,7 @@ def main() -> int:
         for test_file in copy.glob("*_test.py"):  # pytest 8+ refuses marks on fixtures
             text = test_file.read_text(encoding="utf-8")
             test_file.write_text(text.replace("@pytest.mark.vcr()\n", "\n"), encoding="utf-8")
-        port = _free_port()
+        port = free_port()
         url = f"http://127.0.0.1:{port}"
         emulator = subprocess.Popen([str(sheetops), "emulator", "--port", str(port)])
         try:

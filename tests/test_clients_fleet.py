@@ -13,7 +13,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import uuid
@@ -26,16 +25,12 @@ from test_celery import _jobs, tier, with_services
 from test_clients import SHEETOPS, client_workbook, env, probe, store_beside, wait_for
 from test_fleet_rate_limit import _most_over_budget
 
+from sheetops.testing.ports import free_port
+
 #: A Redis database of this file's own (test_fleet_rate_limit uses 13).
 REDIS_URL = "redis://127.0.0.1:6379/12"
 #: One line of the text log format (sheetops.logs.TextFormatter).
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (\w+) +([\w.]+): (.*)$")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def scrape(port: int) -> tuple[str, dict[tuple[str, tuple], float]]:
