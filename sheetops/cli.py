@@ -229,7 +229,8 @@ def _serve_clients_metrics(settings: Settings, group) -> None:
     from sheetops.metrics import CLIENTS_REGISTRY, ClientsCollector
 
     CLIENTS_REGISTRY.register(ClientsCollector(
-        lambda: {name: engine.store for name, engine in dict(group.engines).items()}))
+        lambda: {name: engine.store for name, engine in dict(group.engines).items()},
+        lambda: list(group.failed)))
     _start_metrics(settings, CLIENTS_REGISTRY)
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
@@ -242,17 +242,27 @@ class ClientsCollector(Collector):
     """The store gauges of every client's store, each series labelled ``client``:
     one family per metric name (never a name twice on the endpoint), clients sorted.
     ``stores`` tells the running clients' stores at each scrape (a client that starts
-    later joins; one whose store fails shows ``sheetops_store_up{client=…} 0``)."""
+    later joins; one whose store fails shows ``sheetops_store_up{client=…} 0``);
+    ``failed`` names the clients that could not start, which ``sheetops_client_up``
+    shows as 0 (each running one as 1), so a client that never started is seen too."""
 
-    def __init__(self, stores: Callable[[], Mapping[str, Store]]) -> None:
+    def __init__(self, stores: Callable[[], Mapping[str, Store]],
+                 failed: Callable[[], Iterable[str]] = tuple) -> None:
         self.stores = stores
+        self.failed = failed
 
     def describe(self) -> list:
         return []
 
     def collect(self) -> Iterator[Metric]:
+        running = dict(self.stores())
+        up = GaugeMetricFamily("sheetops_client_up", "1 when the client's engine runs, 0 "
+                               "while it cannot start (retried).", labels=["client"])
+        for client in sorted({*running, *self.failed()}):
+            up.add_metric([client], 1 if client in running else 0)
+        yield up
         merged: dict[str, Metric] = {}
-        for client, store in sorted(self.stores().items()):
+        for client, store in sorted(running.items()):
             for family in StoreCollector(store).collect():
                 out = merged.get(family.name)
                 if out is None:

@@ -109,6 +109,34 @@ def test_one_metrics_endpoint_counts_each_clients_runs_apart(tmp_path, test_auto
                      status=status) <= recorded
 
 
+def test_a_client_that_cannot_start_has_a_client_up_series_of_zero(tmp_path, test_automations):
+    good = client_workbook(tmp_path, "good", probe("tick"))
+    (tmp_path / "broken.xlsx").write_bytes(os.urandom(4000))
+    port = free_port()
+    proc = subprocess.Popen(
+        [SHEETOPS, "run", "--workers", "1", "--sheet", f"good={good.path}",
+         "--sheet", f"broken={tmp_path / 'broken.xlsx'}"], cwd=tmp_path, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=env(SHEETOPS_METRICS_PORT=str(port)))
+    try:
+        def both_reported():
+            try:
+                _, samples = scrape(port)
+            except requests.ConnectionError:
+                return None
+            seen = {dict(labels)["client"]: v for (name, labels), v in samples.items()
+                    if name == "sheetops_client_up"}
+            return seen if len(seen) == 2 else None
+
+        up = wait_for(both_reported, 60, "sheetops_client_up for both clients")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=90)
+    assert proc.returncode == 0, out + err
+    assert up == {"good": 1, "broken": 0}
+    assert "Traceback" not in err
+
+
 # -- 2. log lines name their client ------------------------------------------------------
 
 def test_every_log_line_of_a_two_client_run_names_its_client(tmp_path, test_automations):
