@@ -2,9 +2,8 @@
 
 * I/O-bound runs (50 ms each) on 4 Celery worker processes vs 1 (goal >= 3.5x);
 * no-op runs recorded per second on the celery executor vs bare Celery doing the same
-  no-op tasks with a Redis result backend, each on one worker of 2 processes
-  (``sheetops worker -c 2``, ``celery worker -c 2``; goal >= 0.8), in turns: three
-  rounds of each side, the best of each kept;
+  no-op tasks with a Redis result backend, on the same 2 worker processes (goal >= 0.8),
+  in turns: three rounds of each side, the best of each kept;
 * the 3-stage pipeline (CPU-bound stages) on 2 worker processes vs 1 (goal >= 1.6x),
   with the CPU seconds the workers spent on it (what spreading it costs);
 * the embedded default (local executor, SQLite) vs Celery with 1 worker on the same
@@ -257,7 +256,7 @@ def main() -> None:
             if parts & {"pipeline", "embedded"}:
                 pipe_1 = [pipeline_seconds(runner, store, 3000 * scale, workers, cpu_1)
                           for _ in range(args.repeat)]
-            if parts & {"pipeline", "io"}:
+            if parts & {"pipeline", "noop", "io"}:
                 workers.sheetops("w2", 1)
             if "pipeline" in parts:
                 pipe_2 = [pipeline_seconds(runner, store, 3000 * scale, workers, cpu_2)
@@ -265,10 +264,7 @@ def main() -> None:
                 pipes = list(zip(pipe_1, pipe_2, strict=True))
                 phase("pipeline seconds, 1 worker: " + ", ".join(f"{p:.2f}" for p in pipe_1)
                       + "; 2 workers: " + ", ".join(f"{p:.2f}" for p in pipe_2))
-            if "noop" in parts:  # in turns with bare Celery, each on one worker of 2
-                workers.stop()  # processes (-c 2): the same processes on both sides
-                workers.sheetops("w12", 2)
-                runs_per_s(runner, "scale_noop", 20)  # warm up
+            if "noop" in parts:  # in turns with bare Celery on the same 2 workers
                 noop_2, bare = noop_vs_bare(runner, env, folder, 600 * scale)
             if "io" in parts:
                 workers.sheetops("w3", 2)
