@@ -31,6 +31,7 @@ waits queued and is sent again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -65,6 +66,22 @@ _ONCE = JobPolicy(1, 1.0, 1.0)
 #: runs it is about to publish (their rows committed) — or has just published, before
 #: marking them sent — to ``<path>`` and blocks, so a test can kill it right there.
 HOLD_AT_PUBLISH_ENV = "SHEETOPS_TEST_HOLD_AT_PUBLISH"
+
+
+#: Attempts published in one round trip to the broker (kombu's publish batch, on a
+#: transport that has one — Redis; on the others each goes on its own): one LPUSH each
+#: and a client per publish otherwise, most of the scheduler's CPU per no-op run. Small
+#: enough that workers start on the first while the next are being built.
+PUBLISH_BATCH = 64
+
+
+def _publish_batch(producer: Any) -> contextlib.AbstractContextManager[Any]:
+    """``producer``'s publishes in the block sent at its end, in one batch (with a kombu
+    that has ``Producer.batch``; an older one sends each at once)."""
+    batch = getattr(producer, "batch", None)
+    # room for every command of a batch (a queue with an expiry adds some per task), so
+    # none is flushed on its own midway
+    return batch(8 * PUBLISH_BATCH) if batch is not None else contextlib.nullcontext()
 
 
 @dataclass
@@ -224,20 +241,25 @@ class CeleryExecutor(Executor):
         self._send_copies(ready)
 
     def _send_copies(self, ready: Sequence[tuple[AttemptRequest, JobPolicy, float]]) -> None:
-        """Publish a new copy of each attempt, then mark the copies sent in one
-        transaction. A run the broker refused, or whose mark did not commit, waits in
-        ``_unsent`` for :meth:`_sweep` (a copy that went out unmarked is dropped by the
-        worker if a later copy reaches the store first)."""
+        """Publish a new copy of each attempt, :data:`PUBLISH_BATCH` at a time, then mark
+        the copies sent in one transaction. A run the broker refused (with the rest of
+        its batch, which may or may not have gone out), or whose mark did not commit,
+        waits in ``_unsent`` for :meth:`_sweep` (a copy that went out unmarked is dropped
+        by the worker if a later copy reaches the store first)."""
         sent: list[tuple[AttemptRequest, JobPolicy, str]] = []
         refused: list[tuple[AttemptRequest, JobPolicy]] = []
         error: Exception | None = None
         try:
             with self.app.producer_or_acquire() as producer:
-                for request, policy, delay in ready:
-                    copy_id = uuid.uuid4().hex
-                    self._worker.send_attempt(request, policy, None, delay, producer,
-                                              copy_id)
-                    sent.append((request, policy, copy_id))
+                for start in range(0, len(ready), PUBLISH_BATCH):
+                    chunk: list[tuple[AttemptRequest, JobPolicy, str]] = []
+                    with _publish_batch(producer):  # sent when the block ends
+                        for request, policy, delay in ready[start:start + PUBLISH_BATCH]:
+                            copy_id = uuid.uuid4().hex
+                            self._worker.send_attempt(request, policy, None, delay,
+                                                      producer, copy_id)
+                            chunk.append((request, policy, copy_id))
+                    sent += chunk
         except Exception as exc:  # the broker is down: the rest waits (no retry storm)
             error = exc
             done = {request.run_id for request, _, _ in sent}

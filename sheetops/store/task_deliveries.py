@@ -65,8 +65,9 @@ class OwedRetry:
 
 
 #: PostgreSQL: count the delivery — unless another copy owns the attempt — and read the
-#: run in one statement (a driver-level one: its row is read after the pipeline it is sent
-#: in).
+#: run in one statement, whose transaction's commit does not wait for the disk
+#: (``set_config``: ``SET LOCAL synchronous_commit`` inside the statement, so a statement
+#: sent on its own is the whole transaction).
 _BEGIN_PG = """
 WITH d AS (
     INSERT INTO task_deliveries (key, deliveries, first_at, last_at, copy_id)
@@ -77,7 +78,8 @@ WITH d AS (
         WHERE task_deliveries.copy_id IS NULL OR excluded.copy_id IS NULL
               OR task_deliveries.copy_id = excluded.copy_id
     RETURNING deliveries)
-SELECT (SELECT deliveries FROM d) AS deliveries,
+SELECT set_config('synchronous_commit', 'off', true) AS durability,
+       (SELECT deliveries FROM d) AS deliveries,
        (SELECT status FROM runs WHERE id = %(run)s) AS status,
        EXISTS (SELECT 1 FROM attempts WHERE run_id = %(run)s AND attempt = %(attempt)s)
            AS recorded"""
@@ -117,20 +119,27 @@ class TaskDeliveryStore:
 
     def _begin_pg(self, key: str, run_id: str, attempt: int, now: float, cap: int,
                   started: Batch | None, copy_id: str | None) -> AttemptStart:
-        """The count and read and ``started`` in one transaction sent at once: one round
-        trip (:meth:`~sheetops.store.db.Database.one_trip`). ``started``'s run updates
-        are guarded in SQL by what makes the attempt due (so a duplicate delivery, a
-        finished run or one over the cap is left as it is); its outbox marks go in
-        either way (a mark only asks for a render)."""
-        with self.db.one_trip() as conn:
-            conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
-            cursor = conn.connection.dbapi_connection.cursor()
-            cursor.execute(_BEGIN_PG, {"key": key, "now": now, "run": run_id,
-                                       "attempt": attempt, "copy": copy_id})
-            if started:
+        """The count and read — one statement, its own transaction (a Celery worker's
+        every attempt: one round trip, no BEGIN nor COMMIT to send) — or, with
+        ``started``, the count, the read and ``started`` in one transaction sent at once,
+        also one round trip (:meth:`~sheetops.store.db.Database.one_trip`).
+        ``started``'s run updates are guarded in SQL by what makes the attempt due (so a
+        duplicate delivery, a finished run or one over the cap is left as it is); its
+        outbox marks go in either way (a mark only asks for a render)."""
+        params = {"key": key, "now": now, "run": run_id, "attempt": attempt,
+                  "copy": copy_id}
+        if not started:
+            with self.db.engine.connect() as conn:
+                conn.execution_options(isolation_level="AUTOCOMMIT")
+                _, deliveries, status, recorded = conn.exec_driver_sql(
+                    _BEGIN_PG, params).one()
+        else:
+            with self.db.one_trip() as conn:
+                cursor = conn.connection.dbapi_connection.cursor()
+                cursor.execute(_BEGIN_PG, params)
                 self._write_started(conn, started, key, attempt, cap)
-        deliveries, status, recorded = cursor.fetchone()
-        cursor.close()
+            _, deliveries, status, recorded = cursor.fetchone()
+            cursor.close()
         return AttemptStart(int(deliveries or 0), status, bool(recorded), deliveries is None)
 
     def _write_started(self, conn: Connection, started: Batch, key: str, attempt: int,
