@@ -5,7 +5,9 @@
   no-op tasks with a Redis result backend, on the same 2 worker processes (goal >= 0.8),
   in turns: three rounds of each side, the best of each kept;
 * the 3-stage pipeline (CPU-bound stages) on 2 worker processes vs 1 (goal >= 1.6x),
-  with the CPU seconds the workers spent on it (what spreading it costs);
+  with the CPU seconds the workers spent on it (what spreading it costs): passes on 1
+  worker (the second's consumers stopped) and on 2 in turns, medians of ``--repeat``
+  each, after one warm-up pass on both;
 * the embedded default (local executor, SQLite) vs Celery with 1 worker on the same
   no-op runs and the same pipeline: what the distributed tier costs.
 
@@ -134,6 +136,52 @@ def pipeline_seconds(runner, store, records: int, workers: Workers | None = None
     return elapsed
 
 
+class Paused:
+    """Stop and restart one sheetops worker's consumers (Celery remote control), so
+    passes on 1 and on 2 workers can be measured in turns with both processes up."""
+
+    def __init__(self, name: str) -> None:
+        from celery import Celery
+
+        self.name = f"{name}@bench"
+        self.control = Celery("bench-control", broker=BROKER).control
+        replies = self.control.inspect(destination=[self.name], timeout=10).active_queues()
+        if not replies or self.name not in replies:
+            raise SystemExit(f"worker {self.name} did not answer")
+        self.queues = [(q["name"], q["exchange"]["name"], q["routing_key"])
+                       for q in replies[self.name]]
+
+    def __enter__(self) -> Paused:
+        for name, _, _ in self.queues:
+            self._ask(self.control.cancel_consumer, name)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name, exchange, key in self.queues:
+            self._ask(self.control.add_consumer, name, exchange=exchange, routing_key=key)
+
+    def _ask(self, command, queue: str, **options) -> None:
+        if not command(queue, destination=[self.name], reply=True, timeout=10, **options):
+            raise SystemExit(f"worker {self.name} did not answer")
+
+
+def pipeline_in_turns(runner, store, records: int, workers: Workers, repeat: int,
+                      cpu_1: list[float], cpu_2: list[float]) -> tuple[list[float], list[float]]:
+    """Passes of the pipeline on 1 worker (w2's consumers stopped) and on 2, in turns
+    (``repeat`` each), after one pass on both that warms them: a burst of load from
+    elsewhere on the machine then weighs on both sides alike, as in
+    :func:`noop_vs_bare`."""
+    pipeline_seconds(runner, store, records)  # warm-up, not counted
+    paused = Paused("w2")
+    one: list[float] = []
+    two: list[float] = []
+    for _ in range(repeat):
+        with paused:
+            one.append(pipeline_seconds(runner, store, records, workers, cpu_1))
+        two.append(pipeline_seconds(runner, store, records, workers, cpu_2))
+    return one, two
+
+
 def celery_runner(store, queue: str):
     from sheetops.executors.celery import CeleryExecutor
     from sheetops.executors.celery_config import CeleryConfig
@@ -253,14 +301,14 @@ def main() -> None:
                 io_1 = runs_per_s(runner, "scale_sleep", 40 * scale)
             if parts & {"noop", "embedded"}:
                 noop_1 = runs_per_s(runner, "scale_noop", 300 * scale)
-            if parts & {"pipeline", "embedded"}:
+            if "embedded" in parts and "pipeline" not in parts:
                 pipe_1 = [pipeline_seconds(runner, store, 3000 * scale, workers, cpu_1)
                           for _ in range(args.repeat)]
             if parts & {"pipeline", "noop", "io"}:
                 workers.sheetops("w2", 1)
-            if "pipeline" in parts:
-                pipe_2 = [pipeline_seconds(runner, store, 3000 * scale, workers, cpu_2)
-                          for _ in range(args.repeat)]
+            if "pipeline" in parts:  # 1 and 2 workers in turns
+                pipe_1, pipe_2 = pipeline_in_turns(runner, store, 3000 * scale, workers,
+                                                   args.repeat, cpu_1, cpu_2)
                 pipes = list(zip(pipe_1, pipe_2, strict=True))
                 phase("pipeline seconds, 1 worker: " + ", ".join(f"{p:.2f}" for p in pipe_1)
                       + "; 2 workers: " + ", ".join(f"{p:.2f}" for p in pipe_2))
