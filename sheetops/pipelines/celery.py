@@ -84,10 +84,6 @@ PendingStage = Callable[[str, int], int]
 class CeleryPipelineRun(PipelineRun):
     """A pass whose stage batches run as Celery tasks; see the module's docstring."""
 
-    #: the batches other workers hand on are found only by looking: the pass's stage
-    #: threads look as often as a stage task's do, so they take their share
-    idle_max_s = LINGER_S
-
     def __init__(self, pipe: Pipeline, queues: Any, *, send: SendStage,
                  pending: PendingStage, request: AttemptRequest, **options: Any) -> None:
         super().__init__(pipe, queues, hand_in_process=False, **options)

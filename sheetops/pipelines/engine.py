@@ -516,10 +516,6 @@ class PipelineRun:
     already leased (:class:`_Handed`); a run whose stages other processes work too (the
     Celery tier) passes ``False``, so every batch it puts is claimable by any of them."""
 
-    #: How long a stage thread that found nothing waits at most before it looks again
-    #: (batches put by other processes are found only by looking).
-    idle_max_s = IDLE_MAX_S
-
     def __init__(self, pipe: Pipeline, queues: Queues, *, job: str, run_id: str,
                  dry_run: bool = False, overrides: Mapping[str, Mapping[str, Any]] | None = None,
                  lease_grace_s: float | None = None, drain_only: bool = False,
@@ -666,7 +662,7 @@ class PipelineRun:
             claim = self._next_claim(rt, queue)
             if claim is None:
                 self.changes.wait(mark, idle)
-                idle = min(idle * 2, self.idle_max_s)
+                idle = min(idle * 2, IDLE_MAX_S)
                 continue
             idle = POLL_S
             process_claim(rt, claim)
