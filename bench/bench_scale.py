@@ -64,8 +64,13 @@ class Workers:
                 raise SystemExit(f"worker {name} did not start:\n{log_path.read_text()[-2000:]}")
             time.sleep(0.1)
 
+    def node(self, name: str) -> str:
+        """Worker ``name``'s Celery node name, unique to this run (remote control
+        reaches every worker on the broker: another run's ``w2`` must not answer)."""
+        return f"{name}@{self.env.get('SHEETOPS_CELERY_QUEUE', 'bench')}"
+
     def sheetops(self, name: str, concurrency: int) -> None:
-        self.start([SHEETOPS, "worker", "-c", str(concurrency), "-n", f"{name}@bench"], name)
+        self.start([SHEETOPS, "worker", "-c", str(concurrency), "-n", self.node(name)], name)
 
     def cpu_seconds(self) -> float:
         """CPU seconds the workers' processes (each a process group) used so far."""
@@ -140,14 +145,18 @@ class Paused:
     """Stop and restart one sheetops worker's consumers (Celery remote control), so
     passes on 1 and on 2 workers can be measured in turns with both processes up."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, node: str) -> None:
         from celery import Celery
 
-        self.name = f"{name}@bench"
+        self.name = node
         self.control = Celery("bench-control", broker=BROKER).control
-        replies = self.control.inspect(destination=[self.name], timeout=10).active_queues()
-        if not replies or self.name not in replies:
-            raise SystemExit(f"worker {self.name} did not answer")
+        replies = None
+        for _ in range(5):  # a worker just started may not answer at once
+            replies = self.control.inspect(destination=[node], timeout=5).active_queues()
+            if replies and node in replies:
+                break
+        if not replies or node not in replies:
+            raise SystemExit(f"worker {node} did not answer")
         self.queues = [(q["name"], q["exchange"]["name"], q["routing_key"])
                        for q in replies[self.name]]
 
@@ -172,7 +181,7 @@ def pipeline_in_turns(runner, store, records: int, workers: Workers, repeat: int
     elsewhere on the machine then weighs on both sides alike, as in
     :func:`noop_vs_bare`."""
     pipeline_seconds(runner, store, records)  # warm-up, not counted
-    paused = Paused("w2")
+    paused = Paused(workers.node("w2"))
     one: list[float] = []
     two: list[float] = []
     for _ in range(repeat):
