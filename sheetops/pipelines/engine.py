@@ -409,7 +409,7 @@ def _hand_off(rt: StageRuntime, claim: Claim, records_in: int, output: Output,
     put = None
     with rt.transaction() as tx:
         conn = tx.connection
-        if not (stage.sink or stage.sql):  # its output is only more work: see durability
+        if not (stage.sink or stage.sql):  # only more work: docs/pipelines.md, disk waits
             tx.without_flush()
         if sql:
             args = ((records, rt.context(_keys(pipe, keys, records), conn))
