@@ -5,7 +5,9 @@
   no-op tasks with a Redis result backend, on the same 2 worker processes (goal >= 0.8),
   in turns: three rounds of each side, the best of each kept;
 * the 3-stage pipeline (CPU-bound stages) on 2 worker processes vs 1 (goal >= 1.6x),
-  with the CPU seconds the workers spent on it (what spreading it costs);
+  with the CPU seconds the workers spent on it (what spreading it costs): passes on 1
+  worker (the second's consumers stopped) and on 2 in turns, medians of ``--repeat``
+  each, after one warm-up pass on both;
 * the embedded default (local executor, SQLite) vs Celery with 1 worker on the same
   no-op runs and the same pipeline: what the distributed tier costs.
 
@@ -62,8 +64,13 @@ class Workers:
                 raise SystemExit(f"worker {name} did not start:\n{log_path.read_text()[-2000:]}")
             time.sleep(0.1)
 
+    def node(self, name: str) -> str:
+        """Worker ``name``'s Celery node name, unique to this run (remote control
+        reaches every worker on the broker: another run's ``w2`` must not answer)."""
+        return f"{name}@{self.env.get('SHEETOPS_CELERY_QUEUE', 'bench')}"
+
     def sheetops(self, name: str, concurrency: int) -> None:
-        self.start([SHEETOPS, "worker", "-c", str(concurrency), "-n", f"{name}@bench"], name)
+        self.start([SHEETOPS, "worker", "-c", str(concurrency), "-n", self.node(name)], name)
 
     def cpu_seconds(self) -> float:
         """CPU seconds the workers' processes (each a process group) used so far."""
@@ -132,6 +139,56 @@ def pipeline_seconds(runner, store, records: int, workers: Workers | None = None
     if run["status"] != "ok" or run["records_out"] != records:
         raise SystemExit(f"pipeline run {run['status']}: {run['error_message']}")
     return elapsed
+
+
+class Paused:
+    """Stop and restart one sheetops worker's consumers (Celery remote control), so
+    passes on 1 and on 2 workers can be measured in turns with both processes up."""
+
+    def __init__(self, node: str) -> None:
+        from celery import Celery
+
+        self.name = node
+        self.control = Celery("bench-control", broker=BROKER).control
+        replies = None
+        for _ in range(5):  # a worker just started may not answer at once
+            replies = self.control.inspect(destination=[node], timeout=5).active_queues()
+            if replies and node in replies:
+                break
+        if not replies or node not in replies:
+            raise SystemExit(f"worker {node} did not answer")
+        self.queues = [(q["name"], q["exchange"]["name"], q["routing_key"])
+                       for q in replies[self.name]]
+
+    def __enter__(self) -> Paused:
+        for name, _, _ in self.queues:
+            self._ask(self.control.cancel_consumer, name)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name, exchange, key in self.queues:
+            self._ask(self.control.add_consumer, name, exchange=exchange, routing_key=key)
+
+    def _ask(self, command, queue: str, **options) -> None:
+        if not command(queue, destination=[self.name], reply=True, timeout=10, **options):
+            raise SystemExit(f"worker {self.name} did not answer")
+
+
+def pipeline_in_turns(runner, store, records: int, workers: Workers, repeat: int,
+                      cpu_1: list[float], cpu_2: list[float]) -> tuple[list[float], list[float]]:
+    """Passes of the pipeline on 1 worker (w2's consumers stopped) and on 2, in turns
+    (``repeat`` each), after one pass on both that warms them: a burst of load from
+    elsewhere on the machine then weighs on both sides alike, as in
+    :func:`noop_vs_bare`."""
+    pipeline_seconds(runner, store, records)  # warm-up, not counted
+    paused = Paused(workers.node("w2"))
+    one: list[float] = []
+    two: list[float] = []
+    for _ in range(repeat):
+        with paused:
+            one.append(pipeline_seconds(runner, store, records, workers, cpu_1))
+        two.append(pipeline_seconds(runner, store, records, workers, cpu_2))
+    return one, two
 
 
 def celery_runner(store, queue: str):
@@ -253,14 +310,14 @@ def main() -> None:
                 io_1 = runs_per_s(runner, "scale_sleep", 40 * scale)
             if parts & {"noop", "embedded"}:
                 noop_1 = runs_per_s(runner, "scale_noop", 300 * scale)
-            if parts & {"pipeline", "embedded"}:
+            if "embedded" in parts and "pipeline" not in parts:
                 pipe_1 = [pipeline_seconds(runner, store, 3000 * scale, workers, cpu_1)
                           for _ in range(args.repeat)]
             if parts & {"pipeline", "noop", "io"}:
                 workers.sheetops("w2", 1)
-            if "pipeline" in parts:
-                pipe_2 = [pipeline_seconds(runner, store, 3000 * scale, workers, cpu_2)
-                          for _ in range(args.repeat)]
+            if "pipeline" in parts:  # 1 and 2 workers in turns
+                pipe_1, pipe_2 = pipeline_in_turns(runner, store, 3000 * scale, workers,
+                                                   args.repeat, cpu_1, cpu_2)
                 pipes = list(zip(pipe_1, pipe_2, strict=True))
                 phase("pipeline seconds, 1 worker: " + ", ".join(f"{p:.2f}" for p in pipe_1)
                       + "; 2 workers: " + ", ".join(f"{p:.2f}" for p in pipe_2))

@@ -409,6 +409,8 @@ def _hand_off(rt: StageRuntime, claim: Claim, records_in: int, output: Output,
     put = None
     with rt.transaction() as tx:
         conn = tx.connection
+        if not (stage.sink or stage.sql):  # only more work: docs/pipelines.md, disk waits
+            tx.without_flush()
         if sql:
             args = ((records, rt.context(_keys(pipe, keys, records), conn))
                     if stage.takes_ctx else (records,))

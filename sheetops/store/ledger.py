@@ -9,6 +9,9 @@ all. Works on SQLite and PostgreSQL (``INSERT … ON CONFLICT``).
 from __future__ import annotations
 
 import json
+import os
+import socket
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -30,6 +33,7 @@ from sheetops.store.schema import (
 )
 from sheetops.store.schema import (
     DEAD,
+    PIPELINE_COUNTS,
     PIPELINE_TABLES,
     pipeline_checkpoints,
     pipeline_counts,
@@ -111,40 +115,71 @@ def save_position(conn: Connection, pipeline: str, position: Any, records: int,
 
 
 def finish_pass(conn: Connection, pipeline: str) -> None:
-    """The pass is over: every queue drained. The next run reads the source anew."""
+    """The pass is over: every queue drained. The next run reads the source anew; the
+    pass's counts are folded into one row per stage (:func:`_fold_counts`)."""
+    current = checkpoint(conn, pipeline)
     conn.execute(update(pipeline_checkpoints)
                  .where(pipeline_checkpoints.c.pipeline == pipeline)
                  .values(state=FINISHED, updated_at=time.time()))
+    if current is not None:
+        _fold_counts(conn, pipeline, current.generation)
 
 
 _ADD_COUNTS = (
-    "INSERT INTO pipeline_counts (pipeline, generation, stage, records_in, records_out, "
-    "records_failed, dead_letters) VALUES (:pipeline, :generation, :stage, :records_in, "
-    ":records_out, :records_failed, :dead_letters) "
-    "ON CONFLICT (pipeline, generation, stage) DO UPDATE SET "
-    + ", ".join(f"{c} = pipeline_counts.{c} + excluded.{c}"
-                for c in ("records_in", "records_out", "records_failed", "dead_letters")))
+    "INSERT INTO pipeline_counts (pipeline, generation, stage, shard, records_in, "
+    "records_out, records_failed, dead_letters) VALUES (:pipeline, :generation, :stage, "
+    ":shard, :records_in, :records_out, :records_failed, :dead_letters) "
+    "ON CONFLICT (pipeline, generation, stage, shard) DO UPDATE SET "
+    + ", ".join(f"{c} = pipeline_counts.{c} + excluded.{c}" for c in PIPELINE_COUNTS))
+#: The pass's end folds its shards into one row per stage (shard '').
+_FOLD_COUNTS = (
+    "INSERT INTO pipeline_counts (pipeline, generation, stage, shard, "
+    + ", ".join(PIPELINE_COUNTS) + ") SELECT pipeline, generation, stage, '', "
+    + ", ".join(f"SUM({c})" for c in PIPELINE_COUNTS) + " FROM pipeline_counts "
+    "WHERE pipeline = :pipeline AND generation = :generation AND shard <> '' "
+    "GROUP BY pipeline, generation, stage "
+    "ON CONFLICT (pipeline, generation, stage, shard) DO UPDATE SET "
+    + ", ".join(f"{c} = pipeline_counts.{c} + excluded.{c}" for c in PIPELINE_COUNTS))
+_HOST = socket.gethostname()[:64]
+
+
+def _shard() -> str:
+    """This thread's counts row: a thread commits one hand-off at a time, so no two
+    concurrent transactions ever update the same row (one would wait for the other's
+    commit to reach the disk); a reader sums a stage's shards."""
+    return f"{_HOST}:{os.getpid()}:{threading.get_native_id()}"
 
 
 def add_counts(conn: Connection, pipeline: str, generation: int, stage: str, *,
                records_in: int = 0, records_out: int = 0, records_failed: int = 0,
                dead_letters: int = 0) -> None:
-    """Add to one stage's counts for the pass (same transaction as the hand-off). Runs
-    once per batch, so it is SQL written once, not an expression built per call."""
+    """Add to one stage's counts for the pass (same transaction as the hand-off), in this
+    thread's shard (:func:`_shard`). Runs once per batch, so it is SQL written once,
+    not an expression built per call."""
     conn.exec_driver_sql(dialect_sql(conn).sql(_ADD_COUNTS), {
-        "pipeline": pipeline, "generation": generation, "stage": stage,
+        "pipeline": pipeline, "generation": generation, "stage": stage, "shard": _shard(),
         "records_in": records_in, "records_out": records_out,
         "records_failed": records_failed, "dead_letters": dead_letters})
 
 
+def _fold_counts(conn: Connection, pipeline: str, generation: int) -> None:
+    """Fold the pass's shards into one row per stage (shard ''), so the table keeps a
+    row per stage and pass however many threads counted. Sums are unchanged."""
+    sql = dialect_sql(conn)
+    params = {"pipeline": pipeline, "generation": generation}
+    conn.exec_driver_sql(sql.sql(_FOLD_COUNTS), params)
+    conn.exec_driver_sql(sql.sql(
+        "DELETE FROM pipeline_counts WHERE pipeline = :pipeline AND "
+        "generation = :generation AND shard <> ''"), params)
+
+
 def counts(conn: Connection, pipeline: str, generation: int) -> dict[str, dict[str, int]]:
-    """Stage → its counts for the pass."""
+    """Stage → its counts for the pass (its shards summed)."""
     c = pipeline_counts.c
-    rows = conn.execute(select(pipeline_counts).where(
-        c.pipeline == pipeline, c.generation == generation)).all()
-    return {r.stage: {"records_in": r.records_in, "records_out": r.records_out,
-                      "records_failed": r.records_failed, "dead_letters": r.dead_letters}
-            for r in rows}
+    rows = conn.execute(select(c.stage, *(func.sum(c[n]).label(n) for n in PIPELINE_COUNTS))
+                        .where(c.pipeline == pipeline, c.generation == generation)
+                        .group_by(c.stage)).all()
+    return {r.stage: {n: int(r._mapping[n] or 0) for n in PIPELINE_COUNTS} for r in rows}
 
 
 def dead_since(conn: Connection, queues: Sequence[str], since: float) -> dict[str, int]:

@@ -45,7 +45,7 @@ log = logging.getLogger("sheetops.store")
 #: writes. Kept here so opening a store that is up to date (or empty) never imports
 #: Alembic; ``tests/test_migrations.py`` checks it against the scripts.
 REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0008", "0010", "0011",
-             "0012")
+             "0012", "0013")
 BASELINE = REVISIONS[0]
 HEAD = REVISIONS[-1]
 MIGRATION_LEASE = "store:migrate"

@@ -168,11 +168,12 @@ def pipeline_stats(store: Store, now: float | None = None,
             if not checkpoints:
                 return []
             names = [c.pipeline for c in checkpoints]
-            counts = conn.execute(
-                select(t.pipeline_counts).join(
+            counts = conn.execute(  # a stage's shards (threads that counted) summed
+                select(pc.pipeline, pc.stage,
+                       *(func.sum(pc[n]).label(n) for n in t.PIPELINE_COUNTS)).join(
                     t.pipeline_checkpoints,
                     (cp.pipeline == pc.pipeline) & (cp.generation == pc.generation))
-                .where(pc.pipeline.in_(names))).all()
+                .where(pc.pipeline.in_(names)).group_by(pc.pipeline, pc.stage)).all()
             orders = _stage_orders(conn, names)
     except DBAPIError:  # a store older than the pipeline tables
         return []

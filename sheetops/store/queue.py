@@ -192,6 +192,16 @@ class QueueTransaction(ABC):
         """Make ``claim``'s item a dead letter now; raises :class:`StaleClaim`. See
         :meth:`Queue.dead_letter` for ``per_key``."""
 
+    def without_flush(self) -> None:
+        """Let this unit's commit return before it reaches the disk (PostgreSQL's
+        ``synchronous_commit`` off for it alone): for work that is redone if a
+        *database* crash forgets it — a claim (a lease), or a hand-off whose output is
+        only more work in the store. Any later durable commit flushes it first (the
+        log is written in order); a killed worker loses nothing either way. A no-op
+        where commits do not wait for the disk already (SQLite with
+        ``synchronous=NORMAL``)."""
+        return None
+
 
 class Queue(ABC):
     """A named durable queue. Each method is its own transaction; use

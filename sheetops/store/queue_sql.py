@@ -399,6 +399,9 @@ class SqlTransaction(QueueTransaction):
         #: payload bytes this unit of work put (see :class:`~sheetops.store.wal.WalCheckpointer`)
         self.written = 0
 
+    def without_flush(self) -> None:
+        self._sql.commit_without_flush(self.connection)
+
     def put(self, queue: str, payloads: Sequence[Payload], *,
             keys: Sequence[str | None] | None = None, delay_s: float = 0,
             priority: int = 0, dedupe: bool = False) -> list[int]:
@@ -555,7 +558,7 @@ class SqlQueue(Queue):
         then its items are claimable again and the delivery it counted is not counted;
         what settles a claim (ack, nack, a hand-off) commits durably, and flushes it."""
         with self.queues.transaction() as tx:
-            self.queues.sql.commit_without_flush(tx.connection)
+            tx.without_flush()
             return tx.claim(self.name, n, consumer=consumer, lease_s=lease_s, raw=raw)
 
     def ack(self, claims: Sequence[Claim]) -> None:

@@ -350,7 +350,9 @@ Index("ux_queue_items_unique_key", queue_items.c.queue, queue_items.c.unique_key
 # -- pipelines -----------------------------------------------------------------------
 # pipeline_checkpoints: where each pipeline's source stopped (written with the put of the
 # batch it follows); pipeline_counts: records in/out/failed/dead per (pipeline,
-# generation, stage); pipeline_ledger: the idempotency ledger, one row per (pipeline,
+# generation, stage), in one row per ``shard`` (the thread that counted, so concurrent
+# hand-offs never wait on each other's row; readers sum them, the pass's end folds them
+# into shard ''); pipeline_ledger: the idempotency ledger, one row per (pipeline,
 # stage, key) a sink delivered.
 #: ``pipeline_checkpoints.state`` values.
 CHECKPOINT_READING, CHECKPOINT_READ, CHECKPOINT_FINISHED = "reading", "read", "finished"
@@ -367,11 +369,15 @@ pipeline_checkpoints = Table(
     Column("updated_at", Float, nullable=False),
 )
 
+#: ``pipeline_counts``' counters, in the order of its columns.
+PIPELINE_COUNTS = ("records_in", "records_out", "records_failed", "dead_letters")
+
 pipeline_counts = Table(
     "pipeline_counts", metadata,
     Column("pipeline", String(128), primary_key=True),
     Column("generation", Integer, primary_key=True),
     Column("stage", String(128), primary_key=True),
+    Column("shard", String(96), primary_key=True, default=""),
     Column("records_in", BigInteger, nullable=False, default=0),
     Column("records_out", BigInteger, nullable=False, default=0),
     Column("records_failed", BigInteger, nullable=False, default=0),
