@@ -21,6 +21,7 @@ from sqlalchemy import create_engine, text
 
 from sheetops import tabs
 from sheetops.config import parse_config
+from sheetops.pipelines import batch as batches
 from sheetops.pipelines import deadletters as dl
 from sheetops.pipelines import pipeline
 from sheetops.pipelines.model import PIPELINES
@@ -294,6 +295,36 @@ def test_a_dry_run_leaves_nothing(tmp_path):
     report = pipe.run(url, dry_run=True)
     assert sent == [] and report.records_out == 20 and report.result()["dry_run"]
     assert Queues(create_engine(url)).names() == []
+
+
+def test_a_batch_queued_as_json_text_before_packing_flows_with_packed_ones(tmp_path):
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    sent: list[int] = []
+    pipe = pipeline("packed", source=lambda: ({"id": i} for i in range(20)), key="id")
+
+    @pipe.stage(batch_size=5)
+    def keep(records):
+        return records
+
+    @pipe.sink()
+    def deliver(records):
+        sent.extend(r["id"] for r in records)
+
+    queues = Queues(create_engine(url))
+    old = [{"id": 100 + i} for i in range(3)]  # as a version before packing queued it
+    queues.queue("packed.keep").put([batches.encode(None, old, field="id")],
+                                    keys=[batches.item_key(["100", "102"])])
+    with queues.transaction() as tx:
+        [item] = tx.put_claimed("packed.keep", [batches.encode(None, old, field="id",
+                                                               packed=True)],
+                                keys=["x"], consumer="gone", lease_s=60)
+        tx.release([item])
+    with queues.engine.connect() as conn:
+        kinds = conn.execute(text("SELECT typeof(payload) FROM queue_items ORDER BY id")).scalars()
+        assert list(kinds) == ["text", "blob"]
+    queues.dispose()
+    report = pipe.run(url)
+    assert report.finished and sorted(sent) == sorted([*range(20), *[100, 101, 102] * 2])
 
 
 def _stages_rows(*rows):

@@ -203,8 +203,11 @@ class EncodedBatches:
     keys: list[str]
 
     @classmethod
-    def of(cls, items: Sequence[Batch], field: Any) -> EncodedBatches:
-        return cls([batches.encode(k, r, split=s, field=field) for k, r, s in items],
+    def of(cls, items: Sequence[Batch], field: Any, packed: bool = False
+           ) -> EncodedBatches:
+        """``packed``: compressed, for a queue that takes it (``Queues.packs``)."""
+        return cls([batches.encode(k, r, split=s, field=field, packed=packed)
+                    for k, r, s in items],
                    [batches.item_key(k if k is not None else batches.end_keys(field, r))
                     for k, r, _ in items])
 
@@ -334,7 +337,7 @@ def _split(rt: StageRuntime, claim: Claim, keys: list[str], records: list[Any]) 
     """Put the batch back as two halves and ack it, in one transaction."""
     middle = len(records) // 2
     halves = [(keys[:middle], records[:middle], True), (keys[middle:], records[middle:], True)]
-    encoded = EncodedBatches.of(halves, rt.pipe.key)
+    encoded = EncodedBatches.of(halves, rt.pipe.key, rt.queues.packs)
     with rt.transaction() as tx:
         put = _put(rt.handed, tx, rt.queue, halves, encoded)
         tx.ack([claim])
@@ -405,7 +408,7 @@ def _hand_off(rt: StageRuntime, claim: Claim, records_in: int, output: Output,
                  False) for at in range(0, len(out), size)]
 
     items = [] if sql else chunked(output)
-    encoded = EncodedBatches.of(items, pipe.key)
+    encoded = EncodedBatches.of(items, pipe.key, rt.queues.packs)
     put = None
     with rt.transaction() as tx:
         conn = tx.connection
@@ -414,7 +417,7 @@ def _hand_off(rt: StageRuntime, claim: Claim, records_in: int, output: Output,
                     if stage.takes_ctx else (records,))
             output = _keyed(rt, stage.fn(*args), keys, records)
             items = chunked(output)
-            encoded = EncodedBatches.of(items, pipe.key)
+            encoded = EncodedBatches.of(items, pipe.key, rt.queues.packs)
         if items:
             put = _put(rt.handed, tx, rt.next_queue, items, encoded)
         if stage.sink and stage.idempotent and not rt.dry_run:
@@ -637,7 +640,7 @@ class PipelineRun:
         if records and not self._wait_room(0):
             return False
         items = [(keys, records, False)] if records else []
-        encoded = EncodedBatches.of(items, self.pipe.key)
+        encoded = EncodedBatches.of(items, self.pipe.key, self.queues.packs)
         put = None
         with self.lock, self.queues.transaction() as tx:
             if items:
