@@ -87,6 +87,13 @@ def decode_item(payload: Any) -> tuple[list[str], list[Any], bool]:
     bytes, or an object written by ``replay --edited``). An item queued before batches
     were stored as :class:`JsonText` holds its batch as a JSON string inside the JSON
     text."""
+    keys, records, split = decode_batch(payload)  # no field given: keys always listed
+    return ([] if keys is None else keys), records, split
+
+
+def decode_batch(payload: Any, field: Any = None) -> tuple[list[str] | None, list[Any], bool]:
+    """Like :func:`decode_item`, but the keys are ``None`` when each record's key is
+    its ``field`` (the payload names the same field): derived only where needed."""
     if isinstance(payload, bytes):
         data = orjson.loads(zlib.decompress(payload))
     elif isinstance(payload, str):  # orjson takes no str subclass (JsonText): a plain copy
@@ -96,7 +103,11 @@ def decode_item(payload: Any) -> tuple[list[str], list[Any], bool]:
     if isinstance(data, str):
         data = orjson.loads(data)
     records = list(data["r"])
-    keys = list(data["k"]) if "k" in data else field_keys(data["f"], records)
+    if "k" in data:
+        keys: list[str] | None = list(data["k"])
+    else:
+        keys = (None if field is not None and data["f"] == field
+                else field_keys(data["f"], records))
     return keys, records, bool(data.get("s"))
 
 

@@ -173,15 +173,18 @@ def _derivable(pipe: Pipeline, records: list[Any]) -> bool:
     empty only when falsy; anything else is compared with ``None`` and ``""``."""
     if not isinstance(pipe.key, str):
         return False
+    getter = itemgetter(pipe.key)
     try:
-        values = list(map(itemgetter(pipe.key), records))
-    except Exception:  # a record the careful path explains
-        return False
-    try:
-        sum(values)
+        sum(map(getter, records))  # numbers, the usual keys: no list built
         return True
     except TypeError:
         pass
+    except Exception:  # a record the careful path explains
+        return False
+    try:
+        values = list(map(getter, records))
+    except Exception:
+        return False
     try:
         "".join(values)
     except TypeError:
@@ -451,7 +454,8 @@ def process_claim(rt: StageRuntime, claim: Claim) -> None:
     dead letter. Never raises for a failure of the stage function; a lease lost on the
     way (``StaleClaim``) drops this delivery, since the batch is someone else's now."""
     kept = rt.handed.take(claim.id) if rt.handed is not None else None  # decoded already
-    keys, records, split = kept if kept is not None else batches.decode_item(claim.payload)
+    keys, records, split = (kept if kept is not None
+                            else batches.decode_batch(claim.payload, rt.pipe.key))
     records_in = len(records)
     try:
         if claim.deliveries > 1 and len(records) > 1:
