@@ -295,8 +295,6 @@ def test_a_batch_of_10000_is_put_and_claimed_quickly(queues: Queues) -> None:
 
 def test_a_packed_payload_is_stored_compressed_and_a_text_one_still_decodes(
         queues: Queues) -> None:
-    if not queues.packs:
-        pytest.skip("this database's queue keeps payloads as text only")
     q = queues.queue("packed")
     big = {"r": [{"id": i, "email": f"user{i}@example.com"} for i in range(2000)]}
     packed = PackedJson(zlib.compress(json.dumps(big).encode(), 1))
@@ -304,10 +302,13 @@ def test_a_packed_payload_is_stored_compressed_and_a_text_one_still_decodes(
     with queues.engine.connect() as conn:
         stored = dict(conn.execute(sa.text(
             "SELECT key, length(payload) FROM queue_items WHERE queue = 'packed'")).all())
-    assert stored["p"] < len(json.dumps(big)) / 4
     raw = q.claim(2, consumer="w", lease_s=LEASE, raw=True)
-    assert [type(c.payload) for c in raw] == [bytes, str]
-    assert json.loads(zlib.decompress(raw[0].payload)) == big
+    if queues.packs:  # SQLite: kept compressed, as a BLOB
+        assert stored["p"] < len(json.dumps(big)) / 4
+        assert [type(c.payload) for c in raw] == [bytes, str]
+        assert json.loads(zlib.decompress(raw[0].payload)) == big
+    else:  # PostgreSQL's text column: unpacked on the way in
+        assert [json.loads(c.payload) for c in raw] == [big, {"old": True}]
     for claim in raw:
         q.dead_letter(claim, "kept")
     assert [d.payload for d in q.dead_letters()] == [big, {"old": True}]

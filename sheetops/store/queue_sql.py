@@ -35,6 +35,7 @@ import re
 import time
 import uuid
 import weakref
+import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -119,11 +120,12 @@ _DEPTHS = ("SELECT queue, "
 
 @dataclass(frozen=True)
 class NewItems:
-    """One put: payloads already as JSON text, one key (or ``None``) each."""
+    """One put: payloads already as stored (JSON text, or packed bytes where the
+    database packs), one key (or ``None``) each."""
 
     queue: str
     keys: list[str | None]
-    payloads: list[str]
+    payloads: list[str | bytes]
     priority: int
     visible_at: float
     created_at: float
@@ -371,8 +373,7 @@ def put_in(connection: Connection, queue: str, payloads: Sequence[Payload], *,
     sql.begin(connection)
     now = time.time()
     batch = NewItems(queue, list(keys) if keys is not None else [None] * len(payloads),
-                     [p if isinstance(p, JsonText | PackedJson) else _dumps(p, i)
-                      for i, p in enumerate(payloads)], 0, now, now, False)
+                     _stored(payloads, sql.PACKS), 0, now, now, False)
     return sql.insert_rows(connection, batch, ids)
 
 
@@ -382,6 +383,19 @@ def _dumps(payload: Payload, index: int) -> str:
                           allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise QueueError(f"payload {index} cannot be stored as JSON: {exc}") from None
+
+
+def _stored(payloads: Sequence[Payload], packs: bool) -> list[str | bytes]:
+    """The payloads as the column keeps them: JSON text (a :class:`JsonText` as it is,
+    anything else encoded), or a :class:`PackedJson` as it is where the database
+    ``packs`` (else unpacked to its text)."""
+    out: list[str | bytes] = []
+    for i, p in enumerate(payloads):
+        if isinstance(p, PackedJson):
+            out.append(p if packs else zlib.decompress(p).decode())
+        else:
+            out.append(p if isinstance(p, JsonText) else _dumps(p, i))
+    return out
 
 
 def _raw(stored: str | bytes) -> str | bytes:
@@ -420,8 +434,7 @@ class SqlTransaction(QueueTransaction):
             return []
         now = self.queues.now()
         batch = NewItems(queue, list(keys) if keys is not None else [None] * len(payloads),
-                         [p if isinstance(p, JsonText | PackedJson) else _dumps(p, i)
-                          for i, p in enumerate(payloads)], int(priority),
+                         _stored(payloads, self.queues.packs), int(priority),
                          now + max(0.0, float(delay_s)), now, dedupe)
         self.written += sum(map(len, batch.payloads))
         return self._sql.insert_rows(self.connection, batch)
@@ -438,8 +451,7 @@ class SqlTransaction(QueueTransaction):
         now = self.queues.now()
         keys = list(keys) if keys is not None else [None] * len(payloads)
         token = uuid.uuid4().hex
-        batch = NewItems(queue, keys, [p if isinstance(p, JsonText | PackedJson) else _dumps(p, i)
-                                       for i, p in enumerate(payloads)],
+        batch = NewItems(queue, keys, _stored(payloads, self.queues.packs),
                          int(priority), now + lease_s, now, False, token, consumer)
         self.written += sum(map(len, batch.payloads))
         ids = self._sql.insert_rows(self.connection, batch)
