@@ -21,6 +21,7 @@ from sqlalchemy import create_engine, text
 
 from sheetops import tabs
 from sheetops.config import parse_config
+from sheetops.pipelines import batch as batches
 from sheetops.pipelines import deadletters as dl
 from sheetops.pipelines import pipeline
 from sheetops.pipelines.model import PIPELINES
@@ -278,10 +279,11 @@ def test_a_second_pass_delivers_nothing_twice_and_keeps_one_dead_letter_per_reco
     assert again.dead_at >= letter.dead_at and again.id == letter.id
 
 
-def test_a_dry_run_leaves_nothing(tmp_path):
-    url = f"sqlite:///{tmp_path / 'store.db'}"
+def _keep_and_send(name: str):
+    """A pipeline of 20 records through a stage that keeps them to a sink that notes
+    their ids in the list returned with it."""
     sent: list[int] = []
-    pipe = pipeline("dry", source=lambda: ({"id": i} for i in range(20)), key="id")
+    pipe = pipeline(name, source=lambda: ({"id": i} for i in range(20)), key="id")
 
     @pipe.stage(batch_size=5)
     def keep(records):
@@ -291,9 +293,35 @@ def test_a_dry_run_leaves_nothing(tmp_path):
     def deliver(records):
         sent.extend(r["id"] for r in records)
 
+    return pipe, sent
+
+
+def test_a_dry_run_leaves_nothing(tmp_path):
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    pipe, sent = _keep_and_send("dry")
     report = pipe.run(url, dry_run=True)
     assert sent == [] and report.records_out == 20 and report.result()["dry_run"]
     assert Queues(create_engine(url)).names() == []
+
+
+def test_a_batch_queued_as_json_text_before_packing_flows_with_packed_ones(tmp_path):
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    pipe, sent = _keep_and_send("packed")
+    queues = Queues(create_engine(url))
+    old = [{"id": 100 + i} for i in range(3)]  # as a version before packing queued it
+    queues.queue("packed.keep").put([batches.encode(None, old, field="id")],
+                                    keys=[batches.item_key(["100", "102"])])
+    with queues.transaction() as tx:
+        [item] = tx.put_claimed("packed.keep", [batches.encode(None, old, field="id",
+                                                               packed=True)],
+                                keys=["x"], consumer="gone", lease_s=60)
+        tx.release([item])
+    with queues.engine.connect() as conn:
+        kinds = conn.execute(text("SELECT typeof(payload) FROM queue_items ORDER BY id")).scalars()
+        assert list(kinds) == ["text", "blob"]
+    queues.dispose()
+    report = pipe.run(url)
+    assert report.finished and sorted(sent) == sorted([*range(20), *[100, 101, 102] * 2])
 
 
 def _stages_rows(*rows):

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import zlib
 from collections.abc import Iterator
 
 import pytest
@@ -24,6 +25,8 @@ from conftest import wait_for
 from sheetops.store import Store
 from sheetops.store.queue import (
     LEASE_GRACE_S,
+    JsonText,
+    PackedJson,
     QueueDepth,
     QueueError,
     StaleClaim,
@@ -288,6 +291,27 @@ def test_a_batch_of_10000_is_put_and_claimed_quickly(queues: Queues) -> None:
     q.ack(claims)
     assert q.depth() == QueueDepth()
     assert put_s < 10, f"putting 10,000 items took {put_s:.1f}s"
+
+
+def test_a_packed_payload_is_stored_compressed_and_a_text_one_still_decodes(
+        queues: Queues) -> None:
+    q = queues.queue("packed")
+    big = {"r": [{"id": i, "email": f"user{i}@example.com"} for i in range(2000)]}
+    packed = PackedJson(zlib.compress(json.dumps(big).encode(), 1))
+    q.put([packed, JsonText('{"old": true}')], keys=["p", "t"])
+    with queues.engine.connect() as conn:
+        stored = dict(conn.execute(sa.text(
+            "SELECT key, length(payload) FROM queue_items WHERE queue = 'packed'")).all())
+    raw = q.claim(2, consumer="w", lease_s=LEASE, raw=True)
+    if queues.packs:  # SQLite: kept compressed, as a BLOB
+        assert stored["p"] < len(json.dumps(big)) / 4
+        assert [type(c.payload) for c in raw] == [bytes, str]
+        assert json.loads(zlib.decompress(raw[0].payload)) == big
+    else:  # PostgreSQL's text column: unpacked on the way in
+        assert [json.loads(c.payload) for c in raw] == [big, {"old": True}]
+    for claim in raw:
+        q.dead_letter(claim, "kept")
+    assert [d.payload for d in q.dead_letters()] == [big, {"old": True}]
 
 
 def test_put_claimed_leases_to_its_consumer_and_release_gives_it_back(

@@ -139,7 +139,7 @@ class CeleryPipelineRun(PipelineRun):
         if group and not self._wait_room(0):
             return False
         encoded = EncodedBatches.of([(keys, records, False) for keys, records in group],
-                              self.pipe.key)
+                                    self.pipe.key, self.queues.packs)
         with self.lock, self.queues.transaction() as tx:
             if encoded.payloads:
                 tx.put(self.names[0], encoded.payloads, keys=encoded.keys)

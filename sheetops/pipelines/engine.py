@@ -173,15 +173,18 @@ def _derivable(pipe: Pipeline, records: list[Any]) -> bool:
     empty only when falsy; anything else is compared with ``None`` and ``""``."""
     if not isinstance(pipe.key, str):
         return False
+    getter = itemgetter(pipe.key)
     try:
-        values = list(map(itemgetter(pipe.key), records))
-    except Exception:  # a record the careful path explains
-        return False
-    try:
-        sum(values)
+        sum(map(getter, records))  # numbers, the usual keys: no list built
         return True
     except TypeError:
         pass
+    except Exception:  # a record the careful path explains
+        return False
+    try:
+        values = list(map(getter, records))
+    except Exception:
+        return False
     try:
         "".join(values)
     except TypeError:
@@ -203,8 +206,11 @@ class EncodedBatches:
     keys: list[str]
 
     @classmethod
-    def of(cls, items: Sequence[Batch], field: Any) -> EncodedBatches:
-        return cls([batches.encode(k, r, split=s, field=field) for k, r, s in items],
+    def of(cls, items: Sequence[Batch], field: Any, packed: bool = False
+           ) -> EncodedBatches:
+        """``packed``: compressed, for a queue that takes it (``Queues.packs``)."""
+        return cls([batches.encode(k, r, split=s, field=field, packed=packed)
+                    for k, r, s in items],
                    [batches.item_key(k if k is not None else batches.end_keys(field, r))
                     for k, r, _ in items])
 
@@ -334,7 +340,7 @@ def _split(rt: StageRuntime, claim: Claim, keys: list[str], records: list[Any]) 
     """Put the batch back as two halves and ack it, in one transaction."""
     middle = len(records) // 2
     halves = [(keys[:middle], records[:middle], True), (keys[middle:], records[middle:], True)]
-    encoded = EncodedBatches.of(halves, rt.pipe.key)
+    encoded = EncodedBatches.of(halves, rt.pipe.key, rt.queues.packs)
     with rt.transaction() as tx:
         put = _put(rt.handed, tx, rt.queue, halves, encoded)
         tx.ack([claim])
@@ -405,7 +411,7 @@ def _hand_off(rt: StageRuntime, claim: Claim, records_in: int, output: Output,
                  False) for at in range(0, len(out), size)]
 
     items = [] if sql else chunked(output)
-    encoded = EncodedBatches.of(items, pipe.key)
+    encoded = EncodedBatches.of(items, pipe.key, rt.queues.packs)
     put = None
     with rt.transaction() as tx:
         conn = tx.connection
@@ -416,7 +422,7 @@ def _hand_off(rt: StageRuntime, claim: Claim, records_in: int, output: Output,
                     if stage.takes_ctx else (records,))
             output = _keyed(rt, stage.fn(*args), keys, records)
             items = chunked(output)
-            encoded = EncodedBatches.of(items, pipe.key)
+            encoded = EncodedBatches.of(items, pipe.key, rt.queues.packs)
         if items:
             put = _put(rt.handed, tx, rt.next_queue, items, encoded)
         if stage.sink and stage.idempotent and not rt.dry_run:
@@ -450,7 +456,8 @@ def process_claim(rt: StageRuntime, claim: Claim) -> None:
     dead letter. Never raises for a failure of the stage function; a lease lost on the
     way (``StaleClaim``) drops this delivery, since the batch is someone else's now."""
     kept = rt.handed.take(claim.id) if rt.handed is not None else None  # decoded already
-    keys, records, split = kept if kept is not None else batches.decode_item(claim.payload)
+    keys, records, split = (kept if kept is not None
+                            else batches.decode_batch(claim.payload, rt.pipe.key))
     records_in = len(records)
     try:
         if claim.deliveries > 1 and len(records) > 1:
@@ -639,7 +646,7 @@ class PipelineRun:
         if records and not self._wait_room(0):
             return False
         items = [(keys, records, False)] if records else []
-        encoded = EncodedBatches.of(items, self.pipe.key)
+        encoded = EncodedBatches.of(items, self.pipe.key, self.queues.packs)
         put = None
         with self.lock, self.queues.transaction() as tx:
             if items:

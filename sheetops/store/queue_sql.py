@@ -35,6 +35,7 @@ import re
 import time
 import uuid
 import weakref
+import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -61,12 +62,14 @@ from sheetops.store.queue import (
     DeadLetter,
     ErrorInfo,
     JsonText,
+    PackedJson,
     Payload,
     Queue,
     QueueDepth,
     QueueError,
     QueueTransaction,
     StaleClaim,
+    load_payload,
 )
 from sheetops.store.schema import DEAD, LIVE, queue_items
 from sheetops.store.wal import checkpointer_for
@@ -117,11 +120,12 @@ _DEPTHS = ("SELECT queue, "
 
 @dataclass(frozen=True)
 class NewItems:
-    """One put: payloads already as JSON text, one key (or ``None``) each."""
+    """One put: payloads already as stored (JSON text, or packed bytes where the
+    database packs), one key (or ``None``) each."""
 
     queue: str
     keys: list[str | None]
-    payloads: list[str]
+    payloads: list[str | bytes]
     priority: int
     visible_at: float
     created_at: float
@@ -159,6 +163,8 @@ class _Dialect:
 
     #: how the driver writes the parameter ``name``
     PARAM = ":{}"
+    #: whether the payload column takes :class:`PackedJson` (bytes) as well as text
+    PACKS = False
 
     def __init__(self) -> None:
         self._cache: dict[str, str] = {}
@@ -210,7 +216,10 @@ class _Dialect:
 
 
 class SqliteQueueSql(_Dialect):
-    """SQLite: one writer at a time, taken up front; the claim is one UPDATE."""
+    """SQLite: one writer at a time, taken up front; the claim is one UPDATE. Its
+    payload column, typed loosely, keeps a :class:`PackedJson` as a BLOB."""
+
+    PACKS = True
 
     _INSERT = (f"INSERT INTO queue_items ({_COLUMNS}) "
                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
@@ -364,8 +373,7 @@ def put_in(connection: Connection, queue: str, payloads: Sequence[Payload], *,
     sql.begin(connection)
     now = time.time()
     batch = NewItems(queue, list(keys) if keys is not None else [None] * len(payloads),
-                     [p if isinstance(p, JsonText) else _dumps(p, i)
-                      for i, p in enumerate(payloads)], 0, now, now, False)
+                     _stored(payloads, sql.PACKS), 0, now, now, False)
     return sql.insert_rows(connection, batch, ids)
 
 
@@ -375,6 +383,24 @@ def _dumps(payload: Payload, index: int) -> str:
                           allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise QueueError(f"payload {index} cannot be stored as JSON: {exc}") from None
+
+
+def _stored(payloads: Sequence[Payload], packs: bool) -> list[str | bytes]:
+    """The payloads as the column keeps them: JSON text (a :class:`JsonText` as it is,
+    anything else encoded), or a :class:`PackedJson` as it is where the database
+    ``packs`` (else unpacked to its text)."""
+    out: list[str | bytes] = []
+    for i, p in enumerate(payloads):
+        if isinstance(p, PackedJson):
+            out.append(p if packs else zlib.decompress(p).decode())
+        else:
+            out.append(p if isinstance(p, JsonText) else _dumps(p, i))
+    return out
+
+
+def _raw(stored: str | bytes) -> str | bytes:
+    """A payload as stored, for a ``raw`` claim: JSON text, or PackedJson bytes."""
+    return stored if isinstance(stored, str | bytes) else str(stored)
 
 
 def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
@@ -411,8 +437,7 @@ class SqlTransaction(QueueTransaction):
             return []
         now = self.queues.now()
         batch = NewItems(queue, list(keys) if keys is not None else [None] * len(payloads),
-                         [p if isinstance(p, JsonText) else _dumps(p, i)
-                          for i, p in enumerate(payloads)], int(priority),
+                         _stored(payloads, self.queues.packs), int(priority),
                          now + max(0.0, float(delay_s)), now, dedupe)
         self.written += sum(map(len, batch.payloads))
         return self._sql.insert_rows(self.connection, batch)
@@ -429,8 +454,7 @@ class SqlTransaction(QueueTransaction):
         now = self.queues.now()
         keys = list(keys) if keys is not None else [None] * len(payloads)
         token = uuid.uuid4().hex
-        batch = NewItems(queue, keys, [p if isinstance(p, JsonText) else _dumps(p, i)
-                                       for i, p in enumerate(payloads)],
+        batch = NewItems(queue, keys, _stored(payloads, self.queues.packs),
                          int(priority), now + lease_s, now, False, token, consumer)
         self.written += sum(map(len, batch.payloads))
         ids = self._sql.insert_rows(self.connection, batch)
@@ -456,7 +480,7 @@ class SqlTransaction(QueueTransaction):
             "token": uuid.uuid4().hex, "consumer": consumer, "limit": limit,
             "expired": f"delivered {limit} times and never acked: its worker died, hung "
                        "or outlived its lease each time"}
-        decode = str if raw else json.loads
+        decode = _raw if raw else load_payload
         claims: list[Claim] = []
         while len(claims) < n:
             rows = self._sql.claim(self.connection, {**params, "n": n - len(claims)})
@@ -593,7 +617,7 @@ class SqlQueue(Queue):
         with self.queues.engine.connect() as conn:
             rows = conn.execute(select(queue_items).where(self._dead(keys, ids))
                                 .order_by(q.dead_at, q.id).limit(limit)).all()
-        return [DeadLetter(r.id, r.queue, r.key, json.loads(r.payload), r.deliveries,
+        return [DeadLetter(r.id, r.queue, r.key, load_payload(r.payload), r.deliveries,
                            ErrorInfo(r.error_type or "", r.error or "", r.traceback or ""),
                            r.dead_at, r.created_at, r.priority) for r in rows]
 
@@ -662,6 +686,8 @@ class Queues:
         if self.wal is not None:
             event.listen(self.engine, "connect", _no_autocheckpoint)
         self.now = now
+        #: whether payloads may be put as :class:`PackedJson` (the dialect's ``PACKS``)
+        self.packs = self.sql.PACKS
         self._max_deliveries: dict[str, int] = {}
         _create_table(self.engine)
 
