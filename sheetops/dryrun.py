@@ -39,9 +39,9 @@ from typing import Any
 from openpyxl.utils import get_column_letter
 
 from sheetops.config.model import JobSpec
-from sheetops.connectors.sheets.base import TabWrite
 from sheetops.connectors.sheets.workbook import display
 from sheetops.ratelimit import RateLimitSpec
+from sheetops.sheets import TabWrite
 from sheetops.templates import TemplateSpec
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})

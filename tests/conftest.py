@@ -199,6 +199,17 @@ def store(store_url: str):
 
 
 @pytest.fixture
+def forget_pipelines() -> Iterator[None]:
+    """Forget the pipelines a test defines (``PIPELINES`` as it was before it)."""
+    from sheetops.pipelines import PIPELINES
+
+    before = dict(PIPELINES)
+    yield
+    PIPELINES.clear()
+    PIPELINES.update(before)
+
+
+@pytest.fixture
 def test_automations() -> None:
     """Register ``tests/automations_for_tests.py`` (the probes tests run)."""
     from sheetops.registry import registry

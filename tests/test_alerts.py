@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import pytest
 
@@ -31,13 +30,6 @@ FAST = DeliveryPolicy(attempts=2, backoff_initial_s=0.01, backoff_max_s=0.02, ti
 
 
 # -- helpers ---------------------------------------------------------------------------
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = Store(f"sqlite:///{tmp_path / 'alerts.db'}")
-    yield s
-    s.dispose()
-
-
 
 @pytest.fixture
 def hooks(monkeypatch):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import TESTS_DIR, WorkbookHelper, fresh_pg_database
+from conftest import TESTS_DIR, WorkbookHelper, fresh_pg_database, wait_for
 from sheetops.connectors.sheets import open_sheet
 from streamlit.testing.v1 import AppTest
 
@@ -74,19 +74,6 @@ def client_workbook(folder: Path, name: str, *jobs: dict[str, str]) -> WorkbookH
 
 def store_beside(workbook: WorkbookHelper) -> Store:
     return Store(f"sqlite:///{workbook.path.with_suffix('.sheetops.db')}")
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-        except Exception:  # a workbook being replaced, a store being created
-            value = None
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"{what}: not within {timeout}s")
 
 
 def assert_tabs_hold_only_own_runs(workbook: WorkbookHelper, store: Store,

@@ -1,5 +1,5 @@
 """The tab reference documents every tab, column and Settings key the code knows, and
-the README documents every CLI command."""
+the README documents every CLI command; the architecture names modules that exist."""
 
 from __future__ import annotations
 
@@ -65,3 +65,17 @@ def test_a_sheet_is_opened_by_url_or_key_only_as_the_google_guide_says():
     guide = " ".join((ROOT / "docs" / "google_sheets.md").read_text().split())
     assert "found by title" not in guide
     assert "by its URL or key only (never by title)" in guide
+
+
+def test_the_architecture_names_only_modules_that_exist() -> None:
+    """docs/architecture.md names the module that owns each behaviour; a module renamed or
+    removed since shows here, not in a reader's failed search."""
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    files = {p.relative_to(ROOT).as_posix() for folder in ("sheetops", "connectors", "tests")
+             for p in (ROOT / folder).rglob("*.py")}
+    named = set(re.findall(r"[\w/]+\.py\b", text))
+    missing = sorted(name for name in named
+                     if not any(f == name or f.endswith(f"/{name}") for f in files))
+    assert named and not missing, f"docs/architecture.md names missing modules: {missing}"
+    for package in re.findall(r"`sheetops/(\w+)/?`", text):
+        assert (ROOT / "sheetops" / package).exists(), package

@@ -8,14 +8,9 @@ from __future__ import annotations
 import gspread
 import pytest
 from gspread.exceptions import APIError
+from test_emulator import sh  # noqa: F401  (fixture: a new spreadsheet)
 
-from sheetops.testing import SheetsEmulator
 from sheetops.testing.fixtures import emulator  # noqa: F401
-
-
-@pytest.fixture
-def sh(emulator: SheetsEmulator) -> gspread.Spreadsheet:
-    return emulator.gspread_client().create("Ops")
 
 
 def _sheet_meta(sh: gspread.Spreadsheet) -> dict:

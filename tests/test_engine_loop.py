@@ -1,7 +1,8 @@
 """The engine's control loop: one failing part never skips the others, a refresh
 that fails keeps the last good config and is reported once, not at every refresh, and a
 Run now request runs exactly once when its scheduler is killed between claiming and
-submitting it, or between its run's row and its ack."""
+submitting it, or between its run's row and its ack; the engine, not the dashboard, keeps
+the rollups."""
 
 from __future__ import annotations
 
@@ -11,13 +12,14 @@ import subprocess
 from automations_for_tests import read_starts
 from conftest import wait_for
 from sheetops.connectors.sheets.workbook import WorkbookSheet
-from sqlalchemy import select
+from sqlalchemy import func, select
 from test_cli import SHEETOPS, cli_env, probe, running_cli
 
 from sheetops.dashboard import queries as q
 from sheetops.engine import HOLD_AFTER_CLAIM_ENV, HOLD_BEFORE_ACK_ENV, Engine, EngineOptions
 from sheetops.metrics import StoreCollector
 from sheetops.store import Store
+from sheetops.store import rollups as ru
 from sheetops.store import schema as t
 from sheetops.store.requests import QUEUE
 
@@ -96,6 +98,33 @@ def test_a_run_now_behind_a_busy_worker_shows_queued_then_ok(workbook, tmp_path)
         release.touch()  # also when an assertion failed: stop() waits for the blocker
         engine.stop()
     assert store.run(done["run_id"])["status"] == "ok"
+    store.dispose()
+
+
+def test_the_engine_keeps_the_rollups_the_dashboard_only_reads(workbook, tmp_path):
+    """The hourly/daily rollups behind the dashboard's long windows are refreshed by the
+    engine's status loop (the dashboard opens the store read-only and never refreshes
+    them): a run shows in them while the engine runs, and a 7-day Overview counts it."""
+    workbook.settings(refresh_interval_s=30, status_flush_interval_s=0.2)
+    workbook.jobs(probe("tick", "manual", tmp_path / "tick"))
+    store = Store(f"sqlite:///{tmp_path / 'engine.db'}")
+    assert store.rollups.refreshed_at() is None
+    engine = Engine(WorkbookSheet(workbook.path), store,
+                    EngineOptions(workers=1, control_interval_s=0.05))
+    engine.start()
+
+    def rolled_up() -> int:
+        with store.engine.connect() as conn:
+            return conn.execute(select(func.sum(ru.runs_hourly.c.ok))).scalar() or 0
+
+    try:
+        store.request_run("tick", "ops@example.org")
+        wait_for(lambda: rolled_up() == 1, what="the run in the engine's hourly rollup")
+    finally:
+        engine.stop()
+    assert store.rollups.refreshed_at() is not None
+    overview = q.overview(store, 7 * 86400)
+    assert overview.approximate and (overview.totals.runs, overview.totals.ok) == (1, 1)
     store.dispose()
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import fresh_pg_database, wait_for
+from conftest import wait_for
 from test_cli import probe
 
 from sheetops.engine import Engine, EngineOptions
@@ -120,20 +120,7 @@ def test_taking_the_lease_back_keeps_own_runs_and_fires_nothing_twice(workbook, 
         store.dispose()
 
 
-def _stores(tmp_path, request):
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'fence.db'}"
-        return
-    request.getfixturevalue("services").postgres()
-    with fresh_pg_database("fleet_fence") as url:
-        yield url
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(tmp_path, request):
-    yield from _stores(tmp_path, request)
-
-
+@pytest.mark.each_store_backend
 def test_each_holder_gets_a_higher_epoch_and_a_stale_one_writes_nothing(store_url) -> None:
     store = Store(store_url)
     try:
@@ -162,6 +149,7 @@ def test_each_holder_gets_a_higher_epoch_and_a_stale_one_writes_nothing(store_ur
         store.dispose()
 
 
+@pytest.mark.each_store_backend
 def test_a_takeover_waits_for_a_fenced_write_in_progress(store_url) -> None:
     """The fence check locks the lease row: a takeover that starts while the holder's
     write is open commits after it, so the write is never interleaved with a new leader."""

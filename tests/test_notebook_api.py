@@ -7,10 +7,10 @@ import json
 
 import pandas as pd
 import pytest
-from sheetops.connectors.sheets.base import TabWrite
 
 from sheetops.notebook import automation, dry_run, open_config, run
 from sheetops.notebook import history as nb_history
+from sheetops.sheets import TabWrite
 
 
 def _jobs(workbook, *rows):

@@ -15,7 +15,7 @@ SHEETOPS = str(Path(sys.executable).with_name("sheetops"))
 
 SYNC = '''from sheetops.connectors.http import HttpClient
 from sheetops.connectors.sheets import open_sheet
-from sheetops.connectors.sheets.base import TabWrite
+from sheetops.sheets import TabWrite
 from sheetops.registry import automation
 
 

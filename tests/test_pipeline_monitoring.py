@@ -8,12 +8,11 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 import test_pipelines_job
+from conftest import wait_for
 from test_dashboard_pages import _frame, _open
-from test_pipelines import _forget_pipelines  # noqa: F401 (autouse: pipelines registered here go)
 
 from sheetops.pipelines import pipeline
 from sheetops.settings import get_settings
@@ -21,16 +20,7 @@ from sheetops.store import Store
 from sheetops.store import pipeline_reads as reads
 
 BAD = {7, 123}
-
-
-def wait_for(condition, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
+pytestmark = pytest.mark.usefixtures("forget_pipelines")
 
 
 def contacts_pipeline(name: str, n: int = 300, gate: threading.Event | None = None,
@@ -63,15 +53,9 @@ def servers():
 
 
 @pytest.fixture
-def url(tmp_path) -> str:
-    return f"sqlite:///{tmp_path}/store.db"
-
-
-@pytest.fixture
-def store(url) -> Iterator[Store]:
-    s = Store(url)
-    yield s
-    s.dispose()
+def url(store_url: str) -> str:
+    """The store's URL, for the pipeline runs and the dashboard (the test's SQLite file)."""
+    return store_url
 
 
 @pytest.fixture
@@ -87,7 +71,7 @@ def held(url, store):
         [pipe] = reads.pipeline_stats(store, order={"held": ["check", "deliver"]}) or [None]
         return pipe is not None and len(pipe.stages) == 2 and pipe.stages[1].depth >= 10
 
-    wait_for(full, what="the held sink's queue to fill to its high-water mark")
+    wait_for(full, timeout=30, what="the held sink's queue to fill to its high-water mark")
 
     def release():
         gate.set()
@@ -278,7 +262,6 @@ def test_run_job_and_run_progress_show_each_stage_live(workbook, tmp_path, serve
     assert status["result"] == ("validate: 23 done, 2 dead → enrich: 23 done → "
                                 "render_email: 23 done → deliver: 23 done · pass=1")
 
-    from sheetops.store import Store
 
     store = Store(get_settings().resolved_store_url(str(workbook.path)))
     [pipe] = reads.pipeline_stats(store)  # the order of the last run, not by name

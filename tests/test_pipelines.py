@@ -24,19 +24,13 @@ from sheetops.config import parse_config
 from sheetops.pipelines import batch as batches
 from sheetops.pipelines import deadletters as dl
 from sheetops.pipelines import pipeline
-from sheetops.pipelines.model import PIPELINES
 from sheetops.store.queue_sql import Queues
 
 TESTS = Path(__file__).resolve().parent
 CHILD = [sys.executable, str(TESTS / "pipelines_for_tests.py")]
 
 
-@pytest.fixture(autouse=True)
-def _forget_pipelines():
-    before = dict(PIPELINES)
-    yield
-    PIPELINES.clear()
-    PIPELINES.update(before)
+pytestmark = pytest.mark.usefixtures("forget_pipelines")
 
 
 def write_records(path: Path, n: int, bad: set[int] = frozenset(), pad: int = 0) -> Path:

@@ -18,18 +18,16 @@ import os
 import random
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import fresh_pg_database, wait_for
+from conftest import wait_for
 from sheet_pipelines_for_tests import flush, sheet_pipeline
 from sheetops.connectors.sheets.google import GoogleSheet
 from sqlalchemy import create_engine, text
 
 from sheetops.config.model import Snapshot
 from sheetops.metrics import SHEET_REQUESTS
-from sheetops.pipelines import PIPELINES
 from sheetops.pipelines import deadletters as dl
 from sheetops.plugins import open_sheet
 from sheetops.sheets import ColumnSpec, TabSpec, TabWrite
@@ -43,12 +41,7 @@ CHILD = [sys.executable, str(TESTS / "sheet_pipelines_for_tests.py")]
 OUTCOME = ["sheetops_status", "sheetops_error", "sheetops_at", "sheetops_retry"]
 
 
-@pytest.fixture(autouse=True)
-def _forget_pipelines():
-    before = dict(PIPELINES)
-    yield
-    PIPELINES.clear()
-    PIPELINES.update(before)
+pytestmark = pytest.mark.usefixtures("forget_pipelines")
 
 
 def contacts(n: int, bad: set[int] = frozenset(), skip: set[int] = frozenset()
@@ -90,21 +83,11 @@ def delivered(url: str) -> list[tuple[str, int]]:
         engine.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request, tmp_path: Path, services) -> Iterator[str]:
-    """A fresh store: a SQLite file, or a PostgreSQL database of its own."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'store.db'}"
-        return
-    services.postgres()
-    with fresh_pg_database("sheetops_sheetrows") as url:
-        yield url
-
-
 def writes() -> float:
     return SHEET_REQUESTS.labels("write")._value.get()
 
 
+@pytest.mark.each_store_backend
 def test_workbook_rows_show_each_record_fate_after_one_write(tmp_path: Path,
                                                              store_url: str) -> None:
     book = tmp_path / "contacts.xlsx"

@@ -16,7 +16,6 @@ from pathlib import Path
 from conftest import wait_for
 
 from sheetops.pipelines import batch as batches
-from sheetops.store import wal
 from sheetops.store.db import make_engine
 from sheetops.store.queue import JsonText
 from sheetops.store.queue_sql import Queues
@@ -91,8 +90,7 @@ def test_a_batch_keyed_by_its_field_lists_no_keys_and_decodes_with_them() -> Non
 
 
 def test_a_reader_that_keeps_the_wal_from_starting_over_stalls_writers_once(
-        tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(wal, "HOLD_S", 0.5)
+        tmp_path: Path) -> None:
     path = tmp_path / "store.db"
     queues = Queues(make_engine(f"sqlite:///{path}"))
     reader = sqlite3.connect(path, isolation_level=None)
@@ -100,6 +98,7 @@ def test_a_reader_that_keeps_the_wal_from_starting_over_stalls_writers_once(
         assert queues.wal is not None
         queues.wal.checkpoint_bytes = 256 << 10
         queues.wal.restart_bytes = 1 << 20
+        queues.wal.hold_s = 0.5
         queue = queues.queue("big")
         queue.put([BIG])
         reader.execute("BEGIN")

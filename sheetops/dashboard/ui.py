@@ -306,5 +306,7 @@ def epoch_columns(df: pd.DataFrame, *cols: str) -> pd.DataFrame:
     return df
 
 
-STATUS_COLORS = {"ok": "#2e7d32", "failed": "#c62828", "timeout": "#ef6c00",
-                 "running": "#1565c0", "queued": "#6a1b9a"}
+#: A colour per run status (``RunStatus`` is a ``StrEnum``: ``STATUS_COLORS["ok"]`` works too).
+STATUS_COLORS = {RunStatus.OK: "#2e7d32", RunStatus.FAILED: "#c62828",
+                 RunStatus.TIMEOUT: "#ef6c00", RunStatus.RUNNING: "#1565c0",
+                 RunStatus.QUEUED: "#6a1b9a"}

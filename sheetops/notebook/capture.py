@@ -11,8 +11,8 @@ from typing import Any
 
 import pandas as pd
 
-from sheetops.connectors.sheets.base import TabWrite
 from sheetops.dryrun import CHANGE_COLUMNS, EFFECT_COLUMNS, Captured, capture_effects, cell_changes
+from sheetops.sheets import TabWrite
 
 __all__ = ["Captured", "capture_effects", "cell_diff", "effects_frame"]
 

@@ -6,19 +6,22 @@ the sheet once; :meth:`Config.reload` reads it again. Nothing here writes to the
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from sheetops import tabs
 from sheetops.config.model import JobSpec, Snapshot
-from sheetops.connectors.sheets.base import SheetBackend
 from sheetops.errors import SheetopsError
 from sheetops.notebook import history
 from sheetops.notebook.display import section
 from sheetops.notebook.frames import tab_frame
 from sheetops.notebook.quota import QuotaMeter
+from sheetops.sheets import SheetBackend
 from sheetops.templates import Rendered, TemplateSpec, render
+
+if TYPE_CHECKING:
+    from sheetops.store import Store
 
 
 class Config:
@@ -28,7 +31,7 @@ class Config:
         self.sheet = sheet
         self.location = getattr(sheet, "location", str(getattr(sheet, "path", "")))
         self.quota: QuotaMeter | None = None
-        self._store: Any = None  # opened by sheetops.notebook.runs.store_of
+        self._store: Store | None = None  # opened by sheetops.notebook.runs.store_of
         if hasattr(sheet, "http") and hasattr(sheet.http, "session"):
             self.quota = QuotaMeter().attach(sheet)
         self.reload()

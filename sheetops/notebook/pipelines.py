@@ -28,7 +28,7 @@ import tempfile
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -40,6 +40,9 @@ from sheetops.notebook.display import section
 from sheetops.pipelines import Pipeline, StageRuntime, deadletters, get_pipeline, process_claim
 from sheetops.pipelines import batch as batches
 from sheetops.pipelines.batch import RecordError
+
+if TYPE_CHECKING:
+    from sheetops.store import Store
 
 LETTER_COLUMNS = ["id", "job", "stage", "key", "error_type", "message", "attempts",
                   "dead_at", "record", "traceback"]
@@ -242,7 +245,7 @@ def _handed_on(queues: Any, next_queue: str | None, keys: list[str], records: li
 
 # -- the store: queue figures, dead letters, replay -------------------------------------
 
-def _store(config: Config | None, store: Any) -> Any:
+def _store(config: Config | None, store: Store | None) -> Store:
     if store is not None:
         return store
     if config is None:
@@ -252,7 +255,7 @@ def _store(config: Config | None, store: Any) -> Any:
     return store_of(config)
 
 
-def dead_letters(job: str, *, config: Config | None = None, store: Any = None,
+def dead_letters(job: str, *, config: Config | None = None, store: Store | None = None,
                  stage: str | None = None, error_type: str | None = None,
                  since: float | None = None, limit: int = 100_000) -> pd.DataFrame:
     """Dead letters of pipeline job ``job``, oldest first: one row per record, with its
@@ -268,7 +271,7 @@ def dead_letters(job: str, *, config: Config | None = None, store: Any = None,
     return _letters_frame(found)
 
 
-def stage_figures(job: str, *, config: Config | None = None, store: Any = None
+def stage_figures(job: str, *, config: Config | None = None, store: Store | None = None
                   ) -> pd.DataFrame:
     """Per stage of pipeline job ``job``: its queue now (waiting, ready, delayed,
     claimed, dead) and the current pass's records in/out/failed."""
@@ -322,7 +325,7 @@ class Replayed:
                 f"went through, {self.dead_again} dead again)")
 
 
-def replay(letters: pd.DataFrame, *, config: Config | None = None, store: Any = None
+def replay(letters: pd.DataFrame, *, config: Config | None = None, store: Store | None = None
            ) -> Replayed:
     """Replay the dead letters in ``letters`` (a frame from :func:`dead_letters`, rows
     dropped or records edited as you like): a row whose ``record`` was edited replaces

@@ -17,7 +17,7 @@ import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -31,7 +31,11 @@ from sheetops.notebook.display import section
 from sheetops.notebook.pipelines import StageDryRun, dry_run_stage
 from sheetops.pipelines import PIPELINES, Pipeline
 from sheetops.registry import registry
+from sheetops.store.schema import RunStatus
 from sheetops.templates import TemplateSpec
+
+if TYPE_CHECKING:
+    from sheetops.store import Store
 
 Target = str | Callable[..., Any] | Pipeline
 
@@ -149,7 +153,7 @@ class RunResult:
 
     @property
     def ok(self) -> bool:
-        return self.status == "ok"
+        return self.status == RunStatus.OK
 
     @property
     def stages(self) -> pd.DataFrame:
@@ -234,7 +238,7 @@ def _with_kernel_headroom(snapshot: Any) -> Any:
     return replace(snapshot, settings=settings)
 
 
-def store_of(config: Config) -> Any:
+def store_of(config: Config) -> Store:
     """The store ``sheetops run`` would use for this sheet (same settings), opened once
     per config."""
     from sheetops.settings import get_settings

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -22,6 +22,11 @@ from sheetops.errors import SheetopsError
 from sheetops.pipelines import batch as batches
 from sheetops.pipelines.model import Pipeline
 from sheetops.store.queue_sql import Queues
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from sheetops.store import Store
 
 FORMATS = ("text", "csv", "json")
 
@@ -154,7 +159,7 @@ class Replayed:
         return self.requeued - self.dead_again
 
 
-def replay(store: Any, pipe: Pipeline, job: str, *, stage: str | None = None,
+def replay(store: Store | Engine, pipe: Pipeline, job: str, *, stage: str | None = None,
            keys: Sequence[str] | None = None, edited: Sequence[Any] | None = None,
            run_context: Any = None, overrides: Any = None) -> Replayed:
     """Requeue dead letters of ``job`` in ``store`` (a Store or an engine): all of them

@@ -22,11 +22,16 @@ import inspect
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sheetops.errors import SheetopsError
 from sheetops.pipelines.batch import Keyed, RecordError
 from sheetops.pipelines.sources import IterableSource, Source
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from sheetops.store import Store
 
 #: Stage settings the Stages tab may set (its columns after ``job`` and ``stage``).
 TUNABLE = ("batch_size", "concurrency", "retries", "timeout_s", "rate_limit", "high_water")
@@ -161,7 +166,7 @@ class Pipeline:
                                 "stage with @pipe.sink")
 
     # -- running ----------------------------------------------------------------
-    def run(self, store: Any, **options: Any):
+    def run(self, store: Store | Engine | str, **options: Any):
         """Run (or resume) the pipeline on ``store`` (a Store, an Engine or a URL) until
         every queue is drained; returns a :class:`~sheetops.pipelines.engine.RunReport`.
         Options: ``job``, ``run_id``, ``dry_run``, ``overrides`` (stage → settings),

@@ -21,7 +21,7 @@ import pandas as pd
 from sqlalchemy import ColumnElement, Engine, case, func, select, text
 
 from sheetops.store import schema as t
-from sheetops.store.schema import FAILURES, RunStatus
+from sheetops.store.schema import RunStatus
 
 #: Above this many runs in the window, SQLite percentiles walk a duration-ordered index.
 LARGE_WINDOW_ROWS = 50_000
@@ -111,26 +111,13 @@ def job_counts(engine: Engine, window: Window, jobs: Jobs = None) -> pd.DataFram
         return pd.DataFrame([tuple(x) for x in result.fetchall()], columns=list(result.keys()))
 
 
-def finished_counts(engine: Engine, window: Window, jobs: Jobs = None) -> pd.DataFrame:
-    """Per job: ``finished`` and ``failures`` (failed + timed out) of the non-dry runs
-    that started in ``window`` — what failure rates are made of."""
-    r = t.runs.c
-    with engine.connect() as conn:
-        rows = conn.execute(
-            select(r.job, count_if(r.status.in_([s.value for s in
-                                                 (RunStatus.OK, *FAILURES)])),
-                   count_if(r.status.in_([s.value for s in FAILURES])))
-            .where(*counted(window, jobs)).group_by(r.job)).all()
-    return pd.DataFrame([tuple(x) for x in rows], columns=["job", "finished", "failures"])
-
-
 def failure_rates(engine: Engine, window: Window, jobs: Jobs = None,
                   min_finished: int = 1) -> dict[str, float]:
-    """``failures / finished`` per job with at least ``min_finished`` finished runs."""
-    df = finished_counts(engine, window, jobs)
-    df = df[df["finished"] >= max(1, min_finished)]
-    return {job: f / n for job, n, f in zip(df["job"], df["finished"], df["failures"],
-                                           strict=True)}
+    """The pages' ``failure_rate`` (:func:`job_counts` through :func:`with_rates`) per job
+    with at least ``min_finished`` finished runs."""
+    df = with_rates(job_counts(engine, window, jobs))
+    df = df[df["ok"] + df["failed"] + df["timeout"] >= max(1, min_finished)]
+    return {job: float(rate) for job, rate in zip(df["job"], df["failure_rate"], strict=True)}
 
 
 def _timed_counts(engine: Engine, window: Window, jobs: Jobs) -> dict[str, int]:

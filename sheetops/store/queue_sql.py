@@ -39,7 +39,7 @@ import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     Connection,
@@ -73,6 +73,9 @@ from sheetops.store.queue import (
 )
 from sheetops.store.schema import DEAD, LIVE, queue_items
 from sheetops.store.wal import checkpointer_for
+
+if TYPE_CHECKING:
+    from sheetops.store.store import Store
 
 q = queue_items.c
 #: Ids per ``IN (…)`` list, well under SQLite's bound-parameter limit.
@@ -670,7 +673,8 @@ class Queues:
     ``now`` is the clock every lease, delay and age is measured by (``time.time``).
     """
 
-    def __init__(self, store_or_engine: Any, *, now: Callable[[], float] = time.time) -> None:
+    def __init__(self, store_or_engine: Store | Engine, *,
+                 now: Callable[[], float] = time.time) -> None:
         engine = getattr(store_or_engine, "engine", store_or_engine)
         if not isinstance(engine, Engine):
             raise QueueError(f"Queues needs a Store or an Engine, not {store_or_engine!r}")

@@ -56,10 +56,11 @@ class WalCheckpointer:
     :meth:`stop`."""
 
     def __init__(self, path: str, *, checkpoint_bytes: int = CHECKPOINT_BYTES,
-                 restart_bytes: int = RESTART_BYTES) -> None:
+                 restart_bytes: int = RESTART_BYTES, hold_s: float = HOLD_S) -> None:
         self.path = path
         self.checkpoint_bytes = checkpoint_bytes
         self.restart_bytes = restart_bytes
+        self.hold_s = hold_s
         self.checkpoints = 0
         self.restarts = 0
         self._cond = threading.Condition()
@@ -82,7 +83,7 @@ class WalCheckpointer:
         """A unit of work committed about ``nbytes`` to the WAL. When writers have put
         twice ``restart_bytes`` in it since it last started over (the thread falls
         behind: a loaded machine, slow fsyncs), the writer waits for the restart, up
-        to ``HOLD_S``: the WAL's size stays bounded whatever the load. If no restart
+        to ``hold_s``: the WAL's size stays bounded whatever the load. If no restart
         comes in that time (a reader keeps an old snapshot), writers go on without
         waiting until one does."""
         with self._cond:
@@ -99,7 +100,7 @@ class WalCheckpointer:
                 # then writers stop waiting until a restart succeeds again
                 self._hold = self._cond.wait_for(
                     lambda: self._since_restart < 2 * self.restart_bytes or self._stopped,
-                    HOLD_S)
+                    self.hold_s)
 
     def _start(self) -> None:
         self._pid = os.getpid()
