@@ -39,7 +39,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sheetops import wire
 from sheetops.context import AttemptRequest, RunContext
@@ -57,6 +57,9 @@ from sheetops.pipelines.job import use_pass_runner
 from sheetops.pipelines.model import Pipeline, get_pipeline
 from sheetops.store import ledger
 from sheetops.store.queue import QueueDepth
+
+if TYPE_CHECKING:
+    from sheetops.store import Store
 
 log = logging.getLogger("sheetops.celery")
 
@@ -197,7 +200,7 @@ class _Runners:
         self._kept: collections.OrderedDict[tuple, PipelineRun] = collections.OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, pipe: Pipeline, store: Any, request: AttemptRequest) -> PipelineRun:
+    def get(self, pipe: Pipeline, store: Store, request: AttemptRequest) -> PipelineRun:
         key = (store.url, pipe.name, request.job, request.run_id, request.attempt)
         with self._lock:
             runner = self._kept.get(key)
@@ -217,7 +220,7 @@ class _Runners:
 _runners = _Runners()
 
 
-def work_stage(pipe: Pipeline, store: Any, index: int, generation: int,
+def work_stage(pipe: Pipeline, store: Store, index: int, generation: int,
                request: AttemptRequest, send: SendStage,
                served: Collection[int] = ()) -> int:
     """The body of a stage task: claim and process batches of stage ``index`` — and of

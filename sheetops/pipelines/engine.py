@@ -32,10 +32,11 @@ import tempfile
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from operator import itemgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 
@@ -51,6 +52,9 @@ from sheetops.retry import backoff_wait
 from sheetops.store import ledger
 from sheetops.store.queue import Claim, ErrorInfo, StaleClaim, lease_for
 from sheetops.store.queue_sql import Queues
+
+if TYPE_CHECKING:
+    from sheetops.store import Store
 
 log = logging.getLogger("sheetops.pipelines")
 
@@ -810,7 +814,9 @@ def outcome_hook(pipe: Pipeline, queues: Queues, job: str, params: Mapping[str, 
     return bound, (None if dry_run else bound)
 
 
-_LOCKS: dict[int, threading.Lock] = {}
+#: one writer lock per SQLite engine of this process, gone with its engine
+_LOCKS: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
 #: The cyclic garbage collector's first threshold while a pipeline runs.
 GC_THRESHOLD = 50_000
 
@@ -856,13 +862,15 @@ def writer_lock(queues: Queues) -> Any:
 
     SQLite has one writer at a time; threads that meet its lock wait in its busy
     handler, which sleeps in growing steps and wakes late. Queuing them on a Python
-    lock first hands the write lock on at once. PostgreSQL needs none."""
+    lock first hands the write lock on at once. PostgreSQL needs none. The lock is the
+    engine's (the database file's), so every run on it in this process shares it."""
     if queues.engine.dialect.name != "sqlite":
         return contextlib.nullcontext()
-    return _LOCKS.setdefault(id(queues), threading.Lock())
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(queues.engine, threading.Lock())
 
 
-def _engine(store: Any) -> Engine:
+def _engine(store: Store | Engine | str) -> Engine:
     if isinstance(store, Engine):
         return store
     if hasattr(store, "engine"):
@@ -873,7 +881,7 @@ def _engine(store: Any) -> Engine:
 
 
 @contextlib.contextmanager
-def open_queues(store: Any, dry_run: bool = False) -> Iterator[Queues]:
+def open_queues(store: Store | Engine | str, dry_run: bool = False) -> Iterator[Queues]:
     """The queues of ``store``; a dry run works on a scratch SQLite file instead, so
     nothing it does touches the real queues, checkpoints or ledger."""
     if dry_run:
@@ -891,8 +899,9 @@ def open_queues(store: Any, dry_run: bool = False) -> Iterator[Queues]:
         queues.dispose()
 
 
-def run(pipe: Pipeline, store: Any, *, job: str | None = None, run_id: str | None = None,
-        dry_run: bool = False, overrides: Mapping[str, Mapping[str, Any]] | None = None,
+def run(pipe: Pipeline, store: Store | Engine | str, *, job: str | None = None,
+        run_id: str | None = None, dry_run: bool = False,
+        overrides: Mapping[str, Mapping[str, Any]] | None = None,
         lease_grace_s: float | None = None, drain_only: bool = False,
         run_context: Any = None, progress: Callable[[RunReport], None] | None = None,
         params: Mapping[str, Any] | None = None) -> RunReport:
