@@ -19,6 +19,10 @@ def _jobs(workbook, *rows):
 
 
 def test_tabs_are_typed_from_their_column_specs(workbook):
+    workbook.write("Stages", ["job", "stage", "batch_size", "timeout_s", "rate_limit"],
+                   [["a", "validate", "500", "2.5", "10/second"]])
+    workbook.write("Alerts", ["name", "job", "metric", "threshold", "window", "enabled"],
+                   [["slow", "a", "failure_rate", "0.5", "1h", "no"]])
     cfg = _jobs(workbook,
                 {"job": "a", "automation": "heartbeat", "schedule": "every 1m",
                  "enabled": "yes", "params": '{"n": 1}', "timeout_s": "30"},
@@ -32,6 +36,11 @@ def test_tabs_are_typed_from_their_column_specs(workbook):
     assert list(cfg.next_runs()["job"]) == ["a", "007"]
     assert cfg.next_runs().loc[0, "next_run_1"] > pd.Timestamp.now(tz="UTC")
     assert pd.isna(cfg.next_runs().loc[1, "next_run_1"])
+    stages, alerts = cfg.tab("Stages"), cfg.tab("Alerts")  # as the parser reads them
+    assert str(stages["batch_size"].dtype) == "Int64" and stages.loc[2, "batch_size"] == 500
+    assert stages.loc[2, "timeout_s"] == 2.5 and stages.loc[2, "rate_limit"] == "10/second"
+    assert alerts.loc[2, "threshold"] == 0.5 and alerts.loc[2, "window"] == "1h"
+    assert not alerts.loc[2, "enabled"]
 
 
 def test_problems_name_their_cells(workbook):
