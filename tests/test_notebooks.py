@@ -105,6 +105,26 @@ def test_03_run_history_on_the_embedded_default(tmp_path):
     assert len(charts) == 1 and "success rate" in charts[0]
 
 
+def test_03_run_history_against_the_emulated_google_sheet(tmp_path, sheetops_google_sheet):
+    """The notebook reads the history of the sheet's jobs from the store ``run`` uses
+    (here: runs made first through the notebook API, the Google sheet as their config)."""
+    from sheetops.connectors.sheets.factory import open_sheet
+
+    from sheetops.demo import DemoWorkspace
+    from sheetops.notebook import open_config, run
+
+    with DemoWorkspace(tmp_path / "demo") as demo:  # the demo's config, on the emulator
+        open_sheet(sheetops_google_sheet).write_batch(demo._config_writes())
+        cfg = open_config(sheetops_google_sheet)
+        for job in ("heartbeat", "fetch-customers", "fetch-customers", "broken-report"):
+            run(job, config=cfg)
+        book = execute_notebook(NOTEBOOKS / "03_run_history.ipynb",
+                                {"sheet": sheetops_google_sheet}, timeout_s=180, cwd=tmp_path)
+    rates, top_error = cell_value(book, "success_rate, top_error")
+    assert rates == {"broken-report": 0.0, "fetch-customers": 1.0, "heartbeat": 1.0}
+    assert top_error == ["broken-report", "PermanentError", "no data source"]
+
+
 def test_a_failing_cell_and_a_dying_kernel_fail_within_the_timeout(tmp_path):
     for source, expected in (("raise ValueError('bad cell')", "ValueError: bad cell"),
                              ("import os\nos._exit(3)", "kernel died")):
