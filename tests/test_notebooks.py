@@ -54,6 +54,47 @@ def test_01_prototype_against_the_emulated_google_sheet(tmp_path, sheetops_googl
     assert [r.method for r in sheetops_http.requests].count("POST") == 1  # the real run's
 
 
+def test_01_automation_cell_moved_unchanged_into_a_module_is_a_scheduled_job(
+        tmp_path, workbook, sheetops_http):
+    """The README's workflow, step 5: the notebook's automation cell, copied as it is
+    into a module named in ``SHEETOPS_AUTOMATIONS`` (with the decorator's import), is
+    checked with ``run-job --dry-run`` and then scheduled by ``sheetops run``."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    book = nbformat.read(NOTEBOOKS / "01_prototype_an_automation.ipynb", as_version=4)
+    cell = next(c.source for c in book.cells if c.cell_type == "code"
+                and '@automation("count_customers")' in c.source)
+    (tmp_path / "team_automations.py").write_text(f"from sheetops import automation\n\n"
+                                                  f"{cell}\n")
+    sheetops_http.json("/customers", {"data": [{"id": 1}, {"id": 2}, {"id": 3}]})
+    sheetops_http.json("/report", {}, method="POST")
+    workbook.settings(status_flush_interval_s=1)
+    workbook.jobs({"job": "count", "automation": "count_customers", "schedule": "every 2s",
+                   "params": json.dumps({"url": sheetops_http.url("/customers")})})
+    sheetops = str(Path(sys.executable).with_name("sheetops"))
+    env = {**os.environ, "PYTHONPATH": str(tmp_path),
+           "SHEETOPS_AUTOMATIONS": "team_automations"}
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sheetops, *args, "--sheet", str(workbook.path)], cwd=tmp_path,
+                              env=env, text=True, capture_output=True, timeout=120)
+
+    dry = cli("run-job", "count", "--dry-run")
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert f"would send POST {sheetops_http.url('/report')} {{\"count\": 3}}" in dry.stdout
+    assert [r.method for r in sheetops_http.requests] == ["GET"]  # the dry run posted nothing
+    scheduled = cli("run", "--for", "8")
+    assert scheduled.returncode == 0, scheduled.stdout + scheduled.stderr
+    runs = [r for r in workbook.records("Runs") if r["job"] == "count"]
+    assert runs and {r["trigger"] for r in runs} == {"schedule"}
+    assert "ok" in {r["status"] for r in runs}
+    posted = [r for r in sheetops_http.requests if r.method == "POST"]
+    assert posted and all(r.path == "/report" for r in posted)
+
+
 def _02_expectations(summary):
     assert summary["dry_run_out"] == ["1", "4", "5"] and summary["dry_run_dead"] == ["2", "3"]
     assert summary["would_send"] == ["ann@example.com", "dan@example.com", "eve@example.com"]
