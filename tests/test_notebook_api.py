@@ -90,6 +90,9 @@ def test_a_cell_automation_dry_run_shows_http_writes_and_the_sheet_diff(workbook
     assert result.sheet_diff.to_dict("records") == [
         {"tab": "Settings", "cell": "B2", "before": "UTC", "after": "Europe/Berlin"}]
     assert workbook.records("Settings")[0]["value"] == "UTC"
+    page = result._repr_html_()  # how Jupyter shows it: the effects and the cell diff
+    assert "Sheet cells it would change" in page and "Europe/Berlin" in page
+    assert "POST " in page
 
 
 def test_dry_run_error_comes_back_with_its_traceback(workbook):
@@ -113,6 +116,8 @@ def test_real_run_returns_attempts_and_errors_and_lands_in_history(workbook):
     failed = run("boom", config=cfg)
     assert failed.status == "failed" and list(failed.attempts["status"]) == ["failed"]
     assert list(failed.errors["message"]) == ["no data"]
+    page = failed._repr_html_()
+    assert "Attempts" in page and "Errors" in page and "no data" in page
     ok = run("heartbeat", config=cfg)
     assert ok.ok and ok.result["records_out"] == 1
     from sheetops.notebook import store_of

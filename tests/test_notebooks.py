@@ -32,6 +32,19 @@ def test_01_prototype_on_the_embedded_default(tmp_path):
                        "records_in": 7, "sheet_reads": None}
     assert summary["captured"][0].startswith("POST http://127.0.0.1:")
     assert summary["captured"][0].endswith("/report")
+    # Jupyter shows the results as HTML: the config, the dry run and the real run
+    assert "Config sheet" in _html_of(book, "cfg") and "Next runs" in _html_of(book, "cfg")
+    assert "Captured effects" in _html_of(book, "preview")
+    assert "/report" in _html_of(book, "preview")
+    assert ": ok</h4>" in _html_of(book, "result") and "Attempts" in _html_of(book, "result")
+
+
+def _html_of(book, name: str) -> str:
+    """The HTML the cell ending in the bare expression ``name`` displayed."""
+    for cell in book.cells:
+        if cell.cell_type == "code" and cell.source.strip().splitlines()[-1:] == [name]:
+            return "".join(o.get("data", {}).get("text/html", "") for o in cell.outputs)
+    raise KeyError(name)
 
 
 def test_01_prototype_against_the_emulated_google_sheet(tmp_path, sheetops_google_sheet,
