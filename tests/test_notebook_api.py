@@ -134,6 +134,12 @@ def test_google_sheet_config_counts_requests_against_the_quota(sheetops_google_s
     assert cfg.quota.last_minute()["read"] == before + 1
     assert "/60 reads" in repr(cfg.quota) and "<meter" in cfg.quota._repr_html_()
     assert list(cfg.jobs.columns)[:3] == ["job", "automation", "schedule"]
+    # shown as the notebook works: under each dry run and run of this config
+    spent = cfg.quota.total["read"] + cfg.quota.total["write"]
+    assert "<meter" in dry_run("heartbeat", config=cfg)._repr_html_()
+    ran = run("heartbeat", config=cfg)
+    assert ran.ok and "Google Sheets quota" in ran._repr_html_()
+    assert cfg.quota.total["read"] + cfg.quota.total["write"] > spent  # the run's status rows
 
 
 @pytest.fixture(autouse=True)
