@@ -619,10 +619,9 @@ def notebook(sheet: str = SheetOption,
 
     _prepare()
     try:
-        code = start_lab(project.resolve(), sheet=sheet, port=port, token=token)
+        start_lab(project.resolve(), sheet=sheet, port=port, token=token)
     except SheetopsError as exc:
         raise _fail(str(exc)) from None
-    raise typer.Exit(code)
 
 
 def _pipeline_store(sheet: str | None):

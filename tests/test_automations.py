@@ -21,7 +21,6 @@ from sheetops.errors import PermanentError, RetryableError
 from sheetops.ratelimit import RateLimiter, RateLimitSpec
 from sheetops.registry import registry
 from sheetops.templates import TemplateSpec
-from sheetops.testing.automation import call_automation
 from sheetops.testing.http import Reply
 from sheetops.testing.ports import refused_port
 from sheetops.testing.smtp import SmtpServer
@@ -41,13 +40,17 @@ def make_ctx(automation: str, params: dict, *, attempt: int = 1, dry_run: bool =
     return RunContext(request, throttle=RateLimiter().acquire)
 
 
-def run(automation: str, params: dict, *, rate: str | None = None, job: str = "job-1",
-        **kwargs):
-    """The plugin's call path (``sheetops.testing.automation``) with this module's run id."""
-    call = call_automation(automation, params, job=job, run_id="run-1",
-                           rate_limit=RateLimitSpec(f"limit-{job}", rate, "job")
-                           if rate else None, timeout_s=30, **kwargs)
-    return call.ctx, call.result
+@pytest.fixture
+def run(run_automation):
+    """The plugin's ``run_automation`` with this module's run id, a rate limit given as
+    text; returns the context the automation saw and its result."""
+    def call(automation: str, params: dict, *, rate: str | None = None, job: str = "job-1",
+             **kwargs):
+        result = run_automation(automation, params, job=job, run_id="run-1",
+                                rate_limit=RateLimitSpec(f"limit-{job}", rate, "job")
+                                if rate else None, timeout_s=30, **kwargs)
+        return run_automation.last.ctx, result
+    return call
 
 
 @pytest.fixture
@@ -78,19 +81,19 @@ def test_http_get_throttles_before_each_request(http):
     assert calls == [("limit-job-1", 0)]
 
 
-def test_http_get_retries_through_503s(http):
+def test_http_get_retries_through_503s(http, run):
     http.sequence("/flaky", [503, 503, 200], body=[1, 2])
     _, result = run("http_get", {"url": http.url("/flaky")})
     assert result["records_in"] == 2 and http.count("/flaky") == 3
 
 
-def test_http_get_404_is_permanent_and_not_retried(http):
+def test_http_get_404_is_permanent_and_not_retried(http, run):
     with pytest.raises(PermanentError, match="404"):
         run("http_get", {"url": http.url("/nope")})
     assert http.count("/nope") == 1
 
 
-def test_http_get_sends_secret_headers_and_never_shows_them(http, monkeypatch, caplog):
+def test_http_get_sends_secret_headers_and_never_shows_them(http, monkeypatch, caplog, run):
     caplog.set_level(logging.DEBUG)
     monkeypatch.setenv("SHEETOPS_SECRETS", "API_AUTH")
     monkeypatch.setenv("API_AUTH", "Bearer tok-supersecret-42")
@@ -104,7 +107,7 @@ def test_http_get_sends_secret_headers_and_never_shows_them(http, monkeypatch, c
     assert "tok-supersecret-42" not in whole and "tok-supersecret-42" not in caplog.text
 
 
-def test_http_get_secret_in_url_is_masked_in_result(http, monkeypatch):
+def test_http_get_secret_in_url_is_masked_in_result(http, monkeypatch, run):
     monkeypatch.setenv("API_KEY", "key-abcdef-123")
     http.json("/q", {"rows": []})
     _, result = run("http_get", {"url": http.url("/q?api_key=") + "key-abcdef-123",
@@ -112,7 +115,7 @@ def test_http_get_secret_in_url_is_masked_in_result(http, monkeypatch):
     assert result["records_in"] == 0 and "key-abcdef-123" not in result["url"]
 
 
-def test_http_get_explains_a_wrong_json_path(http):
+def test_http_get_explains_a_wrong_json_path(http, run):
     http.json("/obj", {"data": {"items": []}, "meta": {}})
     with pytest.raises(PermanentError, match="lists found at: items"):
         run("http_get", {"url": http.url("/obj"), "json_path": "data"})
@@ -122,7 +125,7 @@ def test_http_get_explains_a_wrong_json_path(http):
         run("http_get", {})
 
 
-def test_http_get_dry_run_still_reads(http):
+def test_http_get_dry_run_still_reads(http, run):
     http.json("/list", [1])
     _, result = run("http_get", {"url": http.url("/list")}, dry_run=True)
     assert result["records_in"] == 1 and http.count("/list") == 1
@@ -130,7 +133,7 @@ def test_http_get_dry_run_still_reads(http):
 
 # send_email ----------------------------------------------------------------------------
 
-def test_send_email_one_text_email_per_recipient(smtp):
+def test_send_email_one_text_email_per_recipient(smtp, run):
     params = {"recipients": ["ann@example.com", {"email": "bob@example.com", "name": "Bob"}],
               "vars": {"name": "friend", "code": "X1"}}
     _, result = run("send_email", params, template=TEXT_TEMPLATE)
@@ -153,7 +156,7 @@ def test_send_email_through_the_plugin_fixtures(sheetops_smtp, run_automation):
         "refused@example.com"]
 
 
-def test_send_email_html_is_escaped_and_has_text_part(smtp):
+def test_send_email_html_is_escaped_and_has_text_part(smtp, run):
     params = {"recipients": [{"email": "c@example.com", "name": "<Cy & Co>", "total": 7}]}
     run("send_email", params, template=HTML_TEMPLATE)
     (message,) = smtp.wait_for(1)
@@ -163,7 +166,7 @@ def test_send_email_html_is_escaped_and_has_text_part(smtp):
     assert message["Subject"] == "Report for <Cy & Co>"
 
 
-def test_send_email_refused_recipient_is_recorded_and_others_arrive(smtp):
+def test_send_email_refused_recipient_is_recorded_and_others_arrive(smtp, run):
     params = {"recipients": ["a@example.com", "refused@example.com", "b@example.com",
                              {"name": "no address"}],
               "vars": {"name": "x", "code": 1}}
@@ -177,7 +180,7 @@ def test_send_email_refused_recipient_is_recorded_and_others_arrive(smtp):
     assert "recipients[3]" in failures
 
 
-def test_send_email_missing_variable_fails_only_that_recipient(smtp):
+def test_send_email_missing_variable_fails_only_that_recipient(smtp, run):
     params = {"recipients": [{"email": "a@example.com", "name": "A", "code": 1},
                              {"email": "b@example.com", "name": "B"}]}
     ctx, result = run("send_email", params, template=TEXT_TEMPLATE)
@@ -186,7 +189,7 @@ def test_send_email_missing_variable_fails_only_that_recipient(smtp):
     assert "code" in ctx.record_failures[0].message
 
 
-def test_send_email_throttles_to_the_rate_limit(smtp):
+def test_send_email_throttles_to_the_rate_limit(smtp, run):
     params = {"recipients": [f"u{n}@example.com" for n in range(5)],
               "vars": {"name": "n", "code": 0}}
     started = time.monotonic()
@@ -196,7 +199,7 @@ def test_send_email_throttles_to_the_rate_limit(smtp):
     assert result["sent"] == 5 and len(smtp.wait_for(5)) == 5
 
 
-def test_send_email_dry_run_renders_but_sends_nothing(smtp):
+def test_send_email_dry_run_renders_but_sends_nothing(smtp, run):
     params = {"recipients": ["a@example.com", "b@example.com"],
               "vars": {"name": "n", "code": 0}}
     _, result = run("send_email", params, template=TEXT_TEMPLATE, dry_run=True)
@@ -205,7 +208,7 @@ def test_send_email_dry_run_renders_but_sends_nothing(smtp):
     assert smtp.messages == [] and smtp.rcpt_attempts == []
 
 
-def test_send_email_smtp_password_from_secret_never_logged(monkeypatch, caplog):
+def test_send_email_smtp_password_from_secret_never_logged(monkeypatch, caplog, run):
     caplog.set_level(logging.DEBUG)
     password = "smtp-pass-7788"
     monkeypatch.setenv("SHEETOPS_SECRETS", "SMTP_PASSWORD")
@@ -234,14 +237,14 @@ def quick_smtp_retries(monkeypatch):
         EmailSender, attempts=2, backoff_initial_s=0.01, backoff_max_s=0.02))
 
 
-def test_send_email_unreachable_server_before_any_send_is_retryable(quick_smtp_retries):
+def test_send_email_unreachable_server_before_any_send_is_retryable(quick_smtp_retries, run):
     with refused_port() as port, pytest.raises(RetryableError, match="ConnectionRefused"):
         run("send_email", {"recipients": ["a@example.com"], "vars": {"name": "n", "code": 0},
                            "smtp": {"port": port, "timeout_s": 2}}, template=TEXT_TEMPLATE)
 
 
 def test_send_email_outage_after_some_sent_records_the_rest_without_raising(
-        quick_smtp_retries):
+        quick_smtp_retries, run):
     with SmtpServer(defer={"b@example.com": 100}) as server:
         params = {"recipients": ["a@example.com", "b@example.com", "c@example.com"],
                   "vars": {"name": "n", "code": 0},
@@ -253,7 +256,7 @@ def test_send_email_outage_after_some_sent_records_the_rest_without_raising(
     assert all(f.error_type == "RetryableError" for f in ctx.record_failures)
 
 
-def test_sandboxed_template_cannot_reach_python_internals(smtp):
+def test_sandboxed_template_cannot_reach_python_internals(smtp, run):
     evil = TemplateSpec("evil", "x", "{{ ''.__class__.__mro__[1].__subclasses__() }}")
     ctx = make_ctx("send_email", {}, template=evil)
     with pytest.raises(SecurityError):
@@ -263,7 +266,7 @@ def test_sandboxed_template_cannot_reach_python_internals(smtp):
     assert smtp.messages == []
 
 
-def test_send_email_without_template_is_permanent(smtp):
+def test_send_email_without_template_is_permanent(smtp, run):
     with pytest.raises(PermanentError, match="no template"):
         run("send_email", {"recipients": ["a@example.com"]})
 
@@ -277,7 +280,7 @@ def test_heartbeat_is_one_record_with_a_utc_time(run_automation):
     assert abs((dt.datetime.now(dt.UTC) - beat).total_seconds()) < 5
 
 
-def test_flaky_fails_until_the_configured_attempt():
+def test_flaky_fails_until_the_configured_attempt(run):
     with pytest.raises(RetryableError, match="attempt 1"):
         run("flaky", {})
     assert run("flaky", {}, attempt=2)[1] == {"records_out": 1, "succeeded_on_attempt": 2}
@@ -285,7 +288,7 @@ def test_flaky_fails_until_the_configured_attempt():
         run("flaky", {"succeed_on_attempt": 4}, attempt=3)
 
 
-def test_sleep_and_always_fails():
+def test_sleep_and_always_fails(run):
     started = time.monotonic()
     assert run("sleep", {"seconds": 0.2})[1]["slept_s"] == 0.2
     assert time.monotonic() - started >= 0.2

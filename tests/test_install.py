@@ -88,6 +88,10 @@ def test_base_install_runs_demo_init_validate_run(wheel: Path, tmp_path: Path) -
     assert dash.returncode == 2
     assert "pip install 'sheetops[dashboard]'" in dash.stderr
 
+    lab = _sheetops(bindir, work, "notebook", "--sheet", "ops.xlsx")
+    assert lab.returncode == 2
+    assert "pip install 'sheetops[notebooks]'" in lab.stderr
+
 
 def test_google_dashboard_install_serves_the_dashboard(wheel: Path, tmp_path: Path) -> None:
     bindir = _install(wheel, tmp_path / "venv", "google,dashboard")
@@ -116,6 +120,61 @@ def test_google_dashboard_install_serves_the_dashboard(wheel: Path, tmp_path: Pa
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+REPORT_JOBS = '''from pathlib import Path
+from sheetops.notebook.jobs import register_notebook
+
+register_notebook("t_report", Path(__file__).parent / "report.ipynb")
+'''
+
+REPORT = {"cells": [
+    {"cell_type": "code", "metadata": {"tags": ["parameters"]}, "execution_count": None,
+     "outputs": [], "source": "rows = 1"},
+    {"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [],
+     "source": "print('total is', rows * 2)"}],
+    "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                "language": "python"}},
+    "nbformat": 4, "nbformat_minor": 5}
+
+ADD_JOB = """import json, openpyxl
+book = openpyxl.load_workbook("ops.xlsx")
+book["Jobs"].append(["report", "t_report", "manual", "", True, json.dumps({"rows": 21})])
+book.save("ops.xlsx")
+"""
+
+
+def test_notebooks_install_gives_the_pytest_plugin_and_runs_a_report_notebook(
+        wheel: Path, tmp_path: Path) -> None:
+    """``pip install sheetops[notebooks]`` (and pytest): a user's three-line test finds
+    the plugin's fixtures through the ``pytest11`` entry point, and a report notebook
+    registered in the user's code runs as a job in a real kernel, its HTML kept."""
+    import json
+
+    from test_automations import USER_TEST  # the plugin test of the checkout, installed
+
+    bindir = _install(wheel, tmp_path / "venv", "notebooks")
+    subprocess.run([str(bindir / "python"), "-m", "pip", "install", "-q", "pytest"],
+                   check=True, timeout=600)
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "test_user.py").write_text(USER_TEST)
+    done = subprocess.run([str(bindir / "python"), "-m", "pytest", "-q", "-p",
+                           "no:cacheprovider", "test_user.py"], cwd=work, env=_env(work),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "2 passed" in done.stdout, done.stdout + done.stderr
+
+    (work / "report_jobs.py").write_text(REPORT_JOBS)
+    (work / "report.ipynb").write_text(json.dumps(REPORT))
+    assert _sheetops(bindir, work, "init", "--sheet", "ops.xlsx").returncode == 0
+    subprocess.run([str(bindir / "python"), "-c", ADD_JOB], cwd=work, check=True)
+    env = {**_env(work), "PYTHONPATH": str(work), "SHEETOPS_AUTOMATIONS": "report_jobs"}
+    ran = subprocess.run([str(bindir / "sheetops"), "run-job", "report", "--sheet",
+                          "ops.xlsx"], cwd=work, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    pages = list((work / "notebooks").glob("*.html"))
+    assert len(pages) == 1 and "total is 42" in pages[0].read_text()
 
 
 def test_nothing_imports_the_checkout_only_names() -> None:

@@ -19,6 +19,10 @@ def _jobs(workbook, *rows):
 
 
 def test_tabs_are_typed_from_their_column_specs(workbook):
+    workbook.write("Stages", ["job", "stage", "batch_size", "timeout_s", "rate_limit"],
+                   [["a", "validate", "500", "2.5", "10/second"]])
+    workbook.write("Alerts", ["name", "job", "metric", "threshold", "window", "enabled"],
+                   [["slow", "a", "failure_rate", "0.5", "1h", "no"]])
     cfg = _jobs(workbook,
                 {"job": "a", "automation": "heartbeat", "schedule": "every 1m",
                  "enabled": "yes", "params": '{"n": 1}', "timeout_s": "30"},
@@ -32,6 +36,11 @@ def test_tabs_are_typed_from_their_column_specs(workbook):
     assert list(cfg.next_runs()["job"]) == ["a", "007"]
     assert cfg.next_runs().loc[0, "next_run_1"] > pd.Timestamp.now(tz="UTC")
     assert pd.isna(cfg.next_runs().loc[1, "next_run_1"])
+    stages, alerts = cfg.tab("Stages"), cfg.tab("Alerts")  # as the parser reads them
+    assert str(stages["batch_size"].dtype) == "Int64" and stages.loc[2, "batch_size"] == 500
+    assert stages.loc[2, "timeout_s"] == 2.5 and stages.loc[2, "rate_limit"] == "10/second"
+    assert alerts.loc[2, "threshold"] == 0.5 and alerts.loc[2, "window"] == "1h"
+    assert not alerts.loc[2, "enabled"]
 
 
 def test_problems_name_their_cells(workbook):
@@ -81,6 +90,9 @@ def test_a_cell_automation_dry_run_shows_http_writes_and_the_sheet_diff(workbook
     assert result.sheet_diff.to_dict("records") == [
         {"tab": "Settings", "cell": "B2", "before": "UTC", "after": "Europe/Berlin"}]
     assert workbook.records("Settings")[0]["value"] == "UTC"
+    page = result._repr_html_()  # how Jupyter shows it: the effects and the cell diff
+    assert "Sheet cells it would change" in page and "Europe/Berlin" in page
+    assert "POST " in page
 
 
 def test_dry_run_error_comes_back_with_its_traceback(workbook):
@@ -104,6 +116,8 @@ def test_real_run_returns_attempts_and_errors_and_lands_in_history(workbook):
     failed = run("boom", config=cfg)
     assert failed.status == "failed" and list(failed.attempts["status"]) == ["failed"]
     assert list(failed.errors["message"]) == ["no data"]
+    page = failed._repr_html_()
+    assert "Attempts" in page and "Errors" in page and "no data" in page
     ok = run("heartbeat", config=cfg)
     assert ok.ok and ok.result["records_out"] == 1
     from sheetops.notebook import store_of
@@ -120,6 +134,12 @@ def test_google_sheet_config_counts_requests_against_the_quota(sheetops_google_s
     assert cfg.quota.last_minute()["read"] == before + 1
     assert "/60 reads" in repr(cfg.quota) and "<meter" in cfg.quota._repr_html_()
     assert list(cfg.jobs.columns)[:3] == ["job", "automation", "schedule"]
+    # shown as the notebook works: under each dry run and run of this config
+    spent = cfg.quota.total["read"] + cfg.quota.total["write"]
+    assert "<meter" in dry_run("heartbeat", config=cfg)._repr_html_()
+    ran = run("heartbeat", config=cfg)
+    assert ran.ok and "Google Sheets quota" in ran._repr_html_()
+    assert cfg.quota.total["read"] + cfg.quota.total["write"] > spent  # the run's status rows
 
 
 @pytest.fixture(autouse=True)

@@ -1,6 +1,7 @@
 """A report notebook registered by name in code runs from the Jobs tab through
 ``sheetops run``; its executed copy and HTML are kept and linked; a failing cell is a
-failed run with the cell's traceback."""
+failed run with the cell's traceback; it runs under the row's retries and timeout, and a
+notebook stopped at its deadline leaves no kernel behind."""
 
 from __future__ import annotations
 
@@ -110,3 +111,56 @@ def _dashboard_shows_the_output(page: Path, run_id: str) -> None:
     downloads = {b.key: b for b in at.get("download_button")}
     assert downloads[f"output_{run_id}"].label == "Download the executed notebook (HTML)"
     assert any(md_text(str(page)) in c.value for c in at.caption)
+
+
+RETRIED_AND_SLOW = [
+    "marker = ''\nsleep_s = 0\npid_file = ''",
+    "import os, time\nif pid_file:\n    open(pid_file, 'w').write(str(os.getpid()))\n"
+    "time.sleep(sleep_s)",
+    "if marker and not os.path.exists(marker):\n    open(marker, 'w').close()\n"
+    "    raise RuntimeError('first attempt fails')",
+    "print('done')"]
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return "\nState:\tZ" in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+
+
+def test_a_report_notebook_is_retried_and_stopped_at_its_timeout(workbook, tmp_path):
+    from conftest import wait_for
+
+    from sheetops.notebook import open_config, run
+    from sheetops.notebook.jobs import register_notebook
+    from sheetops.registry import registry
+
+    book = nbformat.v4.new_notebook()
+    book.cells = [nbformat.v4.new_code_cell(source) for source in RETRIED_AND_SLOW]
+    book.cells[0].metadata["tags"] = ["parameters"]
+    nbformat.write(book, tmp_path / "flaky.ipynb")
+    register_notebook("t_flaky_report", tmp_path / "flaky.ipynb")
+    pid_file = tmp_path / "kernel.pid"
+    workbook.jobs(
+        {"job": "retried", "automation": "t_flaky_report", "schedule": "manual",
+         "params": json.dumps({"marker": str(tmp_path / "failed-once")}),
+         "max_attempts": "2", "backoff_initial_s": "0.1", "timeout_s": "60"},
+        {"job": "slow", "automation": "t_flaky_report", "schedule": "manual",
+         "params": json.dumps({"sleep_s": 600, "pid_file": str(pid_file)}),
+         "max_attempts": "1", "timeout_s": "15"})
+    try:
+        cfg = open_config(str(workbook.path))
+        retried = run("retried", config=cfg)
+        assert retried.ok and list(retried.attempts["status"]) == ["failed", "ok"]
+        assert "first attempt fails" in retried.attempts["error_message"].iloc[0]
+        kept = Path(retried.result["output"]).parent
+        assert {p.name for p in kept.glob(f"{retried.run_id}*.html")} == {
+            f"{retried.run_id}.html", f"{retried.run_id}.attempt2.html"}  # each attempt's
+
+        slow = run("slow", config=cfg)
+        assert slow.status == "timeout" and len(slow.attempts) == 1
+        kernel = int(wait_for(pid_file.read_text, 5, "the kernel's pid"))
+        wait_for(lambda: _gone(kernel), 30, "the timed-out notebook's kernel to end")
+    finally:
+        registry._by_name.pop("t_flaky_report", None)

@@ -2,9 +2,11 @@
 
 A column's type comes from what the config model says it is: a checkbox or TRUE/FALSE
 dropdown column (``ColumnSpec.checkbox``, ``tabs.BOOLEAN_CHOICES``) is ``bool``; a
-column of :class:`~sheetops.config.model.JobSpec` typed ``int``/``float`` is a number;
-``params`` is the parsed JSON ``dict``. Every other column stays text, so ``"007"`` in a
-name column is still ``"007"``.
+column the parser reads as a number is one — a field of
+:class:`~sheetops.config.model.JobSpec` or :class:`~sheetops.config.model.AlertSpec`
+typed ``int``/``float``, a Stages column of :data:`sheetops.config.stages.RANGES`
+(whole numbers ``int``); ``params`` is the parsed JSON ``dict``. Every other column
+stays text, so ``"007"`` in a name column is still ``"007"``.
 """
 
 from __future__ import annotations
@@ -17,12 +19,20 @@ import pandas as pd
 
 from sheetops import tabs
 from sheetops.config.cells import parse_params
-from sheetops.config.model import JobSpec
+from sheetops.config.model import AlertSpec, JobSpec
+from sheetops.config.stages import RANGES
 
 _TRUE = {"true", "yes", "1", "y", "on"}
 _FALSE = {"false", "no", "0", "n", "off", ""}
-#: JobSpec fields by name → Python type, as the parser builds them
-_NUMERIC = {f.name: f.type for f in dataclasses.fields(JobSpec) if f.type in ("int", "float")}
+
+def _numeric_fields(spec: type) -> dict[str, str]:
+    return {f.name: f.type for f in dataclasses.fields(spec) if f.type in ("int", "float")}
+
+
+#: tab → numeric column → ``int``/``float``, as the parser reads them
+_NUMERIC = {tabs.JOBS: _numeric_fields(JobSpec), tabs.ALERTS: _numeric_fields(AlertSpec),
+            tabs.STAGES: {name: "int" if whole else "float"
+                          for name, (_low, _high, whole) in RANGES.items()}}
 
 
 def column_kind(tab: str, name: str) -> str:
@@ -32,11 +42,7 @@ def column_kind(tab: str, name: str) -> str:
         return "bool"
     if tab == tabs.JOBS and name == "params":
         return "dict"
-    if tab == tabs.JOBS and name in _NUMERIC:
-        return _NUMERIC[name]
-    if tab == tabs.ALERTS and name == "threshold":
-        return "float"
-    return "str"
+    return _NUMERIC.get(tab, {}).get(name, "str")
 
 
 def _convert(kind: str, text: str) -> Any:

@@ -1,18 +1,25 @@
 """``sheetops notebook``: JupyterLab on loopback in ``notebooks/``, set up like ``run``.
 
 The server listens on 127.0.0.1 only, starts in the notebooks folder, and its kernels get
-the same environment as ``sheetops run`` (``SHEETOPS_*`` settings, ``.env`` already read
-by the settings, ``--sheet`` as ``SHEETOPS_SHEET``) plus the project folder on
-``PYTHONPATH``, so ``import automations.my_job`` and ``open_config()`` work in a cell.
+the same settings as ``sheetops run`` started where ``sheetops notebook`` was: the
+environment, the ``SHEETOPS_*`` lines of that folder's ``.env`` (a kernel runs in
+``notebooks/``, where the settings would not find it), the sheet (``--sheet`` or the
+setting) and the store it implies, both as absolute locations, since a relative path
+would point into ``notebooks/``. The project folder goes on ``PYTHONPATH``, so
+``import automations.my_job`` and ``open_config()`` work in a cell.
+
+``sheetops notebook`` becomes the JupyterLab process (``exec``), so whatever stops it — a
+SIGTERM from a supervisor or a test, Ctrl-C — stops the server itself, which shuts its
+kernels down; no server is left behind a stopped ``sheetops``.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
-import subprocess
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from sheetops.errors import SheetopsError
 
@@ -31,26 +38,51 @@ def lab_command(directory: Path, *, port: int = 8888, token: str | None = None,
     return command
 
 
+def _absolute_store_url(url: str) -> str:
+    """``url`` with a relative SQLite file made absolute against the working directory."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    database = parsed.database or ""
+    if not parsed.drivername.startswith("sqlite") or database in ("", ":memory:") \
+            or Path(database).is_absolute():
+        return url
+    return parsed.set(database=str(Path(database).resolve())).render_as_string(
+        hide_password=False)
+
+
 def lab_environment(project: Path, sheet: str | None) -> dict[str, str]:
-    """This process's environment, with the project importable and the sheet named."""
+    """The kernels' environment: this process's, the ``SHEETOPS_*`` lines of ``.env``
+    it does not set, the sheet and store ``run`` would use here, the project importable."""
+    from dotenv import dotenv_values
+
+    from sheetops.settings import get_settings
+
     env = dict(os.environ)
+    for key, value in dotenv_values(Path.cwd() / ".env").items():
+        if key.startswith("SHEETOPS_") and value is not None:
+            env.setdefault(key, value)
+    settings = get_settings()
+    location = sheet or settings.sheet
+    if location.lower().endswith(".xlsx"):
+        location = str(Path(location).resolve())
+    if location:
+        env["SHEETOPS_SHEET"] = location
+    env["SHEETOPS_STORE_URL"] = _absolute_store_url(settings.resolved_store_url(location))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(project),
                                                       env.get("PYTHONPATH", "")]))
-    if sheet:
-        env["SHEETOPS_SHEET"] = sheet
     return env
 
 
 def start_lab(project: Path, *, sheet: str | None = None, port: int = 8888,
-              token: str | None = None, open_browser: bool = False) -> int:
-    """Run JupyterLab until it exits; returns its exit code."""
+              token: str | None = None, open_browser: bool = False) -> NoReturn:
+    """Replace this process with JupyterLab (it never returns)."""
     if importlib.util.find_spec("jupyterlab") is None:
         raise SheetopsError("sheetops notebook needs JupyterLab: "
                             "pip install 'sheetops[notebooks]'")
     directory = project / "notebooks"
     directory.mkdir(exist_ok=True)
     command = lab_command(directory, port=port, token=token, open_browser=open_browser)
-    try:
-        return subprocess.call(command, cwd=directory, env=lab_environment(project, sheet))
-    except KeyboardInterrupt:
-        return 0
+    env = lab_environment(project, sheet)  # before the chdir: relative paths are from here
+    os.chdir(directory)
+    os.execve(command[0], command, env)

@@ -29,6 +29,7 @@ from sheetops.notebook.capture import effects_frame
 from sheetops.notebook.config import Config
 from sheetops.notebook.display import section
 from sheetops.notebook.pipelines import StageDryRun, dry_run_stage
+from sheetops.notebook.quota import QuotaMeter
 from sheetops.pipelines import PIPELINES, Pipeline
 from sheetops.registry import registry
 from sheetops.store.schema import RunStatus
@@ -82,6 +83,7 @@ class DryRun:
     record_failures: pd.DataFrame
     error: str = ""
     traceback: str = ""
+    quota: QuotaMeter | None = None  # the config's Google Sheets quota, shown with it
 
     @property
     def ok(self) -> bool:
@@ -97,7 +99,7 @@ class DryRun:
         return section(f"Dry run of {self.automation} ({self.job})",
                        {"Captured effects": self.effects, "Sheet cells it would change":
                         self.sheet_diff, "Failed records": self.record_failures},
-                       note=note, ok=self.ok)
+                       note=note, ok=self.ok) + _quota_html(self.quota)
 
 
 def _failures_frame(failures: list[dict[str, Any]]) -> pd.DataFrame:
@@ -133,7 +135,8 @@ def dry_run(target: Target, params: Mapping[str, Any] | None = None, *,
     return DryRun(outcome.job, outcome.automation, outcome.result,
                   effects_frame(outcome.effects),
                   pd.DataFrame(outcome.changes, columns=list(CHANGE_COLUMNS)),
-                  _failures_frame(outcome.record_failures), outcome.error, outcome.traceback)
+                  _failures_frame(outcome.record_failures), outcome.error, outcome.traceback,
+                  config.quota if config is not None else None)
 
 
 @dataclass
@@ -146,6 +149,7 @@ class RunResult:
     errors: pd.DataFrame
     result: dict[str, Any] = field(default_factory=dict)
     automation: str = ""
+    quota: QuotaMeter | None = None  # the config's Google Sheets quota, shown with it
 
     @property
     def status(self) -> str:
@@ -179,7 +183,7 @@ class RunResult:
                         "Attempts": self.attempts.drop(columns=["traceback"],
                                                        errors="ignore"),
                         "Errors": self.errors.drop(columns=["traceback"], errors="ignore")},
-                       note=note, ok=self.ok)
+                       note=note, ok=self.ok) + _quota_html(self.quota)
 
 
 def run(target: Target, params: Mapping[str, Any] | None = None, *,
@@ -211,7 +215,13 @@ def run(target: Target, params: Mapping[str, Any] | None = None, *,
     raw = record.get("result") or "{}"
     return RunResult(run_id, record, history.attempts(store, [run_id]),
                      history.errors(store, run_ids=[run_id]),
-                     json.loads(raw) if isinstance(raw, str) else dict(raw), spec.automation)
+                     json.loads(raw) if isinstance(raw, str) else dict(raw), spec.automation,
+                     config.quota)
+
+
+def _quota_html(quota: QuotaMeter | None) -> str:
+    """The Google Sheets quota meter under a result, so a notebook sees what it spends."""
+    return quota._repr_html_() if quota is not None else ""
 
 
 def _address_space_mb() -> int:
