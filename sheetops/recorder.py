@@ -208,6 +208,25 @@ class Recorder:
                 raise
             return len(batch.new_runs) + len(batch.run_updates)
 
+    def commit(self, events: Iterable[RunEvent]) -> None:
+        """Write ``events`` now, in one transaction of their own under the fence, apart
+        from what is pending: the rows a hand-off needs in the store before its runs may
+        start — a fire's queued runs with its fire times, so the two commit together or
+        not at all. Raises (:class:`~sheetops.store.leases.Fenced`, a store error) having
+        kept nothing of them. Flushes wait for it, so no later update of these runs
+        commits before their insert."""
+        with self._flush_lock:
+            with self._lock:
+                pending = self._take()
+                for event in events:
+                    self._apply[type(event)](event)
+                batch = self._take()
+                self._put_back(pending)
+            if not batch:
+                return
+            batch.fence = self.fence()
+            self.store.record(batch)
+
     def take(self) -> Batch:
         """Everything recorded so far, as a batch the caller writes in a transaction of
         its own (a Celery worker writes a run's start with its delivery count); the

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 import uuid
@@ -47,6 +46,7 @@ from sheetops.context import AttemptRequest, AttemptResult
 from sheetops.executors.base import Executor, OnResult, OnStart
 from sheetops.executors.celery_config import CeleryConfig, CeleryConfigError
 from sheetops.executors.celery_worker import build_app
+from sheetops.faults import hold_if_asked
 from sheetops.hooks import Hooks
 from sheetops.recorder import Recorder
 from sheetops.retry import JobPolicy
@@ -207,7 +207,7 @@ class CeleryExecutor(Executor):
                     with self._lock:
                         self._pending.extendleft(reversed(batch))
                     return
-        _hold_if_asked("before", [request.run_id for request, _ in batch])
+        hold_if_asked(HOLD_AT_PUBLISH_ENV, [request.run_id for request, _ in batch], "before")
         now = time.time()
         ready: list[tuple[AttemptRequest, JobPolicy, float]] = []
         for request, eta in batch:
@@ -243,7 +243,8 @@ class CeleryExecutor(Executor):
             done = {request.run_id for request, _, _ in sent}
             refused = [(r, p) for r, p, _ in ready if r.run_id not in done]
         self.sent += len(sent)
-        _hold_if_asked("after", [request.run_id for request, _, _ in sent])
+        hold_if_asked(HOLD_AT_PUBLISH_ENV, [request.run_id for request, _, _ in sent],
+                      "after")
         try:
             self._recorder.store.task_deliveries.mark_sent(  # type: ignore[union-attr]
                 [(request.run_id, request.attempt, copy_id) for request, _, copy_id in sent])
@@ -391,13 +392,3 @@ class CeleryExecutor(Executor):
             finished, status == RunStatus.OK.value, result,
             error_type=row["error_type"] or "", error_message=row["error_message"] or "",
             timed_out=status == RunStatus.TIMEOUT.value))
-
-
-def _hold_if_asked(stage: str, run_ids: list[str]) -> None:
-    """The test hook of :data:`HOLD_AT_PUBLISH_ENV`: never returns when it names
-    ``stage`` and there are runs."""
-    asked = os.environ.get(HOLD_AT_PUBLISH_ENV, "")
-    if run_ids and asked.startswith(f"{stage}:"):
-        with open(asked.split(":", 1)[1], "w", encoding="utf-8") as out:
-            out.write(",".join(run_ids))
-        threading.Event().wait()
