@@ -46,8 +46,8 @@ ExecutorFactory = Callable[..., Executor]
 
 
 #: Test-only (:mod:`sheetops.faults`): ``before:<path>`` or ``after:<path>`` — a fire
-#: holds right before, or right after, the commit of its runs' rows and fire times (the
-#: jobs, or the run ids, written to ``<path>``), before any of its runs is started.
+#: holds right before, or right after, the commit of its runs' rows and fire times (its
+#: fire time, or its run ids, written to ``<path>``), before any of its runs starts.
 HOLD_AT_FIRE_ENV = "SHEETOPS_TEST_HOLD_AT_FIRE"
 
 _PROCESS = random.SystemRandom().getrandbits(24)  # tells processes apart
@@ -195,7 +195,7 @@ class Runner:
                     for fire in fires for spec in chunk]
             times = {spec.job: last for spec in chunk} if note_fires and last is not None else {}
             if times:
-                hold_if_asked(HOLD_AT_FIRE_ENV, list(times), "before")
+                hold_if_asked(HOLD_AT_FIRE_ENV, [repr(last)], "before")
             with self._lock:
                 admitted = self._hand_off(runs, now, times)
             if times:
