@@ -80,11 +80,15 @@ class EngineOptions:
     client: str = ""
 
 
-#: Test-only: a file path; after claiming Run now requests the engine writes their ids
-#: there and blocks, so a test can kill it between claim and submit.
+#: Test-only fault points (:mod:`sheetops.faults`: a file path, ``stop:`` before it to
+#: SIGSTOP instead of blocking). After claiming Run now requests the engine writes their
+#: ids there and blocks, so a test can kill it between claim and submit.
 HOLD_AFTER_CLAIM_ENV = "SHEETOPS_TEST_HOLD_AFTER_REQUEST_CLAIM"
-#: Test-only: a file path; once Run now requests' runs are in the store, the engine
-#: writes their run ids there and blocks before acking, so a test can kill it between.
+#: ... right before submitting a claimed request's run (found in no store row), its run
+#: id: a leader paused there past the claim's lease is the one the fence must stop.
+HOLD_BEFORE_SUBMIT_ENV = "SHEETOPS_TEST_HOLD_BEFORE_REQUEST_SUBMIT"
+#: ... once Run now requests' runs are in the store, their run ids, before acking, so a
+#: test can kill it between.
 HOLD_BEFORE_ACK_ENV = "SHEETOPS_TEST_HOLD_BEFORE_REQUEST_ACK"
 
 
@@ -366,7 +370,9 @@ class Engine:
         run's id in the same transaction; it is acked only once that run's row is in the
         store (:meth:`_settle_requests`). A scheduler killed before the row commits
         leaves the request to the next leader, which runs it under the same id; killed
-        after, the next leader finds the run and only acks. Returns the run ids started."""
+        after, the next leader finds the run and only acks. A leader paused past the
+        claim's lease before the submit is refused at the fenced commit of its run's row
+        (:meth:`Runner.submit`) and starts nothing. Returns the run ids started."""
         started = []
         try:
             requests = self.store.claim_run_requests(
@@ -387,6 +393,7 @@ class Engine:
                 # ours, waiting for its row; or run by a scheduler that died before acking
                 self._requested[run_id] = request["id"]
                 continue
+            hold_if_asked(HOLD_BEFORE_SUBMIT_ENV, [run_id])
             try:  # the run's row commits under this leader's fence before it starts
                 run_id = self.scheduler.run_now(request["job"], "dashboard",
                                                 request["dry_run"], request["requested_by"],
