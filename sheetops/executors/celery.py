@@ -95,6 +95,7 @@ class CeleryExecutor(Executor):
         self._unsent: dict[str, _Unsent] = {}
         self._run_policies: dict[str, JobPolicy] = {}  # of the runs in flight
         self._retry_checked: dict[str, float] = {}  # a run's last check for a lost retry
+        self._lost_checked_at = 0.0  # the last look for sent tasks the broker lost
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -336,6 +337,38 @@ class CeleryExecutor(Executor):
                         type(exc).__name__, exc, grace)
         store.task_deliveries.mark_sent(sent)
 
+    def _sweep_lost(self, ids: list[str], rows: dict[str, dict[str, Any]]) -> None:
+        """Publish again the runs still queued whose task was marked sent but that no
+        worker took up within :meth:`CeleryConfig.lost_after_s` of the mark — the
+        broker lost it (Redis restarted without persistence, a queue purged). Their
+        attempt is released in the store first (no copy owns it), so the new copy and
+        the old one, if it was only waiting, compete: the first to reach the store runs,
+        the other is dropped. Checked every ``republish_after_s`` at most."""
+        now = time.time()
+        if now - self._lost_checked_at < self.config.republish_after_s:
+            return
+        self._lost_checked_at = now
+        by_timeout: dict[float, list[str]] = {}
+        with self._lock:
+            for run_id in ids:
+                request = self._inflight.get(run_id)
+                if request is not None and run_id not in rows and run_id not in self._unsent:
+                    by_timeout.setdefault(request.timeout_s, []).append(run_id)
+        if not by_timeout:
+            return
+        deliveries = self._recorder.store.task_deliveries  # type: ignore[union-attr]
+        lost = [run_id for timeout_s, run_ids in by_timeout.items()
+                for run_id in deliveries.release_undelivered(
+                    run_ids, now - self.config.lost_after_s(timeout_s))]
+        if not lost:
+            return
+        log.warning("%d run(s) still queued whose task no worker took up since it was "
+                    "sent (lost by the broker?); publishing another copy", len(lost))
+        with self._lock:
+            again = [(self._inflight[run_id], self._run_policies.get(run_id, _ONCE), 0.0)
+                     for run_id in lost if run_id in self._inflight]
+        self._send_copies(again)
+
     def _fail(self, request: AttemptRequest, message: str, error_type: str) -> None:
         now = time.time()
         with self._lock:
@@ -364,6 +397,7 @@ class CeleryExecutor(Executor):
             try:
                 self._sweep()
                 self._sweep_retries(rows)
+                self._sweep_lost(ids, rows)
             except Exception:
                 log.exception("could not publish the unsent runs again; trying again")
 
