@@ -7,6 +7,10 @@ the job's :class:`~sheetops.retry.JobPolicy`, and says what happened as typed
 :class:`~sheetops.recorder.Recorder` turns those into store rows in batches (one
 transaction per flush, so thousands of runs a second are cheap) and leaves outbox
 entries for the status writer: the runner builds no row and never writes the sheet.
+Only a run's hand-off commits at once, before the run may start: its ``queued`` row,
+with its fire's time for a fire, in one transaction under the leader's fence
+(:meth:`Recorder.commit`), so a fire is never lost nor run twice and a replaced leader
+starts nothing.
 """
 
 from __future__ import annotations
@@ -180,11 +184,12 @@ class Runner:
     def submit_many(self, specs: list[JobSpec], snapshot: Snapshot, trigger: str,
                     fires: Sequence[float | None], note_fires: bool = False) -> int:
         """:meth:`submit` for many jobs, a run of each per time in ``fires`` (one lock
-        and one transaction per chunk of jobs). With ``note_fires`` each job's last fire
-        time (the latest of ``fires``, which catch-up reads after downtime) commits in
-        the same fenced transaction as its runs' ``queued`` rows, so a leader killed at
-        any point either left the fire and its runs in the store (the next leader
-        follows the runs) or neither (the next leader catches the fire up). Returns the
+        and one transaction per chunk of 256 jobs). With
+        ``note_fires`` each job's last fire time (the latest of ``fires``, which catch-up
+        reads after downtime) commits in the same fenced transaction as its runs'
+        ``queued`` rows, so a leader killed at any point either left the fire and its
+        runs in the store (the next leader follows the runs) or neither (the next leader
+        catches the fire up). Returns the
         runs asked for (coalesced ones included)."""
         now = time.time()
         last = max((fire for fire in fires if fire is not None), default=None)
