@@ -119,6 +119,9 @@ def test_a_leader_paused_past_a_run_now_claim_starts_nothing_when_it_wakes(
             wait_for(lambda: QUEUE not in store.requests.queues.depths([QUEUE]), timeout=30)
             assert _holder_pid(store) == new.pid
             os.kill(old.pid, signal.SIGCONT)
+            # woken and refused; a SIGTERM right on the SIGCONT may reach a thread other
+            # than the main one, which then never sees it (the CLI waits untimed)
+            wait_for(lambda: "fenced:" in (tmp_path / "old.log").read_text(), timeout=60)
             old.send_signal(signal.SIGTERM)  # the pass under way ends before it exits
             assert old.wait(60) == 0, (tmp_path / "old.log").read_text()
         finally:
