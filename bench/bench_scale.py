@@ -109,7 +109,7 @@ def runs_per_s(runner, automation: str, n: int, params: str = "{}") -> float:
                      params_json=params) for i in range(n)]
     phase(f"{n} runs of {automation}")
     t0 = time.perf_counter()
-    runner.submit_many(specs, Snapshot(), "bench", None)
+    runner.submit_many(specs, Snapshot(), "bench", [None])
     if not runner.wait_idle(600):
         raise SystemExit(f"{automation}: runs did not finish")
     return n / (time.perf_counter() - t0)

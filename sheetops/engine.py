@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -24,11 +23,12 @@ from sheetops.config.model import Problem, Snapshot
 from sheetops.config.parse import parse_config
 from sheetops.errors import SheetError, StoreUnavailable
 from sheetops.executors.base import executor_class
+from sheetops.faults import hold_if_asked
 from sheetops.hooks import Hooks, RunHook
 from sheetops.leader import Lease
 from sheetops.registry import registry
 from sheetops.runner import Runner, new_run_id
-from sheetops.scheduler import Scheduler
+from sheetops.scheduler import Scheduler, log_refused
 from sheetops.sheets import InitReport, SheetBackend
 from sheetops.status import StatusWriter, validation_rows, with_clearing
 from sheetops.store import Batch, RunStatus, Store
@@ -80,11 +80,15 @@ class EngineOptions:
     client: str = ""
 
 
-#: Test-only: a file path; after claiming Run now requests the engine writes their ids
-#: there and blocks, so a test can kill it between claim and submit.
+#: Test-only fault points (:mod:`sheetops.faults`: a file path, ``stop:`` before it to
+#: SIGSTOP instead of blocking). After claiming Run now requests the engine writes their
+#: ids there and blocks, so a test can kill it between claim and submit.
 HOLD_AFTER_CLAIM_ENV = "SHEETOPS_TEST_HOLD_AFTER_REQUEST_CLAIM"
-#: Test-only: a file path; once Run now requests' runs are in the store, the engine
-#: writes their run ids there and blocks before acking, so a test can kill it between.
+#: ... right before submitting a claimed request's run (found in no store row), its run
+#: id: a leader paused there past the claim's lease is the one the fence must stop.
+HOLD_BEFORE_SUBMIT_ENV = "SHEETOPS_TEST_HOLD_BEFORE_REQUEST_SUBMIT"
+#: ... once Run now requests' runs are in the store, their run ids, before acking, so a
+#: test can kill it between.
 HOLD_BEFORE_ACK_ENV = "SHEETOPS_TEST_HOLD_BEFORE_REQUEST_ACK"
 
 
@@ -107,7 +111,7 @@ class Engine:
         # the leader's fires and recorded batches are fenced by its lease's epoch
         self.runner.recorder.fence = lambda: self.lease.fence
         self._stepped_down_at_epoch = 0
-        self.scheduler = Scheduler(self.runner, last_fire, record_fire=self._record_fire)
+        self.scheduler = Scheduler(self.runner, last_fire, refused=self._fire_refused)
         self.status = StatusWriter(store, sheet, lambda: self.scheduler.snapshot,
                                    self.scheduler.next_run_times, self.runner.live_state)
         # alerts: rules from the Alerts tab, evaluated every alert_interval_s (own thread)
@@ -291,19 +295,13 @@ class Engine:
         self._loop_failures.pop(part, None)
         return result
 
-    def _record_fire(self, times: dict[str, float]) -> bool:
-        """Note a fire in the store under the lease's epoch, before its runs start; a
-        replaced leader is refused here and fires nothing."""
-        try:
-            self.store.set_fire_times(times, self.lease.fence)
-        except Fenced:
+    def _fire_refused(self, exc: Exception, jobs: list[str]) -> None:
+        """A fire whose runs and fire time did not commit (one transaction, fenced by
+        the lease's epoch): nothing of it runs. A replaced leader steps down."""
+        if isinstance(exc, Fenced):
             self._step_down("a fire")
-            return False
-        except StoreUnavailable as exc:
-            log.warning("a fire of %s was not recorded, so it does not run: %s",
-                        ", ".join(sorted(times)), exc)
-            return False
-        return True
+        else:
+            log_refused(exc, jobs)
 
     def _step_down(self, refused: str) -> None:
         """Stop acting as the leader after losing the lease; one log line per loss."""
@@ -372,7 +370,9 @@ class Engine:
         run's id in the same transaction; it is acked only once that run's row is in the
         store (:meth:`_settle_requests`). A scheduler killed before the row commits
         leaves the request to the next leader, which runs it under the same id; killed
-        after, the next leader finds the run and only acks. Returns the run ids started."""
+        after, the next leader finds the run and only acks. A leader paused past the
+        claim's lease before the submit is refused at the fenced commit of its run's row
+        (:meth:`Runner.submit`) and starts nothing. Returns the run ids started."""
         started = []
         try:
             requests = self.store.claim_run_requests(
@@ -384,7 +384,7 @@ class Engine:
         if not requests:
             self._settle_requests()
             return []
-        _hold_if_asked(HOLD_AFTER_CLAIM_ENV, [str(r["id"]) for r in requests])
+        hold_if_asked(HOLD_AFTER_CLAIM_ENV, [str(r["id"]) for r in requests])
         known = self.store.runs.statuses(
             [r["run_id"] for r in requests if r["run_id"] not in self._requested])
         for request in requests:
@@ -393,8 +393,14 @@ class Engine:
                 # ours, waiting for its row; or run by a scheduler that died before acking
                 self._requested[run_id] = request["id"]
                 continue
-            run_id = self.scheduler.run_now(request["job"], "dashboard", request["dry_run"],
-                                            request["requested_by"], run_id)
+            hold_if_asked(HOLD_BEFORE_SUBMIT_ENV, [run_id])
+            try:  # the run's row commits under this leader's fence before it starts
+                run_id = self.scheduler.run_now(request["job"], "dashboard",
+                                                request["dry_run"], request["requested_by"],
+                                                run_id)
+            except Fenced:  # replaced while paused since the claim: the new leader runs it
+                self._step_down("a Run now request's run")
+                return started
             if run_id is None and request["job"] in self.scheduler.snapshot.jobs:
                 # the runner is shutting down: left claimed, for the next leader to run
                 log.warning("Run now request %d left to the next scheduler: this one is "
@@ -417,7 +423,7 @@ class Engine:
         self.runner.flush()
         recorded = self.store.runs.statuses(list(self._requested))
         if recorded:
-            _hold_if_asked(HOLD_BEFORE_ACK_ENV, sorted(recorded))
+            hold_if_asked(HOLD_BEFORE_ACK_ENV, sorted(recorded))
         for run_id in recorded:
             self._link_request(self._requested.pop(run_id), run_id)
 
@@ -477,13 +483,3 @@ class Engine:
         self.scheduler.snapshot = snapshot
         self.store.replace_problems(snapshot.problems)
         return snapshot
-
-
-def _hold_if_asked(env: str, ids: Sequence[str]) -> None:
-    """The test hooks :data:`HOLD_AFTER_CLAIM_ENV` and :data:`HOLD_BEFORE_ACK_ENV`:
-    never returns when ``env`` is set and there are ``ids``, written to its file."""
-    path = os.environ.get(env)
-    if path and ids:
-        with open(path, "w", encoding="utf-8") as out:
-            out.write(",".join(ids))
-        threading.Event().wait()

@@ -5,8 +5,10 @@ later from workers elsewhere), folds them into one pending :class:`~sheetops.sto
 — a run queued and started before a flush becomes one inserted row, a run started and
 finished between two flushes one update — and writes it with one
 :meth:`Store.record` per :meth:`flush`, together with the outbox marks that tell the
-status writer which tabs to refresh. It also keeps each job's state across runs
-(consecutive failures, last success) for the Status tab and the alerts.
+status writer which tabs to refresh. A run's hand-off (its ``queued`` row, a fire's
+time) is written at once instead, in a transaction of its own (:meth:`Recorder.commit`).
+It also keeps each job's state across runs (consecutive failures, last success) for the
+Status tab and the alerts.
 """
 
 from __future__ import annotations
@@ -207,6 +209,29 @@ class Recorder:
                     self._put_back(batch)
                 raise
             return len(batch.new_runs) + len(batch.run_updates)
+
+    def commit(self, events: Iterable[RunEvent]) -> None:
+        """Write ``events`` now, in one transaction of their own under the fence, apart
+        from what is pending: the rows a hand-off needs in the store before its runs may
+        start — a fire's queued runs with its fire times, so the two commit together or
+        not at all. Raises (:class:`~sheetops.store.leases.Fenced`, a store error) having
+        kept nothing of them. It waits for no flush: nothing pending can touch runs that
+        are not handed to anyone yet."""
+        with self._lock:
+            pending = (self._new, self._updates, self._attempts, self._errors,
+                       self._job_states, self._outbox)
+            self._new, self._updates, self._attempts = {}, {}, []
+            self._errors, self._job_states, self._outbox = [], {}, set()
+            try:
+                for event in events:
+                    self._apply[type(event)](event)
+                batch = self._take()
+            finally:
+                (self._new, self._updates, self._attempts, self._errors,
+                 self._job_states, self._outbox) = pending
+        if batch:
+            batch.fence = self.fence()
+            self.store.record(batch)
 
     def take(self) -> Batch:
         """Everything recorded so far, as a batch the caller writes in a transaction of

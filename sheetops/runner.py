@@ -7,6 +7,10 @@ the job's :class:`~sheetops.retry.JobPolicy`, and says what happened as typed
 :class:`~sheetops.recorder.Recorder` turns those into store rows in batches (one
 transaction per flush, so thousands of runs a second are cheap) and leaves outbox
 entries for the status writer: the runner builds no row and never writes the sheet.
+Only a run's hand-off commits at once, before the run may start: its ``queued`` row,
+with its fire's time for a fire, in one transaction under the leader's fence
+(:meth:`Recorder.commit`), so a fire is never lost nor run twice and a replaced leader
+starts nothing.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import random
 import threading
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,12 +31,14 @@ from sheetops.context import AttemptRequest, AttemptResult
 from sheetops.events import (
     AttemptFinished,
     FireTimes,
+    RunEvent,
     RunFinished,
     RunQueued,
     RunStarted,
     attempt_status,
 )
 from sheetops.executors.base import Executor
+from sheetops.faults import hold_if_asked
 from sheetops.hooks import Hooks, RunInfo, RunOutcome
 from sheetops.recorder import Recorder
 from sheetops.retry import JobPolicy
@@ -42,6 +48,11 @@ log = logging.getLogger("sheetops.runner")
 
 ExecutorFactory = Callable[..., Executor]
 
+
+#: Test-only (:mod:`sheetops.faults`): ``before:<path>`` or ``after:<path>`` — a fire
+#: holds right before, or right after, the commit of its runs' rows and fire times (its
+#: fire time, or its run ids, written to ``<path>``), before any of its runs starts.
+HOLD_AT_FIRE_ENV = "SHEETOPS_TEST_HOLD_AT_FIRE"
 
 _PROCESS = random.SystemRandom().getrandbits(24)  # tells processes apart
 _sequence = itertools.count()
@@ -153,36 +164,75 @@ class Runner:
         """Start a run of ``spec`` (now, or when a concurrency slot frees up), with the id
         ``run_id`` when the caller chose it (a Run now request's, given at its claim).
 
+        Its ``queued`` row commits (under the leader's fence) before the run is handed to
+        the executor: a replaced leader's submit raises
+        :class:`~sheetops.store.leases.Fenced` and starts nothing.
+
         Returns the run id, or ``None`` when the job already has a run waiting for every
         slot and this one is coalesced into it (a late job does not pile up runs)."""
         now = time.time()
         run = _Run(run_id or new_run_id(now), spec, snapshot, trigger, scheduled_for,
                    dry_run, requested_by)
-        with self._lock:  # recorded under the lock: before stop() can end the run
-            admitted = self._admit(run)
-            if admitted is not None:
-                self.recorder.record(_queued(run, now))
-        if admitted is None:
+        with self._lock:  # admitted and committed under the lock: before stop() ends it
+            admitted = self._hand_off([run], now, {})
+        if not admitted:
             return None
-        if admitted:
+        if admitted[0][1]:
             self.executor.submit(self._next_request(run))
         return run.run_id
 
     def submit_many(self, specs: list[JobSpec], snapshot: Snapshot, trigger: str,
-                    scheduled_for: float | None) -> int:
-        """:meth:`submit` for many jobs due at the same time (one lock, one hand-off)."""
+                    fires: Sequence[float | None], note_fires: bool = False) -> int:
+        """:meth:`submit` for many jobs, a run of each per time in ``fires`` (one lock
+        and one transaction per chunk of 256 jobs). With
+        ``note_fires`` each job's last fire time (the latest of ``fires``, which catch-up
+        reads after downtime) commits in the same fenced transaction as its runs'
+        ``queued`` rows, so a leader killed at any point either left the fire and its
+        runs in the store (the next leader follows the runs) or neither (the next leader
+        catches the fire up). Returns the
+        runs asked for (coalesced ones included)."""
         now = time.time()
-        runs = [_Run(new_run_id(now), spec, snapshot, trigger, scheduled_for, False, "")
-                for spec in specs]
-        for start in range(0, len(runs), 256):  # workers start on the first while
-            chunk = runs[start:start + 256]  # the rest are still being handed off
+        last = max((fire for fire in fires if fire is not None), default=None)
+        count = 0
+        for start in range(0, len(specs), 256):  # workers start on the first while
+            chunk = specs[start:start + 256]  # the rest are still being handed off
+            runs = [_Run(new_run_id(now), spec, snapshot, trigger, fire, False, "")
+                    for fire in fires for spec in chunk]
+            times = {spec.job: last for spec in chunk} if note_fires and last is not None else {}
+            if times:
+                hold_if_asked(HOLD_AT_FIRE_ENV, [repr(last)], "before")
             with self._lock:
-                admitted = [(run, self._admit(run)) for run in chunk]
-                self.recorder.record_many(_queued(run, now) for run, ok in admitted
-                                          if ok is not None)
+                admitted = self._hand_off(runs, now, times)
+            if times:
+                hold_if_asked(HOLD_AT_FIRE_ENV, [run.run_id for run, _ in admitted], "after")
             self.executor.submit_many([self._next_request(run) for run, ok in admitted
                                        if ok])
-        return len(runs)
+            count += len(runs)
+        return count
+
+    def _hand_off(self, runs: list[_Run], now: float,
+                  fire_times: dict[str, float]) -> list[tuple[_Run, bool]]:
+        """Under the lock: admit ``runs`` and commit their ``queued`` rows with
+        ``fire_times`` in one transaction (the recorder's, under the leader's fence);
+        ``(run, send now)`` per run admitted (not coalesced). If the commit fails the
+        runs are forgotten again and the error raised: nothing of them starts."""
+        admitted = [(run, ok) for run in runs if (ok := self._admit(run)) is not None]
+        events: list[RunEvent] = [_queued(run, now) for run, _ in admitted]
+        if fire_times:
+            events.append(FireTimes(dict(fire_times)))
+        try:
+            self.recorder.commit(events)
+        except BaseException:
+            for run, sent in admitted:
+                self._runs.pop(run.run_id, None)
+                if sent:
+                    self._active[run.spec.job] = max(0, self._active[run.spec.job] - 1)
+                else:
+                    self._waiting[run.spec.job].remove(run)
+            if not self._runs:
+                self._idle.notify_all()
+            raise
+        return admitted
 
     def _admit(self, run: _Run) -> bool | None:
         """Under the lock: True = send now, False = wait for a slot, None = coalesced."""
@@ -399,10 +449,6 @@ class Runner:
             self._runs.pop(run.run_id, None)
             if not self._runs:
                 self._idle.notify_all()
-
-    def note_fire_times(self, times: dict[str, float]) -> None:
-        """Remember the latest fire time handled per job (for catch-up after downtime)."""
-        self.recorder.record(FireTimes(dict(times)))
 
 
 def _policy(spec: JobSpec) -> JobPolicy:

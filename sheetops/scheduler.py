@@ -74,11 +74,12 @@ class Scheduler:
 
     def __init__(self, runner: Runner, last_fire_times: dict[str, float] | None = None,
                  scheduler: BackgroundScheduler | None = None,
-                 record_fire: Callable[[dict[str, float]], bool] | None = None) -> None:
+                 refused: Callable[[Exception, list[str]], None] | None = None) -> None:
         self.runner = runner
-        # Notes a fire's time per job *before* its runs are handed over; False = refused
-        # (a leader that was replaced), and nothing fires. The engine's is fenced.
-        self._record_fire = record_fire or self._note_many
+        # A fire's time per job commits with its runs' rows (the runner's hand-off, under
+        # the leader's fence); told here when that commit fails (a replaced leader, the
+        # store down), and then nothing of the fire runs. The engine steps down.
+        self._refused = refused or log_refused
         self.snapshot = Snapshot()
         self._last_fire = dict(last_fire_times or {})
         self._groups: dict[str, dict[str, JobSpec]] = {}  # APScheduler job id → members
@@ -184,10 +185,14 @@ class Scheduler:
             return
         limit = 1 if spec.catch_up == "once" else self.snapshot.settings.catch_up_max_runs
         missed = fire_times_between(trigger, last, now, limit)
-        if not missed or not self._record_fire({spec.job: missed[-1].timestamp()}):
+        if not missed:
             return
-        for fire in missed:
-            self.runner.submit(spec, self.snapshot, "catch_up", fire.timestamp())
+        try:
+            self.runner.submit_many([spec], self.snapshot, "catch_up",
+                                    [fire.timestamp() for fire in missed], note_fires=True)
+        except Exception as exc:
+            self._refused(exc, [spec.job])
+            return
         report.caught_up[spec.job] = len(missed)
         self._last_fire[spec.job] = missed[-1].timestamp()
         log.info("job %s: %d run(s) missed while sheetops was down started (catch_up=%s)",
@@ -198,19 +203,17 @@ class Scheduler:
         with self._lock:
             members = sorted(self._groups.get(group_id, {}).values(), key=lambda s: s.row)
             snapshot = self.snapshot
-        last = run_times[-1].timestamp()
-        if not members or not self._record_fire({spec.job: last for spec in members}):
+        if not members:
             return
-        for fire in run_times:
-            self.fired += self.runner.submit_many(members, snapshot, "schedule",
-                                                  fire.timestamp())
+        try:
+            self.fired += self.runner.submit_many(
+                members, snapshot, "schedule", [fire.timestamp() for fire in run_times],
+                note_fires=True)
+        except Exception as exc:
+            self._refused(exc, [spec.job for spec in members])
+            return
         for spec in members:
-            self._last_fire[spec.job] = last
-
-    def _note_many(self, times: dict[str, float]) -> bool:
-        """Without a fenced store write: the fire times ride with the next recorded batch."""
-        self.runner.note_fire_times(times)
-        return True
+            self._last_fire[spec.job] = run_times[-1].timestamp()
 
     def run_now(self, job_id: str, trigger: str = "manual", dry_run: bool = False,
                 requested_by: str = "", run_id: str | None = None) -> str | None:
@@ -230,6 +233,12 @@ class Scheduler:
         # spring-forward gap skipped (02:30 CET) instead of the one it fires at (03:30 CEST)
         return [t.astimezone(UTC).astimezone(spec.tz) for t in
                 next_fire_times(spec.trigger(), now or datetime.now(UTC), count)]
+
+
+def log_refused(exc: Exception, jobs: list[str]) -> None:
+    """Say that a fire of ``jobs`` did not commit and so does not run (one line)."""
+    log.warning("a fire of %s was not recorded, so it does not run (%s: %s)",
+                ", ".join(sorted(jobs)), type(exc).__name__, exc)
 
 
 def _never_called() -> None:  # pragma: no cover - the hand-off executor never calls it

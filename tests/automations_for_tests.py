@@ -30,7 +30,8 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 def probe(ctx: Any) -> dict[str, Any]:
     """Test probe: record the attempt, sleep, throttle, fail or succeed as params say.
 
-    params: dir, sleep (s), hold_until (a path: the attempt stays busy until the test
+    params: dir, executions (a path: a ``run_id pid`` line appended per execution),
+    sleep (s), hold_until (a path: the attempt stays busy until the test
     creates that file, so a state it asserts lasts as long as the test needs, not for a
     sleep a loaded machine can outrun; at most 120 s), throttle (permits to take),
     succeed_on (attempt number), fail ("permanent"), message, bad_records (keys reported
@@ -46,6 +47,9 @@ def probe(ctx: Any) -> dict[str, Any]:
         folder.mkdir(parents=True, exist_ok=True)
         name = f"{ctx.job}-{ctx.run_id}-{ctx.attempt}"
         _write_json(folder / f"{name}.start.json", record)
+    if p.get("executions"):  # a line per execution, a rerun of the same attempt included
+        with Path(p["executions"]).open("a", encoding="utf-8") as out:
+            out.write(f"{ctx.run_id} {os.getpid()}\n")
     time.sleep(float(p.get("sleep", 0)))
     if p.get("hold_until"):
         _hold_until(Path(p["hold_until"]))

@@ -16,14 +16,17 @@ import contextlib
 import json
 import socket
 import threading
+import time
 
 import pytest
 from automations_for_tests import read_attempts, read_starts
-from test_celery import _jobs, tier, with_services
+from sqlalchemy import select
+from test_celery import BROKERS, _jobs, tier, with_services
 from test_cli import probe, wait_for
 
 from sheetops.executors.celery import HOLD_AT_PUBLISH_ENV
 from sheetops.leader import SCHEDULER
+from sheetops.store import schema as t
 
 #: Short failover and republish delays, so the tests wait seconds, not minutes.
 FAST = {"SHEETOPS_LEASE_TTL_S": "2", "SHEETOPS_CELERY_REPUBLISH_AFTER_S": "2"}
@@ -216,3 +219,63 @@ def test_the_first_copy_of_an_attempt_to_reach_the_store_owns_it(store):
     assert [deliveries.begin_attempt("plain", 1, 3).deliveries for _ in range(2)] == [1, 2]
     in_flight = {r["id"]: r["status"] for r in deliveries.runs_in_flight()}
     assert in_flight == {"marked": "queued", "delivered": "queued", "plain": "queued"}
+
+
+@pytest.mark.each_store_backend
+def test_a_sent_attempt_no_worker_took_up_is_released_for_the_next_copy(store):
+    """Store level: only a mark older than the bound with no delivery is released; then
+    whichever copy reaches the store first owns the attempt, the lost one included."""
+    deliveries = store.task_deliveries
+    for run_id in ("lost", "taken", "recent"):
+        _queued_run(store, run_id)
+    deliveries.mark_sent([("lost", 1, "A"), ("taken", 1, "A")])
+    assert deliveries.begin_attempt("taken", 1, 3, copy_id="A").due(3)
+    deliveries.mark_sent([("recent", 1, "A")])
+    cutoff = store.db.engine.connect().execute(
+        select(t.task_deliveries.c.last_at).where(
+            t.task_deliveries.c.key == "recent:1")).scalar_one()
+    assert deliveries.release_undelivered(["lost", "taken", "recent"], cutoff) == ["lost"]
+    assert deliveries.release_undelivered(["lost"], cutoff) == []  # its mark is now again
+    late = deliveries.begin_attempt("lost", 1, 3, copy_id="A")  # the lost copy turns up
+    assert late.due(3) and late.deliveries == 1
+    assert deliveries.begin_attempt("lost", 1, 3, copy_id="B").another_copy
+
+
+@with_services
+@pytest.mark.parametrize("broker_lost_it", [True, False])
+def test_a_task_marked_sent_that_the_broker_loses_is_published_again_and_runs_once(
+        services, broker_lost_it, tmp_path, workbook):
+    """The run's task is published and marked sent, then purged from Redis before any
+    worker takes it: the leader publishes another copy once no worker took it up within
+    the bound (redelivery timeout + timeout_s + grace), and the run ends ok, once. Not
+    purged (only waiting, with no worker running): the two copies compete and the
+    first to reach the store runs, the other is dropped."""
+    from kombu import Connection
+
+    from sheetops.executors.celery_config import CeleryConfig
+
+    folder = tmp_path / "evidence"
+    executions = folder / "executions.txt"
+    _jobs(workbook, {**probe("once", "manual", folder, executions=str(executions)),
+                     "timeout_s": "1"})
+    with tier(services, "redis", tmp_path, workbook) as t1:
+        t1.env["SHEETOPS_BROKER_VISIBILITY_TIMEOUT_S"] = "12"  # 1 + 5 + 5 < 12: allowed
+        bound = CeleryConfig(BROKERS["redis"], visibility_timeout_s=12).lost_after_s(1)
+        scheduler = t1.start("run", "--sheet", str(workbook.path), name="scheduler", **FAST)
+        t1.store.request_run("once", "ops")
+        [run_id] = wait_for(lambda: [r["id"] for r in t1.runs("once")], timeout=60)
+        wait_for(lambda: t1.store.task_deliveries.sent([run_id]), timeout=30)
+        sent_at = time.time()
+        if broker_lost_it:
+            with Connection(BROKERS["redis"]) as conn:
+                assert conn.default_channel.queue_purge(t1.queue) == 1
+            worker = t1.worker("w1")
+        wait_for(lambda: "publishing another copy" in _log(scheduler), timeout=3 * bound)
+        assert time.time() - sent_at >= bound - 1  # not before the bound
+        if not broker_lost_it:  # both copies wait; two pool processes could run both
+            worker = t1.worker("w1", concurrency=2)
+            wait_for(lambda: "'duplicate'" in _log(worker), timeout=60)
+        [run] = wait_for(lambda: t1.finished("once", 1), timeout=60)
+        assert (run["id"], run["status"], run["attempts"]) == (run_id, "ok", 1)
+        assert t1.deliveries(run_id) == 1
+    assert executions.read_text().split()[0::2] == [run_id]  # ran exactly once

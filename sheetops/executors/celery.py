@@ -34,7 +34,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import threading
 import time
 import uuid
@@ -48,6 +47,7 @@ from sheetops.context import AttemptRequest, AttemptResult
 from sheetops.executors.base import Executor, OnResult, OnStart
 from sheetops.executors.celery_config import CeleryConfig, CeleryConfigError
 from sheetops.executors.celery_worker import build_app
+from sheetops.faults import hold_if_asked
 from sheetops.hooks import Hooks
 from sheetops.recorder import Recorder
 from sheetops.retry import JobPolicy
@@ -112,6 +112,7 @@ class CeleryExecutor(Executor):
         self._unsent: dict[str, _Unsent] = {}
         self._run_policies: dict[str, JobPolicy] = {}  # of the runs in flight
         self._retry_checked: dict[str, float] = {}  # a run's last check for a lost retry
+        self._lost_checked_at = 0.0  # the last look for sent tasks the broker lost
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -224,7 +225,7 @@ class CeleryExecutor(Executor):
                     with self._lock:
                         self._pending.extendleft(reversed(batch))
                     return
-        _hold_if_asked("before", [request.run_id for request, _ in batch])
+        hold_if_asked(HOLD_AT_PUBLISH_ENV, [request.run_id for request, _ in batch], "before")
         now = time.time()
         ready: list[tuple[AttemptRequest, JobPolicy, float]] = []
         for request, eta in batch:
@@ -265,7 +266,8 @@ class CeleryExecutor(Executor):
             done = {request.run_id for request, _, _ in sent}
             refused = [(r, p) for r, p, _ in ready if r.run_id not in done]
         self.sent += len(sent)
-        _hold_if_asked("after", [request.run_id for request, _, _ in sent])
+        hold_if_asked(HOLD_AT_PUBLISH_ENV, [request.run_id for request, _, _ in sent],
+                      "after")
         try:
             self._recorder.store.task_deliveries.mark_sent(  # type: ignore[union-attr]
                 [(request.run_id, request.attempt, copy_id) for request, _, copy_id in sent])
@@ -357,6 +359,38 @@ class CeleryExecutor(Executor):
                         type(exc).__name__, exc, grace)
         store.task_deliveries.mark_sent(sent)
 
+    def _sweep_lost(self, ids: list[str], rows: dict[str, dict[str, Any]]) -> None:
+        """Publish again the runs still queued whose task was marked sent but that no
+        worker took up within :meth:`CeleryConfig.lost_after_s` of the mark — the
+        broker lost it (Redis restarted without persistence, a queue purged). Their
+        attempt is released in the store first (no copy owns it), so the new copy and
+        the old one, if it was only waiting, compete: the first to reach the store runs,
+        the other is dropped. Checked every ``republish_after_s`` at most."""
+        now = time.time()
+        if now - self._lost_checked_at < self.config.republish_after_s:
+            return
+        self._lost_checked_at = now
+        by_timeout: dict[float, list[str]] = {}
+        with self._lock:
+            for run_id in ids:
+                request = self._inflight.get(run_id)
+                if request is not None and run_id not in rows and run_id not in self._unsent:
+                    by_timeout.setdefault(request.timeout_s, []).append(run_id)
+        if not by_timeout:
+            return
+        deliveries = self._recorder.store.task_deliveries  # type: ignore[union-attr]
+        lost = [run_id for timeout_s, run_ids in by_timeout.items()
+                for run_id in deliveries.release_undelivered(
+                    run_ids, now - self.config.lost_after_s(timeout_s))]
+        if not lost:
+            return
+        log.warning("%d run(s) still queued whose task no worker took up since it was "
+                    "sent (lost by the broker?); publishing another copy", len(lost))
+        with self._lock:
+            again = [(self._inflight[run_id], self._run_policies.get(run_id, _ONCE), 0.0)
+                     for run_id in lost if run_id in self._inflight]
+        self._send_copies(again)
+
     def _fail(self, request: AttemptRequest, message: str, error_type: str) -> None:
         now = time.time()
         with self._lock:
@@ -385,6 +419,7 @@ class CeleryExecutor(Executor):
             try:
                 self._sweep()
                 self._sweep_retries(rows)
+                self._sweep_lost(ids, rows)
             except Exception:
                 log.exception("could not publish the unsent runs again; trying again")
 
@@ -413,13 +448,3 @@ class CeleryExecutor(Executor):
             finished, status == RunStatus.OK.value, result,
             error_type=row["error_type"] or "", error_message=row["error_message"] or "",
             timed_out=status == RunStatus.TIMEOUT.value))
-
-
-def _hold_if_asked(stage: str, run_ids: list[str]) -> None:
-    """The test hook of :data:`HOLD_AT_PUBLISH_ENV`: never returns when it names
-    ``stage`` and there are runs."""
-    asked = os.environ.get(HOLD_AT_PUBLISH_ENV, "")
-    if run_ids and asked.startswith(f"{stage}:"):
-        with open(asked.split(":", 1)[1], "w", encoding="utf-8") as out:
-            out.write(",".join(run_ids))
-        threading.Event().wait()

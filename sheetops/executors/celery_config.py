@@ -81,6 +81,25 @@ class CeleryConfig:
         return (self.visibility_timeout_s if self.transport == "redis"
                 else self.consumer_timeout_s)
 
+    @property
+    def restore_interval_s(self) -> float:
+        """Redis: how often kombu looks for unacked tasks past the visibility timeout (a
+        twentieth of it, between 1 and 10 s)."""
+        return min(10.0, max(1.0, self.visibility_timeout_s / 20))
+
+    def lost_after_s(self, timeout_s: float) -> float:
+        """How long a copy of an attempt marked sent may go with no worker taking it up
+        before the leader takes it for lost by the broker (Redis restarted without
+        persistence, a queue purged or deleted) and publishes another: the broker's
+        redelivery timeout (a copy a dead worker had reserved comes back after it, and
+        Redis's restore sweep), plus the longest attempt a worker may run before taking
+        up a copy it reserved (``timeout_s`` and the hard-limit grace), plus the margin.
+        A copy only waiting longer in a backlog gets a redundant copy, which costs a
+        message: the first copy to reach the store runs, the other is dropped."""
+        sweep = self.restore_interval_s if self.transport == "redis" else 0.0
+        return (self.redelivery_timeout_s + sweep + timeout_s + HARD_LIMIT_GRACE_S
+                + BROKER_MARGIN_S)
+
     def check(self) -> None:
         """Raise :class:`CeleryConfigError` for the first setting that would lose or
         double work."""
@@ -165,7 +184,7 @@ class CeleryConfig:
             # twentieth of the timeout, between 1 and 10 s
             conf["broker_transport_options"] = {
                 "visibility_timeout": self.visibility_timeout_s,
-                "unacked_restore_interval": min(10.0, max(1.0, self.visibility_timeout_s / 20)),
+                "unacked_restore_interval": self.restore_interval_s,
                 "unacked_restore_throttle": 1}
         return conf
 

@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import Connection, func, or_, select
+from sqlalchemy import Connection, func, or_, select, update
 
 from sheetops.store import schema as t
 from sheetops.store.db import Database
@@ -275,6 +275,28 @@ class TaskDeliveryStore:
         with self.db.engine.begin() as conn:
             for start in range(0, len(rows), 500):
                 conn.execute(stmt, rows[start:start + 500])
+
+    def release_undelivered(self, run_ids: Iterable[str], marked_before: float,
+                            attempt: int = 1) -> list[str]:
+        """Of ``run_ids``, those whose ``attempt`` was marked sent before
+        ``marked_before`` and never delivered since (0 deliveries): copies the broker
+        lost. Each is *released* in the same statement — no copy owns the attempt any
+        more, and its mark time becomes now — so the copy published next and the lost
+        one, should it turn up after all, compete again: the first to reach the store
+        owns the attempt (:meth:`begin_attempt`), the other is dropped. A delivery
+        counted meanwhile keeps its row out (the statement matches 0 deliveries only)."""
+        keys = {delivery_key(run_id, attempt): run_id for run_id in run_ids}
+        key_list = list(keys)
+        d = t.task_deliveries
+        released: list[str] = []
+        with self.db.engine.begin() as conn:
+            for start in range(0, len(key_list), 500):
+                released += [keys[key] for key in conn.execute(
+                    update(d).where(d.c.key.in_(key_list[start:start + 500]),
+                                    d.c.deliveries == 0, d.c.last_at < marked_before)
+                    .values(copy_id=None, last_at=time.time()).returning(d.c.key)
+                ).scalars()]
+        return released
 
     def sent(self, run_ids: Iterable[str], attempt: int = 1) -> set[str]:
         """The runs among ``run_ids`` whose ``attempt`` was marked sent or delivered."""
