@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
@@ -339,12 +340,22 @@ def _until_note(for_seconds: float | None) -> str:
     return "Ctrl-C to stop." if for_seconds is None else f"Stopping in {for_seconds:g}s."
 
 
+#: how often ``run`` looks whether it was told to stop (see :func:`_until_stopped`)
+WAKE_S = 1.0
+
+
 def _until_stopped(stop: threading.Event, for_seconds: float | None,
                    shut_down: Callable[[], None]) -> None:
     """Wait for --for, SIGTERM (``stop``) or Ctrl-C, then ``shut_down`` (running attempts
-    finish, status is flushed)."""
+    finish, status is flushed). The wait wakes every second: a signal the kernel hands
+    to another thread runs its Python handler only when the main thread next runs
+    bytecode, which an untimed wait never does."""
+    deadline = None if for_seconds is None else time.monotonic() + for_seconds
     try:
-        stop.wait(for_seconds)
+        while not stop.is_set():
+            left = WAKE_S if deadline is None else min(WAKE_S, deadline - time.monotonic())
+            if left <= 0 or stop.wait(left):
+                break
     except KeyboardInterrupt:
         typer.echo("\nstopping: finishing running attempts and flushing status…")
     finally:
@@ -353,7 +364,6 @@ def _until_stopped(stop: threading.Event, for_seconds: float | None,
 
 def _stop_summary(engine) -> str:
     """What ``run`` prints at stop: status writes, and what is still in the outbox."""
-    import time
 
     outbox = engine.store.pending_outbox()
     line = (f"stopped; {engine.status.flushes} status write(s), "
@@ -654,7 +664,6 @@ def dead_letters(job: str = typer.Argument(..., help="The pipeline job id."),
                  limit: int = typer.Option(10_000, help="At most this many."),
                  sheet: str = SheetOption) -> None:
     """List a pipeline job's dead letters (records set aside), or export them."""
-    import time
     from datetime import datetime
 
     from sheetops.config.parse import parse_duration
