@@ -10,14 +10,13 @@ import threading
 
 import pytest
 from sqlalchemy import func, select, text
-from test_pipelines import _forget_pipelines  # noqa: F401 (autouse: pipelines registered here go)
 
 from sheetops.pipelines import pipeline
 from sheetops.store import Store, ledger
 from sheetops.store import pipeline_reads as reads
 from sheetops.store import schema as t
 
-pytestmark = pytest.mark.each_store_backend
+pytestmark = [pytest.mark.each_store_backend, pytest.mark.usefixtures("forget_pipelines")]
 
 N, BAD = 1000, {5, 500}
 
