@@ -164,17 +164,25 @@ class Runner:
         """Start a run of ``spec`` (now, or when a concurrency slot frees up), with the id
         ``run_id`` when the caller chose it (a Run now request's, given at its claim).
 
-        Its ``queued`` row commits (under the leader's fence) before the run is handed to
+        Under a leader (a fence), its ``queued`` row commits before the run is handed to
         the executor: a replaced leader's submit raises
-        :class:`~sheetops.store.leases.Fenced` and starts nothing.
+        :class:`~sheetops.store.leases.Fenced` and starts nothing. With no leader to be
+        replaced by (``run-job``, a runner of its own) the row goes with the recorder's
+        next batch, so runs submitted one by one cost no transaction each.
 
         Returns the run id, or ``None`` when the job already has a run waiting for every
         slot and this one is coalesced into it (a late job does not pile up runs)."""
         now = time.time()
         run = _Run(run_id or new_run_id(now), spec, snapshot, trigger, scheduled_for,
                    dry_run, requested_by)
-        with self._lock:  # admitted and committed under the lock: before stop() ends it
-            admitted = self._hand_off([run], now, {})
+        with self._lock:  # admitted and recorded under the lock: before stop() ends it
+            if self.recorder.fence() is not None:
+                admitted = self._hand_off([run], now, {})
+            else:
+                sent = self._admit(run)
+                admitted = [] if sent is None else [(run, sent)]
+                if admitted:
+                    self.recorder.record(_queued(run, now))
         if not admitted:
             return None
         if admitted[0][1]:

@@ -50,6 +50,16 @@ def two_clients(tmp_path: Path, acme_jobs: list[dict], globex_jobs: list[dict]):
     return acme, globex
 
 
+def run_with_metrics(tmp_path: Path, **sheets: Path) -> tuple[subprocess.Popen, int]:
+    """``sheetops run`` of one client per ``name=sheet``, serving /metrics on a port."""
+    port = free_port()
+    args = [arg for name, sheet in sheets.items() for arg in ("--sheet", f"{name}={sheet}")]
+    proc = subprocess.Popen([SHEETOPS, "run", "--workers", "1", *args], cwd=tmp_path,
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=env(SHEETOPS_METRICS_PORT=str(port)))
+    return proc, port
+
+
 # -- 1. /metrics for every client ------------------------------------------------------
 
 def test_one_metrics_endpoint_counts_each_clients_runs_apart(tmp_path, test_automations):
@@ -57,12 +67,7 @@ def test_one_metrics_endpoint_counts_each_clients_runs_apart(tmp_path, test_auto
     acme, globex = two_clients(
         tmp_path, [probe("sync", fail="permanent", message="acme down")],
         [probe("sync", records=3), probe("globex-only", "every 2s")])
-    port = free_port()
-    proc = subprocess.Popen(
-        [SHEETOPS, "run", "--workers", "1", "--sheet", f"acme={acme.path}",
-         "--sheet", f"globex={globex.path}"], cwd=tmp_path, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env=env(SHEETOPS_METRICS_PORT=str(port)))
+    proc, port = run_with_metrics(tmp_path, acme=acme.path, globex=globex.path)
     try:
         def both_counted():
             text, samples = scrape(port)
@@ -112,12 +117,7 @@ def test_one_metrics_endpoint_counts_each_clients_runs_apart(tmp_path, test_auto
 def test_a_client_that_cannot_start_has_a_client_up_series_of_zero(tmp_path, test_automations):
     good = client_workbook(tmp_path, "good", probe("tick"))
     (tmp_path / "broken.xlsx").write_bytes(os.urandom(4000))
-    port = free_port()
-    proc = subprocess.Popen(
-        [SHEETOPS, "run", "--workers", "1", "--sheet", f"good={good.path}",
-         "--sheet", f"broken={tmp_path / 'broken.xlsx'}"], cwd=tmp_path, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env=env(SHEETOPS_METRICS_PORT=str(port)))
+    proc, port = run_with_metrics(tmp_path, good=good.path, broken=tmp_path / "broken.xlsx")
     try:
         def both_reported():
             try:
