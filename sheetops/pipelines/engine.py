@@ -32,7 +32,6 @@ import tempfile
 import threading
 import time
 import uuid
-import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from operator import itemgetter
@@ -814,9 +813,7 @@ def outcome_hook(pipe: Pipeline, queues: Queues, job: str, params: Mapping[str, 
     return bound, (None if dry_run else bound)
 
 
-#: one writer lock per SQLite engine of this process, gone with its engine
-_LOCKS: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
-_LOCKS_GUARD = threading.Lock()
+_LOCKS: dict[int, threading.Lock] = {}
 #: The cyclic garbage collector's first threshold while a pipeline runs.
 GC_THRESHOLD = 50_000
 
@@ -862,12 +859,10 @@ def writer_lock(queues: Queues) -> Any:
 
     SQLite has one writer at a time; threads that meet its lock wait in its busy
     handler, which sleeps in growing steps and wakes late. Queuing them on a Python
-    lock first hands the write lock on at once. PostgreSQL needs none. The lock is the
-    engine's (the database file's), so every run on it in this process shares it."""
+    lock first hands the write lock on at once. PostgreSQL needs none."""
     if queues.engine.dialect.name != "sqlite":
         return contextlib.nullcontext()
-    with _LOCKS_GUARD:
-        return _LOCKS.setdefault(queues.engine, threading.Lock())
+    return _LOCKS.setdefault(id(queues), threading.Lock())
 
 
 def _engine(store: Store | Engine | str) -> Engine:
