@@ -192,12 +192,11 @@ class Runner:
     def submit_many(self, specs: list[JobSpec], snapshot: Snapshot, trigger: str,
                     fires: Sequence[float | None], note_fires: bool = False) -> int:
         """:meth:`submit` for many jobs, a run of each per time in ``fires`` (one lock
-        and one transaction per chunk of 256 jobs). With
-        ``note_fires`` each job's last fire time (the latest of ``fires``, which catch-up
-        reads after downtime) commits in the same fenced transaction as its runs'
-        ``queued`` rows, so a leader killed at any point either left the fire and its
-        runs in the store (the next leader follows the runs) or neither (the next leader
-        catches the fire up). Returns the
+        and one transaction per chunk of 256 jobs). With ``note_fires`` each job's last
+        fire time (the latest of ``fires``, which catch-up reads after downtime) commits
+        in the same fenced transaction as its runs' ``queued`` rows, so a leader killed
+        at any point either left the fire and its runs in the store (the next leader
+        follows the runs) or neither (the next leader catches the fire up). Returns the
         runs asked for (coalesced ones included)."""
         now = time.time()
         last = max((fire for fire in fires if fire is not None), default=None)
