@@ -35,7 +35,6 @@ import re
 import time
 import uuid
 import weakref
-import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -395,7 +394,7 @@ def _stored(payloads: Sequence[Payload], packs: bool) -> list[str | bytes]:
     out: list[str | bytes] = []
     for i, p in enumerate(payloads):
         if isinstance(p, PackedJson):
-            out.append(p if packs else zlib.decompress(p).decode())
+            out.append(p if packs else PackedJson.unpack(p).decode())
         else:
             out.append(p if isinstance(p, JsonText) else _dumps(p, i))
     return out
