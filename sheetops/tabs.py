@@ -122,6 +122,8 @@ STAGE_COLUMNS = (
                     "rate such as 10/second."),
     C("high_water", "Records waiting in this stage's queue at which the stages feeding "
                     "it wait (0 = ten batches)."),
+    C("processes", "Processes working on this stage (0-64), each with its concurrency "
+                   "threads, for CPU-bound stages; 0 = the run's own process."),
 )
 
 STATUS_COLUMNS = (

@@ -21,22 +21,24 @@ SINK_TABLE = "CREATE TABLE IF NOT EXISTS delivered (key TEXT, stage TEXT, value 
 
 
 def copy_pipeline(name: str, path: str, *, batch_size: int = 100,
-                  kill_key: str | None = None, slow_s: float = 0.0) -> Pipeline:
+                  kill_key: str | None = None, slow_s: float = 0.0,
+                  processes: int = 0) -> Pipeline:
     """validate → double → store (a SQL sink writing table ``delivered``).
 
     ``kill_key``: the double stage SIGKILLs its own process on that record.
-    ``slow_s``: the double stage sleeps this long per batch."""
+    ``slow_s``: the double stage sleeps this long per batch.
+    ``processes``: every stage worked by that many forked processes."""
     pipe = pipeline(name, source=jsonl_file(path), key="id")
 
     @pipe.stage(batch_size=batch_size, retries=1, backoff_initial_s=0.01, timeout_s=1.0,
-                max_deliveries=3)
+                max_deliveries=3, processes=processes)
     def validate(records):
         for record in records:
             if not isinstance(record.get("value"), int):
                 raise ValueError(f"record {record.get('id')}: value must be a whole number")
         return records
 
-    @pipe.stage(batch_size=batch_size, timeout_s=1.0, max_deliveries=3)
+    @pipe.stage(batch_size=batch_size, timeout_s=1.0, max_deliveries=3, processes=processes)
     def double(records):
         if slow_s:
             time.sleep(slow_s)
@@ -45,7 +47,8 @@ def copy_pipeline(name: str, path: str, *, batch_size: int = 100,
                 os.kill(os.getpid(), signal.SIGKILL)
         return [{**r, "value": r["value"] * 2} for r in records]
 
-    @pipe.sink(batch_size=batch_size, sql=True, timeout_s=1.0, max_deliveries=3)
+    @pipe.sink(batch_size=batch_size, sql=True, timeout_s=1.0, max_deliveries=3,
+               processes=processes)
     def store(records, ctx):
         ctx.connection.exec_driver_sql(SINK_TABLE)
         ctx.connection.execute(
@@ -57,10 +60,12 @@ def copy_pipeline(name: str, path: str, *, batch_size: int = 100,
 
 def main() -> None:
     kind, store_url, path = sys.argv[1:4]
+    processes = int(os.environ.get("PROCESSES", "0"))
     if kind == "copy":
-        pipe = copy_pipeline("copy", path)
+        pipe = copy_pipeline("copy", path, processes=processes)
     elif kind == "killer":
-        pipe = copy_pipeline("killer", path, batch_size=8, kill_key=os.environ["KILL_KEY"])
+        pipe = copy_pipeline("killer", path, batch_size=8, kill_key=os.environ["KILL_KEY"],
+                             processes=processes)
     elif kind == "slow":
         pipe = copy_pipeline("slow", path, batch_size=50, slow_s=0.002)
     else:

@@ -1,5 +1,5 @@
 """The Stages tab: per job and stage settings of pipelines, so ops tune a stage (batch
-size, threads, retries, timeout, rate limit, high-water mark) without a deploy.
+size, threads, processes, retries, timeout, rate limit, high-water mark) without a deploy.
 
 A row names a pipeline job and one of its stages; each non-empty cell overrides the
 code's setting for that stage. A row with a bad cell is skipped — the stage keeps the
@@ -23,6 +23,7 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     "retries": (0, 20, True),
     "timeout_s": (0.1, 86_400, False),
     "high_water": (0, 1_000_000_000, True),
+    "processes": (0, 64, True),
 }
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import gc
 import logging
 import os
@@ -45,8 +46,15 @@ from sheetops.pipelines import batch as batches
 from sheetops.pipelines.batch import Keyed
 from sheetops.pipelines.context import StageContext
 from sheetops.pipelines.model import Pipeline, PipelineError, Stage, StageSettings
+from sheetops.pipelines.processes import (
+    ProcessWriterLock,
+    StageProcesses,
+    check_rate_limits,
+    plan,
+)
 from sheetops.pipelines.sources import batches_of
 from sheetops.pipelines.throttle import Throttle
+from sheetops.ratelimit import configured_storage
 from sheetops.retry import backoff_wait
 from sheetops.store import ledger
 from sheetops.store.queue import Claim, ErrorInfo, StaleClaim, lease_for
@@ -222,7 +230,7 @@ def _put(rt_handed: _Handed | None, tx: Any, queue: str, items: Sequence[Batch],
          encoded: EncodedBatches) -> Any:
     """Put ``items`` on ``queue``: leased to this process when it keeps them
     (``rt_handed``), else plainly. Returns what :meth:`_Handed.committed` takes."""
-    if rt_handed is not None:
+    if rt_handed is not None and queue in rt_handed.leases:
         return rt_handed.put(tx, queue, items, encoded)
     tx.put(queue, encoded.payloads, keys=encoded.keys)
     return None
@@ -288,8 +296,9 @@ class _Handed:
     def has_room(self, queue: str) -> bool:
         """Whether a batch put on ``queue`` now would be kept decoded. The stages (and
         the source) of this process wait for it before making the next batch, so
-        their hand-offs stay decoded instead of being decoded again from their JSON."""
-        return self._kept[queue] < self.decoded[queue]
+        their hand-offs stay decoded instead of being decoded again from their JSON.
+        A queue whose stage works in another process (``processes``) is never kept."""
+        return queue not in self._kept or self._kept[queue] < self.decoded[queue]
 
     def leftover(self) -> list[Claim]:
         """The leased claims no thread took (to release when the run stops)."""
@@ -523,7 +532,9 @@ class PipelineRun:
     """One run of a pipeline in this process: source and stage threads until drained.
 
     ``hand_in_process`` (the default) hands each batch to this process's next stage
-    already leased (:class:`_Handed`); a run whose stages other processes work too (the
+    already leased (:class:`_Handed`), and forks the processes of stages set to
+    ``processes`` (:mod:`sheetops.pipelines.processes`; not in a dry run, whose effects
+    are watched in this process); a run whose stages other processes work too (the
     Celery tier) passes ``False``, so every batch it puts is claimable by any of them."""
 
     def __init__(self, pipe: Pipeline, queues: Queues, *, job: str, run_id: str,
@@ -541,26 +552,39 @@ class PipelineRun:
         for name, settings in zip(self.names, self.settings, strict=True):
             queues.queue(name, max_deliveries=settings.max_deliveries)
         self.grace = lease_grace_s
-        self.stop = threading.Event()
-        self.changes = _Changes()
-        self.lock = writer_lock(queues)
-        self.depths = _Depths(queues, self.names)
-        self.consumer = f"{socket.gethostname()}:{os.getpid()}:{run_id}"
-        self.handed = _Handed(self.consumer, {
-            name: self._lease(settings) for name, settings in zip(self.names, self.settings,
-                                                                  strict=True)},
-            {name: DECODED_AHEAD + settings.concurrency
-             for name, settings in zip(self.names, self.settings, strict=True)}
-        ) if hand_in_process else None
-        if self.handed is not None:
-            self.handed.on_take = self.changes.notify
+        self.hand_in_process = hand_in_process
+        #: the stage indexes each forked process works (none: every stage works here)
+        self.forks = (plan(self.settings) if hand_in_process and not dry_run
+                      and _forkable(queues) else [])
+        if self.forks:
+            check_rate_limits(pipe.stage_names(), self.settings,
+                              not configured_storage().startswith("memory"))
+        self.local = [i for i in range(len(self.names))
+                      if not self.forks or not self.settings[i].processes]
+        self._reset(self.local, writer_lock(queues, shared=bool(self.forks)))
         self.run_context = run_context
         self.params = dict(params if params is not None
                            else getattr(run_context, "params", None) or {})
-        self._errors: list[BaseException] = []
         self._records = 0
         self.source, self.outcomes = outcome_hook(pipe, queues, job, self.params, dry_run,
                                                   self.names, drain_only)
+
+    def _reset(self, indexes: Sequence[int], lock: Any) -> None:
+        """This process's own state, working the stages ``indexes`` (a forked process
+        makes its own)."""
+        self.stop = threading.Event()
+        self.changes = _Changes()
+        self.lock = lock
+        self.depths = _Depths(self.queues, self.names)
+        self.consumer = f"{socket.gethostname()}:{os.getpid()}:{self.run_id}"
+        self._errors: list[BaseException] = []
+        local = [(self.names[i], self.settings[i]) for i in indexes]
+        self.handed = _Handed(
+            self.consumer, {name: self._lease(settings) for name, settings in local},
+            {name: DECODED_AHEAD + settings.concurrency for name, settings in local}
+        ) if self.hand_in_process else None
+        if self.handed is not None:
+            self.handed.on_take = self.changes.notify
 
     def _lease(self, settings: StageSettings) -> float:
         return (lease_for(settings.timeout_s) if self.grace is None
@@ -733,17 +757,18 @@ class PipelineRun:
                                              args=(self._read_source, cp),
                                              name=f"{self.job}-source", daemon=True)
             threads.append(source_thread)
-        for index in range(len(self.names)):
-            rt = self._runtime(index, cp.generation)
-            for n in range(rt.settings.concurrency):
-                threads.append(threading.Thread(
-                    target=carry(self._guard), args=(self._work, rt, index), daemon=True,
-                    name=f"{self.job}-{rt.stage.name}-{n}"))
+        threads += self._stage_threads(self.local, cp.generation)
+        forks = (StageProcesses(self.job, self.forks, functools.partial(
+            self._work_forked, cp.generation)) if self.forks else None)
+        if forks is not None:  # before this run's threads start: nothing of theirs held
+            forks.start()
         for thread in threads:
             thread.start()
         finished = False
         try:
             while not self.stop.is_set():
+                if forks is not None:
+                    forks.check()
                 if source_thread is None or not source_thread.is_alive():
                     if self._errors:
                         break
@@ -758,6 +783,8 @@ class PipelineRun:
             self.changes.notify()
             for thread in threads:
                 thread.join()
+            if forks is not None:
+                forks.stop()
             self._release_leftovers()
         if self._errors:
             raise self._errors[0]
@@ -769,6 +796,37 @@ class PipelineRun:
         if finished and self.outcomes is not None:
             self.outcomes.finish()
         return self._report(cp, started, finished)
+
+    def _stage_threads(self, indexes: Sequence[int], generation: int
+                       ) -> list[threading.Thread]:
+        threads = []
+        for index in indexes:
+            rt = self._runtime(index, generation)
+            for n in range(rt.settings.concurrency):
+                threads.append(threading.Thread(
+                    target=carry(self._guard), args=(self._work, rt, index), daemon=True,
+                    name=f"{self.job}-{rt.stage.name}-{n}"))
+        return threads
+
+    def _work_forked(self, generation: int, indexes: list[int],
+                     stopped: Callable[[], bool]) -> bool:
+        """A forked process's part of the run: the stages ``indexes`` until the run
+        stops (``stopped()``); whether it ended without an error of its own."""
+        self.queues.engine.dispose(close=False)  # the parent's connections stay its own
+        self._reset(indexes, writer_lock(self.queues, shared=True))
+        threads = self._stage_threads(indexes, generation)
+        for thread in threads:
+            thread.start()
+        try:
+            while not (self.stop.is_set() or stopped()):
+                self.changes.wait(self.changes.mark(), 0.05)
+        finally:
+            self.stop.set()
+            self.changes.notify()
+            for thread in threads:
+                thread.join()
+            self._release_leftovers()
+        return not self._errors
 
     def _report(self, cp: ledger.Checkpoint, started: float, finished: bool) -> RunReport:
         with self.queues.engine.connect() as conn:
@@ -854,14 +912,26 @@ class _CalmGc:
 calm_gc = _CalmGc()
 
 
-def writer_lock(queues: Queues) -> Any:
+def _forkable(queues: Queues) -> bool:
+    """Whether forked processes would see the same queues (not an in-memory SQLite)."""
+    database = queues.engine.url.database
+    return queues.engine.dialect.name != "sqlite" or bool(
+        database and database != ":memory:" and "mode=memory" not in str(queues.engine.url))
+
+
+def writer_lock(queues: Queues, shared: bool = False) -> Any:
     """A lock this process's threads take around each queue transaction on SQLite.
 
     SQLite has one writer at a time; threads that meet its lock wait in its busy
     handler, which sleeps in growing steps and wakes late. Queuing them on a Python
-    lock first hands the write lock on at once. PostgreSQL needs none."""
+    lock first hands the write lock on at once. ``shared``: the run's forked stage
+    processes write too, and queue on a lock file beside the database with this
+    process's threads. PostgreSQL needs none."""
     if queues.engine.dialect.name != "sqlite":
         return contextlib.nullcontext()
+    database = queues.engine.url.database
+    if shared and database and database != ":memory:" and not database.startswith("file:"):
+        return ProcessWriterLock(f"{database}.writer-lock")
     return _LOCKS.setdefault(id(queues), threading.Lock())
 
 

@@ -34,7 +34,8 @@ if TYPE_CHECKING:
     from sheetops.store import Store
 
 #: Stage settings the Stages tab may set (its columns after ``job`` and ``stage``).
-TUNABLE = ("batch_size", "concurrency", "retries", "timeout_s", "rate_limit", "high_water")
+TUNABLE = ("batch_size", "concurrency", "retries", "timeout_s", "rate_limit", "high_water",
+           "processes")
 
 
 class PipelineError(SheetopsError):
@@ -46,7 +47,9 @@ class StageSettings:
     """How one stage runs. ``high_water``: records waiting in the stage's queue at
     which the stage (or source) feeding it waits; 0 means ten batches. ``rate_limit``:
     records per period the stage may take (``10/second``, ``500/minute``); empty, no
-    limit."""
+    limit. ``processes``: forked processes working the stage, each with ``concurrency``
+    threads (for stages whose Python work would take turns on one core in threads);
+    0, the run's own process (see :mod:`sheetops.pipelines.processes`)."""
 
     batch_size: int = 500
     concurrency: int = 1
@@ -57,6 +60,7 @@ class StageSettings:
     backoff_initial_s: float = 0.1
     backoff_max_s: float = 5.0
     max_deliveries: int = 5
+    processes: int = 0
 
     def merged(self, overrides: Mapping[str, Any]) -> StageSettings:
         """These settings with ``overrides`` (e.g. from the Stages tab) applied."""

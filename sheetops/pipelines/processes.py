@@ -1,0 +1,186 @@
+"""Stage worker processes: a stage's ``processes`` setting runs its threads in that many
+forked copies of the run's process instead of in the process itself.
+
+Threads of one process share one interpreter lock, so stages whose work is Python code
+(parsing, validating, reshaping records) take turns on one core however many threads
+they have. A stage with ``processes: N`` is worked by N forked processes, each with the
+stage's ``concurrency`` threads; process ``k`` works every stage whose ``processes`` is
+at least ``k``, so consecutive stages forked alike hand their batches on inside the same
+process (decoded, as threads do) and only the hops in and out cross processes, through
+the same durable queues every hand-off already goes through.
+
+Forking keeps what a notebook or module defined (stage functions, closures, the run's
+context) without pickling anything; what a forked stage changes in its own memory (a
+list it appends to, a counter) stays in its process, so a stage whose effect is in
+memory keeps ``processes: 0``. The children:
+
+* stop when the run does, and when the run's process dies (each looks at its parent
+  every 50 ms), after the batch they are working on; batches they held are
+  claimable again at once (released) or when their leases expire (killed);
+* are replaced when one dies of something (a signal, a segfault, the OOM killer), so a
+  record that kills its process is delivered again, split and, after
+  ``max_deliveries``, a dead letter, as it is when it kills a thread's process;
+* share SQLite's one writer through a lock file next to the database (``flock``: the
+  kernel drops a dead process's lock), as the threads of one process share a lock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import multiprocessing
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sheetops.pipelines.model import PipelineError, StageSettings
+
+log = logging.getLogger("sheetops.pipelines")
+
+#: Seconds between a child's looks at whether the run stopped or its parent died.
+WATCH_S = 0.05
+#: Seconds a child may take to finish its batch once the run stops, before it is killed.
+STOP_GRACE_S = 30.0
+#: Replacements of dead children a run makes at most, so a crash loop ends the run.
+MAX_RESTARTS = 50
+
+
+def plan(settings: Sequence[StageSettings]) -> list[list[int]]:
+    """The stage indexes each forked process works: process ``k`` (from 1) every stage
+    whose ``processes`` is at least ``k``; empty when no stage is forked."""
+    most = max((s.processes for s in settings), default=0)
+    return [[i for i, s in enumerate(settings) if s.processes >= k]
+            for k in range(1, most + 1)]
+
+
+def check_rate_limits(names: Sequence[str], settings: Sequence[StageSettings],
+                      shared_storage: bool) -> None:
+    """Refuse a stage whose rate limit is kept in memory (one window per process) when
+    several processes would work it: each would allow the whole rate."""
+    for name, s in zip(names, settings, strict=True):
+        if s.rate_limit and s.processes > 1 and not shared_storage:
+            raise PipelineError(
+                f"stage {name!r} has rate_limit {s.rate_limit!r} and processes "
+                f"{s.processes}: a limit kept in memory holds per process, so each would "
+                "allow the whole rate; set processes to 1, or share the limit with "
+                "SHEETOPS_RATE_LIMIT_STORAGE=redis://…")
+
+
+class ProcessWriterLock:
+    """SQLite's one writer, taken in turn by this process's threads (a thread lock) and
+    by the run's other processes (``flock`` on ``path``; each process opens the file
+    itself, since a lock belongs to an open file and a forked copy shares its parent's)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._thread_lock = threading.Lock()
+        self._fd: int | None = None
+        self._pid = 0
+
+    def _file(self) -> int:
+        if self._pid != os.getpid():
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            self._pid = os.getpid()
+        assert self._fd is not None
+        return self._fd
+
+    def __enter__(self) -> ProcessWriterLock:
+        self._thread_lock.acquire()
+        try:
+            fcntl.flock(self._file(), fcntl.LOCK_EX)
+        except BaseException:
+            self._thread_lock.release()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            fcntl.flock(self._file(), fcntl.LOCK_UN)
+        finally:
+            self._thread_lock.release()
+
+
+class StageProcesses:
+    """The forked processes of one run: started before the run's own threads, watched
+    while it runs (:meth:`check`), stopped with it (:meth:`stop`).
+
+    ``work(indexes, stopped)`` is what a child does: work the stages ``indexes`` until
+    ``stopped()`` is true; it returns whether it ended cleanly (its exit code 0, else 1:
+    an error of the engine itself, which ends the run)."""
+
+    def __init__(self, job: str, assignments: list[list[int]],
+                 work: Callable[[list[int], Callable[[], bool]], bool]) -> None:
+        self.job = job
+        self.assignments = assignments
+        self._work = work
+        self._context = multiprocessing.get_context("fork")
+        #: set to 1 to stop the children: plain shared memory, no lock, since a
+        #: child killed while holding a lock (an Event's) would leave it held forever
+        self._stop = self._context.RawValue("b", 0)
+        self._procs: list[Any] = [None] * len(assignments)
+        self.restarts = 0
+
+    def start(self) -> None:
+        for number in range(len(self.assignments)):
+            self._start(number)
+
+    def _start(self, number: int) -> None:
+        proc = self._context.Process(target=_child, name=f"{self.job}-process-{number + 1}",
+                                     args=(self._work, self.assignments[number], self._stop,
+                                           os.getpid()), daemon=True)
+        proc.start()
+        self._procs[number] = proc
+
+    def check(self) -> None:
+        """Replace a child that died; raise when one ended in an error of its own."""
+        for number, proc in enumerate(self._procs):
+            if proc is None or proc.is_alive() or self._stop.value:
+                continue
+            proc.join()
+            if proc.exitcode == 1:
+                raise PipelineError(f"pipeline {self.job}: stage process {number + 1} "
+                                    "stopped on an error (see its log)")
+            self.restarts += 1
+            if self.restarts > MAX_RESTARTS:
+                raise PipelineError(f"pipeline {self.job}: stage processes died "
+                                    f"{self.restarts} times (last exit {proc.exitcode})")
+            log.warning("pipeline %s: stage process %d died (exit %s); starting another",
+                        self.job, number + 1, proc.exitcode)
+            self._start(number)
+
+    def stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        """Stop every child after its batch; kill the ones that take longer than
+        ``grace_s``."""
+        self._stop.value = 1
+        deadline = time.monotonic() + grace_s
+        for proc in self._procs:
+            if proc is None:
+                continue
+            proc.join(max(0.0, deadline - time.monotonic()))
+            if proc.is_alive():
+                log.warning("pipeline %s: stage process %s did not stop in %.0fs; killed",
+                            self.job, proc.name, grace_s)
+                proc.kill()
+                proc.join()
+
+
+def _child(work: Callable[[list[int], Callable[[], bool]], bool], indexes: list[int],
+           stop: Any, parent: int) -> None:
+    """A forked process's body: work ``indexes`` until the run stops or its parent dies."""
+    watched = threading.Event()
+
+    def watch() -> None:
+        while not stop.value and os.getppid() == parent:
+            time.sleep(WATCH_S)
+        watched.set()
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+    clean = False
+    try:
+        clean = work(indexes, watched.is_set)
+    except BaseException:
+        log.exception("a stage process of this run stopped")
+    finally:
+        os._exit(0 if clean else 1)

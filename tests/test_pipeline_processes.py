@@ -1,0 +1,165 @@
+"""Stages worked by forked processes (the ``processes`` setting): every record once,
+in processes other than the run's, a SIGKILL of the run leaving no process behind and
+resuming exactly once, a record that kills its stage process set aside within the
+run, and the settings that would break a guarantee refused.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from test_pipelines import (
+    delivered,
+    pass_finished,
+    run_child,
+    run_until_finished,
+    write_records,
+)
+
+from sheetops import tabs
+from sheetops.config import parse_config
+from sheetops.pipelines import PipelineError, iterable, pipeline
+from sheetops.pipelines import deadletters as dl
+from sheetops.store.queue_sql import Queues
+
+pytestmark = pytest.mark.usefixtures("forget_pipelines")
+
+PIDS = "CREATE TABLE IF NOT EXISTS seen (key TEXT PRIMARY KEY, pid INTEGER)"
+
+
+def _pid_pipeline(name: str, n: int, processes: int):
+    """tag (forked) → keep (a SQL sink recording each record's key and tagging pid)."""
+    pipe = pipeline(name, source=iterable(lambda: ({"id": i} for i in range(n))), key="id")
+
+    @pipe.stage(batch_size=50, processes=processes)
+    def tag(records):
+        return [{**r, "pid": os.getpid()} for r in records]
+
+    @pipe.sink(batch_size=50, sql=True, processes=processes)
+    def keep(records, ctx):
+        ctx.connection.exec_driver_sql(PIDS)
+        ctx.connection.execute(text("INSERT INTO seen (key, pid) VALUES (:k, :p)"),
+                               [{"k": str(r["id"]), "p": r["pid"]} for r in records])
+
+    return pipe
+
+
+def _seen(url: str) -> list[tuple[str, int]]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(text("SELECT key, pid FROM seen"))]
+    finally:
+        engine.dispose()
+
+
+def test_forked_stages_deliver_every_record_once_from_processes_of_their_own(tmp_path):
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    report = _pid_pipeline("forked", 3_000, processes=2).run(url)
+
+    rows = _seen(url)
+    assert sorted(int(k) for k, _ in rows) == list(range(3_000))
+    pids = {pid for _, pid in rows}
+    assert os.getpid() not in pids and len(pids) == 2  # both processes took batches
+    assert report.finished and report.records_out == 3_000
+    assert report.stages["tag"]["records_in"] == 3_000
+
+
+def test_a_dry_run_works_every_stage_in_its_own_process(tmp_path):
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    pipe = pipeline("dry-forked", source=iterable(lambda: ({"id": i} for i in range(20))),
+                    key="id")
+    pids: set[int] = set()
+
+    @pipe.stage(processes=2)
+    def tag(records):
+        pids.add(os.getpid())
+        return records
+
+    pipe.sink(lambda records: None, name="drop", processes=2)
+    report = pipe.run(url, dry_run=True)
+    assert report.records_out == 20 and pids == {os.getpid()}
+
+
+def _processes_of(marker: str) -> list[int]:
+    """Live processes whose command line holds ``marker``."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if marker in cmdline.read_bytes().decode(errors="replace"):
+                found.append(int(cmdline.parent.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_sigkill_of_a_run_with_forked_stages_leaves_no_process_and_resumes_once(tmp_path):
+    rng = random.Random(16)
+    env = {"PROCESSES": "2"}
+    kills = 0
+    for trial in range(5):
+        url = f"sqlite:///{tmp_path / f'store{trial}.db'}"
+        path = write_records(tmp_path / f"in{trial}.jsonl", 2_000, bad={77})
+        if run_child("copy", url, path, env, kill_after=rng.uniform(0.5, 2.0)) != 0:
+            kills += 1
+            deadline = time.monotonic() + 30
+            while _processes_of(str(path)) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert _processes_of(str(path)) == [], trial  # no stage process outlives it
+        if not pass_finished(url):
+            run_until_finished("copy", url, path, env)
+        keys = [k for k, _ in delivered(url)]
+        assert len(keys) == len(set(keys)) == 1_999, trial
+        assert [x.key for x in dl.letters(Queues(create_engine(url)), "copy")] == ["77"]
+    assert kills >= 2  # most trials were killed mid-run, not after it ended
+
+
+def test_a_record_that_kills_its_stage_process_is_set_aside_within_the_run(tmp_path):
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    path = write_records(tmp_path / "in.jsonl", 40)
+    starts = run_until_finished("killer", url, path, env={"KILL_KEY": "13",
+                                                          "PROCESSES": "1"})
+
+    assert starts == 1  # the run's own process lived on and started another
+    assert sorted(int(k) for k, _ in delivered(url)) == [i for i in range(40) if i != 13]
+    letters = dl.letters(Queues(create_engine(url)), "killer")
+    assert [(x.stage, x.key, x.error_type, x.attempts) for x in letters] == [
+        ("double", "13", "LeaseExpired", 3)]
+
+
+def test_a_rate_limit_kept_in_memory_is_refused_for_several_processes(tmp_path, monkeypatch):
+    monkeypatch.delenv("SHEETOPS_RATE_LIMIT_STORAGE", raising=False)
+    pipe = pipeline("limited", source=[{"id": 1}], key="id")
+    pipe.stage(lambda records: records, name="send", rate_limit="10/second", processes=2)
+    pipe.sink(lambda records: None, name="drop")
+    with pytest.raises(PipelineError, match=r"stage 'send' has rate_limit "
+                                            r"'10/second' and processes 2"):
+        pipe.run(f"sqlite:///{tmp_path / 'store.db'}")
+
+
+def test_the_stages_tab_sets_processes_and_names_a_bad_cell():
+    pipe = pipeline("tuned-p", source=[], key="id")
+    pipe.stage(lambda records: records, name="parse")
+    pipe.sink(lambda records: None, name="deliver")
+    header = [c.name for c in tabs.STAGE_COLUMNS]
+    column = header.index("processes")
+
+    def row(stage: str, processes: str) -> list[str]:
+        cells = [""] * len(header)
+        cells[0], cells[1], cells[column] = "job-p", stage, processes
+        return cells
+
+    snap = parse_config({
+        tabs.JOBS: [["job", "automation", "schedule"], ["job-p", "tuned-p", "manual"]],
+        tabs.STAGES: [header, row("parse", "2"), row("deliver", "65")],
+    }, {"tuned-p"})
+    assert snap.stages == {"job-p": {"parse": {"processes": 2}}}
+    letter = chr(ord("A") + column)
+    assert [str(p) for p in snap.problems if p.tab == tabs.STAGES] == [
+        f"Stages!{letter}3: processes must be at most 64, got '65'; the stage keeps the "
+        "code's settings"]
