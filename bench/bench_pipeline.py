@@ -1,17 +1,22 @@
 """Records a second through a 3-stage pipeline of cheap stage functions on the embedded
-SQLite queue (crash-safe: every hand-off is a committed transaction), compared with
+SQLite queue (crash-safe: every hand-off is a committed transaction), its stages worked
+by one forked process per core (the stages' ``processes`` setting; the run's own
+process reads the source), compared with
 
 * a bare in-memory loop calling the same three functions on the same batches
   (goal: the pipeline keeps at least half its speed), and
 * a naive durable SQLite queue of one row per record, one transaction per record and
   stage (goal: the pipeline is at least 2.5 times as fast);
 
-and the peak RSS of a fresh process moving 100,000 and 1,000,000 records (goal: ten
-times the records cost at most 1.2 times the memory). PostgreSQL prints its figure too
-when it is reachable at 127.0.0.1:5432.
+and the peak RSS of a fresh process moving 100,000 and 1,000,000 records, its stage
+processes included (goal: ten times the records cost at most 1.2 times the memory).
+The same pipeline with every stage in threads of one process (``processes`` 0) prints
+its ratio too, and the CPU seconds each way costs. PostgreSQL prints its figure too when
+it is reachable at 127.0.0.1:5432.
 
-    python bench/bench_pipeline.py          # 1,000,000 records (under two minutes)
-    python bench/bench_pipeline.py --full   # and 10,000,000
+    python bench/bench_pipeline.py                  # 1,000,000 records (under two minutes)
+    python bench/bench_pipeline.py --full           # and 10,000,000
+    python bench/bench_pipeline.py --processes 4    # stage processes (default: the cores)
 
 The work is CPU-bound on a 2-core machine shared with others: compare the ratios.
 """
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import socket
 import sqlite3
@@ -108,26 +114,31 @@ def naive_queue(path: Path, n: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def child(url: str, n: int) -> None:
-    """Run the pipeline in this (fresh) process; print rate and peak RSS as JSON."""
+def child(url: str, n: int, processes: int) -> None:
+    """Run the pipeline in this (fresh) process, its stages in ``processes`` forked
+    processes (0: threads of this one); print rate, CPU and peak RSS as JSON. The sink
+    may run in another process, so the records it took are counted by the run."""
     quiet()
     from sheetops.pipelines import iterable, pipeline
 
-    total = Total()
     pipe = pipeline("bench", source=iterable(lambda: records(n)), key="id")
-    pipe.stage(validate, batch_size=BATCH)
-    pipe.stage(enrich, batch_size=BATCH)
-    pipe.sink(total, name="total", batch_size=BATCH)
+    pipe.stage(validate, batch_size=BATCH, processes=processes)
+    pipe.stage(enrich, batch_size=BATCH, processes=processes)
+    pipe.sink(Total(), name="total", batch_size=BATCH, processes=processes)
     t0 = time.perf_counter()
     report = pipe.run(url)
     seconds = time.perf_counter() - t0
-    assert report.finished and total.n == n, (report.result(), total.n)
+    assert report.finished and report.records_out == n, report.result()
+    assert all(s["records_in"] == n for s in report.stages.values()), report.stages
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)  # the largest child's peak
     print(json.dumps({"rate": n / seconds, "seconds": seconds,
-                      "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                      "cpu_s": own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime,
+                      "rss_mb": (own.ru_maxrss + processes * kids.ru_maxrss) / 1024}))
 
 
-def in_fresh_process(url: str, n: int) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", url, str(n)],
+def in_fresh_process(url: str, n: int, processes: int) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", url, str(n), str(processes)],
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -144,10 +155,12 @@ def postgres_url() -> str | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--full", action="store_true", help="10,000,000 records too")
-    parser.add_argument("--child", nargs=2, metavar=("URL", "N"), help=argparse.SUPPRESS)
+    parser.add_argument("--processes", type=int, default=os.cpu_count() or 1,
+                        help="forked processes per stage (default: one per core)")
+    parser.add_argument("--child", nargs=3, metavar=("URL", "N", "P"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child[0], int(args.child[1]))
+        child(args.child[0], int(args.child[1]), int(args.child[2]))
         return
     quiet()
     folder = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
@@ -156,15 +169,21 @@ def main() -> None:
     # two counts, so a burst of load from other work on a shared machine cannot flatter
     # the pipeline's ratio
     before = bare_loop(1_000_000)
-    runs = {n: in_fresh_process(f"sqlite:///{folder / f'p{n}.db'}", n) for n in sizes}
+    runs = {n: in_fresh_process(f"sqlite:///{folder / f'p{n}.db'}", n, args.processes)
+            for n in sizes}
     million = runs[1_000_000]
+    threads = in_fresh_process(f"sqlite:///{folder / 'threads.db'}", 1_000_000, 0)
     bare = max(before, bare_loop(1_000_000))
     naive = naive_queue(folder / "naive.db", 10_000)
     figure("pipeline_sqlite_1m", million["rate"], "records/s")
     figure("pipeline_vs_bare_loop", million["rate"] / bare, "x", ">= 0.5")
+    figure("pipeline_threads_vs_bare_loop", threads["rate"] / bare, "x")
     figure("pipeline_vs_naive_queue", million["rate"] / naive, "x", ">= 2.5")
     figure("bare_loop", bare, "records/s")
     figure("naive_queue", naive, "records/s")
+    figure("pipeline_cpu_per_1m", million["cpu_s"], "s")
+    figure("pipeline_threads_cpu_per_1m", threads["cpu_s"], "s")
+    figure("bare_loop_cpu_per_1m", 1_000_000 / bare, "s")
     for n, run in runs.items():
         figure(f"peak_rss_{n // 1000}k", run["rss_mb"], "MB")
     figure("rss_1m_vs_100k", million["rss_mb"] / runs[100_000]["rss_mb"], "x", "<= 1.2")
@@ -182,7 +201,7 @@ def main() -> None:
     with engine.connect() as conn:
         conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
     try:
-        pg = in_fresh_process(admin.rsplit("/", 1)[0] + f"/{name}", 100_000)
+        pg = in_fresh_process(admin.rsplit("/", 1)[0] + f"/{name}", 100_000, args.processes)
         figure("pipeline_postgresql_100k", pg["rate"], "records/s")
     finally:
         with engine.connect() as conn:

@@ -71,6 +71,9 @@ POLL_S = 0.01
 #: Batches per queue kept decoded for the stage that takes them next (see _Handed).
 DECODED_AHEAD = 1
 IDLE_MAX_S = 0.2
+#: The same for a run with stage processes: their puts and acks wake no thread of
+#: another process, so its threads look again sooner (a look is one small query).
+FORKED_IDLE_MAX_S = 0.01
 #: Seconds a producer waits for its next stage to take a batch kept decoded before it
 #: hands on the next one as JSON (see PipelineRun._wait_room).
 HAND_WAIT_S = 0.1
@@ -559,6 +562,7 @@ class PipelineRun:
         if self.forks:
             check_rate_limits(pipe.stage_names(), self.settings,
                               not configured_storage().startswith("memory"))
+        self.idle_max = FORKED_IDLE_MAX_S if self.forks else IDLE_MAX_S
         self.local = [i for i in range(len(self.names))
                       if not self.forks or not self.settings[i].processes]
         self._reset(self.local, writer_lock(queues, shared=bool(self.forks)))
@@ -633,7 +637,7 @@ class PipelineRun:
                 return False
             if decoded:
                 self.depths.expire()
-                idle = min(idle * 2, IDLE_MAX_S)
+                idle = min(idle * 2, self.idle_max)
 
     def _guard(self, fn: Callable[..., None], *args: Any) -> None:
         try:
@@ -696,7 +700,7 @@ class PipelineRun:
             claim = self._next_claim(rt, queue)
             if claim is None:
                 self.changes.wait(mark, idle)
-                idle = min(idle * 2, IDLE_MAX_S)
+                idle = min(idle * 2, self.idle_max)
                 continue
             idle = POLL_S
             process_claim(rt, claim)
