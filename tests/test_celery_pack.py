@@ -18,6 +18,7 @@ import re
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -182,3 +183,41 @@ def test_an_attempt_in_a_pack_is_stopped_at_its_own_timeout_and_the_next_one_run
     ran = _ran(sink)
     assert slow["id"] not in ran and set(ran.values()) == {1} and len(ran) == N - 1
     assert _packs_logged(worker).count(PACK) == N // PACK  # none delivered again
+
+
+# -- without services: how a hand-off is cut into tasks -----------------------------------
+
+def _request(i: int, timeout_s: float = TIMEOUT_S, **fields: Any):
+    from sheetops.context import AttemptRequest
+
+    return AttemptRequest(f"r{i:03d}", f"j{i:03d}", "t_cel_note", 1, {}, timeout_s,
+                          **fields)
+
+
+def _cut(visibility_s: float, ready: list, pack_max: int = 16) -> list[list[str]]:
+    from sheetops.retry import JobPolicy
+
+    config = CeleryConfig("redis://127.0.0.1:1/0", visibility_timeout_s=visibility_s,
+                          pack_max=pack_max)
+    executor = CeleryExecutor(lambda *a: None, lambda *a: None, config=config)
+    policy = JobPolicy(1, 1.0, 1.0)
+    return [[r.run_id for r, _, _ in task]
+            for task in executor._tasks([(r, policy, delay) for r, delay in ready])]
+
+
+def test_a_hand_off_is_packed_only_when_big_and_within_the_redelivery_timeout():
+    from sheetops.ratelimit import RateLimitSpec
+
+    many = [(_request(i), 0.0) for i in range(N)]
+    assert [len(task) for task in _cut(VISIBILITY_S, many)] == [PACK] * (N // PACK)
+    assert [len(task) for task in _cut(3600, many * 20)] == [16] * (N * 20 // 16)
+    assert [len(task) for task in _cut(3600, many, pack_max=1)] == [1] * N
+    assert [len(task) for task in _cut(3600, many[:63])] == [1] * 63  # a small burst
+    # two attempts of 4 s (+ 1 s each) + grace + margin reach a 20 s visibility timeout
+    assert [len(task) for task in _cut(20, many)] == [1] * N
+    # retries, attempts due later and rate-limited ones go alone, after the packs
+    limited = _request(900, rate_limit=RateLimitSpec("one", "1/second"))
+    retry = replace(_request(901), attempt=2)
+    tasks = _cut(3600, [*many, (limited, 0.0), (retry, 0.0), (_request(902), 5.0)])
+    assert tasks[-3:] == [["r900"], ["r901"], ["r902"]]
+    assert sorted(run for task in tasks[:-3] for run in task) == [r.run_id for r, _ in many]
