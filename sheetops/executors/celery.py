@@ -7,11 +7,13 @@ The scheduler's side only hands off and follows:
   *before* its task is published, so a worker always finds the run it is given and a
   scheduler that dies after publishing leaves nothing unrecorded;
 * the queued row is the outbox of the publish: each publish sends a new *copy* of the
-  attempt (its own id in the task) and then marks it sent in the store; a run still
-  queued with no mark nor delivery ``SHEETOPS_CELERY_REPUBLISH_AFTER_S`` after its last
-  try (the broker was down, the mark did not commit, or a dead leader committed it and
-  never published it — :meth:`CeleryExecutor.adopt`) is published again, and the first
-  copy to reach the store owns the attempt while every other is dropped by the worker
+  attempt (its own id in the task; many first attempts due at once travel several to a
+  task, :func:`pack_size`, each with its own copy id) and then marks it sent in the
+  store; a run still queued with no mark nor delivery
+  ``SHEETOPS_CELERY_REPUBLISH_AFTER_S`` after its last try (the broker was down, the mark
+  did not commit, or a dead leader committed it and never published it —
+  :meth:`CeleryExecutor.adopt`) is published again, and the first copy to reach the
+  store owns the attempt while every other is dropped by the worker
   (:mod:`sheetops.store.task_deliveries`): sent at least once, run at most once;
 * a retry is the workers' to publish (and mark), but a ``running`` run whose last
   attempt failed and whose retry has no mark nor delivery once it is overdue — its

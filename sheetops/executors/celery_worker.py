@@ -1,6 +1,6 @@
 """What a ``sheetops worker`` does with a task: run it and record it in the store itself.
 
-Two tasks, both carrying JSON only (:mod:`sheetops.wire`, no secret, the store as a
+Three tasks, all carrying JSON only (:mod:`sheetops.wire`, no secret, the store as a
 reference):
 
 * ``sheetops.attempt`` — one attempt of one run. The worker counts the delivery and reads
@@ -22,6 +22,13 @@ reference):
   redelivery of an attempt whose result is recorded publishes the retry when it has no
   mark (the worker died, or the broker refused the publish, after the commit), so a
   retry is published at least once and, the first copy owning it, run at most once.
+* ``sheetops.attempts`` — a pack of first attempts a leader published together (each
+  with its own copy id, :meth:`Worker.run_pack_task`): every delivery is counted in one
+  statement (:meth:`~sheetops.store.task_deliveries.TaskDeliveryStore.begin_attempts`),
+  then each attempt runs and is recorded as above, one after the other, stopped at its
+  own ``timeout_s`` (:func:`attempt_deadline`), its result committed before the next
+  starts; the pack is acked after the last. A pack delivered again (its worker died in
+  it) is sent on as single attempt tasks, its recorded attempts dropped.
 * ``sheetops.stage`` — batches of one pipeline stage (:mod:`sheetops.pipelines.celery`).
 
 The hard deadline is Celery's: a soft time limit at ``timeout_s`` raises inside the
@@ -405,8 +412,8 @@ def _batch_of(store: Store, event: RunStarted) -> Batch:
 
 
 def build_app(config: CeleryConfig) -> tuple[Any, Worker]:
-    """The Celery app with the attempt task registered (the scheduler sends it, workers
-    run it); :mod:`sheetops.worker` adds the pipelines' stage task for workers."""
+    """The Celery app with the attempt and pack tasks registered (the scheduler sends
+    them, workers run them); :mod:`sheetops.worker` adds the pipelines' stage task for workers."""
     app = make_app(config)
     worker = Worker(config)
     worker.app = app
