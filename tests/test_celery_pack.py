@@ -22,6 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pytest
 from test_celery import BROKERS, tier, with_services
 from test_cli import wait_for
 
@@ -221,3 +222,31 @@ def test_a_hand_off_is_packed_only_when_big_and_within_the_redelivery_timeout():
     tasks = _cut(3600, [*many, (limited, 0.0), (retry, 0.0), (_request(902), 5.0)])
     assert tasks[-3:] == [["r900"], ["r901"], ["r902"]]
     assert sorted(run for task in tasks[:-3] for run in task) == [r.run_id for r, _ in many]
+
+
+@pytest.mark.each_store_backend
+def test_a_pack_counts_each_attempt_and_a_released_one_is_owned_by_its_next_copy(store):
+    """Store level, on SQLite and PostgreSQL: one call counts every attempt of a pack as
+    :meth:`begin_attempt` would, each on its own row; releasing an attempt of the pack's
+    copy (not recorded) restarts its count for the copy that reaches the store next."""
+    from test_celery_leader import _queued_run
+    from test_celery_retry import _failed_attempt
+
+    deliveries = store.task_deliveries
+    for run_id in ("a", "b", "c"):
+        _queued_run(store, run_id)
+    deliveries.mark_sent([("a", 1, "A"), ("b", 1, "B"), ("c", 1, "other")])
+    _failed_attempt(store, "recorded", 1)
+    pack = [("a", 1, "A"), ("b", 1, "B"), ("c", 1, "C"), ("recorded", 1, "R"),
+            ("gone", 1, "G")]
+    first = deliveries.begin_attempts(pack, 2)
+    assert [(b.deliveries, b.due(2)) for b in first] == [
+        (1, True), (1, True), (0, False), (1, False), (1, False)]
+    assert first[2].another_copy and first[3].recorded and first[4].run_status is None
+    again = deliveries.begin_attempts(pack, 2)  # the pack delivered again
+    assert [b.deliveries for b in again[:2]] == [2, 2]
+    assert deliveries.release_copies([("a", 1, "A"), ("b", 1, "not B"),
+                                      ("recorded", 1, "R")]) == ["a"]
+    assert deliveries.deliveries("a", 1) == 0 and deliveries.deliveries("b", 1) == 2
+    assert deliveries.begin_attempt("a", 1, 2, copy_id="single").deliveries == 1
+    assert deliveries.begin_attempts([("a", 1, "A")], 2)[0].another_copy
