@@ -42,7 +42,7 @@ VISIBILITY_S = 30
 @contextlib.contextmanager
 def leader(t1, pack_max: int = PACK, visibility_s: int = VISIBILITY_S) -> Iterator[Runner]:
     """A runner publishing to ``t1``'s queue as a leader does."""
-    config = CeleryConfig(BROKERS["redis"], queue=t1.queue, poll_interval_s=0.05,
+    config = CeleryConfig(BROKERS[t1.broker], queue=t1.queue, poll_interval_s=0.05,
                           visibility_timeout_s=visibility_s, pack_max=pack_max)
     runner = Runner(t1.store, functools.partial(CeleryExecutor, config=config),
                     flush_interval_s=0.05)
@@ -95,11 +95,12 @@ def _packs_logged(*workers) -> list[int]:
 
 
 @with_services
-def test_many_runs_at_once_go_in_packs_and_each_is_recorded_once(services, tmp_path,
-                                                                 workbook):
+@pytest.mark.parametrize("broker", ["redis", "amqp"])
+def test_many_runs_at_once_go_in_packs_and_each_is_recorded_once(services, broker,
+                                                                 tmp_path, workbook):
     sink = tmp_path / "sink.txt"
     n = 200  # packs of 6 (200 // 32), 33 + 1 tasks for 2 worker processes
-    with tier(services, "redis", tmp_path, workbook) as t1:
+    with tier(services, broker, tmp_path, workbook) as t1:
         t1.env["SHEETOPS_BROKER_VISIBILITY_TIMEOUT_S"] = "60"
         w1, w2 = t1.worker("w1"), t1.worker("w2")
         with leader(t1, pack_max=16, visibility_s=60) as runner:
