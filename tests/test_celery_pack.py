@@ -40,10 +40,11 @@ VISIBILITY_S = 30
 
 
 @contextlib.contextmanager
-def leader(t1, pack_max: int = PACK, visibility_s: int = VISIBILITY_S) -> Iterator[Runner]:
+def leader(t1, pack_max: int = PACK, visibility_s: int = VISIBILITY_S,
+           **settings: Any) -> Iterator[Runner]:
     """A runner publishing to ``t1``'s queue as a leader does."""
     config = CeleryConfig(BROKERS[t1.broker], queue=t1.queue, poll_interval_s=0.05,
-                          visibility_timeout_s=visibility_s, pack_max=pack_max)
+                          visibility_timeout_s=visibility_s, pack_max=pack_max, **settings)
     runner = Runner(t1.store, functools.partial(CeleryExecutor, config=config),
                     flush_interval_s=0.05)
     runner.start()
@@ -185,6 +186,35 @@ def test_an_attempt_in_a_pack_is_stopped_at_its_own_timeout_and_the_next_one_run
     ran = _ran(sink)
     assert slow["id"] not in ran and set(ran.values()) == {1} and len(ran) == N - 1
     assert _packs_logged(worker).count(PACK) == N // PACK  # none delivered again
+
+
+@with_services
+def test_packs_the_broker_loses_are_published_again_and_each_attempt_runs_once(
+        services, tmp_path, workbook):
+    """The packs are marked sent, then purged from Redis before any worker takes them:
+    the leader's sweep for lost tasks finds each attempt of them undelivered past the
+    bound and publishes it again (packed again, being many), and every run ends ok once."""
+    from kombu import Connection
+
+    sink = tmp_path / "sink.txt"
+    visibility_s = 20  # a pack of 3 attempts of 1 s: 3 × (1 + 1) + 5 + 5 < 20
+    bound = CeleryConfig(BROKERS["redis"], visibility_timeout_s=visibility_s).lost_after_s(1)
+    with tier(services, "redis", tmp_path, workbook) as t1:
+        t1.env["SHEETOPS_BROKER_VISIBILITY_TIMEOUT_S"] = str(visibility_s)
+        with leader(t1, visibility_s=visibility_s, republish_after_s=1.0) as runner:
+            _submit(runner, [replace(spec, timeout_s=1.0) for spec in _specs(sink)])
+            ids = wait_for(lambda: [r["id"] for r in t1.runs()] if len(t1.runs()) == N
+                           else None, timeout=30)
+            wait_for(lambda: len(t1.store.task_deliveries.sent(ids)) == N, timeout=30)
+            with Connection(BROKERS["redis"]) as conn:
+                assert conn.default_channel.queue_purge(t1.queue) == N // PACK  # packs
+            t1.worker("w1")
+            runs = wait_for(lambda: _all_finished(t1), timeout=bound + 60)
+            published, packs = runner.executor.sent, runner.executor.packs_sent
+    assert {r["status"] for r in runs.values()} == {"ok"}
+    ran = _ran(sink)
+    assert set(ran) == set(ids) and set(ran.values()) == {1}
+    assert (published, packs) == (2 * N, 2 * N // PACK)
 
 
 # -- without services: how a hand-off is cut into tasks -----------------------------------
