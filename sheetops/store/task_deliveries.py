@@ -18,7 +18,9 @@ redelivery of the owning copy (its worker died) counts against the cap as before
 A worker publishes a retry the same way (a copy, then its mark), and a redelivery of an
 attempt whose result is recorded asks :meth:`retry_owed` whether the next attempt still
 has to be published (its worker died, or the broker refused it, between the commit and
-the publish).
+the publish). A pack of first attempts in one task is counted in one statement
+(:meth:`begin_attempts`), each attempt on its own row; a pack delivered again has its
+attempts not recorded released (:meth:`release_copies`) and sent on one by one.
 
 """
 
