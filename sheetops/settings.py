@@ -56,6 +56,9 @@ class Settings(BaseSettings):
         default=10.0, description="seconds a run may stay queued with its task unsent "
         "(a broker outage, a leader that died before publishing) before the active "
         "leader publishes it again")
+    celery_pack_max: int = Field(
+        default=16, description="first attempts packed into one Celery task when many "
+        "are due at once; 1 sends each as its own task")
     automations: str = ""
     google_credentials: str = ""
     sheets_emulator: str = ""

@@ -4,7 +4,9 @@
 ``t_cel_deliver`` is an idempotent sink: it sends each of ``params.keys`` once per run
 (``ctx.deliveries`` remembers what was sent across deliveries of the attempt), appending
 ``key pid`` to ``params.sink``; ``t_cel_kill`` kills its own worker process every time
-(a poison task); ``t_cel_gate`` runs until the test opens its gate. The pipeline
+(a poison task); ``t_cel_gate`` runs until the test opens its gate; ``t_cel_note``
+appends its run id to ``params.sink`` once it is done (after an optional gate and
+sleep), so a test sees which runs ran and how often. The pipeline
 ``cel_copy`` reads ``params.input`` (JSON lines) through ``double`` into the SQL sink
 table ``cel_delivered``, written in the hand-off transaction (exactly once).
 """
@@ -54,6 +56,22 @@ def gate(ctx: Any) -> None:
     deadline = time.monotonic() + 60
     while not Path(ctx.params["gate"]).exists() and time.monotonic() < deadline:
         time.sleep(0.05)
+
+
+@automation("t_cel_note")
+def note_run(ctx: Any) -> None:
+    """Test: with ``params.gate``, write the run id to ``params.started`` and wait for the
+    gate (60 s at most); sleep ``params.sleep`` seconds; then append ``run id pid`` to
+    ``params.sink``."""
+    params = ctx.params
+    if params.get("gate"):
+        Path(params["started"]).write_text(ctx.run_id, encoding="utf-8")
+        deadline = time.monotonic() + 60
+        while not Path(params["gate"]).exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+    time.sleep(float(params.get("sleep", 0)))
+    with Path(params["sink"]).open("a", encoding="utf-8") as out:
+        out.write(f"{ctx.run_id} {os.getpid()}\n")
 
 
 cel_copy = pipeline("cel_copy", source=from_params(lambda p: jsonl_file(p["input"])),

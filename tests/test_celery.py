@@ -343,6 +343,8 @@ def test_an_attempt_longer_than_the_visibility_timeout_fails_instead_of_running_
     ({"SHEETOPS_BROKER_URL": "amqp://guest:guest@127.0.0.1:5672//",
       "SHEETOPS_BROKER_CONSUMER_TIMEOUT_S": "3"}, "SHEETOPS_BROKER_CONSUMER_TIMEOUT_S=3 is",
      False),
+    ({"SHEETOPS_CELERY_PACK_MAX": "0"}, "SHEETOPS_CELERY_PACK_MAX=0 must be between 1 and",
+     False),
     ({"SHEETOPS_BROKER_URL": ""}, "SHEETOPS_EXECUTOR=celery needs SHEETOPS_BROKER_URL", False),
     ({"SHEETOPS_BROKER_URL": "sqs://queue"}, "must be a redis:// or amqp:// URL", False),
 ])

@@ -13,6 +13,10 @@ one sentence naming the setting — when one of them would lose or double work:
   run instead of looping;
 * prefetch multiplier 1 (a worker holds no task it is not running, so nothing waits
   unacked behind a long attempt);
+* the pack size ``SHEETOPS_CELERY_PACK_MAX`` (1 to :data:`PACK_LIMIT`): a pack of attempts
+  (one task) is checked like one attempt whose ``timeout_s`` is the pack's
+  (:func:`pack_timeout_s`), so the broker never hands a pack still running to a second
+  worker either;
 * Redis's ``visibility_timeout`` (an unacked task is handed to another worker after it):
   longer than any attempt's ``timeout_s`` plus its retry delay (ETA), checked for each
   attempt before it is sent; RabbitMQ's ``consumer_timeout`` (the server closes a channel
@@ -35,6 +39,14 @@ HARD_LIMIT_GRACE_S = 5.0
 #: redelivery timeout.
 BROKER_MARGIN_S = 5.0
 ATTEMPT_TASK = "sheetops.attempt"
+#: Several first attempts in one task (:mod:`sheetops.executors.celery_worker`).
+PACK_TASK = "sheetops.attempts"
+#: The largest ``SHEETOPS_CELERY_PACK_MAX``: a pack's message stays a few kB per attempt,
+#: and a worker killed mid-pack has at most this many attempts to send on again.
+PACK_LIMIT = 256
+#: Seconds a pack allows each of its attempts beyond its ``timeout_s``: counting,
+#: recording and committing it (milliseconds; the rest is margin).
+PACK_ALLOWANCE_S = 1.0
 STAGE_TASK = "sheetops.stage"
 
 
@@ -56,6 +68,7 @@ class CeleryConfig:
     consumer_timeout_s: float = 1800.0
     poll_interval_s: float = 0.1
     republish_after_s: float = 10.0
+    pack_max: int = 16
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CeleryConfig:
@@ -65,7 +78,8 @@ class CeleryConfig:
                      settings.celery_reject_on_worker_lost,
                      settings.celery_prefetch_multiplier,
                      settings.broker_visibility_timeout_s, settings.broker_consumer_timeout_s,
-                     settings.celery_poll_interval_s, settings.celery_republish_after_s)
+                     settings.celery_poll_interval_s, settings.celery_republish_after_s,
+                     settings.celery_pack_max)
         config.check()
         return config
 
@@ -140,6 +154,10 @@ class CeleryConfig:
                                     f"{self.republish_after_s:g} must be more than 0: it is "
                                     "how long a run waits with its task unsent before it "
                                     "is sent again")
+        if not 1 <= self.pack_max <= PACK_LIMIT:
+            raise CeleryConfigError(f"SHEETOPS_CELERY_PACK_MAX={self.pack_max} must be "
+                                    f"between 1 and {PACK_LIMIT}: it is how many first "
+                                    "attempts one task carries at most (1: one each)")
 
     def task_problem(self, timeout_s: float, eta_s: float = 0.0) -> str:
         """Why an attempt with this ``timeout_s``, sent ``eta_s`` seconds ahead, cannot
@@ -187,6 +205,14 @@ class CeleryConfig:
                 "unacked_restore_interval": self.restore_interval_s,
                 "unacked_restore_throttle": 1}
         return conf
+
+
+def pack_timeout_s(timeouts: list[float]) -> float:
+    """The ``timeout_s`` of a pack of attempts with these ``timeouts``, run one after the
+    other: their sum plus :data:`PACK_ALLOWANCE_S` each. Its hard time limit is this plus
+    :data:`HARD_LIMIT_GRACE_S`, and :meth:`CeleryConfig.task_problem` checks it as one
+    attempt's."""
+    return sum(timeouts) + PACK_ALLOWANCE_S * len(timeouts)
 
 
 def stage_queue(queue: str, pipeline: str, stage: str) -> str:

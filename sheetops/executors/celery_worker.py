@@ -1,6 +1,6 @@
 """What a ``sheetops worker`` does with a task: run it and record it in the store itself.
 
-Two tasks, both carrying JSON only (:mod:`sheetops.wire`, no secret, the store as a
+Three tasks, all carrying JSON only (:mod:`sheetops.wire`, no secret, the store as a
 reference):
 
 * ``sheetops.attempt`` — one attempt of one run. The worker counts the delivery and reads
@@ -22,6 +22,13 @@ reference):
   redelivery of an attempt whose result is recorded publishes the retry when it has no
   mark (the worker died, or the broker refused the publish, after the commit), so a
   retry is published at least once and, the first copy owning it, run at most once.
+* ``sheetops.attempts`` — a pack of first attempts a leader published together (each
+  with its own copy id, :meth:`Worker.run_pack_task`): every delivery is counted in one
+  statement (:meth:`~sheetops.store.task_deliveries.TaskDeliveryStore.begin_attempts`),
+  then each attempt runs and is recorded as above, one after the other, stopped at its
+  own ``timeout_s`` (:func:`attempt_deadline`), its result committed before the next
+  starts; the pack is acked after the last. A pack delivered again (its worker died in
+  it) is sent on as single attempt tasks, its recorded attempts dropped.
 * ``sheetops.stage`` — batches of one pipeline stage (:mod:`sheetops.pipelines.celery`).
 
 The hard deadline is Celery's: a soft time limit at ``timeout_s`` raises inside the
@@ -30,12 +37,16 @@ attempt (recorded as a timeout), a hard one a few seconds later kills the worker
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
+import signal
 import threading
 import time
 import uuid
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from sheetops import wire
@@ -46,8 +57,10 @@ from sheetops.events import AttemptFinished, RunFinished, RunStarted, attempt_st
 from sheetops.executors.celery_config import (
     ATTEMPT_TASK,
     HARD_LIMIT_GRACE_S,
+    PACK_TASK,
     CeleryConfig,
     make_app,
+    pack_timeout_s,
 )
 from sheetops.executors.late_start import LateStart
 from sheetops.executors.memory import explain_memory_error, limit_memory
@@ -55,6 +68,7 @@ from sheetops.ratelimit import RateLimiter, RateLimitSpec
 from sheetops.recorder import Recorder
 from sheetops.retry import JobPolicy
 from sheetops.store import Batch, RunStatus, Store
+from sheetops.store.task_deliveries import AttemptStart
 
 log = logging.getLogger("sheetops.celery")
 
@@ -93,6 +107,77 @@ def send_options(config: CeleryConfig, request: AttemptRequest,
     return options
 
 
+def pack_message(messages: Sequence[str]) -> str:
+    """The JSON body of a pack task: the attempt messages (:func:`attempt_message`, each
+    with its own copy id), in the order they run."""
+    return '{"pack":[' + ",".join(messages) + "]}"
+
+
+def pack_options(config: CeleryConfig, requests: Sequence[AttemptRequest]
+                 ) -> dict[str, Any]:
+    """``apply_async`` options of a pack: its queue and time limits covering every
+    attempt in turn (:func:`~sheetops.executors.celery_config.pack_timeout_s`; each
+    attempt is stopped at its own ``timeout_s`` by :func:`attempt_deadline`)."""
+    timeout = pack_timeout_s([r.timeout_s for r in requests])
+    return {"queue": config.queue, "soft_time_limit": timeout,
+            "time_limit": timeout + HARD_LIMIT_GRACE_S,
+            "task_id": f"pack-{requests[0].run_id}-{len(requests)}-{uuid.uuid4().hex[:8]}"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Delivered:
+    """One attempt as a task message carries it."""
+
+    request: AttemptRequest
+    policy: JobPolicy
+    run_started: float | None
+    copy: str | None
+
+    @classmethod
+    def of(cls, data: dict[str, Any]) -> Delivered:
+        """The attempt of :func:`attempt_message`'s JSON (already parsed)."""
+        return cls(wire.request_from_dict(data["request"]), JobPolicy(**data["policy"]),
+                   data.get("run_started_at"), data.get("copy"))
+
+
+def _pack_of(data: dict[str, Any]) -> list[Delivered]:
+    """The attempts of :func:`pack_message`'s JSON (already parsed), all of one store."""
+    items = data.get("pack")
+    if not isinstance(items, list) or not items:
+        raise wire.WireFormatError("a pack task with no attempts")
+    pack = [Delivered.of(item) for item in items]
+    if len({d.request.store_url for d in pack}) != 1:
+        raise wire.WireFormatError("a pack task whose attempts are in several stores")
+    return pack
+
+
+@contextlib.contextmanager
+def attempt_deadline(seconds: float) -> Iterator[None]:
+    """Raise Celery's ``SoftTimeLimitExceeded`` in the block after ``seconds`` (an
+    interval timer, ``SIGALRM``): the soft time limit of one attempt in a pack, whose
+    Celery limits are the whole pack's. A pool process runs its task on its main thread;
+    elsewhere (no signals there) the block runs with the pack's limits only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    from billiard.exceptions import SoftTimeLimitExceeded
+
+    armed = [True]
+
+    def expire(signum: int, frame: Any) -> None:
+        if armed[0]:
+            raise SoftTimeLimitExceeded()
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.001))
+    try:
+        yield
+    finally:
+        armed[0] = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 class Worker:
     """The state one worker process keeps between tasks: stores by URL (one engine
     each), a recorder per store, a rate limiter. Built lazily in each pool process."""
@@ -118,15 +203,71 @@ class Worker:
     # -- attempts ----------------------------------------------------------------------
     def run_attempt_task(self, message: str) -> str:
         """Run one delivered attempt task; returns what happened, for the worker's log."""
-        data = wire.loads(message)
-        request = wire.request_from_dict(data["request"])
-        policy = JobPolicy(**data["policy"])
-        run_started = data.get("run_started_at")
+        delivered = Delivered.of(wire.loads(message))
+        request = delivered.request
         store, recorder = self.store(request.store_url)
+        begin = store.task_deliveries.begin_attempt(
+            request.run_id, request.attempt, self.config.max_deliveries,
+            copy_id=delivered.copy)
+        return self._run_begun(store, recorder, delivered, begin)
+
+    def run_pack_task(self, message: str) -> str:
+        """Run a delivered pack of attempts: count every delivery in one statement, then
+        run and record each attempt in turn (its result committed before the next
+        starts; the task acked after the last). A pack delivered again — its worker died
+        in it — is not run as a pack: its attempts not recorded are sent on one by one
+        (:meth:`_unpack`), so one that kills its worker is capped on its own deliveries
+        and takes no other attempt with it. Returns what happened, for the worker's log."""
+        pack = _pack_of(wire.loads(message))
+        store, recorder = self.store(pack[0].request.store_url)
+        begins = store.task_deliveries.begin_attempts(
+            [(d.request.run_id, d.request.attempt, d.copy) for d in pack],
+            self.config.max_deliveries)
+        if any(begin.deliveries > 1 for begin in begins):
+            return self._unpack(store, pack, begins)
+        outcomes = Counter(self._run_begun(store, recorder, delivered, begin, own_deadline=True)
+                           for delivered, begin in zip(pack, begins, strict=True))
+        return f"pack of {len(pack)}: " + ", ".join(f"{n} {what}"
+                                                   for what, n in sorted(outcomes.items()))
+
+    def _unpack(self, store: Store, pack: list[Delivered], begins: list[AttemptStart]
+                ) -> str:
+        """A pack delivered again: publish each attempt not recorded as a single attempt
+        task, its own copy (released first, :meth:`~sheetops.store.task_deliveries.
+        TaskDeliveryStore.release_copies`, so the new copy owns it and its deliveries
+        count from 0; marked sent after the publish as :meth:`_send_retry` does), and
+        publish the retry owed by any recorded attempt (:meth:`_publish_owed_retry`).
+        Nothing is run here: a worker dying again only delivers the pack again."""
+        alive = [(d, b) for d, b in zip(pack, begins, strict=True)
+                 if b.run_status is not None and not b.finished and not b.another_copy]
+        for delivered, _ in (pair for pair in alive if pair[1].recorded):
+            self._publish_owed_retry(store, delivered.request, delivered.policy)
+        todo = {d.request.run_id: d for d, b in alive if not b.recorded}
+        released = store.task_deliveries.release_copies(
+            [(d.request.run_id, d.request.attempt, d.copy or "") for d in todo.values()])
+        log.warning("a pack of %d attempt(s) was delivered again (its worker died in it); "
+                    "sending its %d attempt(s) not recorded on their own", len(pack),
+                    len(released))
+        copies: list[tuple[str, int, str]] = []
+        with self.app.producer_or_acquire() as producer:
+            for run_id in released:
+                delivered = todo[run_id]
+                copy_id = uuid.uuid4().hex
+                self.send_attempt(delivered.request, delivered.policy,
+                                  delivered.run_started, None, producer, copy_id)
+                copies.append((run_id, delivered.request.attempt, copy_id))
+        store.task_deliveries.mark_sent(copies)
+        return f"pack of {len(pack)} sent on as {len(copies)} single attempt(s)"
+
+    def _run_begun(self, store: Store, recorder: Recorder, delivered: Delivered,
+                   begin: AttemptStart, own_deadline: bool = False) -> str:
+        """Run and record one attempt whose delivery ``begin`` counted — or drop it, end
+        it as a poison task, publish the retry it owes — as ``begin`` says. With
+        ``own_deadline`` (an attempt in a pack, whose Celery time limits are the pack's)
+        the attempt is stopped at its own ``timeout_s`` (:func:`attempt_deadline`)."""
+        request, policy = delivered.request, delivered.policy
         now = time.time()
         cap = self.config.max_deliveries
-        begin = store.task_deliveries.begin_attempt(request.run_id, request.attempt, cap,
-                                                    copy_id=data.get("copy"))
         if begin.run_status is None:
             log.warning("run %s is not in the store %s; its task is dropped",
                         request.run_id, store.safe_url)
@@ -135,7 +276,7 @@ class Worker:
             return "duplicate"
         if begin.recorded:
             return self._publish_owed_retry(store, request, policy)
-        run_started = run_started if run_started is not None else now
+        run_started = delivered.run_started if delivered.run_started is not None else now
         if begin.deliveries > self.config.max_deliveries:
             result = AttemptResult(
                 request.run_id, request.job, request.attempt, now, time.time(), False,
@@ -151,9 +292,12 @@ class Worker:
             self.late_start.arm(lambda: store.task_deliveries.write_start(
                 request.run_id, request.attempt, cap, _batch_of(store, start)))
         limit_memory(request.memory_mb)
+        deadline = (attempt_deadline(request.timeout_s) if own_deadline
+                    else contextlib.nullcontext())
         try:
-            result = explain_memory_error(run_attempt(request, self._throttle),
-                                          request.memory_mb)
+            with deadline:
+                result = run_attempt(request, self._throttle)
+            result = explain_memory_error(result, request.memory_mb)
         finally:
             limit_memory(0)
             written = start is None or self.late_start.disarm()
@@ -226,6 +370,15 @@ class Worker:
         self.send_attempt(request, policy, run_started, countdown, copy_id=copy_id)
         store.task_deliveries.mark_sent([(request.run_id, request.attempt, copy_id)])
 
+    def send_pack(self, attempts: Sequence[tuple[AttemptRequest, JobPolicy, str]],
+                  producer: Any = None) -> None:
+        """Publish first attempts ``(request, policy, copy id)`` as one pack task."""
+        self.app.send_task(PACK_TASK,
+                           args=[pack_message([attempt_message(r, p, None, c)
+                                               for r, p, c in attempts])],
+                           producer=producer,
+                           **pack_options(self.config, [r for r, _, _ in attempts]))
+
     def send_attempt(self, request: AttemptRequest, policy: JobPolicy,
                      run_started: float | None, countdown: float | None = None,
                      producer: Any = None, copy_id: str | None = None) -> None:
@@ -259,8 +412,8 @@ def _batch_of(store: Store, event: RunStarted) -> Batch:
 
 
 def build_app(config: CeleryConfig) -> tuple[Any, Worker]:
-    """The Celery app with the attempt task registered (the scheduler sends it, workers
-    run it); :mod:`sheetops.worker` adds the pipelines' stage task for workers."""
+    """The Celery app with the attempt and pack tasks registered (the scheduler sends
+    them, workers run them); :mod:`sheetops.worker` adds the pipelines' stage task for workers."""
     app = make_app(config)
     worker = Worker(config)
     worker.app = app
@@ -268,6 +421,10 @@ def build_app(config: CeleryConfig) -> tuple[Any, Worker]:
     @app.task(name=ATTEMPT_TASK, bind=True, max_retries=None, **task_options(config))
     def attempt_task(task: Any, message: str) -> str:
         return guarded(task, config, worker.run_attempt_task, message)
+
+    @app.task(name=PACK_TASK, bind=True, max_retries=None, **task_options(config))
+    def pack_task(task: Any, message: str) -> str:
+        return guarded(task, config, worker.run_pack_task, message)
 
     return app, worker
 

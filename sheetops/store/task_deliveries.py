@@ -18,14 +18,16 @@ redelivery of the owning copy (its worker died) counts against the cap as before
 A worker publishes a retry the same way (a copy, then its mark), and a redelivery of an
 attempt whose result is recorded asks :meth:`retry_owed` whether the next attempt still
 has to be published (its worker died, or the broker refused it, between the commit and
-the publish).
+the publish). A pack of first attempts in one task is counted in one statement
+(:meth:`begin_attempts`), each attempt on its own row; a pack delivered again has its
+attempts not recorded released (:meth:`release_copies`) and sent on one by one.
 
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -85,6 +87,28 @@ SELECT set_config('synchronous_commit', 'off', true) AS durability,
            AS recorded"""
 
 
+#: PostgreSQL: :data:`_BEGIN_PG` for every attempt of a pack at once — one statement,
+#: one round trip, one transaction that does not wait for the disk.
+_BEGIN_MANY_PG = """
+WITH i AS (
+    SELECT * FROM unnest(%(keys)s::text[], %(copies)s::text[], %(runs)s::text[],
+                         %(attempts)s::int[]) AS i(key, copy_id, run_id, attempt)),
+d AS (
+    INSERT INTO task_deliveries (key, deliveries, first_at, last_at, copy_id)
+    SELECT key, 1, %(now)s, %(now)s, copy_id FROM i
+    ON CONFLICT (key) DO UPDATE
+        SET deliveries = task_deliveries.deliveries + 1, last_at = excluded.last_at,
+            copy_id = COALESCE(task_deliveries.copy_id, excluded.copy_id)
+        WHERE task_deliveries.copy_id IS NULL OR excluded.copy_id IS NULL
+              OR task_deliveries.copy_id = excluded.copy_id
+    RETURNING key, deliveries)
+SELECT set_config('synchronous_commit', 'off', true) AS durability, i.key,
+       d.deliveries, r.status,
+       EXISTS (SELECT 1 FROM attempts a WHERE a.run_id = i.run_id
+               AND a.attempt = i.attempt) AS recorded
+FROM i LEFT JOIN d ON d.key = i.key LEFT JOIN runs r ON r.id = i.run_id"""
+
+
 def delivery_key(run_id: str, attempt: int) -> str:
     return f"{run_id}:{attempt}"
 
@@ -116,6 +140,49 @@ class TaskDeliveryStore:
             if started and start.due(cap):
                 self.runs.write(conn, started)
         return start
+
+    def begin_attempts(self, attempts: Sequence[tuple[str, int, str]], cap: int
+                       ) -> list[AttemptStart]:
+        """:meth:`begin_attempt` (without ``started``) for each ``(run id, attempt, copy
+        id)`` of a pack of attempts delivered as one task, in their order: on PostgreSQL
+        one statement for the whole pack (one round trip, the commit not waiting for the
+        disk, as :meth:`begin_attempt`), elsewhere one transaction."""
+        now = time.time()
+        keys = [delivery_key(run_id, attempt) for run_id, attempt, _ in attempts]
+        if self.db.dialect != "postgresql":
+            with self.db.engine.begin() as conn:
+                return [self._begin_portable(conn, key, run_id, attempt, now, copy_id)
+                        for key, (run_id, attempt, copy_id) in zip(keys, attempts,
+                                                                     strict=True)]
+        params = {"keys": keys, "copies": [copy_id for _, _, copy_id in attempts],
+                  "runs": [run_id for run_id, _, _ in attempts],
+                  "attempts": [attempt for _, attempt, _ in attempts], "now": now}
+        with self.db.engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+            rows = {row.key: row for row in conn.exec_driver_sql(_BEGIN_MANY_PG, params)}
+        return [AttemptStart(int(rows[key].deliveries or 0), rows[key].status,
+                             bool(rows[key].recorded), rows[key].deliveries is None)
+                for key in keys]
+
+    def release_copies(self, attempts: Iterable[tuple[str, int, str]]) -> list[str]:
+        """Release each ``(run id, attempt, copy id)`` still owned by that copy and not
+        recorded: no copy owns it any more and its delivery count restarts at 0, so the
+        copy published next (a pack's attempt sent again on its own) owns it on its first
+        delivery and is capped by its own deliveries. The run ids released, in order."""
+        d, a = t.task_deliveries, t.attempts
+        released: list[str] = []
+        with self.db.engine.begin() as conn:
+            for run_id, attempt, copy_id in attempts:
+                recorded = select(a.c.attempt).where(a.c.run_id == run_id,
+                                                     a.c.attempt == attempt).exists()
+                row = conn.execute(
+                    update(d).where(d.c.key == delivery_key(run_id, attempt),
+                                    d.c.copy_id == copy_id, ~recorded)
+                    .values(copy_id=None, deliveries=0, last_at=time.time())
+                    .returning(d.c.key)).first()
+                if row is not None:
+                    released.append(run_id)
+        return released
 
     def _begin_pg(self, key: str, run_id: str, attempt: int, now: float, cap: int,
                   started: Batch | None, copy_id: str | None) -> AttemptStart:
