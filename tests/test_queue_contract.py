@@ -338,6 +338,22 @@ def test_put_claimed_leases_to_its_consumer_and_release_gives_it_back(
         q.ack([late])
 
 
+def test_release_consumer_gives_back_what_a_dead_process_held_blaming_only_its_work(
+        queues: Queues) -> None:
+    q = queues.queue("q")
+    q.put(["worked", "waited", "theirs"], keys=["a", "b", "c"])
+    worked, waited = q.claim(2, consumer="dead", lease_s=LEASE)
+    [theirs] = q.claim(1, consumer="alive", lease_s=LEASE)
+    with queues.transaction() as tx:
+        [handed] = tx.put_claimed("q", ["handed"], keys=["d"], consumer="dead",
+                                  lease_s=LEASE)
+    with queues.transaction() as tx:
+        assert tx.release_consumer("dead", blamed=[worked.id]) == 3
+    again = {c.key: c.deliveries for c in q.claim(5, consumer="next", lease_s=LEASE)}
+    assert again == {"a": 2, "b": 1, "d": 1}  # only the one being worked counts twice
+    q.ack([theirs])  # another consumer's claim is untouched, still held
+
+
 def test_dead_letter_per_key_keeps_one_dead_letter_per_key(queues: Queues,
                                                             clock: Clock) -> None:
     q = queues.queue("q")

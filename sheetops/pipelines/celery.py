@@ -97,7 +97,7 @@ class CeleryPipelineRun(PipelineRun):
         self._dispatcher: threading.Thread | None = None
         self._dispatch_lock = threading.Lock()
 
-    def _work(self, rt: StageRuntime, index: int) -> None:
+    def _work(self, rt: StageRuntime, index: int, slot: int = 0) -> None:
         """Work the stage here, as the in-process pass does; the first stage thread
         also starts the pass's one dispatcher (:meth:`_dispatch`)."""
         with self._dispatch_lock:
@@ -106,7 +106,7 @@ class CeleryPipelineRun(PipelineRun):
                     target=self._guard, args=(self._dispatch, rt.generation),
                     name=f"{self.job}-dispatch", daemon=True)
                 self._dispatcher.start()
-        super()._work(rt, index)
+        super()._work(rt, index, slot)
 
     def _read_source(self, cp: ledger.Checkpoint) -> None:
         """Read the source as the pass does, but put up to :data:`SOURCE_BATCHES_PER_PUT`

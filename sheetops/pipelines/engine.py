@@ -341,6 +341,9 @@ class StageRuntime:
     outcomes: Any = None
     #: batches handed on in this process, still decoded (see :class:`_Handed`)
     handed: _Handed | None = None
+    #: whether the last claim found nothing: only then is a read made before the next
+    #: claim (a write), so a stage that keeps finding work pays one statement a claim
+    missed: bool = True
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Any]:
@@ -570,6 +573,8 @@ class PipelineRun:
         self.params = dict(params if params is not None
                            else getattr(run_context, "params", None) or {})
         self._records = 0
+        #: in a forked stage process: the batch each thread works, shared with the run's
+        self._working: Any = None
         self.source, self.outcomes = outcome_hook(pipe, queues, job, self.params, dry_run,
                                                   self.names, drain_only)
 
@@ -690,7 +695,15 @@ class PipelineRun:
         self._records = count
         return True
 
-    def _work(self, rt: StageRuntime, index: int) -> None:
+    def _release_dead(self, pid: int, blamed: list[int]) -> None:
+        """Give back what the dead stage process ``pid`` held (see
+        :class:`~sheetops.pipelines.processes.StageProcesses`)."""
+        consumer = f"{socket.gethostname()}:{pid}:{self.run_id}"
+        with self.lock, self.queues.transaction() as tx:
+            tx.release_consumer(consumer, blamed)
+        self.depths.expire()
+
+    def _work(self, rt: StageRuntime, index: int, slot: int = 0) -> None:
         queue = self.queues.queue(rt.queue, max_deliveries=rt.settings.max_deliveries)
         idle = POLL_S
         while not self.stop.is_set():
@@ -703,7 +716,13 @@ class PipelineRun:
                 idle = min(idle * 2, self.idle_max)
                 continue
             idle = POLL_S
-            process_claim(rt, claim)
+            if self._working is not None:  # a forked process: the run's process sees it
+                self._working[slot] = claim.id
+            try:
+                process_claim(rt, claim)
+            finally:
+                if self._working is not None:
+                    self._working[slot] = 0
             if rt.next_queue:
                 self.depths.bump(rt.next_queue, 1)
             self.changes.notify()
@@ -726,10 +745,11 @@ class PipelineRun:
                     return queue.extend([claim], rt.lease_s)[0]
             except StaleClaim:  # its lease ran out while it waited: claimed anew below
                 self.handed.take(claim.id)
-        if not queue.claimable():  # a read: no write lock taken to find nothing
+        if rt.missed and not queue.claimable():  # a read: no write lock to find nothing
             return None
         with self.lock:
             claims = queue.claim(1, consumer=self.consumer, lease_s=rt.lease_s, raw=True)
+        rt.missed = not claims
         return claims[0] if claims else None
 
     def _release_leftovers(self) -> None:
@@ -762,8 +782,11 @@ class PipelineRun:
                                              name=f"{self.job}-source", daemon=True)
             threads.append(source_thread)
         threads += self._stage_threads(self.local, cp.generation)
-        forks = (StageProcesses(self.job, self.forks, functools.partial(
-            self._work_forked, cp.generation)) if self.forks else None)
+        forks = (StageProcesses(
+            self.job, self.forks,
+            [sum(self.settings[i].concurrency for i in indexes) for indexes in self.forks],
+            functools.partial(self._work_forked, cp.generation), self._release_dead)
+            if self.forks else None)
         if forks is not None:  # before this run's threads start: nothing of theirs held
             forks.start()
         for thread in threads:
@@ -808,16 +831,18 @@ class PipelineRun:
             rt = self._runtime(index, generation)
             for n in range(rt.settings.concurrency):
                 threads.append(threading.Thread(
-                    target=carry(self._guard), args=(self._work, rt, index), daemon=True,
-                    name=f"{self.job}-{rt.stage.name}-{n}"))
+                    target=carry(self._guard), args=(self._work, rt, index, len(threads)),
+                    daemon=True, name=f"{self.job}-{rt.stage.name}-{n}"))
         return threads
 
     def _work_forked(self, generation: int, indexes: list[int],
-                     stopped: Callable[[], bool]) -> bool:
+                     stopped: Callable[[], bool], working: Any) -> bool:
         """A forked process's part of the run: the stages ``indexes`` until the run
-        stops (``stopped()``); whether it ended without an error of its own."""
+        stops (``stopped()``), each thread noting in ``working`` (shared with the run's
+        process) the batch it works; whether it ended without an error of its own."""
         self.queues.engine.dispose(close=False)  # the parent's connections stay its own
         self._reset(indexes, writer_lock(self.queues, shared=True))
+        self._working = working
         threads = self._stage_threads(indexes, generation)
         for thread in threads:
             thread.start()

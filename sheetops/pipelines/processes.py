@@ -19,7 +19,11 @@ memory keeps ``processes: 0``. The children:
   claimable again at once (released) or when their leases expire (killed);
 * are replaced when one dies of something (a signal, a segfault, the OOM killer), so a
   record that kills its process is delivered again, split and, after
-  ``max_deliveries``, a dead letter, as it is when it kills a thread's process;
+  ``max_deliveries``, a dead letter, as it is when it kills a thread's process. Each
+  child notes in memory shared with the run's process which batch each of its threads
+  is working; when it dies, the batches it held are given back at once, and only those
+  being worked keep the delivery counted against them: a batch that merely waited in
+  the dead process is not blamed for its death;
 * share SQLite's one writer through a lock file next to the database (``flock``: the
   kernel drops a dead process's lock), as the threads of one process share a lock.
 """
@@ -106,20 +110,27 @@ class StageProcesses:
     """The forked processes of one run: started before the run's own threads, watched
     while it runs (:meth:`check`), stopped with it (:meth:`stop`).
 
-    ``work(indexes, stopped)`` is what a child does: work the stages ``indexes`` until
-    ``stopped()`` is true; it returns whether it ended cleanly (its exit code 0, else 1:
-    an error of the engine itself, which ends the run)."""
+    ``work(indexes, stopped, working)`` is what a child does: work the stages
+    ``indexes`` until ``stopped()`` is true, each of its threads writing the id of the
+    batch it works into its slot of ``working`` (0 between batches); it returns whether
+    it ended cleanly (exit code 0, else 1: an error of the engine itself, which ends the
+    run). ``threads[k]``: child ``k``'s thread count. ``release(pid, blamed)`` gives back
+    what a dead child held, the batches ``blamed`` keeping their delivery."""
 
-    def __init__(self, job: str, assignments: list[list[int]],
-                 work: Callable[[list[int], Callable[[], bool]], bool]) -> None:
+    def __init__(self, job: str, assignments: list[list[int]], threads: list[int],
+                 work: Callable[[list[int], Callable[[], bool], Any], bool],
+                 release: Callable[[int, list[int]], None]) -> None:
         self.job = job
         self.assignments = assignments
+        self._threads = threads
         self._work = work
+        self._release = release
         self._context = multiprocessing.get_context("fork")
         #: set to 1 to stop the children: plain shared memory, no lock, since a
         #: child killed while holding a lock (an Event's) would leave it held forever
         self._stop = self._context.RawValue("b", 0)
         self._procs: list[Any] = [None] * len(assignments)
+        self._working: list[Any] = [None] * len(assignments)
         self.restarts = 0
 
     def start(self) -> None:
@@ -127,11 +138,12 @@ class StageProcesses:
             self._start(number)
 
     def _start(self, number: int) -> None:
+        working = self._context.RawArray("q", max(1, self._threads[number]))
         proc = self._context.Process(target=_child, name=f"{self.job}-process-{number + 1}",
                                      args=(self._work, self.assignments[number], self._stop,
-                                           os.getpid()), daemon=True)
+                                           os.getpid(), working), daemon=True)
         proc.start()
-        self._procs[number] = proc
+        self._procs[number], self._working[number] = proc, working
 
     def check(self) -> None:
         """Replace a child that died; raise when one ended in an error of its own."""
@@ -146,8 +158,15 @@ class StageProcesses:
             if self.restarts > MAX_RESTARTS:
                 raise PipelineError(f"pipeline {self.job}: stage processes died "
                                     f"{self.restarts} times (last exit {proc.exitcode})")
-            log.warning("pipeline %s: stage process %d died (exit %s); starting another",
-                        self.job, number + 1, proc.exitcode)
+            blamed = [item for item in self._working[number] if item]
+            log.warning("pipeline %s: stage process %d died (exit %s) working %d "
+                        "batch(es); starting another", self.job, number + 1, proc.exitcode,
+                        len(blamed))
+            try:
+                self._release(proc.pid, blamed)
+            except Exception:  # their leases expire instead
+                log.exception("pipeline %s: what stage process %d held was not given "
+                              "back", self.job, number + 1)
             self._start(number)
 
     def stop(self, grace_s: float = STOP_GRACE_S) -> None:
@@ -166,8 +185,8 @@ class StageProcesses:
                 proc.join()
 
 
-def _child(work: Callable[[list[int], Callable[[], bool]], bool], indexes: list[int],
-           stop: Any, parent: int) -> None:
+def _child(work: Callable[[list[int], Callable[[], bool], Any], bool], indexes: list[int],
+           stop: Any, parent: int, working: Any) -> None:
     """A forked process's body: work ``indexes`` until the run stops or its parent dies."""
     watched = threading.Event()
 
@@ -179,7 +198,7 @@ def _child(work: Callable[[list[int], Callable[[], bool]], bool], indexes: list[
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
     clean = False
     try:
-        clean = work(indexes, watched.is_set)
+        clean = work(indexes, watched.is_set, working)
     except BaseException:
         log.exception("a stage process of this run stopped")
     finally:

@@ -233,6 +233,12 @@ class QueueTransaction(ABC):
         were released."""
 
     @abstractmethod
+    def release_consumer(self, consumer: str, blamed: Sequence[int] = ()) -> int:
+        """Give back every item ``consumer`` (a process known to be dead) still holds,
+        claimable at once: its delivery not counted, except for the items ``blamed``
+        (being worked when it died), whose delivery stands. Returns how many."""
+
+    @abstractmethod
     def claim(self, queue: str, n: int, *, consumer: str, lease_s: float,
               raw: bool = False) -> list[Claim]:
         """Claim up to ``n`` items of ``queue``; see :meth:`Queue.claim`."""

@@ -470,6 +470,15 @@ class SqlTransaction(QueueTransaction):
                                                          "deliveries - 1 ELSE 0 END")},
                             strict=False)
 
+    def release_consumer(self, consumer: str, blamed: Sequence[int] = ()) -> int:
+        params: dict[str, Any] = {"consumer": consumer, "live": LIVE, "now": self.queues.now()}
+        blame = (self._sql.in_list("id", "b", list(blamed), params) if blamed
+                 else "1 = 0")
+        text = ("UPDATE queue_items SET token = NULL, consumer = NULL, visible_at = :now, "
+                f"deliveries = CASE WHEN {blame} OR deliveries = 0 THEN deliveries "
+                "ELSE deliveries - 1 END WHERE consumer = :consumer AND state = :live")
+        return self.connection.exec_driver_sql(self._sql.sql(text), params).rowcount
+
     def claim(self, queue: str, n: int, *, consumer: str, lease_s: float,
               raw: bool = False) -> list[Claim]:
         if lease_s <= 0:
