@@ -342,10 +342,10 @@ def test_release_consumer_gives_back_what_a_dead_process_held_blaming_only_its_w
         queues: Queues) -> None:
     q = queues.queue("q")
     q.put(["worked", "waited", "theirs"], keys=["a", "b", "c"])
-    worked, waited = q.claim(2, consumer="dead", lease_s=LEASE)
+    worked, _waited = q.claim(2, consumer="dead", lease_s=LEASE)
     [theirs] = q.claim(1, consumer="alive", lease_s=LEASE)
     with queues.transaction() as tx:
-        [handed] = tx.put_claimed("q", ["handed"], keys=["d"], consumer="dead",
+        tx.put_claimed("q", ["handed"], keys=["d"], consumer="dead",
                                   lease_s=LEASE)
     with queues.transaction() as tx:
         assert tx.release_consumer("dead", blamed=[worked.id]) == 3
