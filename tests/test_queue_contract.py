@@ -345,8 +345,7 @@ def test_release_consumer_gives_back_what_a_dead_process_held_blaming_only_its_w
     worked, _waited = q.claim(2, consumer="dead", lease_s=LEASE)
     [theirs] = q.claim(1, consumer="alive", lease_s=LEASE)
     with queues.transaction() as tx:
-        tx.put_claimed("q", ["handed"], keys=["d"], consumer="dead",
-                                  lease_s=LEASE)
+        tx.put_claimed("q", ["handed"], keys=["d"], consumer="dead", lease_s=LEASE)
     with queues.transaction() as tx:
         assert tx.release_consumer("dead", blamed=[worked.id]) == 3
     again = {c.key: c.deliveries for c in q.claim(5, consumer="next", lease_s=LEASE)}
