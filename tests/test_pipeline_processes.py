@@ -6,6 +6,7 @@ run, and the settings that would break a guarantee refused.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import time
@@ -163,3 +164,36 @@ def test_the_stages_tab_sets_processes_and_names_a_bad_cell():
     assert [str(p) for p in snap.problems if p.tab == tabs.STAGES] == [
         f"Stages!{letter}3: processes must be at most 64, got '65'; the stage keeps the "
         "code's settings"]
+
+
+def test_a_pipeline_job_forks_its_stages_from_the_sheet_inside_an_executor_worker(
+        workbook, tmp_path):
+    from test_cli import cli
+    from test_pipelines_job import CONTACTS
+
+    from sheetops.testing.http import HttpServer
+    from sheetops.testing.smtp import SmtpServer
+
+    http, smtp = HttpServer(), SmtpServer()
+    http.start()
+    smtp.start()
+    try:
+        http.json("/contacts", {"items": CONTACTS, "next": None})
+        params = {"url": http.url("/contacts"),
+                  "smtp": {"host": "127.0.0.1", "port": smtp.port}}
+        workbook.jobs({"job": "welcome", "automation": "welcome_contacts",
+                       "schedule": "manual", "params": json.dumps(params)})
+        workbook.write("Stages", ["job", "stage", "batch_size", "processes", "rate_limit"],
+                       [["welcome", "validate", "5", "2", ""],
+                        ["welcome", "render_email", "5", "2", ""],
+                        ["welcome", "deliver", "5", "1", "50/second"]])
+        run = cli("run-job", "welcome", "--sheet", str(workbook.path), cwd=tmp_path)
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert "records in/out/failed 25/23/2" in run.stdout
+        assert sorted(m["To"] for m in smtp.messages) == sorted(
+            c["email"] for c in CONTACTS if c["id"] not in (7, 19))
+        assert [r["status"] for r in workbook.records("Runs")] == ["ok"]
+        assert sorted(str(e["record_key"]) for e in workbook.records("Errors")) == ["19", "7"]
+    finally:
+        http.stop()
+        smtp.stop()

@@ -30,10 +30,13 @@ memory keeps ``processes: 0``. The children:
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import multiprocessing
 import os
+import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -108,7 +111,9 @@ class ProcessWriterLock:
 
 class StageProcesses:
     """The forked processes of one run: started before the run's own threads, watched
-    while it runs (:meth:`check`), stopped with it (:meth:`stop`).
+    while it runs (:meth:`check`), stopped with it (:meth:`stop`). Plain ``os.fork``:
+    multiprocessing refuses children to a daemonic process, and a pipeline job runs in
+    one (a worker of the local executor).
 
     ``work(indexes, stopped, working)`` is what a child does: work the stages
     ``indexes`` until ``stopped()`` is true, each of its threads writing the id of the
@@ -125,11 +130,10 @@ class StageProcesses:
         self._threads = threads
         self._work = work
         self._release = release
-        self._context = multiprocessing.get_context("fork")
         #: set to 1 to stop the children: plain shared memory, no lock, since a
         #: child killed while holding a lock (an Event's) would leave it held forever
-        self._stop = self._context.RawValue("b", 0)
-        self._procs: list[Any] = [None] * len(assignments)
+        self._stop = multiprocessing.RawValue("b", 0)
+        self._pids: list[int | None] = [None] * len(assignments)
         self._working: list[Any] = [None] * len(assignments)
         self.restarts = 0
 
@@ -138,32 +142,51 @@ class StageProcesses:
             self._start(number)
 
     def _start(self, number: int) -> None:
-        working = self._context.RawArray("q", max(1, self._threads[number]))
-        proc = self._context.Process(target=_child, name=f"{self.job}-process-{number + 1}",
-                                     args=(self._work, self.assignments[number], self._stop,
-                                           os.getpid(), working), daemon=True)
-        proc.start()
-        self._procs[number], self._working[number] = proc, working
+        working = multiprocessing.RawArray("q", max(1, self._threads[number]))
+        parent = os.getpid()
+        for stream in (sys.stdout, sys.stderr):  # nothing buffered is written twice
+            with contextlib.suppress(Exception):
+                stream.flush()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns into the caller's code
+            _child(self._work, self.assignments[number], self._stop, parent, working)
+        self._pids[number], self._working[number] = pid, working
+
+    def _exited(self, number: int, block: bool = False) -> int | None:
+        """Child ``number``'s exit code (negative: the signal), ``None`` while it runs."""
+        pid = self._pids[number]
+        if pid is None:
+            return None
+        try:
+            done, status = os.waitpid(pid, 0 if block else os.WNOHANG)
+        except ChildProcessError:  # reaped already
+            return 0
+        if done == 0:
+            return None
+        self._pids[number] = None
+        return os.waitstatus_to_exitcode(status)
 
     def check(self) -> None:
         """Replace a child that died; raise when one ended in an error of its own."""
-        for number, proc in enumerate(self._procs):
-            if proc is None or proc.is_alive() or self._stop.value:
+        for number, pid in enumerate(self._pids):
+            if pid is None or self._stop.value:
                 continue
-            proc.join()
-            if proc.exitcode == 1:
+            code = self._exited(number)
+            if code is None:
+                continue
+            if code == 1:
                 raise PipelineError(f"pipeline {self.job}: stage process {number + 1} "
                                     "stopped on an error (see its log)")
             self.restarts += 1
             if self.restarts > MAX_RESTARTS:
                 raise PipelineError(f"pipeline {self.job}: stage processes died "
-                                    f"{self.restarts} times (last exit {proc.exitcode})")
+                                    f"{self.restarts} times (last exit {code})")
             blamed = [item for item in self._working[number] if item]
             log.warning("pipeline %s: stage process %d died (exit %s) working %d "
-                        "batch(es); starting another", self.job, number + 1, proc.exitcode,
+                        "batch(es); starting another", self.job, number + 1, code,
                         len(blamed))
             try:
-                self._release(proc.pid, blamed)
+                self._release(pid, blamed)
             except Exception:  # their leases expire instead
                 log.exception("pipeline %s: what stage process %d held was not given "
                               "back", self.job, number + 1)
@@ -174,15 +197,16 @@ class StageProcesses:
         ``grace_s``."""
         self._stop.value = 1
         deadline = time.monotonic() + grace_s
-        for proc in self._procs:
-            if proc is None:
-                continue
-            proc.join(max(0.0, deadline - time.monotonic()))
-            if proc.is_alive():
-                log.warning("pipeline %s: stage process %s did not stop in %.0fs; killed",
-                            self.job, proc.name, grace_s)
-                proc.kill()
-                proc.join()
+        for number, pid in enumerate(self._pids):
+            while pid is not None and self._exited(number) is None:
+                if time.monotonic() > deadline:
+                    log.warning("pipeline %s: stage process %d did not stop in %.0fs; "
+                                "killed", self.job, number + 1, grace_s)
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                    self._exited(number, block=True)
+                    break
+                time.sleep(WATCH_S / 5)
 
 
 def _child(work: Callable[[list[int], Callable[[], bool], Any], bool], indexes: list[int],
@@ -202,4 +226,7 @@ def _child(work: Callable[[list[int], Callable[[], bool], Any], bool], indexes: 
     except BaseException:
         log.exception("a stage process of this run stopped")
     finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
         os._exit(0 if clean else 1)
