@@ -190,3 +190,24 @@ def test_a_failing_cell_and_a_dying_kernel_fail_within_the_timeout(tmp_path):
         with pytest.raises(NotebookFailed, match=expected):
             execute_notebook(path, timeout_s=30)
         assert time.monotonic() - started < 60
+
+
+def test_a_notebook_cell_forks_a_stage_defined_in_the_cell(tmp_path):
+    cells = [
+        "import os\nfrom sheetops.pipelines import iterable, pipeline\n"
+        "pipe = pipeline('nb_forked', source=iterable(lambda: ({'id': i} for i in "
+        "range(2000))), key='id')",
+        "@pipe.stage(batch_size=100, processes=2)\ndef tag(records):\n"
+        "    print('working in a forked process')  # a child's print goes nowhere: fine\n"
+        "    return [{**r, 'pid': os.getpid()} for r in records]",
+        "@pipe.sink(batch_size=100, processes=2)\ndef keep(records):\n    pass",
+        f"report = pipe.run('sqlite:///{tmp_path / 'nb.db'}')\n"
+        "outcome = (report.finished, report.records_out, report.stages['tag']['records_in'])",
+        "outcome",
+    ]
+    book = nbformat.v4.new_notebook()
+    book.cells = [nbformat.v4.new_code_cell(source) for source in cells]
+    path = tmp_path / "forked.ipynb"
+    nbformat.write(book, path)
+    done = execute_notebook(path, timeout_s=120)
+    assert cell_value(done, "outcome") == (True, 2000, 2000)
