@@ -9,15 +9,16 @@ from __future__ import annotations
 import json
 import os
 import random
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
 from test_pipelines import (
+    CHILD,
     delivered,
     pass_finished,
-    run_child,
     run_until_finished,
     write_records,
 )
@@ -99,6 +100,20 @@ def _processes_of(marker: str) -> list[int]:
     return found
 
 
+def _kill_when_delivered(url: str, path: Path, env: dict[str, str], count: int) -> bool:
+    """Run the copy pipeline in a child and SIGKILL it once ``count`` records reached
+    its sink (a point inside the run, wherever its speed puts it); whether it was
+    killed before it finished."""
+    proc = subprocess.Popen([*CHILD, "copy", url, str(path)], env={**os.environ, **env},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and len(delivered(url)) < count:
+        assert time.monotonic() < deadline, "the pipeline did not get going"
+        time.sleep(0.005)
+    proc.kill()
+    return proc.wait() != 0
+
+
 def test_sigkill_of_a_run_with_forked_stages_leaves_no_process_and_resumes_once(tmp_path):
     rng = random.Random(16)
     env = {"PROCESSES": "2"}
@@ -106,18 +121,18 @@ def test_sigkill_of_a_run_with_forked_stages_leaves_no_process_and_resumes_once(
     for trial in range(5):
         url = f"sqlite:///{tmp_path / f'store{trial}.db'}"
         path = write_records(tmp_path / f"in{trial}.jsonl", 2_000, bad={77})
-        if run_child("copy", url, path, env, kill_after=rng.uniform(0.5, 2.0)) != 0:
-            kills += 1
-            deadline = time.monotonic() + 30
-            while _processes_of(str(path)) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert _processes_of(str(path)) == [], trial  # no stage process outlives it
+        killed = _kill_when_delivered(url, path, env, rng.randint(1, 1_900))
+        kills += killed
+        deadline = time.monotonic() + 30
+        while _processes_of(str(path)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _processes_of(str(path)) == [], trial  # no stage process outlives it
         if not pass_finished(url):
             run_until_finished("copy", url, path, env)
         keys = [k for k, _ in delivered(url)]
-        assert len(keys) == len(set(keys)) == 1_999, trial
+        assert len(keys) == len(set(keys)) == 1_999, (trial, killed)
         assert [x.key for x in dl.letters(Queues(create_engine(url)), "copy")] == ["77"]
-    assert kills >= 2  # most trials were killed mid-run, not after it ended
+    assert kills >= 4  # the kills landed inside the runs
 
 
 def test_a_record_that_kills_its_stage_process_is_set_aside_within_the_run(tmp_path):
@@ -135,7 +150,7 @@ def test_a_record_that_kills_its_stage_process_is_set_aside_within_the_run(tmp_p
 
 def test_a_rate_limit_kept_in_memory_is_refused_for_several_processes(tmp_path, monkeypatch):
     monkeypatch.delenv("SHEETOPS_RATE_LIMIT_STORAGE", raising=False)
-    pipe = pipeline("limited", source=[{"id": 1}], key="id")
+    pipe = pipeline("limited-forked", source=[{"id": 1}], key="id")
     pipe.stage(lambda records: records, name="send", rate_limit="10/second", processes=2)
     pipe.sink(lambda records: None, name="drop")
     with pytest.raises(PipelineError, match=r"stage 'send' has rate_limit "
