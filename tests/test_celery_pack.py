@@ -226,12 +226,17 @@ def _request(i: int, timeout_s: float = TIMEOUT_S, **fields: Any):
                           **fields)
 
 
-def _cut(visibility_s: float, ready: list, pack_max: int = 16) -> list[list[str]]:
+def _cut(visibility_s: float, ready: list, pack_max: int = 16,
+         learned: tuple[float, ...] = ()) -> list[list[str]]:
+    """The run ids of each task ``ready`` is published as, by a leader that saw runs of
+    ``t_cel_note`` take ``learned`` seconds."""
     from sheetops.retry import JobPolicy
 
     config = CeleryConfig("redis://127.0.0.1:1/0", visibility_timeout_s=visibility_s,
                           pack_max=pack_max)
     executor = CeleryExecutor(lambda *a: None, lambda *a: None, config=config)
+    for seconds in learned:
+        executor.durations.learn("t_cel_note", seconds)
     policy = JobPolicy(1, 1.0, 1.0)
     return [[r.run_id for r, _, _ in task]
             for task in executor._tasks([(r, policy, delay) for r, delay in ready])]
@@ -245,6 +250,11 @@ def test_a_hand_off_is_packed_only_when_big_and_within_the_redelivery_timeout():
     assert [len(task) for task in _cut(3600, many * 20)] == [16] * (N * 20 // 16)
     assert [len(task) for task in _cut(3600, many, pack_max=1)] == [1] * N
     assert [len(task) for task in _cut(3600, many[:63])] == [1] * 63  # a small burst
+    # an automation seen taking 50 ms a run is not packed (its runs keep their
+    # parallelism); four runs are too few to tell, and 2 ms runs are packed
+    assert [len(task) for task in _cut(3600, many, learned=(0.05,) * 5)] == [1] * N
+    assert [len(task) for task in _cut(3600, many, learned=(0.05,) * 4)] == [PACK] * 32
+    assert [len(task) for task in _cut(3600, many, learned=(0.002,) * 50)] == [PACK] * 32
     # two attempts of 4 s (+ 1 s each) + grace + margin reach a 20 s visibility timeout
     assert [len(task) for task in _cut(20, many)] == [1] * N
     # retries, attempts due later and rate-limited ones go alone, after the packs

@@ -102,6 +102,32 @@ def _packable(request: AttemptRequest, delay: float) -> bool:
     return request.attempt == 1 and not delay and request.rate_limit is None
 
 
+#: Mean seconds an automation's attempts take from which they are no longer packed:
+#: a pack saves a few milliseconds of Celery's work per attempt, which only counts for
+#: attempts about that short, and runs its attempts one after the other on one process,
+#: which costs longer ones their parallelism.
+PACK_SLOW_S = 0.01
+#: Finished attempts of an automation the leader has seen before it trusts their mean.
+PACK_SAMPLES = 5
+
+
+class _Durations:
+    """Each automation's mean attempt time, learned from the runs the leader follows
+    (an automation not seen yet counts as quick)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, tuple[int, float]] = {}
+
+    def learn(self, automation: str, seconds: float) -> None:
+        samples, mean = self._seen.get(automation, (0, 0.0))
+        weight = 1 / min(samples + 1, 50)
+        self._seen[automation] = (samples + 1, mean + (max(0.0, seconds) - mean) * weight)
+
+    def slow(self, automation: str) -> bool:
+        samples, mean = self._seen.get(automation, (0, 0.0))
+        return samples >= PACK_SAMPLES and mean >= PACK_SLOW_S
+
+
 def _publish_batch(producer: Any) -> contextlib.AbstractContextManager[Any]:
     """``producer``'s publishes in the block sent at its end, in one batch (with a kombu
     that has ``Producer.batch``; an older one sends each at once)."""
@@ -146,6 +172,7 @@ class CeleryExecutor(Executor):
         self._threads: list[threading.Thread] = []
         self.sent = 0  # attempts published
         self.packs_sent = 0  # of which in packs: tasks of several attempts
+        self.durations = _Durations()
 
     def bind_recorder(self, recorder: Recorder) -> None:
         """The runner's recorder: flushed before each publish (the run rows first)."""
@@ -321,13 +348,13 @@ class CeleryExecutor(Executor):
 
     def _tasks(self, ready: Sequence[tuple[AttemptRequest, JobPolicy, float]]
                ) -> list[list[tuple[AttemptRequest, JobPolicy, float]]]:
-        """``ready`` as the tasks to publish: the packable attempts (:func:`_packable`)
+        """``ready`` as the tasks to publish: the packable attempts (:meth:`_packs`)
         in packs of :func:`pack_size`, each closed early when one more attempt would make
         its time limits reach the broker's redelivery timeout
         (:meth:`~sheetops.executors.celery_config.CeleryConfig.task_problem` of
         :func:`~sheetops.executors.celery_config.pack_timeout_s`), then the others one
         per task. A pack of one is sent as a single attempt task."""
-        packable = [item for item in ready if _packable(item[0], item[2])]
+        packable = [item for item in ready if self._packs(item)]
         size = pack_size(len(packable), self.config.pack_max)
         if size < 2:
             return [[item] for item in ready]
@@ -341,7 +368,12 @@ class CeleryExecutor(Executor):
                 pack = []
             pack.append(item)
         tasks.append(pack)
-        return tasks + [[item] for item in ready if not _packable(item[0], item[2])]
+        return tasks + [[item] for item in ready if not self._packs(item)]
+
+    def _packs(self, item: tuple[AttemptRequest, JobPolicy, float]) -> bool:
+        """Whether the attempt may go in a pack: :func:`_packable`, and of an
+        automation whose attempts are quick (:data:`PACK_SLOW_S`)."""
+        return _packable(item[0], item[2]) and not self.durations.slow(item[0].automation)
 
     def _sweep(self) -> None:
         """Publish again the runs in ``_unsent`` whose last try is older than
@@ -502,6 +534,8 @@ class CeleryExecutor(Executor):
         except ValueError:
             result = {}
         finished = row["finished_at"] or time.time()
+        if row["started_at"]:
+            self.durations.learn(request.automation, finished - row["started_at"])
         self.on_result(AttemptResult(
             run_id, request.job, int(row["attempts"] or 1), row["started_at"] or finished,
             finished, status == RunStatus.OK.value, result,
