@@ -40,6 +40,7 @@ def _pid_pipeline(name: str, n: int, processes: int):
 
     @pipe.stage(batch_size=50, processes=processes)
     def tag(records):
+        time.sleep(0.005)  # a batch keeps its process busy: the other claims the next
         return [{**r, "pid": os.getpid()} for r in records]
 
     @pipe.sink(batch_size=50, sql=True, processes=processes)
