@@ -942,10 +942,12 @@ calm_gc = _CalmGc()
 
 
 def _forkable(queues: Queues) -> bool:
-    """Whether forked processes would see the same queues (not an in-memory SQLite)."""
+    """Whether forked processes would see the same queues and share SQLite's writer: a
+    server database, or a SQLite file named by its path (not in memory, not a ``file:``
+    URI, beside which no lock file can be named)."""
     database = queues.engine.url.database
     return queues.engine.dialect.name != "sqlite" or bool(
-        database and database != ":memory:" and "mode=memory" not in str(queues.engine.url))
+        database and database != ":memory:" and not database.startswith("file:"))
 
 
 def writer_lock(queues: Queues, shared: bool = False) -> Any:
@@ -958,9 +960,8 @@ def writer_lock(queues: Queues, shared: bool = False) -> Any:
     process's threads. PostgreSQL needs none."""
     if queues.engine.dialect.name != "sqlite":
         return contextlib.nullcontext()
-    database = queues.engine.url.database
-    if shared and database and database != ":memory:" and not database.startswith("file:"):
-        return ProcessWriterLock(f"{database}.writer-lock")
+    if shared:  # only for a run that forks, on a SQLite file (_forkable)
+        return ProcessWriterLock(f"{queues.engine.url.database}.writer-lock")
     return _LOCKS.setdefault(id(queues), threading.Lock())
 
 
