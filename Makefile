@@ -20,8 +20,10 @@ demo: $(STAMP)
 dashboard: $(STAMP)
 	$(BIN)/sheetops dashboard --sheet .sheetops-demo/ops.xlsx
 
+# two test processes (pytest-xdist), a file's tests together in one: most tests wait on
+# subprocesses, servers and brokers, so one process leaves the two cores mostly idle
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -346,10 +346,12 @@ def test_stop_ends_runs_waiting_for_a_retry_or_a_slot_as_shutdown(make_runner, s
 def test_a_request_that_cannot_reach_a_worker_fails_its_run_and_others_go_on(
         make_runner, store, tmp_path):
     """params nested 950 deep slipped past the parser once and killed the dispatcher
-    (RecursionError while pickling): every later run hung. Now only that run fails."""
+    (RecursionError while pickling): every later run hung. Now only that run fails.
+    700 levels: json parses them (a frame each) however deep the test's own stack is
+    (a pytest-xdist worker's is deeper), pickle cannot (two frames each)."""
     runner = make_runner()
     deep = "{}"
-    for _ in range(950):
+    for _ in range(700):
         deep = '{"a": ' + deep + "}"
     bad = JobSpec(job="deep", automation="t_probe", schedule="manual", timezone="UTC",
                   params_json=deep, max_attempts=3)
