@@ -74,6 +74,8 @@ IDLE_MAX_S = 0.2
 #: The same for a run with stage processes: their puts and acks wake no thread of
 #: another process, so its threads look again sooner (a look is one small query).
 FORKED_IDLE_MAX_S = 0.01
+#: Seconds between a run's progress reports (and its looks at its stage processes).
+PROGRESS_S = 0.05
 #: Seconds a producer waits for its next stage to take a batch kept decoded before it
 #: hands on the next one as JSON (see PipelineRun._wait_room).
 HAND_WAIT_S = 0.1
@@ -792,19 +794,27 @@ class PipelineRun:
         for thread in threads:
             thread.start()
         finished = False
+        shown = 0.0
         try:
             while not self.stop.is_set():
+                mark = self.changes.mark()
                 if forks is not None:
                     forks.check()
-                if source_thread is None or not source_thread.is_alive():
+                draining = source_thread is None or not source_thread.is_alive()
+                if draining:
                     if self._errors:
                         break
                     if self.depths.total() == 0:
                         finished = True
                         break
-                if self.progress is not None:
+                if self.progress is not None and time.monotonic() - shown >= PROGRESS_S:
                     self.progress(self._report(cp, started, False))
-                self.stop.wait(0.05)
+                    shown = time.monotonic()
+                if draining:  # the end is looked for at each local hand-off and
+                    # every POLL_S (one small query): a run ends within a moment of its last
+                    self.changes.wait(mark, POLL_S)
+                else:
+                    self.stop.wait(PROGRESS_S)
         finally:
             self.stop.set()
             self.changes.notify()
@@ -836,9 +846,9 @@ class PipelineRun:
         return threads
 
     def _work_forked(self, generation: int, indexes: list[int],
-                     stopped: Callable[[], bool], working: Any) -> bool:
+                     stopped: threading.Event, working: Any) -> bool:
         """A forked process's part of the run: the stages ``indexes`` until the run
-        stops (``stopped()``), each thread noting in ``working`` (shared with the run's
+        stops (``stopped`` is set), each thread noting in ``working`` (shared with the run's
         process) the batch it works; whether it ended without an error of its own."""
         self.queues.engine.dispose(close=False)  # the parent's connections stay its own
         self._reset(indexes, writer_lock(self.queues, shared=True))
@@ -847,8 +857,8 @@ class PipelineRun:
         for thread in threads:
             thread.start()
         try:
-            while not (self.stop.is_set() or stopped()):
-                self.changes.wait(self.changes.mark(), 0.05)
+            while not (self.stop.is_set() or stopped.wait(0.05)):
+                pass
         finally:
             self.stop.set()
             self.changes.notify()

@@ -14,9 +14,10 @@ context) without pickling anything; what a forked stage changes in its own memor
 list it appends to, a counter) stays in its process, so a stage whose effect is in
 memory keeps ``processes: 0``. The children:
 
-* stop when the run does, and when the run's process dies (each looks at its parent
-  every 50 ms), after the batch they are working on; batches they held are
-  claimable again at once (released) or when their leases expire (killed);
+* stop when the run does (at once: the run's process closes a pipe each child waits
+  on) and when the run's process dies (the pipe's end, or a look at its parent every
+  50 ms), after the batch they are working on; batches they held are claimable again
+  at once (released) or when their leases expire (killed);
 * are replaced when one dies of something (a signal, a segfault, the OOM killer), so a
   record that kills its process is delivered again, split and, after
   ``max_deliveries``, a dead letter, as it is when it kills a thread's process. Each
@@ -35,6 +36,7 @@ import fcntl
 import logging
 import multiprocessing
 import os
+import select
 import signal
 import sys
 import threading
@@ -116,14 +118,15 @@ class StageProcesses:
     one (a worker of the local executor).
 
     ``work(indexes, stopped, working)`` is what a child does: work the stages
-    ``indexes`` until ``stopped()`` is true, each of its threads writing the id of the
+    ``indexes`` until ``stopped`` (a :class:`threading.Event`) is set, each of its
+    threads writing the id of the
     batch it works into its slot of ``working`` (0 between batches); it returns whether
     it ended cleanly (exit code 0, else 1: an error of the engine itself, which ends the
     run). ``threads[k]``: child ``k``'s thread count. ``release(pid, blamed)`` gives back
     what a dead child held, the batches ``blamed`` keeping their delivery."""
 
     def __init__(self, job: str, assignments: list[list[int]], threads: list[int],
-                 work: Callable[[list[int], Callable[[], bool], Any], bool],
+                 work: Callable[[list[int], threading.Event, Any], bool],
                  release: Callable[[int, list[int]], None]) -> None:
         self.job = job
         self.assignments = assignments
@@ -133,11 +136,15 @@ class StageProcesses:
         #: set to 1 to stop the children: plain shared memory, no lock, since a
         #: child killed while holding a lock (an Event's) would leave it held forever
         self._stop = multiprocessing.RawValue("b", 0)
+        #: each child waits on the read end; closing the write end (stop, or this
+        #: process's death) wakes every one of them at once
+        self._wake: tuple[int, int] | None = None
         self._pids: list[int | None] = [None] * len(assignments)
         self._working: list[Any] = [None] * len(assignments)
         self.restarts = 0
 
     def start(self) -> None:
+        self._wake = os.pipe()
         for number in range(len(self.assignments)):
             self._start(number)
 
@@ -149,7 +156,10 @@ class StageProcesses:
                 stream.flush()
         pid = os.fork()
         if pid == 0:  # the child: never returns into the caller's code
-            _child(self._work, self.assignments[number], self._stop, parent, working)
+            assert self._wake is not None
+            os.close(self._wake[1])  # the run's process alone holds it open
+            _child(self._work, self.assignments[number], self._stop, self._wake[0],
+                   parent, working)
         self._pids[number], self._working[number] = pid, working
 
     def _exited(self, number: int, block: bool = False) -> int | None:
@@ -196,6 +206,10 @@ class StageProcesses:
         """Stop every child after its batch; kill the ones that take longer than
         ``grace_s``."""
         self._stop.value = 1
+        if self._wake is not None:
+            for fd in self._wake:
+                os.close(fd)
+            self._wake = None
         deadline = time.monotonic() + grace_s
         for number, pid in enumerate(self._pids):
             while pid is not None and self._exited(number) is None:
@@ -209,20 +223,22 @@ class StageProcesses:
                 time.sleep(WATCH_S / 5)
 
 
-def _child(work: Callable[[list[int], Callable[[], bool], Any], bool], indexes: list[int],
-           stop: Any, parent: int, working: Any) -> None:
-    """A forked process's body: work ``indexes`` until the run stops or its parent dies."""
+def _child(work: Callable[[list[int], threading.Event, Any], bool], indexes: list[int],
+           stop: Any, wake: int, parent: int, working: Any) -> None:
+    """A forked process's body: work ``indexes`` until the run stops or its parent dies
+    (``wake`` becomes readable: its write end was closed)."""
     watched = threading.Event()
 
     def watch() -> None:
         while not stop.value and os.getppid() == parent:
-            time.sleep(WATCH_S)
+            if select.select([wake], [], [], WATCH_S)[0]:
+                break
         watched.set()
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
     clean = False
     try:
-        clean = work(indexes, watched.is_set, working)
+        clean = work(indexes, watched, working)
     except BaseException:
         log.exception("a stage process of this run stopped")
     finally:
