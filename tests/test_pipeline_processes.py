@@ -9,9 +9,13 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
+import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -25,6 +29,7 @@ from test_pipelines import (
 
 from sheetops import tabs
 from sheetops.config import parse_config
+from sheetops.errors import PermanentError
 from sheetops.pipelines import PipelineError, iterable, pipeline
 from sheetops.pipelines import deadletters as dl
 from sheetops.store.queue_sql import Queues
@@ -71,6 +76,78 @@ def test_forked_stages_deliver_every_record_once_from_processes_of_their_own(tmp
     assert os.getpid() not in pids and len(pids) == 2  # both processes took batches
     assert report.finished and report.records_out == 3_000
     assert report.stages["tag"]["records_in"] == 3_000
+
+
+def test_the_source_is_read_in_a_stage_process_and_its_error_ends_the_run(tmp_path):
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+
+    def rows():
+        for i in range(300):
+            if i == 250:
+                raise PermanentError(f"page 6 failed (read in process {os.getpid()})")
+            yield {"id": i}
+
+    pipe = pipeline("failing-source", source=iterable(rows), key="id")
+    pipe.stage(lambda records: records, name="keep", batch_size=50, processes=2)
+    pipe.sink(lambda records: None, name="drop", batch_size=50, processes=2)
+    with pytest.raises(PermanentError, match=r"page 6 failed") as raised:
+        pipe.run(url)
+    reader = int(re.search(r"process (\d+)", str(raised.value)).group(1))
+    assert reader != os.getpid()  # the first stage's process read it, and said why it stopped
+
+
+def test_the_stage_process_reading_the_source_is_replaced_and_reads_on_once(tmp_path):
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    readers = tmp_path / "readers"
+
+    def rows():
+        with readers.open("a") as out:  # each process that starts reading
+            out.write(f"{os.getpid()}\n")
+        yield from ({"id": i} for i in range(3_000))
+
+    pipe = pipeline("killed-reader", source=iterable(rows), key="id")
+
+    @pipe.stage(batch_size=50, processes=2)
+    def slow(records):
+        time.sleep(0.01)
+        return records
+
+    @pipe.sink(batch_size=50, sql=True, processes=2)
+    def keep(records, ctx):
+        ctx.connection.exec_driver_sql(PIDS)
+        ctx.connection.execute(text("INSERT INTO seen (key, pid) VALUES (:k, :p)"),
+                               [{"k": str(r["id"]), "p": os.getpid()} for r in records])
+
+    ran: dict[str, Any] = {}
+    thread = threading.Thread(target=lambda: ran.update(report=pipe.run(url)))
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not (readers.exists() and _count_seen(url) >= 300):
+        assert thread.is_alive() and time.monotonic() < deadline, "the run did not get going"
+        time.sleep(0.01)
+    first = int(readers.read_text().split()[0])
+    assert first != os.getpid()  # read in a stage process, not in the run's
+    os.kill(first, signal.SIGKILL)  # mid-read: the source is far from its end
+    thread.join(120)
+
+    report = ran["report"]
+    keys = [k for k, _ in _seen(url)]
+    assert sorted(map(int, keys)) == list(range(3_000))  # each once (the key is unique)
+    assert report.finished and report.records_read == 3_000 and report.dead == 0
+    pids = [int(p) for p in readers.read_text().split()]
+    assert len(pids) == 2 and os.getpid() not in pids  # a new stage process read on
+
+
+def _count_seen(url: str) -> int:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            if not conn.exec_driver_sql("SELECT 1 FROM sqlite_master WHERE name = 'seen'"
+                                        ).first():
+                return 0
+            return conn.exec_driver_sql("SELECT count(*) FROM seen").scalar()
+    finally:
+        engine.dispose()
 
 
 def test_a_dry_run_works_every_stage_in_its_own_process(tmp_path):

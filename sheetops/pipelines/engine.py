@@ -27,6 +27,7 @@ import contextlib
 import functools
 import gc
 import logging
+import multiprocessing
 import os
 import socket
 import tempfile
@@ -567,6 +568,15 @@ class PipelineRun:
         if self.forks:
             check_rate_limits(pipe.stage_names(), self.settings,
                               not configured_storage().startswith("memory"))
+        #: the source is read in the first stage process when the first stage is forked:
+        #: its batches then reach that stage decoded, with no process hop between
+        self.source_forked = bool(self.forks) and 0 in self.forks[0]
+        #: several processes work the first stage: the source keeps a batch in its own
+        #: process only while its stage there has room for it, and puts the others for
+        #: whichever process claims them first (see :meth:`_put_source`)
+        self.share_source = self.source_forked and self.settings[0].processes > 1
+        #: set (shared memory) once a stage process has read the source to its end
+        self._source_read = multiprocessing.RawValue("b", 0) if self.source_forked else None
         self.idle_max = FORKED_IDLE_MAX_S if self.forks else IDLE_MAX_S
         self.local = [i for i in range(len(self.names))
                       if not self.forks or not self.settings[i].processes]
@@ -631,7 +641,8 @@ class PipelineRun:
         queue filled to the mark, the batches beyond kept as their JSON."""
         idle = POLL_S
         name = self.names[index]
-        decoded_by = time.monotonic() + HAND_WAIT_S
+        decoded_by = time.monotonic() + (0.0 if index == 0 and self.share_source
+                                         else HAND_WAIT_S)
         while True:
             mark = self.changes.mark()
             decoded = (self.handed is None or self.handed.has_room(name)
@@ -686,12 +697,16 @@ class PipelineRun:
         items = [(keys, records, False)] if records else []
         encoded = EncodedBatches.of(items, self.pipe.key, self.queues.packs)
         put = None
+        keep = self.handed if not self.share_source or (
+            self.handed is not None and self.handed.has_room(self.names[0])) else None
         with self.lock, self.queues.transaction() as tx:
             if items:
-                put = _put(self.handed, tx, self.names[0], items, encoded)
+                put = _put(keep, tx, self.names[0], items, encoded)
             ledger.save_position(tx.connection, self.job, position, count, exhausted)
         if put is not None:
             self.handed.committed(put)
+        if exhausted and self._source_read is not None:
+            self._source_read.value = 1
         self.depths.bump(self.names[0], 1 if records else 0)
         self.changes.notify()
         self._records = count
@@ -718,21 +733,58 @@ class PipelineRun:
                 idle = min(idle * 2, self.idle_max)
                 continue
             idle = POLL_S
-            if self._working is not None:  # a forked process: the run's process sees it
-                self._working[slot] = claim.id
-            try:
-                process_claim(rt, claim)
-            finally:
-                if self._working is not None:
-                    self._working[slot] = 0
-            if rt.next_queue:
-                self.depths.bump(rt.next_queue, 1)
-            self.changes.notify()
+            self._process(rt, claim, slot)
 
-    def _next_claim(self, rt: StageRuntime, queue: Any) -> Claim | None:
+    def _work_in_turn(self, rts: Sequence[StageRuntime], indexes: Sequence[int]) -> None:
+        """One thread working the stages ``indexes`` of this process in turn, the
+        deepest batch ready first: a batch is carried through this process's stages
+        by the thread that took it, each hand-off committed as always (see
+        :meth:`_forked_threads`)."""
+        queues = [self.queues.queue(rt.queue, max_deliveries=rt.settings.max_deliveries)
+                  for rt in rts]
+        looked = [0.0] * len(rts)
+        idle = POLL_S
+        while not self.stop.is_set():
+            mark = self.changes.mark()
+            claim = None
+            for j in reversed(range(len(rts))):
+                rt = rts[j]
+                if rt.next_queue and not self._room(indexes[j] + 1):
+                    continue
+                now = time.monotonic()
+                # a queue that had nothing is looked at again after POLL_S: batches of
+                # this process come through its hand-offs, not the look (a read)
+                look = not rt.missed or now - looked[j] >= POLL_S
+                if look:
+                    looked[j] = now
+                claim = self._next_claim(rt, queues[j], look)
+                if claim is not None:
+                    break
+            if claim is None:
+                self.changes.wait(mark, idle)
+                idle = min(idle * 2, self.idle_max)
+                continue
+            idle = POLL_S
+            self._process(rt, claim, 0)
+
+    def _process(self, rt: StageRuntime, claim: Claim, slot: int) -> None:
+        """Process one claimed batch, noting it in ``slot`` of the batches this stage
+        process works (so its death blames only them)."""
+        if self._working is not None:  # a forked process: the run's process sees it
+            self._working[slot] = claim.id
+        try:
+            process_claim(rt, claim)
+        finally:
+            if self._working is not None:
+                self._working[slot] = 0
+        if rt.next_queue:
+            self.depths.bump(rt.next_queue, 1)
+        self.changes.notify()
+
+    def _next_claim(self, rt: StageRuntime, queue: Any, look: bool = True) -> Claim | None:
         """A batch this process handed itself (its lease renewed if it waited long),
         else one claimed from the queue (put by another process, or whose lease
-        expired)."""
+        expired); ``look`` false: only the former."""
         ready = (self.handed.ready[rt.queue] if self.handed is not None
                  else collections.deque[Claim]())
         while True:
@@ -747,6 +799,8 @@ class PipelineRun:
                     return queue.extend([claim], rt.lease_s)[0]
             except StaleClaim:  # its lease ran out while it waited: claimed anew below
                 self.handed.take(claim.id)
+        if not look:
+            return None
         if rt.missed and not queue.claimable():  # a read: no write lock to find nothing
             return None
         with self.lock:
@@ -778,10 +832,9 @@ class PipelineRun:
         self._records = cp.records
         threads: list[threading.Thread] = []
         source_thread = None
-        if cp.reading and not self.drain_only:
-            source_thread = threading.Thread(target=carry(self._guard),
-                                             args=(self._read_source, cp),
-                                             name=f"{self.job}-source", daemon=True)
+        reads = cp.reading and not self.drain_only
+        if reads and not self.source_forked:
+            source_thread = self._source_thread(cp)
             threads.append(source_thread)
         threads += self._stage_threads(self.local, cp.generation)
         forks = (StageProcesses(
@@ -800,7 +853,9 @@ class PipelineRun:
                 mark = self.changes.mark()
                 if forks is not None:
                     forks.check()
-                draining = source_thread is None or not source_thread.is_alive()
+                draining = not reads or (
+                    bool(self._source_read.value) if self._source_read is not None
+                    else not source_thread.is_alive())
                 if draining:
                     if self._errors:
                         break
@@ -834,6 +889,10 @@ class PipelineRun:
             self.outcomes.finish()
         return self._report(cp, started, finished)
 
+    def _source_thread(self, cp: ledger.Checkpoint) -> threading.Thread:
+        return threading.Thread(target=carry(self._guard), args=(self._read_source, cp),
+                                name=f"{self.job}-source", daemon=True)
+
     def _stage_threads(self, indexes: Sequence[int], generation: int
                        ) -> list[threading.Thread]:
         threads = []
@@ -845,15 +904,36 @@ class PipelineRun:
                     daemon=True, name=f"{self.job}-{rt.stage.name}-{n}"))
         return threads
 
-    def _work_forked(self, generation: int, indexes: list[int],
-                     stopped: threading.Event, working: Any) -> bool:
-        """A forked process's part of the run: the stages ``indexes`` until the run
-        stops (``stopped`` is set), each thread noting in ``working`` (shared with the run's
-        process) the batch it works; whether it ended without an error of its own."""
+    def _forked_threads(self, indexes: Sequence[int], generation: int
+                        ) -> list[threading.Thread]:
+        """A stage process's threads. Its stages are there for their Python work
+        (``processes``), which threads of one process do in turn anyway: when each has
+        ``concurrency`` 1, one thread works them all, the deepest batch ready first, so
+        no two threads of the process wait for each other's interpreter lock (and the
+        writer lock held meanwhile); else each stage has its own threads."""
+        if any(self.settings[i].concurrency != 1 for i in indexes):
+            return self._stage_threads(indexes, generation)
+        rts = [self._runtime(i, generation) for i in indexes]
+        return [threading.Thread(target=carry(self._guard),
+                                 args=(self._work_in_turn, rts, list(indexes)),
+                                 daemon=True, name=f"{self.job}-stages")]
+
+    def _work_forked(self, generation: int, number: int, indexes: list[int],
+                     stopped: threading.Event, working: Any) -> None:
+        """Stage process ``number``'s part of the run: the stages ``indexes`` until the
+        run stops (``stopped`` is set), each thread noting in ``working`` (shared with
+        the run's process) the batch it works; the first one reads the source too
+        (:attr:`source_forked`), from where its checkpoint stands (a process started in
+        place of a dead one goes on from there). Raises the error it stopped on."""
         self.queues.engine.dispose(close=False)  # the parent's connections stay its own
         self._reset(indexes, writer_lock(self.queues, shared=True))
         self._working = working
-        threads = self._stage_threads(indexes, generation)
+        threads = self._forked_threads(indexes, generation)
+        if number == 0 and self.source_forked and not self.drain_only:
+            with self.queues.engine.connect() as conn:
+                cp = ledger.checkpoint(conn, self.job)
+            if cp is not None and cp.reading and cp.generation == generation:
+                threads.append(self._source_thread(cp))
         for thread in threads:
             thread.start()
         try:
@@ -865,12 +945,17 @@ class PipelineRun:
             for thread in threads:
                 thread.join()
             self._release_leftovers()
-        return not self._errors
+        if self._errors:
+            raise self._errors[0]
 
     def _report(self, cp: ledger.Checkpoint, started: float, finished: bool) -> RunReport:
         with self.queues.engine.connect() as conn:
             counts = ledger.counts(conn, self.job, cp.generation)
             expired = ledger.dead_since(conn, self.names, cp.started_at)
+            if self.source_forked:  # read in a stage process: its checkpoint counts
+                now = ledger.checkpoint(conn, self.job)
+                if now is not None and now.generation == cp.generation:
+                    self._records = now.records
         stages: dict[str, dict[str, int]] = {}
         for stage, name in zip(self.pipe.stages, self.names, strict=True):
             row = dict(counts.get(stage.name) or {"records_in": 0, "records_out": 0,

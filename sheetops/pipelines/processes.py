@@ -33,9 +33,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import logging
 import multiprocessing
 import os
+import pickle
 import select
 import signal
 import sys
@@ -54,6 +56,8 @@ WATCH_S = 0.05
 STOP_GRACE_S = 30.0
 #: Replacements of dead children a run makes at most, so a crash loop ends the run.
 MAX_RESTARTS = 50
+#: Bytes kept for the error a child ends on (pickled), for the run's process to raise.
+FAILURE_BYTES = 64 * 1024
 
 
 def plan(settings: Sequence[StageSettings]) -> list[list[int]]:
@@ -117,16 +121,17 @@ class StageProcesses:
     multiprocessing refuses children to a daemonic process, and a pipeline job runs in
     one (a worker of the local executor).
 
-    ``work(indexes, stopped, working)`` is what a child does: work the stages
-    ``indexes`` until ``stopped`` (a :class:`threading.Event`) is set, each of its
-    threads writing the id of the
-    batch it works into its slot of ``working`` (0 between batches); it returns whether
-    it ended cleanly (exit code 0, else 1: an error of the engine itself, which ends the
-    run). ``threads[k]``: child ``k``'s thread count. ``release(pid, blamed)`` gives back
-    what a dead child held, the batches ``blamed`` keeping their delivery."""
+    ``work(number, indexes, stopped, working)`` is what child ``number`` (from 0) does:
+    work the stages ``indexes`` until ``stopped`` (a :class:`threading.Event`) is set,
+    each of its threads writing the id of the batch it works into its slot of
+    ``working`` (0 between batches). An exception it raises (its source's, or the
+    engine's own) ends the child with exit code 1, and :meth:`check` raises it again in
+    the run's process, which ends the run as that error would have in the run's own
+    threads. ``threads[k]``: child ``k``'s thread count. ``release(pid, blamed)`` gives
+    back what a dead child held, the batches ``blamed`` keeping their delivery."""
 
     def __init__(self, job: str, assignments: list[list[int]], threads: list[int],
-                 work: Callable[[list[int], threading.Event, Any], bool],
+                 work: Callable[[int, list[int], threading.Event, Any], None],
                  release: Callable[[int, list[int]], None]) -> None:
         self.job = job
         self.assignments = assignments
@@ -141,6 +146,8 @@ class StageProcesses:
         self._wake: tuple[int, int] | None = None
         self._pids: list[int | None] = [None] * len(assignments)
         self._working: list[Any] = [None] * len(assignments)
+        #: what each child's error was, pickled (see :func:`_child`)
+        self._failures: list[Any] = [None] * len(assignments)
         self.restarts = 0
 
     def start(self) -> None:
@@ -150,6 +157,7 @@ class StageProcesses:
 
     def _start(self, number: int) -> None:
         working = multiprocessing.RawArray("q", max(1, self._threads[number]))
+        failure = multiprocessing.RawArray("c", FAILURE_BYTES)
         parent = os.getpid()
         for stream in (sys.stdout, sys.stderr):  # nothing buffered is written twice
             with contextlib.suppress(Exception):
@@ -158,9 +166,10 @@ class StageProcesses:
         if pid == 0:  # the child: never returns into the caller's code
             assert self._wake is not None
             os.close(self._wake[1])  # the run's process alone holds it open
-            _child(self._work, self.assignments[number], self._stop, self._wake[0],
-                   parent, working)
+            _child(functools.partial(self._work, number), self.assignments[number],
+                   self._stop, self._wake[0], parent, working, failure)
         self._pids[number], self._working[number] = pid, working
+        self._failures[number] = failure
 
     def _exited(self, number: int, block: bool = False) -> int | None:
         """Child ``number``'s exit code (negative: the signal), ``None`` while it runs."""
@@ -185,8 +194,9 @@ class StageProcesses:
             if code is None:
                 continue
             if code == 1:
-                raise PipelineError(f"pipeline {self.job}: stage process {number + 1} "
-                                    "stopped on an error (see its log)")
+                raise _failure(self._failures[number].raw) or PipelineError(
+                    f"pipeline {self.job}: stage process {number + 1} stopped on an "
+                    "error (see its log)")
             self.restarts += 1
             if self.restarts > MAX_RESTARTS:
                 raise PipelineError(f"pipeline {self.job}: stage processes died "
@@ -223,10 +233,37 @@ class StageProcesses:
                 time.sleep(WATCH_S / 5)
 
 
-def _child(work: Callable[[list[int], threading.Event, Any], bool], indexes: list[int],
-           stop: Any, wake: int, parent: int, working: Any) -> None:
+def _failure(stored: bytes) -> BaseException | None:
+    """The exception a child left in its failure slot, if it could be kept."""
+    size = int.from_bytes(stored[:4], "little")
+    if not 0 < size <= len(stored) - 4:
+        return None
+    try:
+        error = pickle.loads(stored[4:4 + size])
+    except Exception:
+        return None
+    return error if isinstance(error, BaseException) else None
+
+
+def _keep_failure(slot: Any, error: BaseException) -> None:
+    """Leave ``error`` for the run's process: pickled whole when it can be (so it ends
+    the run as the same type), else as a :class:`PipelineError` with its text."""
+    for candidate in (error, PipelineError(f"{type(error).__name__}: {error}"[:2000])):
+        try:
+            data = pickle.dumps(candidate)
+            pickle.loads(data)
+        except Exception:
+            continue
+        if len(data) <= len(slot) - 4:
+            slot.raw = len(data).to_bytes(4, "little") + data
+            return
+
+
+def _child(work: Callable[[list[int], threading.Event, Any], None], indexes: list[int],
+           stop: Any, wake: int, parent: int, working: Any, failure: Any) -> None:
     """A forked process's body: work ``indexes`` until the run stops or its parent dies
-    (``wake`` becomes readable: its write end was closed)."""
+    (``wake`` becomes readable: its write end was closed); an error it ends on is left
+    in ``failure`` for the run's process."""
     watched = threading.Event()
 
     def watch() -> None:
@@ -238,9 +275,10 @@ def _child(work: Callable[[list[int], threading.Event, Any], bool], indexes: lis
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
     clean = False
     try:
-        clean = work(indexes, watched, working)
-    except BaseException:
-        log.exception("a stage process of this run stopped")
+        work(indexes, watched, working)
+        clean = True
+    except BaseException as exc:  # logged where it was raised
+        _keep_failure(failure, exc)
     finally:
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
