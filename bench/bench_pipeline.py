@@ -1,7 +1,7 @@
 """Records a second through a 3-stage pipeline of cheap stage functions on the embedded
 SQLite queue (crash-safe: every hand-off is a committed transaction), its stages worked
-by one forked process per core (the stages' ``processes`` setting; the run's own
-process reads the source), compared with
+by one forked process per core (the stages' ``processes`` setting; the first of them
+reads the source too), compared with
 
 * a bare in-memory loop calling the same three functions on the same batches
   (goal: the pipeline keeps at least half its speed), and

@@ -58,6 +58,35 @@ def copy_pipeline(name: str, path: str, *, batch_size: int = 100,
     return pipe
 
 
+def held_pipeline(name: str, path: str, marker: str) -> Pipeline:
+    """pass → hang → sizes (a SQL sink noting each batch's first key and size).
+
+    ``hang`` stops, the first time (no file ``marker`` yet), on the batch holding key 20
+    until its process is killed, writing its pid to ``marker``: the batches after it
+    then only wait in the process, handed on but not started."""
+    pipe = pipeline(name, source=jsonl_file(path), key="id")
+    pipe.stage(lambda records: records, name="pass", batch_size=10, timeout_s=5.0)
+
+    @pipe.stage(batch_size=10, timeout_s=5.0)
+    def hang(records):
+        if any(r["id"] == 20 for r in records) and not os.path.exists(marker):
+            with open(marker, "w") as out:
+                out.write(str(os.getpid()))
+            time.sleep(60)
+        return records
+
+    @pipe.sink(batch_size=10, sql=True, timeout_s=5.0)
+    def sizes(records, ctx):
+        ctx.connection.exec_driver_sql(SIZES_TABLE)
+        ctx.connection.execute(text("INSERT INTO sizes (first, n) VALUES (:f, :n)"),
+                               {"f": records[0]["id"], "n": len(records)})
+
+    return pipe
+
+
+SIZES_TABLE = "CREATE TABLE IF NOT EXISTS sizes (first INTEGER, n INTEGER)"
+
+
 def main() -> None:
     kind, store_url, path = sys.argv[1:4]
     processes = int(os.environ.get("PROCESSES", "0"))
@@ -66,6 +95,8 @@ def main() -> None:
     elif kind == "killer":
         pipe = copy_pipeline("killer", path, batch_size=8, kill_key=os.environ["KILL_KEY"],
                              processes=processes)
+    elif kind == "held":
+        pipe = held_pipeline("held", path, os.environ["MARKER"])
     elif kind == "slow":
         pipe = copy_pipeline("slow", path, batch_size=50, slow_s=0.002)
     else:

@@ -147,6 +147,42 @@ def test_a_record_that_kills_its_worker_ends_in_dead_letters_after_n_deliveries(
         ("double", "13", "LeaseExpired", 3)]
 
 
+def test_only_the_batch_being_worked_is_blamed_when_its_process_is_killed(tmp_path):
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    path = write_records(tmp_path / "in.jsonl", 50)
+    marker = tmp_path / "hanging"
+    proc = subprocess.Popen([*CHILD, "held", url, str(path)],
+                            env={**os.environ, "MARKER": str(marker)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        # the batch of key 20 is being worked, the two before it went through the sink,
+        # and the two after it wait in the process, handed on but not started
+        while not (marker.exists() and len(_sizes(url)) == 2):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert run_child("held", url, path, env={"MARKER": str(marker)}) == 0
+
+    # the restart gives back what the killed process held; only the batch it was
+    # working counts the delivery and is split: the batches that merely waited there
+    # go on whole (counted against it, they would be split too)
+    assert sorted(_sizes(url)) == [(0, 10), (10, 10), (20, 5), (25, 5), (30, 10), (40, 10)]
+
+
+def _sizes(url: str) -> list[tuple[int, int]]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(text("SELECT first, n FROM sizes"))]
+    except Exception:  # no batch reached the sink yet
+        return []
+    finally:
+        engine.dispose()
+
+
 def test_backpressure_keeps_memory_flat_with_a_fast_source_and_a_slow_stage(tmp_path):
     rss = {}
     for n in (2_000, 20_000):

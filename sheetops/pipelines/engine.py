@@ -44,6 +44,7 @@ from sqlalchemy import Engine
 from sheetops.client_context import carry
 from sheetops.errors import PermanentError
 from sheetops.pipelines import batch as batches
+from sheetops.pipelines import working
 from sheetops.pipelines.batch import Keyed
 from sheetops.pipelines.context import StageContext
 from sheetops.pipelines.model import Pipeline, PipelineError, Stage, StageSettings
@@ -148,6 +149,43 @@ class _Depths:
         """Count a put of ours before the next read."""
         with self._lock:
             self._waiting[name] = self._waiting.get(name, 0) + items
+
+
+class _Alone:
+    """Batches delivered before to a process that died with them (a delivery above 1)
+    are worked alone in their process: no other batch starts while one is worked, and
+    it waits for those being worked to end. If the process dies again, only it was
+    being worked, so only it is blamed (:mod:`sheetops.pipelines.working`). Otherwise a
+    record that kills its process would have the batches worked beside it blamed at
+    every crash, and after ``max_deliveries`` of them dead-lettered, though nothing
+    was wrong with them."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._working = 0
+        self._alone = False
+        self._waiting = 0  # batches waiting to work alone: no other batch starts
+
+    @contextlib.contextmanager
+    def batch(self, alone: bool) -> Iterator[None]:
+        with self._cond:
+            if alone:
+                self._waiting += 1
+                self._cond.wait_for(lambda: not (self._working or self._alone))
+                self._waiting -= 1
+                self._alone = True
+            else:
+                self._cond.wait_for(lambda: not (self._alone or self._waiting))
+                self._working += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                if alone:
+                    self._alone = False
+                else:
+                    self._working -= 1
+                self._cond.notify_all()
 
 
 class _Changes:
@@ -585,8 +623,10 @@ class PipelineRun:
         self.params = dict(params if params is not None
                            else getattr(run_context, "params", None) or {})
         self._records = 0
-        #: in a forked stage process: the batch each thread works, shared with the run's
-        self._working: Any = None
+        #: the batch each of this process's threads works (see sheetops.pipelines.working)
+        self._working: working.WorkingFile | None = None
+        self._folder = working.folder_for(str(queues.engine.url))
+        self._files = 0
         self.source, self.outcomes = outcome_hook(pipe, queues, job, self.params, dry_run,
                                                   self.names, drain_only)
 
@@ -595,6 +635,7 @@ class PipelineRun:
         makes its own)."""
         self.stop = threading.Event()
         self.changes = _Changes()
+        self.alone = _Alone()
         self.lock = lock
         self.depths = _Depths(self.queues, self.names)
         self.consumer = f"{socket.gethostname()}:{os.getpid()}:{self.run_id}"
@@ -712,13 +753,22 @@ class PipelineRun:
         self._records = count
         return True
 
-    def _release_dead(self, pid: int, blamed: list[int]) -> None:
+    def _release_dead(self, pid: int, blamed: Sequence[int]) -> None:
         """Give back what the dead stage process ``pid`` held (see
         :class:`~sheetops.pipelines.processes.StageProcesses`)."""
-        consumer = f"{socket.gethostname()}:{pid}:{self.run_id}"
+        self._release_consumer(f"{socket.gethostname()}:{pid}:{self.run_id}", blamed)
+
+    def _release_consumer(self, consumer: str, blamed: Sequence[int]) -> None:
+        """Give back what the dead process ``consumer`` held, only ``blamed`` keeping
+        its delivery (see :mod:`sheetops.pipelines.working`)."""
         with self.lock, self.queues.transaction() as tx:
             tx.release_consumer(consumer, blamed)
         self.depths.expire()
+
+    def _working_file(self, threads: int) -> working.WorkingFile:
+        """A new working file of this run (for its own threads or a stage process)."""
+        self._files += 1
+        return working.WorkingFile(self._folder, f"{self.run_id}-{self._files}", threads)
 
     def _work(self, rt: StageRuntime, index: int, slot: int = 0) -> None:
         queue = self.queues.queue(rt.queue, max_deliveries=rt.settings.max_deliveries)
@@ -768,15 +818,17 @@ class PipelineRun:
             self._process(rt, claim, 0)
 
     def _process(self, rt: StageRuntime, claim: Claim, slot: int) -> None:
-        """Process one claimed batch, noting it in ``slot`` of the batches this stage
-        process works (so its death blames only them)."""
-        if self._working is not None:  # a forked process: the run's process sees it
-            self._working[slot] = claim.id
-        try:
-            process_claim(rt, claim)
-        finally:
+        """Process one claimed batch, noting it in ``slot`` of the batches this process
+        works (so its death blames only them); a batch delivered before to a process
+        that died works alone (:class:`_Alone`)."""
+        with self.alone.batch(claim.deliveries > 1):
             if self._working is not None:
-                self._working[slot] = 0
+                self._working[slot] = claim.id
+            try:
+                process_claim(rt, claim)
+            finally:
+                if self._working is not None:
+                    self._working[slot] = 0
         if rt.next_queue:
             self.depths.bump(rt.next_queue, 1)
         self.changes.notify()
@@ -830,17 +882,25 @@ class PipelineRun:
         with self.queues.transaction() as tx:
             cp = ledger.begin_pass(tx.connection, self.job, new=not self.drain_only)
         self._records = cp.records
+        # what processes of earlier runs held when they were killed goes back at once
+        working.sweep(self._folder, self._release_consumer)
         threads: list[threading.Thread] = []
         source_thread = None
         reads = cp.reading and not self.drain_only
         if reads and not self.source_forked:
             source_thread = self._source_thread(cp)
             threads.append(source_thread)
-        threads += self._stage_threads(self.local, cp.generation)
+        stage_threads = self._stage_threads(self.local, cp.generation)
+        threads += stage_threads
+        own = self._working_file(len(stage_threads)) if stage_threads else None
+        if own is not None:
+            own.own()
+            self._working = own
         forks = (StageProcesses(
             self.job, self.forks,
             [sum(self.settings[i].concurrency for i in indexes) for indexes in self.forks],
-            functools.partial(self._work_forked, cp.generation), self._release_dead)
+            functools.partial(self._work_forked, cp.generation), self._release_dead,
+            self._working_file)
             if self.forks else None)
         if forks is not None:  # before this run's threads start: nothing of theirs held
             forks.start()
@@ -878,6 +938,9 @@ class PipelineRun:
             if forks is not None:
                 forks.stop()
             self._release_leftovers()
+            if own is not None:  # every thread ended after its batch: none is held
+                own.remove()
+                self._working = None
         if self._errors:
             raise self._errors[0]
         if finished and not self.drain_only:
@@ -919,7 +982,7 @@ class PipelineRun:
                                  daemon=True, name=f"{self.job}-stages")]
 
     def _work_forked(self, generation: int, number: int, indexes: list[int],
-                     stopped: threading.Event, working: Any) -> None:
+                     stopped: threading.Event, slots: working.WorkingFile) -> None:
         """Stage process ``number``'s part of the run: the stages ``indexes`` until the
         run stops (``stopped`` is set), each thread noting in ``working`` (shared with
         the run's process) the batch it works; the first one reads the source too
@@ -927,7 +990,7 @@ class PipelineRun:
         place of a dead one goes on from there). Raises the error it stopped on."""
         self.queues.engine.dispose(close=False)  # the parent's connections stay its own
         self._reset(indexes, writer_lock(self.queues, shared=True))
-        self._working = working
+        self._working = slots
         threads = self._forked_threads(indexes, generation)
         if number == 0 and self.source_forked and not self.drain_only:
             with self.queues.engine.connect() as conn:

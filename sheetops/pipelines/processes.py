@@ -47,6 +47,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from sheetops.pipelines.model import PipelineError, StageSettings
+from sheetops.pipelines.working import WorkingFile
 
 log = logging.getLogger("sheetops.pipelines")
 
@@ -124,7 +125,8 @@ class StageProcesses:
     ``work(number, indexes, stopped, working)`` is what child ``number`` (from 0) does:
     work the stages ``indexes`` until ``stopped`` (a :class:`threading.Event`) is set,
     each of its threads writing the id of the batch it works into its slot of
-    ``working`` (0 between batches). An exception it raises (its source's, or the
+    ``working`` (a :class:`~sheetops.pipelines.working.WorkingFile` from
+    ``working_file(threads)``; 0 between batches). An exception it raises (its source's, or the
     engine's own) ends the child with exit code 1, and :meth:`check` raises it again in
     the run's process, which ends the run as that error would have in the run's own
     threads. ``threads[k]``: child ``k``'s thread count. ``release(pid, blamed)`` gives
@@ -132,12 +134,14 @@ class StageProcesses:
 
     def __init__(self, job: str, assignments: list[list[int]], threads: list[int],
                  work: Callable[[int, list[int], threading.Event, Any], None],
-                 release: Callable[[int, list[int]], None]) -> None:
+                 release: Callable[[int, list[int]], None],
+                 working_file: Callable[[int], WorkingFile]) -> None:
         self.job = job
         self.assignments = assignments
         self._threads = threads
         self._work = work
         self._release = release
+        self._working_file = working_file
         #: set to 1 to stop the children: plain shared memory, no lock, since a
         #: child killed while holding a lock (an Event's) would leave it held forever
         self._stop = multiprocessing.RawValue("b", 0)
@@ -156,7 +160,7 @@ class StageProcesses:
             self._start(number)
 
     def _start(self, number: int) -> None:
-        working = multiprocessing.RawArray("q", max(1, self._threads[number]))
+        working = self._working_file(self._threads[number])
         failure = multiprocessing.RawArray("c", FAILURE_BYTES)
         parent = os.getpid()
         for stream in (sys.stdout, sys.stderr):  # nothing buffered is written twice
@@ -164,6 +168,7 @@ class StageProcesses:
                 stream.flush()
         pid = os.fork()
         if pid == 0:  # the child: never returns into the caller's code
+            working.own()
             assert self._wake is not None
             os.close(self._wake[1])  # the run's process alone holds it open
             _child(functools.partial(self._work, number), self.assignments[number],
@@ -201,7 +206,7 @@ class StageProcesses:
             if self.restarts > MAX_RESTARTS:
                 raise PipelineError(f"pipeline {self.job}: stage processes died "
                                     f"{self.restarts} times (last exit {code})")
-            blamed = [item for item in self._working[number] if item]
+            blamed = self._working[number].working()
             log.warning("pipeline %s: stage process %d died (exit %s) working %d "
                         "batch(es); starting another", self.job, number + 1, code,
                         len(blamed))
@@ -210,6 +215,8 @@ class StageProcesses:
             except Exception:  # their leases expire instead
                 log.exception("pipeline %s: what stage process %d held was not given "
                               "back", self.job, number + 1)
+            else:
+                self._working[number].remove()
             self._start(number)
 
     def stop(self, grace_s: float = STOP_GRACE_S) -> None:
@@ -222,15 +229,26 @@ class StageProcesses:
             self._wake = None
         deadline = time.monotonic() + grace_s
         for number, pid in enumerate(self._pids):
-            while pid is not None and self._exited(number) is None:
+            if pid is None:
+                continue
+            code = self._exited(number)
+            while code is None:
                 if time.monotonic() > deadline:
                     log.warning("pipeline %s: stage process %d did not stop in %.0fs; "
                                 "killed", self.job, number + 1, grace_s)
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
-                    self._exited(number, block=True)
+                    code = self._exited(number, block=True)
                     break
                 time.sleep(WATCH_S / 5)
+                code = self._exited(number)
+            working = self._working[number]
+            if code:  # killed, or died on its way out: give back what it held
+                with contextlib.suppress(Exception):  # else the next run's sweep does
+                    self._release(pid, working.working())
+                    working.remove()
+            else:  # it stopped after its batch: it holds nothing
+                working.remove()
 
 
 def _failure(stored: bytes) -> BaseException | None:
