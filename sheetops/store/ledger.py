@@ -106,7 +106,7 @@ def save_position(conn: Connection, pipeline: str, position: Any, records: int,
                   exhausted: bool = False) -> None:
     """Note the source's position after a batch just put (same transaction)."""
     sql = dialect_sql(conn)
-    conn.exec_driver_sql(sql.sql(
+    sql.run(conn, sql.sql(
         "UPDATE pipeline_checkpoints SET position = :position, records = :records, "
         "state = :state, updated_at = :now WHERE pipeline = :pipeline"),
         {"position": json.dumps(position), "records": records,
@@ -156,7 +156,8 @@ def add_counts(conn: Connection, pipeline: str, generation: int, stage: str, *,
     """Add to one stage's counts for the pass (same transaction as the hand-off), in this
     thread's shard (:func:`_shard`). Runs once per batch, so it is SQL written once,
     not an expression built per call."""
-    conn.exec_driver_sql(dialect_sql(conn).sql(_ADD_COUNTS), {
+    sql = dialect_sql(conn)
+    sql.run(conn, sql.sql(_ADD_COUNTS), {
         "pipeline": pipeline, "generation": generation, "stage": stage, "shard": _shard(),
         "records_in": records_in, "records_out": records_out,
         "records_failed": records_failed, "dead_letters": dead_letters})

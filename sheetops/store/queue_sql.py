@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sqlite3
 import time
 import uuid
 import weakref
@@ -190,8 +191,13 @@ class _Dialect:
         return self.sql(f"UPDATE queue_items SET {_CLAIM_SET} WHERE id IN ({_CLAIMABLE}) "
                         f"RETURNING {_RETURNING}")
 
+    def run(self, conn: Connection, text: str, params: Any) -> Any:
+        """Run the driver-style statement ``text`` (rows as ``all()``, ``scalars()``,
+        ``scalar()``, ``rowcount``)."""
+        return conn.exec_driver_sql(text, params)
+
     def claim(self, conn: Connection, params: dict[str, Any]) -> list[Any]:
-        return conn.exec_driver_sql(self.claim_sql(), params).all()
+        return self.run(conn, self.claim_sql(), params).all()
 
     def fenced(self, conn: Connection, ids: Sequence[int], token: str, now: float,
                values: dict[str, Any] | None) -> set[int]:
@@ -207,7 +213,7 @@ class _Dialect:
             sets = ", ".join(f"{k} = {v}" if isinstance(v, _Expr) else f"{k} = :v_{k}"
                              for k, v in values.items())
             text = f"UPDATE queue_items SET {sets} WHERE {held} RETURNING id"
-        return set(conn.exec_driver_sql(self.sql(text), params).scalars())
+        return set(self.run(conn, self.sql(text), params).scalars())
 
     def depths(self, conn: Connection, now: float, names: Sequence[str] | None
                ) -> list[Any]:
@@ -215,6 +221,29 @@ class _Dialect:
         where = "" if names is None else " WHERE " + self.in_list("queue", "q", names,
                                                                    params)
         return conn.exec_driver_sql(self.sql(_DEPTHS.format(where=where)), params).all()
+
+
+class _DriverRows:
+    """A driver cursor's rows with the part of SQLAlchemy's result the queue uses."""
+
+    __slots__ = ("_cursor",)
+
+    def __init__(self, cursor: sqlite3.Cursor) -> None:
+        self._cursor = cursor
+
+    @property
+    def rowcount(self) -> int:
+        return self._cursor.rowcount
+
+    def all(self) -> list[Any]:
+        return self._cursor.fetchall()
+
+    def scalars(self) -> list[Any]:
+        return [row[0] for row in self._cursor.fetchall()]
+
+    def scalar(self) -> Any:
+        row = self._cursor.fetchone()
+        return None if row is None else row[0]
 
 
 class SqliteQueueSql(_Dialect):
@@ -240,7 +269,7 @@ class SqliteQueueSql(_Dialect):
             conn.exec_driver_sql(sql, rows)
             return []
         if len(rows) == 1:  # a pipeline's hand-off: one statement, not three
-            return list(conn.exec_driver_sql(sql + " RETURNING id", rows[0]).scalars())
+            return list(self.run(conn, sql + " RETURNING id", rows[0]).scalars())
         before = conn.exec_driver_sql("SELECT coalesce(max(id), 0) FROM queue_items").scalar()
         conn.exec_driver_sql(sql, rows)
         return list(conn.exec_driver_sql(
@@ -275,6 +304,19 @@ class SqliteQueueSql(_Dialect):
         dbapi = conn.connection.dbapi_connection
         if not dbapi.in_transaction:  # a caller's connection may already hold it
             conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    def run(self, conn: Connection, text: str, params: Any) -> Any:
+        """Inside a transaction SQLAlchemy holds on ``conn`` (every queue transaction,
+        begun by :meth:`begin`), on the driver's own connection: SQLAlchemy's result
+        machinery costs more than SQLite's work on a hand-off's statements. The
+        statement commits or rolls back with that transaction; outside one it goes
+        through SQLAlchemy, which begins it. Driver errors are raised as SQLAlchemy's."""
+        if not conn.in_transaction():
+            return conn.exec_driver_sql(text, params)
+        try:
+            return _DriverRows(conn.connection.driver_connection.execute(text, params))
+        except sqlite3.Error as exc:
+            raise DBAPIError.instance(text, params, exc, sqlite3.Error) from exc
 
     def commit_without_flush(self, conn: Connection) -> None:
         """SQLite in WAL mode with ``synchronous=NORMAL`` does not sync a commit already."""
