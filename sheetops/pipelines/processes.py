@@ -21,10 +21,11 @@ memory keeps ``processes: 0``. The children:
 * are replaced when one dies of something (a signal, a segfault, the OOM killer), so a
   record that kills its process is delivered again, split and, after
   ``max_deliveries``, a dead letter, as it is when it kills a thread's process. Each
-  child notes in memory shared with the run's process which batch each of its threads
-  is working; when it dies, the batches it held are given back at once, and only those
-  being worked keep the delivery counted against them: a batch that merely waited in
-  the dead process is not blamed for its death;
+  child notes in its working file (:mod:`sheetops.pipelines.working`, mapped by the
+  run's process too) which batch each of its threads is working; when it dies, the
+  batches it held are given back at once, and only those being worked keep the
+  delivery counted against them: a batch that merely waited in the dead process is
+  not blamed for its death;
 * share SQLite's one writer through a lock file next to the database (``flock``: the
   kernel drops a dead process's lock), as the threads of one process share a lock.
 """
