@@ -39,9 +39,11 @@ pytestmark = pytest.mark.usefixtures("forget_pipelines")
 PIDS = "CREATE TABLE IF NOT EXISTS seen (key TEXT PRIMARY KEY, pid INTEGER)"
 
 
-def _pid_pipeline(name: str, n: int, processes: int):
-    """tag (forked) → keep (a SQL sink recording each record's key and tagging pid)."""
-    pipe = pipeline(name, source=iterable(lambda: ({"id": i} for i in range(n))), key="id")
+def _pid_pipeline(name: str, n: int, processes: int, source=None):
+    """tag (forked) → keep (a SQL sink recording each record's key and tagging pid);
+    ``source`` (default: ids 0 to ``n`` - 1)."""
+    pipe = pipeline(name, key="id", source=source or iterable(
+        lambda: ({"id": i} for i in range(n))))
 
     @pipe.stage(batch_size=50, processes=processes)
     def tag(records):
@@ -103,21 +105,9 @@ def test_the_stage_process_reading_the_source_is_replaced_and_reads_on_once(tmp_
     def rows():
         with readers.open("a") as out:  # each process that starts reading
             out.write(f"{os.getpid()}\n")
-        yield from ({"id": i} for i in range(3_000))
+        yield from ({"id": i} for i in range(6_000))
 
-    pipe = pipeline("killed-reader", source=iterable(rows), key="id")
-
-    @pipe.stage(batch_size=50, processes=2)
-    def slow(records):
-        time.sleep(0.01)
-        return records
-
-    @pipe.sink(batch_size=50, sql=True, processes=2)
-    def keep(records, ctx):
-        ctx.connection.exec_driver_sql(PIDS)
-        ctx.connection.execute(text("INSERT INTO seen (key, pid) VALUES (:k, :p)"),
-                               [{"k": str(r["id"]), "p": os.getpid()} for r in records])
-
+    pipe = _pid_pipeline("killed-reader", 6_000, processes=2, source=iterable(rows))
     ran: dict[str, Any] = {}
     thread = threading.Thread(target=lambda: ran.update(report=pipe.run(url)))
     thread.start()
@@ -132,8 +122,8 @@ def test_the_stage_process_reading_the_source_is_replaced_and_reads_on_once(tmp_
 
     report = ran["report"]
     keys = [k for k, _ in _seen(url)]
-    assert sorted(map(int, keys)) == list(range(3_000))  # each once (the key is unique)
-    assert report.finished and report.records_read == 3_000 and report.dead == 0
+    assert sorted(map(int, keys)) == list(range(6_000))  # each once (the key is unique)
+    assert report.finished and report.records_read == 6_000 and report.dead == 0
     pids = [int(p) for p in readers.read_text().split()]
     assert len(pids) == 2 and os.getpid() not in pids  # a new stage process read on
 
