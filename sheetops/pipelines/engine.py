@@ -984,10 +984,11 @@ class PipelineRun:
     def _work_forked(self, generation: int, number: int, indexes: list[int],
                      stopped: threading.Event, slots: working.WorkingFile) -> None:
         """Stage process ``number``'s part of the run: the stages ``indexes`` until the
-        run stops (``stopped`` is set), each thread noting in ``working`` (shared with
-        the run's process) the batch it works; the first one reads the source too
-        (:attr:`source_forked`), from where its checkpoint stands (a process started in
-        place of a dead one goes on from there). Raises the error it stopped on."""
+        run stops (``stopped`` is set), each thread noting in ``slots`` (its working
+        file, mapped by the run's process too) the batch it works; the first one reads
+        the source too (:attr:`source_forked`), from where its checkpoint stands (a
+        process started in place of a dead one goes on from there). Raises the error it
+        stopped on."""
         self.queues.engine.dispose(close=False)  # the parent's connections stay its own
         self._reset(indexes, writer_lock(self.queues, shared=True))
         self._working = slots
