@@ -50,6 +50,7 @@ from sheetops.pipelines.context import StageContext
 from sheetops.pipelines.model import Pipeline, PipelineError, Stage, StageSettings
 from sheetops.pipelines.processes import (
     ProcessWriterLock,
+    RunBell,
     StageProcesses,
     check_rate_limits,
     plan,
@@ -615,6 +616,11 @@ class PipelineRun:
         self.share_source = self.source_forked and self.settings[0].processes > 1
         #: set (shared memory) once a stage process has read the source to its end
         self._source_read = multiprocessing.RawValue("b", 0) if self.source_forked else None
+        #: wakes the run's main loop to look for its end; stage processes ring it
+        #: through :attr:`_run_bell` (see :meth:`_ring_run`)
+        self._bell = threading.Event()
+        self._run_bell: RunBell | None = None
+        self._in_child = False
         self.idle_max = FORKED_IDLE_MAX_S if self.forks else IDLE_MAX_S
         self.local = [i for i in range(len(self.names))
                       if not self.forks or not self.settings[i].processes]
@@ -698,6 +704,14 @@ class PipelineRun:
                 self.depths.expire()
                 idle = min(idle * 2, self.idle_max)
 
+    def _ring_run(self) -> None:
+        """Wake the run's process to look for its end (or an error) at once."""
+        if self._in_child:
+            if self._run_bell is not None:
+                self._run_bell.ring()
+        else:
+            self._bell.set()
+
     def _guard(self, fn: Callable[..., None], *args: Any) -> None:
         try:
             fn(*args)
@@ -706,6 +720,7 @@ class PipelineRun:
             self._errors.append(exc)
             self.stop.set()
             self.changes.notify()
+            self._ring_run()
 
     def _source_keys(self, records: list[Any], first: int) -> list[str] | None:
         """Keys of a batch read from the source, whose first record is the source's
@@ -746,8 +761,10 @@ class PipelineRun:
             ledger.save_position(tx.connection, self.job, position, count, exhausted)
         if put is not None:
             self.handed.committed(put)
-        if exhausted and self._source_read is not None:
-            self._source_read.value = 1
+        if exhausted:
+            if self._source_read is not None:
+                self._source_read.value = 1
+            self._ring_run()
         self.depths.bump(self.names[0], 1 if records else 0)
         self.changes.notify()
         self._records = count
@@ -831,6 +848,8 @@ class PipelineRun:
                     self._working[slot] = 0
         if rt.next_queue:
             self.depths.bump(rt.next_queue, 1)
+        else:  # perhaps the run's last batch
+            self._ring_run()
         self.changes.notify()
 
     def _next_claim(self, rt: StageRuntime, queue: Any, look: bool = True) -> Claim | None:
@@ -903,6 +922,7 @@ class PipelineRun:
             self._working_file)
             if self.forks else None)
         if forks is not None:  # before this run's threads start: nothing of theirs held
+            self._run_bell = RunBell(self._bell.set)
             forks.start()
         for thread in threads:
             thread.start()
@@ -910,7 +930,7 @@ class PipelineRun:
         shown = 0.0
         try:
             while not self.stop.is_set():
-                mark = self.changes.mark()
+                self._bell.clear()
                 if forks is not None:
                     forks.check()
                 draining = not reads or (
@@ -925,11 +945,9 @@ class PipelineRun:
                 if self.progress is not None and time.monotonic() - shown >= PROGRESS_S:
                     self.progress(self._report(cp, started, False))
                     shown = time.monotonic()
-                if draining:  # the end is looked for at each local hand-off and
-                    # every POLL_S (one small query): a run ends within a moment of its last
-                    self.changes.wait(mark, POLL_S)
-                else:
-                    self.stop.wait(PROGRESS_S)
+                # the end is looked for when a batch leaves the last stage (any process
+                # rings), and every POLL_S (one small query) once the source is read
+                self._bell.wait(POLL_S if draining else PROGRESS_S)
         finally:
             self.stop.set()
             self.changes.notify()
@@ -937,6 +955,9 @@ class PipelineRun:
                 thread.join()
             if forks is not None:
                 forks.stop()
+            if self._run_bell is not None:
+                self._run_bell.close()
+                self._run_bell = None
             self._release_leftovers()
             if own is not None:  # every thread ended after its batch: none is held
                 own.remove()
@@ -989,6 +1010,7 @@ class PipelineRun:
         the source too (:attr:`source_forked`), from where its checkpoint stands (a
         process started in place of a dead one goes on from there). Raises the error it
         stopped on."""
+        self._in_child = True
         self.queues.engine.dispose(close=False)  # the parent's connections stay its own
         self._reset(indexes, writer_lock(self.queues, shared=True))
         self._working = slots

@@ -60,6 +60,8 @@ STOP_GRACE_S = 30.0
 MAX_RESTARTS = 50
 #: Bytes kept for the error a child ends on (pickled), for the run's process to raise.
 FAILURE_BYTES = 64 * 1024
+#: Seconds between looks at whether a stopping child has exited.
+EXIT_POLL_S = 0.001
 
 
 def plan(settings: Sequence[StageSettings]) -> list[list[int]]:
@@ -115,6 +117,38 @@ class ProcessWriterLock:
             fcntl.flock(self._file(), fcntl.LOCK_UN)
         finally:
             self._thread_lock.release()
+
+
+class RunBell:
+    """A pipe by which the run's stage processes wake the run's process: when its source
+    has been read, or a batch has left the last stage, the run looks for its end (or
+    a child's error) at once instead of at its next look. The run's process creates it
+    before forking; a thread of its own calls ``on_ring`` for every ring."""
+
+    def __init__(self, on_ring: Callable[[], None]) -> None:
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._write, False)  # a full pipe has a wake-up waiting already
+        self._closed = False
+        self._thread = threading.Thread(target=self._listen, args=(on_ring,),
+                                        name="run-bell", daemon=True)
+        self._thread.start()
+
+    def _listen(self, on_ring: Callable[[], None]) -> None:
+        while os.read(self._read, 4096) and not self._closed:
+            on_ring()
+
+    def ring(self) -> None:
+        """Wake the run's process (from any of its processes; never blocks)."""
+        with contextlib.suppress(OSError):
+            os.write(self._write, b"\0")
+
+    def close(self) -> None:
+        """In the run's process, once its stage processes have ended."""
+        self._closed = True
+        self.ring()
+        self._thread.join()
+        os.close(self._read)
+        os.close(self._write)
 
 
 class StageProcesses:
@@ -241,7 +275,7 @@ class StageProcesses:
                         os.kill(pid, signal.SIGKILL)
                     code = self._exited(number, block=True)
                     break
-                time.sleep(WATCH_S / 5)
+                time.sleep(EXIT_POLL_S)
                 code = self._exited(number)
             working = self._working[number]
             if code:  # killed, or died on its way out: give back what it held
