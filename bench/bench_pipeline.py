@@ -39,6 +39,8 @@ from pathlib import Path
 from _common import figure, quiet
 
 BATCH = 5_000
+#: Runs of the bare loop and of the 1,000,000-record pipeline, in turns (fastest counts).
+TURNS = 3
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
@@ -167,18 +169,18 @@ def main() -> None:
     quiet()
     folder = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     sizes = [100_000, 1_000_000] + ([10_000_000] if args.full else [])
-    # the bare loop and the pipeline of 1,000,000 records run in turns, twice each, and
-    # the faster run of each counts: a burst of load from other work on a shared machine
-    # (whose speed swings by half from minute to minute) then neither flatters the
-    # pipeline's ratio nor spoils it
+    # the bare loop and the pipeline of 1,000,000 records run in turns, TURNS times each,
+    # and the fastest run of each counts: a burst of load from other work on a shared
+    # machine (whose speed swings by half from minute to minute) then neither flatters
+    # the pipeline's ratio nor spoils it
     runs = {n: in_fresh_process(f"sqlite:///{folder / f'p{n}.db'}", n, args.processes)
             for n in sizes}
     bares, millions = [], [runs[1_000_000]]
-    for turn in range(2):
+    for turn in range(1, TURNS + 1):
         bares.append(bare_loop(1_000_000))
-        if turn:
-            millions.append(in_fresh_process(f"sqlite:///{folder / 'again.db'}", 1_000_000,
-                                             args.processes))
+        if turn < TURNS:
+            millions.append(in_fresh_process(f"sqlite:///{folder / f'again{turn}.db'}",
+                                             1_000_000, args.processes))
     million = max(millions, key=lambda run: run["rate"])
     threads = in_fresh_process(f"sqlite:///{folder / 'threads.db'}", 1_000_000, 0)
     bare = max(bares)
