@@ -704,6 +704,11 @@ class PipelineRun:
                 self.depths.expire()
                 idle = min(idle * 2, self.idle_max)
 
+    def _close_bell(self) -> None:
+        if self._run_bell is not None:
+            self._run_bell.close()
+            self._run_bell = None
+
     def _ring_run(self) -> None:
         """Wake the run's process to look for its end (or an error) at once."""
         if self._in_child:
@@ -923,7 +928,12 @@ class PipelineRun:
             if self.forks else None)
         if forks is not None:  # before this run's threads start: nothing of theirs held
             self._run_bell = RunBell(self._bell.set)
-            forks.start()
+            try:
+                forks.start()
+            except BaseException:
+                forks.stop()
+                self._close_bell()
+                raise
         for thread in threads:
             thread.start()
         finished = False
@@ -955,9 +965,7 @@ class PipelineRun:
                 thread.join()
             if forks is not None:
                 forks.stop()
-            if self._run_bell is not None:
-                self._run_bell.close()
-                self._run_bell = None
+            self._close_bell()
             self._release_leftovers()
             if own is not None:  # every thread ended after its batch: none is held
                 own.remove()
