@@ -32,6 +32,7 @@ from sheetops.config import parse_config
 from sheetops.errors import PermanentError
 from sheetops.pipelines import PipelineError, iterable, pipeline
 from sheetops.pipelines import deadletters as dl
+from sheetops.pipelines.processes import RunBell
 from sheetops.store.queue_sql import Queues
 
 pytestmark = pytest.mark.usefixtures("forget_pipelines")
@@ -78,6 +79,24 @@ def test_forked_stages_deliver_every_record_once_from_processes_of_their_own(tmp
     assert os.getpid() not in pids and len(pids) == 2  # both processes took batches
     assert report.finished and report.records_out == 3_000
     assert report.stages["tag"]["records_in"] == 3_000
+
+
+def test_a_forked_process_wakes_the_run_through_its_bell():
+    rung = threading.Event()
+    bell = RunBell(rung.set)
+    try:
+        pid = os.fork()
+        if pid == 0:  # a stage process: rings and ends
+            bell.ring()
+            os._exit(0)
+        assert rung.wait(30)  # the run's process heard it, from another process
+        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+        rung.clear()
+        bell.ring()  # its own process may ring too
+        assert rung.wait(30)
+    finally:
+        bell.close()
+    bell.ring()  # closed: a late ring is dropped, never raised
 
 
 def test_the_source_is_read_in_a_stage_process_and_its_error_ends_the_run(tmp_path):

@@ -138,7 +138,10 @@ class RunBell:
             on_ring()
 
     def ring(self) -> None:
-        """Wake the run's process (from any of its processes; never blocks)."""
+        """Wake the run's process (from any of its processes; never blocks; nothing once
+        closed, so a late ring never writes to a file that reused the number)."""
+        if self._write < 0:
+            return
         with contextlib.suppress(OSError):
             os.write(self._write, b"\0")
 
@@ -149,6 +152,7 @@ class RunBell:
         self._thread.join()
         os.close(self._read)
         os.close(self._write)
+        self._read = self._write = -1
 
 
 class StageProcesses:
