@@ -606,7 +606,7 @@ class PipelineRun:
                       and _forkable(queues) else [])
         if self.forks:
             check_rate_limits(pipe.stage_names(), self.settings,
-                              not configured_storage().startswith("memory"))
+                              lambda: not configured_storage().startswith("memory"))
         #: the source is read in the first stage process when the first stage is forked:
         #: its batches then reach that stage decoded, with no process hop between
         self.source_forked = bool(self.forks) and 0 in self.forks[0]

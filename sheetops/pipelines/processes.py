@@ -73,11 +73,13 @@ def plan(settings: Sequence[StageSettings]) -> list[list[int]]:
 
 
 def check_rate_limits(names: Sequence[str], settings: Sequence[StageSettings],
-                      shared_storage: bool) -> None:
+                      shared_storage: Callable[[], bool]) -> None:
     """Refuse a stage whose rate limit is kept in memory (one window per process) when
-    several processes would work it: each would allow the whole rate."""
+    several processes would work it: each would allow the whole rate.
+    ``shared_storage`` says whether limits are shared (asked only when it matters:
+    reading the settings costs milliseconds)."""
     for name, s in zip(names, settings, strict=True):
-        if s.rate_limit and s.processes > 1 and not shared_storage:
+        if s.rate_limit and s.processes > 1 and not shared_storage():
             raise PipelineError(
                 f"stage {name!r} has rate_limit {s.rate_limit!r} and processes "
                 f"{s.processes}: a limit kept in memory holds per process, so each would "
