@@ -27,7 +27,9 @@ memory keeps ``processes: 0``. The children:
   delivery counted against them: a batch that merely waited in the dead process is
   not blamed for its death;
 * share SQLite's one writer through a lock file next to the database (``flock``: the
-  kernel drops a dead process's lock), as the threads of one process share a lock.
+  kernel drops a dead process's lock), as the threads of one process share a lock;
+* wake the run's process (:class:`RunBell`, a pipe) when the source has been read or a
+  batch has left the last stage, so the run sees its end at once.
 """
 
 from __future__ import annotations
