@@ -24,7 +24,7 @@ pytestmark = pytest.mark.usefixtures("forget_pipelines")
 
 
 def contacts_pipeline(name: str, n: int = 300, gate: threading.Event | None = None,
-                      bad: set[int] | None = None):
+                      bad: set[int] | None = None, sink_high_water: int = 0):
     """check → deliver; records in ``bad`` (default BAD) fail the check (dead letters);
     ``gate`` holds the sink until set, so its queue fills (the bottleneck)."""
     bad = set(BAD) if bad is None else bad
@@ -38,7 +38,7 @@ def contacts_pipeline(name: str, n: int = 300, gate: threading.Event | None = No
                 raise ValueError(f"contact {record['id']}: no consent")
         return records
 
-    @pipe.sink(batch_size=20)
+    @pipe.sink(batch_size=20, high_water=sink_high_water)
     def deliver(records):
         if gate is not None:
             gate.wait(30)
@@ -61,17 +61,20 @@ def url(store_url: str) -> str:
 @pytest.fixture
 def held(url, store):
     """A pipeline ``held`` running in a thread with its sink held: its ``deliver``
-    queue is the bottleneck until ``release()``."""
+    queue is the bottleneck until ``release()``. The queue takes every record, so the
+    check stage ends its work (a state at rest, which the backpressure of a smaller
+    mark would stop at a moment that depends on how the bad records split)."""
     gate = threading.Event()
-    pipe = contacts_pipeline("held", gate=gate)
+    pipe = contacts_pipeline("held", gate=gate, sink_high_water=1000)
     thread = threading.Thread(target=pipe.run, args=(url,), kwargs={"job": "held"})
     thread.start()
 
     def full():
         [pipe] = reads.pipeline_stats(store, order={"held": ["check", "deliver"]}) or [None]
-        return pipe is not None and len(pipe.stages) == 2 and pipe.stages[1].depth >= 10
+        return (pipe is not None and len(pipe.stages) == 2
+                and pipe.stages[0].records_in == 300 and pipe.stages[1].depth >= 10)
 
-    wait_for(full, timeout=30, what="the held sink's queue to fill to its high-water mark")
+    wait_for(full, timeout=30, what="the check stage to hand every record to the held sink")
 
     def release():
         gate.set()
@@ -82,18 +85,13 @@ def held(url, store):
 
 
 def test_stage_stats_show_the_bottleneck_then_counts_and_dead_letters(store, held):
-    def checked():  # the check stage goes on for a moment after the sink's queue looks
-        # full (the first batch's pieces, split on record 7, fill it), until the
-        # backpressure stops it, past its first three batches of 50
-        [pipe] = reads.pipeline_stats(store, order={"held": ["check", "deliver"]})
-        return pipe if pipe.stages[0].records_in >= 150 else None
-
-    pipe = wait_for(checked, timeout=30, what="the check stage to take 150 records")
+    [pipe] = reads.pipeline_stats(store, order={"held": ["check", "deliver"]})
     check, deliver = pipe.stages
     assert (pipe.job, pipe.state, [s.stage for s in pipe.stages]) == (
         "held", "read", ["check", "deliver"])
     assert pipe.bottleneck is deliver and deliver.depth >= 10 and deliver.lag_s > 0
-    assert check.rate > 0 and deliver.records_in == 0
+    assert (check.records_in, check.dead) == (300, 2) and check.rate > 0
+    assert deliver.records_in == 0
     later = reads.pipeline_stats(store)
     assert reads.with_rates(later, [pipe], 2.0)[0].stages[0].rate == 0.0  # none since
     held()
@@ -215,14 +213,14 @@ def test_alerts_fire_by_email_on_dead_letters_stage_lag_and_stage_queue_depth(st
              rule("stage backlog", "held", "queue_depth", 10))
     box = Box(snapshot(*rules, jobs=("held",)))
     evaluator = AlertEvaluator(store, box, ChannelDelivery(FAST))
-    fired = evaluator.evaluate(time.time())
+    fired = evaluator.evaluate(time.time())  # the check stage is done: both are dead
     assert ("stage backlog", "held.deliver") in {(e.rule, e.job) for e in fired}
     assert ("slow stage", "held.deliver") in {(e.rule, e.job) for e in fired}
+    [dead] = [e for e in fired if e.rule == "dead contacts"]
+    assert (dead.kind, dead.job, dead.value) == ("fired", "held", 2)
     held()
     fired = evaluator.evaluate(time.time() + 60)
     assert ("stage backlog", "resolved") in {(e.rule, e.kind) for e in fired}  # drained
-    [dead] = [e for e in fired if e.rule == "dead contacts"]
-    assert (dead.kind, dead.job, dead.value) == ("fired", "held", 2)
     mails = smtp.wait_for(3)
     mail = next(m for m in mails if "dead contacts" in m["Subject"])
     assert mail["Subject"] == "[sheetops] FIRING: dead contacts — held"
