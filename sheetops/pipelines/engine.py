@@ -616,11 +616,11 @@ class PipelineRun:
         self.share_source = self.source_forked and self.settings[0].processes > 1
         #: set (shared memory) once a stage process has read the source to its end
         self._source_read = multiprocessing.RawValue("b", 0) if self.source_forked else None
-        #: wakes the run's main loop to look for its end; stage processes ring it
-        #: through :attr:`_run_bell` (see :meth:`_ring_run`)
+        #: wakes the run's main loop to look for its end: set in the run's process,
+        #: rung through :attr:`_run_bell` (a pipe) in a stage process (:attr:`_ring_run`)
         self._bell = threading.Event()
         self._run_bell: RunBell | None = None
-        self._in_child = False
+        self._ring_run: Callable[[], None] = self._bell.set
         self.idle_max = FORKED_IDLE_MAX_S if self.forks else IDLE_MAX_S
         self.local = [i for i in range(len(self.names))
                       if not self.forks or not self.settings[i].processes]
@@ -708,14 +708,6 @@ class PipelineRun:
         if self._run_bell is not None:
             self._run_bell.close()
             self._run_bell = None
-
-    def _ring_run(self) -> None:
-        """Wake the run's process to look for its end (or an error) at once."""
-        if self._in_child:
-            if self._run_bell is not None:
-                self._run_bell.ring()
-        else:
-            self._bell.set()
 
     def _guard(self, fn: Callable[..., None], *args: Any) -> None:
         try:
@@ -1018,7 +1010,8 @@ class PipelineRun:
         the source too (:attr:`source_forked`), from where its checkpoint stands (a
         process started in place of a dead one goes on from there). Raises the error it
         stopped on."""
-        self._in_child = True
+        if self._run_bell is not None:  # wake the run's process from this one
+            self._ring_run = self._run_bell.ring
         self.queues.engine.dispose(close=False)  # the parent's connections stay its own
         self._reset(indexes, writer_lock(self.queues, shared=True))
         self._working = slots
